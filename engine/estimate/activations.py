@@ -1,0 +1,225 @@
+"""Activation memory: traced at tiny width, fitted, and scaled to the real shape.
+
+The bytes one decoder layer saves for backward are a sum of tensors whose sizes are products of
+the batch, the sequence length and one width each: the hidden size, the MLP width, the query,
+key/value and head widths, or (eager attention) a score matrix of seq × key-length per head.
+So per sequence of T positions (P key/value prefix positions for prefix tuning, key length
+Tk = T + P) the saved bytes are an exact linear form
+
+    bytes = c · [B·T·H, B·T·I, B·T·Q, B·T·KV, B·T·heads, B·T·head_dim, B·T, B·P·KV, B·P·Q,
+                 B·T·Tk·heads, H, I, Q, KV]
+
+(B the batch; the last four are per-step tensors sized by a width alone, such as DoRA's
+magnitude scales) whose coefficients are small multiples of element sizes (2 for a bf16 tensor, 4 for an fp32
+upcast, 1 for a dropout mask...). We measure the layer on a dozen tiny variants of the real
+architecture (see ``trace.py``), solve for ``c`` by least squares, check the fit is exact, and
+evaluate the form at the real sizes. Everything outside the layers (embeddings, final norm,
+the output head and the loss) gets the same treatment with the vocabulary as a width.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+
+LAYER_FEATURES = ("B*T*H", "B*T*I", "B*T*Q", "B*T*KV", "B*T*heads", "B*T*head_dim", "B*T", "B*P*KV",
+                  "B*P*Q", "B*T*Tk*heads", "H", "I", "Q", "KV")
+OUTSIDE_FEATURES = ("B*T*H", "B*T*V", "B*T*head_dim", "B*T", "B*P*H", "B*P*KV*L", "B", "1")
+LOGITS = OUTSIDE_FEATURES.index("B*T*V")
+
+# Tiny variants (hidden, mlp, heads, kv_heads, head_dim, seq, vocab, batch). Each changes one or
+# two sizes from the first so that every feature above is identifiable.
+_VARIANTS = [
+    (64, 128, 4, 2, 16, 16, 96, 2),
+    (64, 128, 4, 2, 16, 32, 96, 2),
+    (96, 128, 4, 2, 16, 16, 160, 2),
+    (64, 256, 4, 2, 16, 16, 96, 2),
+    (64, 128, 4, 2, 32, 16, 96, 2),
+    (64, 128, 8, 2, 16, 16, 128, 2),
+    (64, 128, 4, 4, 16, 24, 96, 2),
+    (64, 128, 4, 2, 16, 48, 96, 2),
+    (128, 384, 8, 4, 16, 24, 160, 2),
+    (96, 192, 6, 3, 8, 20, 96, 2),
+    (64, 128, 4, 1, 16, 40, 224, 2),
+    (128, 192, 4, 2, 24, 12, 96, 2),
+    (64, 128, 4, 2, 16, 16, 96, 1),
+    (96, 256, 4, 2, 16, 24, 128, 3),
+    (64, 192, 8, 4, 8, 16, 96, 1),
+    (128, 128, 4, 2, 32, 8, 96, 3),
+]
+
+
+@dataclass
+class Shape:
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    layers: int
+
+
+def layer_features(s: Shape, B: int, T: int, P: int, eager: bool) -> list[float]:
+    q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
+    return [B * T * s.hidden, B * T * s.intermediate, B * T * q, B * T * kv, B * T * s.heads,
+            B * T * s.head_dim, B * T, B * P * kv, B * P * q, B * T * (T + P) * s.heads if eager else 0.0,
+            s.hidden, s.intermediate, q, kv]
+
+
+def outside_features(s: Shape, B: int, T: int, P: int) -> list[float]:
+    return [B * T * s.hidden, B * T * s.vocab, B * T * s.head_dim, B * T, B * P * s.hidden,
+            B * P * s.kv_heads * s.head_dim * s.layers, B, 1.0]
+
+
+@dataclass
+class ActivationModel:
+    """Fitted coefficients; ``predict`` gives saved bytes for a batch at real sizes."""
+
+    layer: list[float]            # per layer after the first, bytes per feature unit
+    first: list[float]            # the first layer (it also holds tensors all layers share)
+    outside: list[float]          # embeddings, final norm, head, loss
+    hidden_bytes: int             # element size of the residual stream (what checkpointing keeps)
+    residual: float               # worst relative misfit over the tiny variants (0 = exact)
+    eager: bool
+    lengthens: bool               # prompt-based methods that add input positions
+    prefix: bool                  # prefix tuning: key/value prefixes instead
+
+    def positions(self, seq: int, virtual: int) -> tuple[int, int]:
+        """(positions the layers process, key/value prefix length)."""
+        if self.prefix:
+            return seq, virtual
+        return (seq + virtual if self.lengthens else seq), 0
+
+    def predict(self, s: Shape, batch: int, seq: int, virtual: int = 0) -> dict:
+        T, P = self.positions(seq, virtual)
+        lf = layer_features(s, batch, T, P, self.eager)
+        per = _dot(self.layer, lf)
+        first = _dot(self.first, lf)
+        of = outside_features(s, batch, T, P)
+        logits_saved = self.outside[LOGITS] * of[LOGITS]      # what the loss keeps per vocab entry
+        outside = _dot(self.outside, of) - logits_saved
+        return {
+            "per_layer": max(per, 0.0),
+            "layers": max(first + (s.layers - 1) * per, 0.0),
+            "outside": max(outside, 0.0),
+            "logits_saved": max(logits_saved, 0.0),
+            "logits_saved_per_element": self.outside[LOGITS],
+            "checkpointed": batch * s.layers * T * s.hidden * self.hidden_bytes,
+            "positions": T,
+        }
+
+
+def _dot(a, b) -> float:
+    return float(sum(x * y for x, y in zip(a, b)))
+
+
+def _lstsq(rows: list[list[float]], ys: list[float]) -> tuple[list[float], float]:
+    import numpy as np
+
+    X = np.array(rows, dtype=np.float64)
+    y = np.array(ys, dtype=np.float64)
+    # Columns that are identically zero (no eager scores, no prefix) are left out of the solve.
+    keep = [j for j in range(X.shape[1]) if np.any(X[:, j])]
+    coef = np.zeros(X.shape[1])
+    if keep:
+        # Scale columns so the solve is well conditioned; min-norm handles collinear widths
+        # (e.g. hidden == heads × head_dim in architectures without a free head_dim).
+        Xs = X[:, keep]
+        norms = np.linalg.norm(Xs, axis=0)
+        sol, *_ = np.linalg.lstsq(Xs / norms, y, rcond=None)
+        coef[keep] = sol / norms
+    pred = X @ coef
+    resid = float(np.max(np.abs(pred - y) / np.maximum(np.abs(y), 1.0))) if len(y) else 0.0
+    return coef.tolist(), resid
+
+
+def _variant_ok(arch, h, i, nh, nkv, hd) -> tuple[int, int, int, int, int]:
+    """Keep the architecture's constraints: hidden = heads × head_dim where head_dim is not free."""
+    free_head_dim = "head_dim" in arch.hf_config.to_dict() or arch.hidden != arch.heads * arch.head_dim
+    if not free_head_dim:
+        h = nh * hd
+    if nkv > nh or nh % nkv:
+        nkv = 1
+    if arch.kv_heads == arch.heads:     # no grouped-query attention in this family
+        nkv = nh
+    return h, i, nh, nkv, hd
+
+
+_CACHE: dict[str, ActivationModel] = {}
+
+
+def _cache_key(arch, run_cfg, dtype, attn, autocast, quantized, packing, padded) -> str:
+    m = run_cfg.method
+    method = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(m).items()}
+    return json.dumps([arch.hf_config.to_json_string(use_diff=False), method, str(dtype), attn, str(autocast),
+                       quantized, packing, padded, run_cfg.model.double_quant, run_cfg.model.quantization],
+                      sort_keys=True, default=str)
+
+
+def fit_activation_model(arch, run_cfg, *, dtype, attn: str | None, autocast_dtype=None,
+                         quantized: bool = False, packing: bool = False, padded: bool = False) -> ActivationModel:
+    """Trace the tiny variants and fit. Cached: an estimate re-run with another batch size or
+    sequence length costs nothing."""
+    key = _cache_key(arch, run_cfg, dtype, attn, autocast_dtype, quantized, packing, padded)
+    if key in _CACHE:
+        return _CACHE[key]
+    import torch
+
+    from engine.estimate.arch import shrink_config
+    from engine.estimate.trace import build_model, trace_model
+    from engine.methods import get_method
+
+    spec = get_method(run_cfg.method.name)
+    virtual = spec.virtual_tokens(run_cfg.method)
+    prefix = run_cfg.method.name == "prefix_tuning"
+    trace_cfg = copy.deepcopy(run_cfg)
+    # Checkpointing hides the layers' saved tensors behind its own hooks; the tracer measures
+    # the full layer and checkpointing is applied to the result (see ActivationModel.predict).
+    trace_cfg.train.gradient_checkpointing = False
+    if getattr(trace_cfg.method, "init", None) == "text":
+        trace_cfg.method.init = "random"   # no tokenizer at tiny width; the memory is the same
+    rows_l, rows_o, y_first, y_layer, y_out = [], [], [], [], []
+    hidden_bytes = 0
+    eager_used = False
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
+    try:
+        for (h, i, nh, nkv, hd, T, V, B) in _VARIANTS:
+            h, i, nh, nkv, hd = _variant_ok(arch, h, i, nh, nkv, hd)
+            tiny = shrink_config(arch.hf_config, hidden=h, intermediate=i, heads=nh, kv_heads=nkv,
+                                 head_dim=hd, layers=3, vocab=V)
+            with torch.no_grad():
+                model = build_model(tiny, trace_cfg, dtype, attn, quantized=quantized)
+            eager_used = _attn_of(model) == "eager"
+            r = trace_model(model, V, B, T, packing=packing, padded=padded,
+                            autocast_dtype=autocast_dtype, prompt_based=spec.prompt_based,
+                            virtual=0 if prefix else virtual)
+            hidden_bytes = r.hidden_bytes or hidden_bytes
+            s = Shape(h, i, nh, nkv, hd, V, 3)
+            Tp = T if prefix else T + virtual
+            P = virtual if prefix else 0
+            rows_l.append(layer_features(s, B, Tp, P, eager_used))
+            rows_o.append(outside_features(s, B, Tp, P))
+            y_first.append(r.layer_bytes[0])
+            y_layer.append(r.per_layer)
+            y_out.append(r.outside_bytes)
+            del model
+    finally:
+        torch.set_num_threads(torch_threads)
+    layer, r1 = _lstsq(rows_l, y_layer)
+    first, r2 = _lstsq(rows_l, y_first)
+    outside, r3 = _lstsq(rows_o, y_out)
+    am = ActivationModel(layer=layer, first=first, outside=outside,
+                         hidden_bytes=hidden_bytes or torch.tensor([], dtype=dtype).element_size(),
+                         residual=max(r1, r2, r3), eager=eager_used, lengthens=spec.prompt_based and not prefix,
+                         prefix=prefix)
+    _CACHE[key] = am
+    return am
+
+
+def _attn_of(model) -> str:
+    cfg = getattr(model, "config", None)
+    impl = getattr(cfg, "_attn_implementation", None)
+    return str(impl or "sdpa")

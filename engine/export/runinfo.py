@@ -1,0 +1,162 @@
+"""What an export or the playground needs to know about a run directory.
+
+A run directory (written by engine.train) holds ``run.yaml``, ``events.jsonl``, the final
+``adapter/`` and ``checkpoints/checkpoint-N/``. A bare peft adapter folder is accepted too
+(``adapter_config.json`` only): its base model and method are read from the adapter config, so
+``peft-studio export some/adapter --merge`` works on adapters trained elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import RunConfig
+from engine.export.atomic import ExportError
+
+RUN_FILE = "run.yaml"
+EVENTS_FILE = "events.jsonl"
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoints"
+ADAPTER_CONFIG = "adapter_config.json"
+
+# peft_type (+ use_dora) → our method name; qlora is indistinguishable from lora in the adapter,
+# which is fine: both merge the same way (into a full-precision base).
+_PEFT_TYPES = {"LORA": "lora", "IA3": "ia3", "PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning",
+               "PREFIX_TUNING": "prefix_tuning"}
+
+
+@dataclass
+class RunInfo:
+    run_dir: Path
+    config: RunConfig
+    adapter_dir: Path | None                 # the final adapter, when the run saved one
+    checkpoints: list[Path] = field(default_factory=list)   # oldest first
+    metrics: dict = field(default_factory=dict)
+    status: str | None = None
+    is_bare_adapter: bool = False
+
+    @property
+    def method(self):
+        from engine.methods import get_method
+
+        return get_method(self.config.method.name)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    def sources(self) -> list[tuple[str, Path]]:
+        """Every adapter of this run by label: ``final`` first, then checkpoints newest first."""
+        out = []
+        if self.adapter_dir is not None:
+            out.append(("final", self.adapter_dir))
+        out.extend((c.name, c) for c in reversed(self.checkpoints))
+        return out
+
+    def adapter(self, which: str | None = None) -> Path:
+        """Resolve ``final`` (default), ``latest`` (newest checkpoint), ``checkpoint-N`` or ``N``."""
+        which = (which or "final").strip()
+        if which == "final":
+            if self.adapter_dir is not None:
+                return self.adapter_dir
+            if self.checkpoints:  # a run killed before saving its final adapter
+                return self.checkpoints[-1]
+            raise ExportError(f"{self.run_dir} has no adapter yet: the run saved neither {ADAPTER_DIR}/ nor a "
+                              "checkpoint. Wait for it to finish, or enable train.save_steps.")
+        if which == "latest":
+            if not self.checkpoints:
+                raise ExportError(f"{self.run_dir} has no checkpoints.")
+            return self.checkpoints[-1]
+        name = f"checkpoint-{which}" if which.isdigit() else which
+        for c in self.checkpoints:
+            if c.name == name:
+                return c
+        p = Path(which).expanduser()
+        if (p / ADAPTER_CONFIG).exists():
+            return p
+        valid = ["final", "latest"] + [c.name for c in self.checkpoints]
+        raise ExportError(f"No adapter {which!r} in {self.run_dir}; choose one of: {', '.join(valid)}.")
+
+
+def _step(p: Path) -> int:
+    m = re.search(r"(\d+)$", p.name)
+    return int(m.group(1)) if m else -1
+
+
+def _has_adapter(p: Path) -> bool:
+    return (p / ADAPTER_CONFIG).exists()
+
+
+def _metrics_from_events(run_dir: Path) -> tuple[dict, str | None]:
+    from engine.events import read_events
+
+    metrics: dict = {}
+    status = None
+    for ev in read_events(run_dir / EVENTS_FILE):
+        kind = ev.get("event")
+        if kind == "eval" and ev.get("eval_loss") is not None:
+            metrics["eval_loss"] = ev["eval_loss"]
+        elif kind == "step" and ev.get("loss") is not None:
+            metrics["final_loss"] = ev["loss"]
+            metrics["steps"] = ev.get("step")
+        elif kind in ("finished", "stopped", "failed"):
+            status = kind
+            for k, v in (ev.get("metrics") or {}).items():
+                if v is not None:
+                    metrics[k] = v
+            if ev.get("step") is not None:
+                metrics["steps"] = ev["step"]
+        elif kind == "started":
+            for k in ("train_examples", "eval_examples", "data_format", "trainable_params", "total_params",
+                      "device"):
+                if ev.get(k) is not None:
+                    metrics[k] = ev[k]
+    if "global_step" in metrics:
+        metrics.setdefault("steps", metrics["global_step"])
+    return metrics, status
+
+
+def config_from_adapter(adapter_dir: Path) -> RunConfig:
+    """A RunConfig describing a bare peft adapter folder (base model and method from its config)."""
+    try:
+        ac = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ExportError(f"{adapter_dir / ADAPTER_CONFIG} cannot be read: {e}") from None
+    peft_type = str(ac.get("peft_type", "")).upper()
+    method = _PEFT_TYPES.get(peft_type)
+    if method is None:
+        raise ExportError(f"{adapter_dir}: adapter type {peft_type or '?'} is not supported here "
+                          f"(supported: {', '.join(sorted(_PEFT_TYPES))}).")
+    if method == "lora" and ac.get("use_dora"):
+        method = "dora"
+    base = ac.get("base_model_name_or_path")
+    if not base:
+        raise ExportError(f"{adapter_dir / ADAPTER_CONFIG} does not name its base model "
+                          "(base_model_name_or_path); pass the base explicitly.")
+    return RunConfig.from_dict({"model": {"name_or_path": base}, "method": {"name": method},
+                                "output_dir": str(adapter_dir)})
+
+
+def load_run(path: str | Path) -> RunInfo:
+    """Read a run directory (or a bare adapter folder). Raises ExportError with a plain message."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ExportError(f"{p} does not exist.")
+    if not p.is_dir():
+        raise ExportError(f"{p} is a file; give the run folder (the one holding run.yaml).")
+    if not (p / RUN_FILE).exists():
+        if _has_adapter(p):
+            return RunInfo(run_dir=p, config=config_from_adapter(p), adapter_dir=p, is_bare_adapter=True)
+        raise ExportError(f"{p} is not a run folder (no {RUN_FILE}) nor a peft adapter folder "
+                          f"(no {ADAPTER_CONFIG}).")
+    cfg = RunConfig.load(p / RUN_FILE)
+    adapter = p / ADAPTER_DIR
+    ckpt_root = p / CHECKPOINT_DIR
+    ckpts = sorted((c for c in ckpt_root.glob("checkpoint-*") if _has_adapter(c)), key=_step) \
+        if ckpt_root.is_dir() else []
+    metrics, status = _metrics_from_events(p)
+    return RunInfo(run_dir=p, config=cfg, adapter_dir=adapter if _has_adapter(adapter) else None,
+                   checkpoints=ckpts, metrics=metrics, status=status)

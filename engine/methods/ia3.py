@@ -1,0 +1,50 @@
+"""IA³: learned rescaling vectors for keys, values and MLP activations."""
+
+from __future__ import annotations
+
+from engine.config import ConfigError
+from engine.methods import MethodSpec, register, resolve_targets
+
+
+def _targets(cfg, ctx):
+    from engine.methods.targets import ia3_targets
+
+    m = cfg.method
+    if m.target_modules == "auto":
+        try:
+            targets, ff = ia3_targets(ctx.model_type, ctx.linear_names)
+        except ValueError as e:
+            raise ConfigError("method.target_modules", str(e)) from None
+    else:
+        targets = resolve_targets(m.target_modules, ctx)
+        if targets == "all-linear":
+            targets = list(ctx.linear_names)
+        ff = [t for t in targets if any(k in t for k in ("down", "fc2", "4h_to_h", "mlp"))]
+    if m.feedforward_modules != "auto":
+        ff = list(m.feedforward_modules)
+        bad = [f for f in ff if f not in targets]
+        if bad:
+            raise ConfigError("method.feedforward_modules", "must be a subset of target_modules", bad,
+                              choices=targets)
+    return targets, ff
+
+
+def build(model, cfg, ctx):
+    from peft import IA3Config, TaskType, get_peft_model
+
+    from engine.methods.lora import prepare_quantized
+
+    targets, ff = _targets(cfg, ctx)
+    model = prepare_quantized(model, ctx)
+    return get_peft_model(model, IA3Config(task_type=TaskType.CAUSAL_LM, target_modules=targets,
+                                           feedforward_modules=ff))
+
+
+def check(cfg, ctx):
+    _targets(cfg, ctx)
+
+
+register(MethodSpec(
+    name="ia3", title="IA³", family="ia3", build=build, can_merge=True, check=check,
+    description="Three learned scaling vectors per layer: the fewest trainable parameters of any "
+                "method here; needs a higher learning rate (~1e-2)."))

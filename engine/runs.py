@@ -1,0 +1,122 @@
+"""Run directories and the run index (SQLite).
+
+A run directory is the source of truth: run.yaml (resolved config), events.jsonl, checkpoints/,
+adapter/. The index is a cache over run directories for fast listing; `RunIndex.record(dir)`
+(re)derives a row from the directory's files, so a crash or kill never leaves the index
+disagreeing with what is on disk for long: the next record or rescan fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from engine.events import TERMINAL_EVENTS, read_events
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_dir    TEXT PRIMARY KEY,
+    name       TEXT,
+    model      TEXT,
+    method     TEXT,
+    status     TEXT,
+    started    REAL,
+    finished   REAL,
+    steps      INTEGER,
+    final_loss REAL,
+    eval_loss  REAL,
+    adapter    TEXT,
+    updated    REAL
+)
+"""
+
+
+def default_index_path() -> Path:
+    base = os.environ.get("PEFT_STUDIO_HOME") or os.path.join(
+        os.environ.get("XDG_DATA_HOME", os.path.expanduser("~/.local/share")), "peft-studio")
+    return Path(base) / "runs.sqlite"
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def summarize(run_dir: str | os.PathLike) -> dict:
+    """What a run directory says about itself: status, progress, final numbers."""
+    run_dir = Path(run_dir)
+    events = read_events(run_dir / "events.jsonl")
+    started = next((e for e in events if e["event"] == "started"), None)
+    terminal = next((e for e in reversed(events) if e["event"] in TERMINAL_EVENTS), None)
+    steps = [e for e in events if e["event"] == "step"]
+    evals = [e for e in events if e["event"] == "eval"]
+    cfg = (started or {}).get("config") or {}
+    if terminal is not None and (started is None or terminal["time"] >= started["time"]):
+        status = terminal["event"]
+    elif started is not None:
+        status = "running" if pid_alive(started.get("pid")) else "crashed"
+    else:
+        status = "failed" if terminal else ("empty" if not events else "starting")
+    metrics = (terminal or {}).get("metrics") or {}
+    return {
+        "run_dir": str(run_dir.resolve()),
+        "name": run_dir.name,
+        "model": (cfg.get("model") or {}).get("name_or_path"),
+        "method": (cfg.get("method") or {}).get("name"),
+        "status": status,
+        "started": (started or (events[0] if events else {})).get("time"),
+        "finished": terminal["time"] if terminal else None,
+        "steps": steps[-1]["step"] if steps else 0,
+        "final_loss": metrics.get("final_loss", steps[-1].get("loss") if steps else None),
+        "eval_loss": metrics.get("eval_loss", evals[-1]["eval_loss"] if evals else None),
+        "adapter": (terminal or {}).get("adapter_dir"),
+        "error": (terminal or {}).get("error") if status == "failed" else None,
+    }
+
+
+class RunIndex:
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else default_index_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(SCHEMA)
+
+    def _connect(self):
+        # WAL + a busy timeout: the studio reads while an engine process writes.
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.row_factory = sqlite3.Row
+        return db
+
+    def record(self, run_dir: str | os.PathLike) -> dict:
+        row = summarize(run_dir)
+        cols = ["run_dir", "name", "model", "method", "status", "started", "finished", "steps",
+                "final_loss", "eval_loss", "adapter"]
+        with self._connect() as db:
+            db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}, updated) VALUES "
+                       f"({', '.join('?' * len(cols))}, ?)", [row[c] for c in cols] + [time.time()])
+        return row
+
+    def list(self, limit: int = 100, refresh: bool = True) -> list[dict]:
+        with self._connect() as db:
+            rows = [dict(r) for r in db.execute(
+                "SELECT * FROM runs ORDER BY COALESCE(started, updated) DESC LIMIT ?", (limit,))]
+        out = []
+        for r in rows:
+            if not Path(r["run_dir"]).exists():
+                continue  # deleted by hand; keep the row, hide it
+            if refresh and r["status"] in ("running", "starting"):
+                r = {**r, **self.record(r["run_dir"])}
+            out.append(r)
+        return out
+
+    def forget(self, run_dir: str | os.PathLike) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM runs WHERE run_dir = ?", (str(Path(run_dir).resolve()),))

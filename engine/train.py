@@ -1,0 +1,460 @@
+"""Train one run: setup → main → fit (litgpt's split), on transformers' Trainer.
+
+The loop is transformers' Trainer; what is ours is the wiring: the run directory, events
+(step/eval/checkpoint/...), stop at a step boundary on request, checkpoints and resume, and
+failures turned into a `failed` event with a hint instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import ConfigError, RunConfig
+from engine.events import JsonlSink, MultiReporter
+
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoints"
+EVENTS_FILE = "events.jsonl"
+RUN_FILE = "run.yaml"
+
+_OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit",
+               "paged_adamw_8bit": "paged_adamw_8bit", "adafactor": "adafactor", "sgd": "sgd"}
+
+
+class StopFlag:
+    """Set from another thread (stdin reader, signal handler, the studio); read at step ends."""
+
+    def __init__(self):
+        self._ev = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str = "stop requested") -> None:
+        self.reason = self.reason or reason
+        self._ev.set()
+
+    def is_set(self) -> bool:
+        return self._ev.is_set()
+
+
+@dataclass
+class RunResult:
+    status: str                      # finished | stopped | failed
+    run_dir: Path
+    adapter_dir: Path | None = None
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+    hint: str | None = None
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "-1")
+
+
+def hint_for(exc: BaseException, cfg: RunConfig | None = None) -> str:
+    """A concrete next step for the user, by the kind of failure."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    if "out of memory" in text or "outofmemory" in text or isinstance(exc, MemoryError):
+        levers = []
+        if cfg is not None:
+            if cfg.train.batch_size > 1:
+                levers.append(f"a smaller batch (train.batch_size {cfg.train.batch_size} → "
+                              f"{max(1, cfg.train.batch_size // 2)}, with train.grad_accum × 2 to keep the "
+                              "effective batch)")
+            if not cfg.train.gradient_checkpointing:
+                levers.append("gradient checkpointing (train.gradient_checkpointing: true)")
+            if cfg.method.name in ("lora", "dora"):
+                levers.append("qlora (a 4-bit base, about a quarter of the weight memory)")
+            levers.append(f"a shorter data.max_length (now {cfg.data.max_length})")
+            if cfg.train.optimizer == "adamw_torch":
+                levers.append("an 8-bit optimizer (train.optimizer: adamw_8bit)")
+        else:
+            levers = ["a smaller batch", "gradient checkpointing", "qlora"]
+        return "Out of memory. Try " + "; or ".join(levers) + "."
+    if isinstance(exc, ConfigError):
+        return "Fix the named field in the run file and start again."
+    if "nan" in text or "inf" in text:
+        return "The loss diverged: lower train.lr or enable gradient clipping (train.max_grad_norm)."
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return "Check that the path exists and that you may write to the run folder."
+    return "See the log for details; if it persists, report it with the run's events.jsonl."
+
+
+def find_checkpoint(run_dir: Path, resume_from: str | None) -> str | None:
+    if not resume_from:
+        return None
+    if resume_from == "latest":
+        ckpts = sorted((run_dir / CHECKPOINT_DIR).glob("checkpoint-*"),
+                       key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        complete = [c for c in ckpts if (c / "trainer_state.json").exists()]
+        if not complete:
+            raise ConfigError("train.resume_from", f"no complete checkpoint in {run_dir / CHECKPOINT_DIR}",
+                              resume_from)
+        return str(complete[-1])
+    p = Path(resume_from)
+    if not (p / "trainer_state.json").exists():
+        raise ConfigError("train.resume_from", "is not a checkpoint folder (no trainer_state.json)", resume_from)
+    return str(p)
+
+
+def save_adapter_atomic(model, tokenizer, target: Path, extra_files: dict[str, str] | None = None) -> Path:
+    """Save into a temporary sibling folder, then rename: a crash never leaves half an adapter."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}-old-{int(time.time() * 1000)}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _memory() -> tuple[int | None, int | None]:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss, None
+    except Exception:
+        return None, None
+
+
+def _make_callback(reporter, stop: StopFlag, counters: dict, info: dict):
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Turns the Trainer's hooks into our events and honours the stop flag."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            counters["t0"] = time.time()
+            counters["start_step"] = state.global_step
+            counters["tokens_at_start"] = counters["tokens"]
+            info["total_steps"] = state.max_steps
+            reporter.emit("started", resumed_from_step=state.global_step, **info)
+
+        def on_step_end(self, args, state, control, **kw):
+            now = time.time()
+            counters["last_step_time"] = now
+            if stop.is_set():
+                control.should_training_stop = True
+                # A full checkpoint as well as the adapter: Resume then continues exactly here.
+                control.should_save = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            now = time.time()
+            done = state.global_step - counters["start_step"]
+            elapsed = now - counters["t0"]
+            rate = done / elapsed if elapsed > 0 and done > 0 else None
+            remaining = max(0, state.max_steps - state.global_step)
+            tok_elapsed = counters["tokens"] - counters["tokens_at_start"]
+            alloc, reserved = _memory()
+            reporter.emit(
+                "step", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch,
+                loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                tokens_per_s=(tok_elapsed / elapsed) if elapsed > 0 else None,
+                trained_tokens=counters["trained"], tokens=counters["tokens"],
+                mem_allocated=alloc, mem_reserved=reserved, elapsed_s=elapsed,
+                eta_s=(remaining / rate) if rate else None)
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            metrics = metrics or {}
+            if "eval_loss" in metrics:
+                reporter.emit("eval", step=state.global_step, eval_loss=metrics["eval_loss"],
+                              metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+
+        def on_save(self, args, state, control, **kw):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            reporter.emit("checkpoint", step=state.global_step, path=str(path))
+
+    return EventCallback()
+
+
+def _make_trainer_class():
+    from transformers import Trainer
+
+    class StudioTrainer(Trainer):
+        """Trainer that counts real (non-padding) and trained tokens for tokens/s."""
+
+        counters: dict = {}
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            ids = inputs.get("input_ids")
+            mask = inputs.get("attention_mask")
+            if ids is not None:
+                n = int(mask.sum()) if mask is not None and mask.dim() == 2 else int(ids.numel())
+                self.counters["tokens"] += n
+            labels = inputs.get("labels")
+            if labels is not None:
+                self.counters["trained"] += int((labels != -100).sum())
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    return StudioTrainer
+
+
+def _stdin_listener(stop: StopFlag) -> None:
+    def run():
+        try:
+            for line in sys.stdin:
+                if line.strip().lower() in ("stop", "quit", "q"):
+                    stop.set("stop requested")
+                    return
+        except (OSError, ValueError):
+            return
+
+    if sys.stdin is not None and not sys.stdin.closed:
+        threading.Thread(target=run, name="stdin-stop", daemon=True).start()
+
+
+def install_signal_handlers(stop: StopFlag) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl+C means now
+        stop.set(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def train(cfg: RunConfig, sinks=(), stop: StopFlag | None = None, listen_stdin: bool = False,
+          base_dir: Path | None = None) -> RunResult:
+    """Run one training job to completion, stop or failure. Never raises for run failures:
+    they become a `failed` event and a RunResult with status failed."""
+    stop = stop or StopFlag()
+    run_dir = Path(cfg.output_dir).expanduser()
+    if not run_dir.is_absolute() and base_dir is not None:
+        run_dir = base_dir / run_dir
+    reporter = MultiReporter(*sinks)
+    reporter.enabled = is_main_process()
+    jsonl = None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if reporter.enabled:
+            jsonl = JsonlSink(run_dir / EVENTS_FILE)
+            reporter.add(jsonl)
+    except OSError as e:
+        reporter.emit("failed", error=f"Cannot create the run folder {run_dir}: {e}",
+                      hint="Choose an output_dir you can write to.")
+        return RunResult("failed", run_dir, error=str(e))
+    if listen_stdin:
+        _stdin_listener(stop)
+    try:
+        return _fit(cfg, run_dir, reporter, stop)
+    except KeyboardInterrupt:
+        reporter.emit("failed", error="interrupted", hint="The run was interrupted twice; resume from the "
+                      "last checkpoint with train.resume_from: latest.")
+        return RunResult("failed", run_dir, error="interrupted")
+    except Exception as e:  # every failure becomes an event, never a bare traceback
+        hint = hint_for(e, cfg)
+        reporter.emit("failed", error=f"{e}" if isinstance(e, (ConfigError,)) or _is_user_error(e)
+                      else f"{type(e).__name__}: {e}", hint=hint, traceback=traceback.format_exc())
+        return RunResult("failed", run_dir, error=str(e), hint=hint)
+    finally:
+        _index_run(run_dir, cfg)
+        reporter.close()
+
+
+def _is_user_error(e: BaseException) -> bool:
+    from engine.models import ModelError
+
+    try:
+        from engine.data import DataError
+    except ImportError:  # pragma: no cover
+        DataError = ()  # noqa: N806
+    return isinstance(e, (ModelError, DataError))
+
+
+def _index_run(run_dir: Path, cfg: RunConfig) -> None:
+    try:
+        from engine.runs import RunIndex
+
+        RunIndex().record(run_dir)
+    except Exception as e:  # the index is a convenience; never fail a run over it
+        print(f"peft-studio: could not update the run index: {e}", file=sys.stderr)
+
+
+def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag) -> RunResult:
+    cfg.validate()
+    from engine.methods import effective_quantization, get_method, preflight
+
+    spec = get_method(cfg.method.name)
+    # Everything checkable from config files is checked before weights load (seconds, not minutes).
+    preflight(cfg)
+    checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
+    if reporter.enabled:
+        cfg.save(run_dir / RUN_FILE)
+
+    import torch
+    from transformers import TrainingArguments, set_seed
+
+    from engine.data import make_collator, prepare_data
+    from engine.models import count_parameters, load_model, load_tokenizer, resolve_source
+
+    set_seed(cfg.train.seed)
+    src = resolve_source(cfg.model.name_or_path, cfg.model.offline)
+    reporter.log(f"Model: {src.display}")
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
+    packing = cfg.train.packing
+    if packing and spec.prompt_based:
+        reporter.warn(f"{spec.title} prepends virtual tokens to every example, so packing is turned off "
+                      "for this run.")
+        packing = False
+    data = prepare_data(cfg.data, tokenizer, seed=cfg.train.seed, reporter=reporter,
+                        extra_prompt_tokens=spec.virtual_tokens(cfg.method))
+    if not data.train:
+        raise ConfigError("data.path", "no usable training examples remain after preparation")
+
+    quant = effective_quantization(cfg)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reporter.log(f"Loading weights ({quant or 'full precision'}) on {device}")
+    model = load_model(cfg.model, quantization=quant or None, device=device)
+    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    total_params = count_parameters(model)
+    if cfg.train.gradient_checkpointing and not quant:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    from engine.methods import apply_method
+
+    model = apply_method(model, cfg, tokenizer_path=src.path)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    reporter.log(f"{spec.title}: {trainable:,} trainable of {total_params:,} parameters "
+                 f"({100 * trainable / max(total_params, 1):.3f}%)")
+
+    args = _training_args(cfg, run_dir, has_eval=bool(data.eval), packing=packing)
+    counters = {"tokens": 0, "trained": 0, "t0": time.time(), "start_step": 0, "tokens_at_start": 0}
+    info = {"config": cfg.to_dict(), "total_params": total_params, "trainable_params": trainable,
+            "device": device, "run_dir": str(run_dir), "method": spec.name, "quantization": quant,
+            "train_examples": len(data.train), "eval_examples": len(data.eval),
+            "data_format": data.format, "pid": os.getpid()}
+    trainer_cls = _make_trainer_class()
+    trainer_cls.counters = counters
+    optimizers = (None, None)
+    if cfg.train.loraplus_lr_ratio > 0:
+        optimizers = (_loraplus_optimizer(model, cfg), None)
+    trainer = trainer_cls(
+        model=model, args=args, train_dataset=_ListDataset(data.train),
+        eval_dataset=_ListDataset(data.eval) if data.eval else None,
+        data_collator=make_collator(tokenizer, packing=packing, max_length=cfg.data.max_length),
+        callbacks=[_make_callback(reporter, stop, counters, info)], optimizers=optimizers,
+    )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
+        trainer.remove_callback(cb)
+    if checkpoint:
+        reporter.log(f"Resuming from {checkpoint}")
+    out = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {"train_loss": out.training_loss, "global_step": trainer.state.global_step}
+    stopped = stop.is_set() and trainer.state.global_step < trainer.state.max_steps
+    if data.eval and not stopped:
+        ev = trainer.evaluate()
+        metrics["eval_loss"] = ev.get("eval_loss")
+    last_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if last_losses:
+        metrics["final_loss"] = last_losses[-1]
+    adapter_dir = save_adapter_atomic(trainer.model, tokenizer, run_dir / ADAPTER_DIR)
+    if stopped:
+        reporter.emit("stopped", step=trainer.state.global_step, adapter_dir=str(adapter_dir),
+                      run_dir=str(run_dir), reason=stop.reason, metrics=metrics)
+        return RunResult("stopped", run_dir, adapter_dir, metrics)
+    reporter.emit("finished", adapter_dir=str(adapter_dir), run_dir=str(run_dir), metrics=metrics,
+                  step=trainer.state.global_step)
+    return RunResult("finished", run_dir, adapter_dir, metrics)
+
+
+class _ListDataset:
+    """A plain indexable dataset of tokenized examples (the Trainer needs only len/getitem)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, packing: bool):
+    from transformers import TrainingArguments
+
+    t = cfg.train
+    eval_on = has_eval and t.eval_steps > 0
+    kwargs = dict(
+        output_dir=str(run_dir / CHECKPOINT_DIR),
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 1e9,
+        optim=_OPTIMIZERS[t.optimizer], seed=t.seed, data_seed=t.seed,
+        num_train_epochs=t.epochs, max_steps=t.max_steps,
+        logging_steps=t.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if eval_on else "no", eval_steps=t.eval_steps if eval_on else None,
+        save_strategy="steps" if t.save_steps > 0 else "no", save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit, report_to=[], remove_unused_columns=False,
+        dataloader_num_workers=t.dataloader_workers, disable_tqdm=True,
+        train_sampling_strategy="group_by_length" if (t.group_by_length and not packing) else "random",
+        label_names=["labels"],
+        # fp32 on the CPU; on GPUs bf16/fp16 autocast follows the weights' dtype.
+        bf16=_use_bf16(cfg), fp16=_use_fp16(cfg),
+        lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.scheduler == "cosine_with_min_lr" else {},
+    )
+    return TrainingArguments(**kwargs)
+
+
+def _use_bf16(cfg) -> bool:
+    import torch
+
+    from engine.models import resolve_dtype
+
+    return torch.cuda.is_available() and resolve_dtype(cfg.model.dtype, "cuda") == torch.bfloat16
+
+
+def _use_fp16(cfg) -> bool:
+    import torch
+
+    from engine.models import resolve_dtype
+
+    return torch.cuda.is_available() and resolve_dtype(cfg.model.dtype, "cuda") == torch.float16
+
+
+def _loraplus_optimizer(model, cfg):
+    """LoRA+ (different lr for B matrices) through peft's own helper."""
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    opt_cls = torch.optim.AdamW
+    if cfg.train.optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        import bitsandbytes as bnb
+
+        opt_cls = bnb.optim.PagedAdamW8bit if cfg.train.optimizer.startswith("paged") else bnb.optim.AdamW8bit
+    return create_loraplus_optimizer(model=model, optimizer_cls=opt_cls, lr=cfg.train.lr,
+                                     loraplus_lr_ratio=cfg.train.loraplus_lr_ratio,
+                                     weight_decay=cfg.train.weight_decay)

@@ -1,0 +1,7 @@
+"""`python -m studio [--demo] [--demo-steps N --screenshot PATH] [run.yaml]`."""
+
+import sys
+
+from studio.app import main
+
+sys.exit(main())

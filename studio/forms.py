@@ -1,0 +1,333 @@
+"""Forms generated from config dataclasses: one editor per field, help as tooltip, inline errors.
+
+Nothing here knows a field by name: the editor follows the field's type and metadata
+(``choices``, ``min``/``max``, ``advanced``, ``help``), so a field added to the engine's config
+appears in the studio without touching this file. Panels may replace an editor with a richer
+widget (``exclude`` the field and handle it themselves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+
+import yaml
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QSizePolicy,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.config import ConfigError, coerce_value
+
+# Readable in both light and dark palettes; the one colour we do fix, because "error" must look
+# like an error whatever the theme.
+ERROR_COLOR = "#d64545"
+_INT_LIMIT = 2_000_000_000
+
+# Labels only: a few abbreviations read badly when merely capitalised. Unknown fields still get a
+# label from their name, so this table never has to be complete.
+_LABELS = {
+    "lr": "Learning rate",
+    "r": "Rank (r)",
+    "grad_accum": "Gradient accumulation",
+    "name_or_path": "Model",
+    "dtype": "Weights dtype",
+    "max_grad_norm": "Max grad norm",
+    "loraplus_lr_ratio": "LoRA+ lr ratio",
+    "use_rslora": "Use rsLoRA",
+    "attn_implementation": "Attention",
+    "eval_steps": "Eval every (steps)",
+    "save_steps": "Save every (steps)",
+    "logging_steps": "Log every (steps)",
+    "output_dir": "Output folder",
+}
+
+
+def field_label(name: str) -> str:
+    return _LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def type_info(klass, name: str) -> tuple[set[type], bool]:
+    """Base types a field accepts and whether it may be None."""
+    tp = typing.get_type_hints(klass)[name]
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        base = {typing.get_origin(a) or a for a in args if a is not type(None)}
+        return base, type(None) in args
+    return {origin or tp}, False
+
+
+def format_float(v: float) -> str:
+    # repr round-trips exactly (2e-4 stays 0.0002, 1e-05 stays 1e-05), unlike "%g".
+    return repr(float(v))
+
+
+class FieldEditor(QWidget):
+    """One field's editor. ``raw()`` returns the value to coerce; ``set_value`` shows a value."""
+
+    sig_changed = Signal()
+
+    def __init__(self, klass, f: dataclasses.Field, path: str, parent=None):
+        super().__init__(parent)
+        self.klass, self.field, self.path = klass, f, path
+        self.name = f.name
+        self.types, self.nullable = type_info(klass, f.name)
+        md = f.metadata
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.widget = self._build(md)
+        self.widget.setToolTip(md.get("help", ""))
+        self.widget.setObjectName(f"field:{path}")
+        lay.addWidget(self.widget, 1)
+        if self.kind == "path":
+            browse = QToolButton(self)
+            browse.setText("…")
+            browse.setToolTip("Choose a file")
+            browse.clicked.connect(self._browse)
+            lay.addWidget(browse)
+
+    # -- construction ------------------------------------------------------------------------
+    def _build(self, md) -> QWidget:
+        t = self.types
+        if "choices" in md:
+            self.kind = "choice"
+            w = QComboBox(self)
+            for c in md["choices"]:
+                w.addItem("none" if c is None else str(c), c)
+            w.currentIndexChanged.connect(self.sig_changed)
+            return w
+        if t == {bool}:
+            self.kind = "bool"
+            w = QCheckBox(self)
+            w.toggled.connect(self.sig_changed)
+            return w
+        if t == {int}:
+            self.kind = "int"
+            w = QSpinBox(self)
+            w.setRange(int(md.get("min", -_INT_LIMIT)), int(min(md.get("max", _INT_LIMIT), _INT_LIMIT)))
+            w.setAccelerated(True)
+            w.valueChanged.connect(self.sig_changed)
+            return w
+        w = QLineEdit(self)
+        w.textChanged.connect(self.sig_changed)
+        if t == {float}:
+            self.kind = "float"
+        elif list in t and str in t:
+            self.kind = "list_or_str"
+            w.setPlaceholderText("auto, or names separated by commas")
+        elif list in t:
+            self.kind = "list"
+            w.setPlaceholderText("names separated by commas")
+        elif dict in t:
+            self.kind = "dict"
+            w.setPlaceholderText("{key: value, …}")
+        elif self.name == "path" or self.name.endswith("_path"):
+            self.kind = "path"
+            w.setPlaceholderText("none" if self.nullable else "")
+        else:
+            self.kind = "text"
+            if self.nullable:
+                w.setPlaceholderText("none")
+        return w
+
+    def _browse(self):
+        path, _ = QFileDialog.getOpenFileName(self, f"Choose {field_label(self.name).lower()}")
+        if path:
+            self.set_value(path)
+
+    # -- value in/out ------------------------------------------------------------------------
+    def set_value(self, v) -> None:
+        w = self.widget
+        if self.kind == "choice":
+            i = w.findData(v)
+            if i < 0:  # keep an out-of-list value visible so validation can name it
+                w.addItem(str(v), v)
+                i = w.count() - 1
+            w.setCurrentIndex(i)
+        elif self.kind == "bool":
+            w.setChecked(bool(v))
+        elif self.kind == "int":
+            w.setValue(int(v))
+        elif self.kind == "float":
+            w.setText(format_float(v) if isinstance(v, (int, float)) else str(v))
+        elif self.kind in ("list", "list_or_str"):
+            w.setText(", ".join(map(str, v)) if isinstance(v, (list, tuple)) else ("" if v is None else str(v)))
+        elif self.kind == "dict":
+            w.setText(yaml.safe_dump(v, default_flow_style=True).strip() if v else "")
+        else:
+            w.setText("" if v is None else str(v))
+
+    def raw(self):
+        w = self.widget
+        if self.kind == "choice":
+            return w.currentData()
+        if self.kind == "bool":
+            return w.isChecked()
+        if self.kind == "int":
+            return w.value()
+        text = w.text().strip()
+        if self.kind == "list_or_str":
+            if text in ("auto", "all-linear") or not text:
+                return text
+            return [s.strip() for s in text.split(",") if s.strip()]
+        if self.kind == "list":
+            return [s.strip() for s in text.split(",") if s.strip()]
+        if self.kind == "dict":
+            if not text:
+                return {}
+            try:
+                value = yaml.safe_load(text if text.startswith("{") else "{" + text + "}")
+            except yaml.YAMLError:
+                raise ConfigError(self.path, "must be a mapping like {prompt: question}", text) from None
+            return value
+        if self.kind == "float":
+            return text
+        if not text and self.nullable:
+            return None
+        return w.text()
+
+    def value(self):
+        """The coerced value; raises ConfigError when the text cannot be one."""
+        return coerce_value(self.klass, self.name, self.raw(), self.path)
+
+
+class DataclassForm(QWidget):
+    """A form for one config dataclass; advanced fields sit in a collapsible section."""
+
+    sig_changed = Signal()
+
+    def __init__(self, klass, section: str, exclude=(), parent=None, show_advanced: bool = False):
+        super().__init__(parent)
+        self.klass, self.section = klass, section
+        self.editors: dict[str, FieldEditor] = {}
+        self._errors: dict[str, QLabel] = {}
+        self._labels: dict[str, QLabel] = {}
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.basic = self._form_layout()
+        outer.addLayout(self.basic)
+        self.advanced_box = QWidget(self)
+        self.advanced = self._form_layout()
+        self.advanced_box.setLayout(self.advanced)
+        self.toggle = QToolButton(self)
+        self.toggle.setText("Advanced")
+        self.toggle.setCheckable(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.setAutoRaise(True)
+        self.toggle.toggled.connect(self.set_advanced_visible)
+        outer.addWidget(self.toggle)
+        outer.addWidget(self.advanced_box)
+        has_adv = False
+        for f in dataclasses.fields(klass):
+            if f.name in exclude:
+                continue
+            adv = bool(f.metadata.get("advanced"))
+            has_adv |= adv
+            self._add_row(f, self.advanced if adv else self.basic)
+        self.toggle.setVisible(has_adv)
+        self.set_advanced_visible(show_advanced and has_adv)
+
+    @staticmethod
+    def _form_layout() -> QFormLayout:
+        lay = QFormLayout()
+        lay.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        lay.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        lay.setRowWrapPolicy(QFormLayout.RowWrapPolicy.DontWrapRows)
+        return lay
+
+    def _add_row(self, f, layout: QFormLayout):
+        path = f"{self.section}.{f.name}" if self.section else f.name
+        ed = FieldEditor(self.klass, f, path, self)
+        ed.sig_changed.connect(self.sig_changed)
+        holder = QWidget(self)
+        v = QVBoxLayout(holder)
+        v.setContentsMargins(0, 0, 0, 0)
+        v.setSpacing(1)
+        v.addWidget(ed)
+        err = QLabel(holder)
+        err.setWordWrap(True)
+        err.setStyleSheet(f"color: {ERROR_COLOR};")
+        err.setObjectName(f"error:{path}")
+        err.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        err.hide()
+        v.addWidget(err)
+        label = QLabel(field_label(f.name) + ":", self)
+        label.setToolTip(f.metadata.get("help", ""))
+        label.setBuddy(ed.widget)
+        layout.addRow(label, holder)
+        self.editors[f.name] = ed
+        self._errors[path] = err
+        self._labels[path] = label
+
+    def set_advanced_visible(self, on: bool) -> None:
+        self.toggle.blockSignals(True)
+        self.toggle.setChecked(on)
+        self.toggle.blockSignals(False)
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.advanced_box.setVisible(on)
+
+    # -- values ------------------------------------------------------------------------------
+    def set_values(self, obj) -> None:
+        """Show a dataclass instance (or a dict of its fields) without emitting one change per field."""
+        d = obj if isinstance(obj, dict) else {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        self.blockSignals(True)
+        try:
+            for name, ed in self.editors.items():
+                if name in d:
+                    ed.set_value(d[name])
+        finally:
+            self.blockSignals(False)
+        self.sig_changed.emit()
+
+    def values(self) -> tuple[dict, dict[str, str]]:
+        """(coerced values, {path: message}) — a field that does not parse is left out of the values."""
+        out, errors = {}, {}
+        for name, ed in self.editors.items():
+            try:
+                out[name] = ed.value()
+            except ConfigError as e:
+                errors[ed.path] = e.message
+        return out, errors
+
+    # -- errors ------------------------------------------------------------------------------
+    def set_errors(self, errors: dict[str, str]) -> None:
+        """Mark the fields named in ``errors`` (paths outside this form are ignored)."""
+        for path, label in self._errors.items():
+            msg = errors.get(path)
+            ed = self.editors[path.rsplit(".", 1)[-1]]
+            if msg:
+                label.setText(msg)
+                label.show()
+                ed.widget.setStyleSheet(_invalid_style(ed.widget))
+                if self._is_advanced(ed):
+                    self.set_advanced_visible(True)  # never hide the reason Start is disabled
+            else:
+                label.hide()
+                label.clear()
+                ed.widget.setStyleSheet("")
+
+    def _is_advanced(self, ed: FieldEditor) -> bool:
+        return bool(ed.field.metadata.get("advanced"))
+
+    def error_text(self, name: str) -> str:
+        path = self.editors[name].path
+        label = self._errors[path]
+        return label.text() if not label.isHidden() else ""
+
+
+def _invalid_style(w: QWidget) -> str:
+    cls = type(w).__name__
+    return f"{cls} {{ border: 1px solid {ERROR_COLOR}; border-radius: 3px; padding: 1px 3px; }}"

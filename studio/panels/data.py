@@ -1,0 +1,506 @@
+"""Data panel: open a data file, see its detected format, override the column mapping, preview
+examples as the model will see them (trained tokens highlighted) and their token lengths."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QAbstractTextDocumentLayout, QPalette, QTextDocument
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSplitter,
+    QStyle,
+    QStyledItemDelegate,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.config import DataConfig
+from studio import theme
+from studio.forms import ERROR_COLOR, DataclassForm
+from studio.widgets import ThemedPlot, heading, muted, scroll
+from studio.workers import LatestJob
+
+PREVIEW_ROWS = 40        # rendered in the table
+LENGTH_SAMPLE = 20_000   # examples tokenized for the histogram (enough for the shape, bounded time)
+CELL_CHARS = 1500        # a very long example is cut in the table (the tooltip says so)
+DATA_FILTER = "Data files (*.jsonl *.ndjson *.json *.csv *.tsv *.parquet *.arrow);;All files (*)"
+
+# Which internal names data.columns can map for each format (engine/data/formats.py: COLUMN_KEYS).
+FORMAT_ROLES = {
+    "alpaca": ("instruction", "input", "output", "system"),
+    "sharegpt": ("conversations",),
+    "messages": ("messages",),
+    "prompt_completion": ("prompt", "completion"),
+    "text": ("text",),
+}
+AUTO_COLUMN = "(detected)"
+
+
+@dataclass
+class Preview:
+    format: str = ""
+    reason: str = ""
+    warnings: list = field(default_factory=list)
+    n_train: int = 0
+    n_validation: int = 0
+    n_skipped: int = 0
+    columns: list = field(default_factory=list)
+    rows: list = field(default_factory=list)      # list of [(text, trained)] per example
+    lengths: list = field(default_factory=list)
+    error: str = ""
+
+
+_TOKENIZERS: dict = {}
+
+
+def _tokenizer(name: str, trust: bool, offline: bool):
+    key = (name, trust, offline)
+    if key not in _TOKENIZERS:
+        from engine.models import load_tokenizer
+
+        _TOKENIZERS[key] = load_tokenizer(name, trust_remote_code=trust, offline=offline)
+    return _TOKENIZERS[key]
+
+
+def build_preview(data_cfg: DataConfig, model: tuple[str, bool, bool]) -> Preview:
+    """Runs in a worker thread: read, detect, render and measure (no widgets here)."""
+    from engine.data import DataError, load_records, render_segments, token_lengths
+
+    try:
+        loaded = load_records(data_cfg)
+    except DataError as e:
+        p = Preview(error=str(e))
+        try:  # the columns still let the user fix the mapping
+            from engine.data.readers import read_table
+
+            p.columns = read_table(data_cfg.path).columns
+        except Exception:
+            pass
+        return p
+    p = Preview(format=loaded.format, reason=loaded.reason, warnings=list(loaded.warnings),
+                n_train=len(loaded.train), n_validation=len(loaded.validation), n_skipped=loaded.n_skipped,
+                columns=list(getattr(loaded, "columns", []) or []))
+    try:
+        tok = _tokenizer(*model)
+    except Exception as e:  # the data is fine; only the rendering needs the model's tokenizer
+        from studio.errors import plain_message
+
+        p.error = f"The examples cannot be rendered without the model's tokenizer: {plain_message(e)}"
+        return p
+    p.rows = [render_segments(r, tok, data_cfg) for r in loaded.train[:PREVIEW_ROWS]]
+    p.lengths = token_lengths(loaded.train[:LENGTH_SAMPLE], tok, data_cfg)
+    return p
+
+
+def segments_html(segments, trained_bg: str, masked_fg: str, limit: int = CELL_CHARS) -> str:
+    """Rich text for one example: trained pieces on a tinted background, masked ones dimmed."""
+    out, used = [], 0
+    for text, trained in segments:
+        if used >= limit:
+            out.append("<span>…</span>")
+            break
+        piece = text[: limit - used]
+        used += len(piece)
+        body = html.escape(piece).replace("\n", "<br>")
+        style = f"background-color:{trained_bg};" if trained else f"color:{masked_fg};"
+        out.append(f'<span style="{style}">{body}</span>')
+    return f'<div style="white-space:pre-wrap">{"".join(out)}</div>'
+
+
+HTML_ROLE = Qt.ItemDataRole.UserRole + 1
+_PAD = 4
+MAX_ROW_HEIGHT = 240  # one very long example must not push all others out of view
+
+
+class HtmlDelegate(QStyledItemDelegate):
+    """Paints an item's HTML (word-wrapped, palette text colour) and sizes the row to fit it.
+
+    A QLabel per cell would be simpler but its size hint ignores the column width, so wrapped
+    rows get the wrong height; a QTextDocument laid out at the column width gets it right.
+    """
+
+    def _doc(self, index, width: int, font) -> QTextDocument:
+        doc = QTextDocument()
+        doc.setDefaultFont(font)
+        doc.setDocumentMargin(0)
+        doc.setHtml(index.data(HTML_ROLE) or "")
+        doc.setTextWidth(max(50, width - 2 * _PAD))
+        return doc
+
+    def paint(self, painter, option, index):
+        self.initStyleOption(option, index)
+        style = option.widget.style() if option.widget else QApplication.style()
+        option.text = ""
+        style.drawControl(QStyle.ControlElement.CE_ItemViewItem, option, painter, option.widget)
+        doc = self._doc(index, option.rect.width(), option.font)
+        ctx = QAbstractTextDocumentLayout.PaintContext()
+        group = QPalette.ColorGroup.Normal
+        role = QPalette.ColorRole.HighlightedText if option.state & QStyle.StateFlag.State_Selected \
+            else QPalette.ColorRole.Text
+        ctx.palette.setColor(QPalette.ColorRole.Text, option.palette.color(group, role))
+        painter.save()
+        painter.translate(option.rect.left() + _PAD, option.rect.top() + _PAD)
+        clip = QRectF(0, 0, option.rect.width() - 2 * _PAD, option.rect.height() - 2 * _PAD)
+        painter.setClipRect(clip)
+        ctx.clip = clip
+        doc.documentLayout().draw(painter, ctx)
+        painter.restore()
+
+    def sizeHint(self, option, index):
+        view = self.parent()
+        width = view.columnWidth(index.column()) if view is not None else option.rect.width()
+        doc = self._doc(index, width, option.font)
+        return QSize(width, min(MAX_ROW_HEIGHT, int(doc.size().height()) + 2 * _PAD))
+
+
+class ColumnMapping(QWidget):
+    """data.columns as a few combos: internal name → one of the file's columns."""
+
+    sig_changed = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.form = QFormLayout(self)
+        self.form.setContentsMargins(0, 0, 0, 0)
+        self.combos: dict[str, QComboBox] = {}
+        self.mapping: dict = {}
+        self._key = None
+        self.note = muted("Open a file to map its columns.")
+        self.form.addRow(self.note)
+
+    def set_choices(self, roles, columns) -> None:
+        key = (tuple(roles), tuple(columns))
+        if key == self._key:
+            return
+        self._key = key
+        while self.form.rowCount():
+            self.form.removeRow(0)
+        self.combos.clear()
+        self.note = muted("")
+        if not columns:
+            self.note.setText("Open a file to map its columns.")
+            self.form.addRow(self.note)
+            return
+        for role in roles:
+            combo = QComboBox()
+            combo.addItem(AUTO_COLUMN, None)
+            for c in columns:
+                combo.addItem(c, c)
+            i = combo.findData(self.mapping.get(role))
+            combo.setCurrentIndex(max(i, 0))
+            combo.currentIndexChanged.connect(self._changed)
+            self.form.addRow(role + ":", combo)
+            self.combos[role] = combo
+
+    def _changed(self):
+        self.mapping = {r: c.currentData() for r, c in self.combos.items() if c.currentData() is not None}
+        self.sig_changed.emit()
+
+    def set_mapping(self, mapping: dict) -> None:
+        self.mapping = dict(mapping or {})
+        for role, combo in self.combos.items():
+            combo.blockSignals(True)
+            combo.setCurrentIndex(max(combo.findData(self.mapping.get(role)), 0))
+            combo.blockSignals(False)
+
+
+class LengthHistogram(QWidget):
+    """Token lengths with the max_length line and how many examples it would cut."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.plot = ThemedPlot("Tokens per example")
+        self.plot.setLabel("bottom", "tokens")
+        self.plot.setLabel("left", "examples")
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.bars = pg.BarGraphItem(x0=[], x1=[], height=[], brush=theme.SERIES["hist"], pen=None)
+        self.plot.addItem(self.bars)
+        self.line = pg.InfiniteLine(angle=90, movable=False,
+                                    pen=pg.mkPen(theme.SERIES["limit"], width=2, style=Qt.PenStyle.DashLine),
+                                    label="max_length", labelOpts={"position": 0.9, "color": theme.SERIES["limit"]})
+        self.plot.addItem(self.line)
+        lay.addWidget(self.plot, 1)
+        self.summary = QLabel("")
+        self.summary.setObjectName("truncation-summary")
+        self.summary.setWordWrap(True)
+        lay.addWidget(self.summary)
+        self.lengths = np.zeros(0)
+        self.max_length = 512
+        self.drop = False
+
+    def set_lengths(self, lengths) -> None:
+        self.lengths = np.asarray(lengths, dtype=float)
+        if len(self.lengths):
+            hi = max(self.lengths.max(), 1)
+            edges = np.histogram_bin_edges(self.lengths, bins=min(40, max(5, int(np.sqrt(len(self.lengths))))),
+                                           range=(0, hi))
+            counts, _ = np.histogram(self.lengths, bins=edges)
+            self.bars.setOpts(x0=edges[:-1], x1=edges[1:], height=counts)
+        else:
+            self.bars.setOpts(x0=[], x1=[], height=[])
+        self._update()
+
+    def set_limit(self, max_length: int, drop: bool) -> None:
+        self.max_length, self.drop = max_length, drop
+        self._update()
+
+    def truncated(self) -> int:
+        return int((self.lengths > self.max_length).sum())
+
+    def _update(self):
+        self.line.setValue(self.max_length)
+        n = len(self.lengths)
+        if not n:
+            self.summary.setText("")
+            return
+        cut = self.truncated()
+        verb = "dropped (data.drop_long)" if self.drop else "truncated"
+        median, longest = int(np.median(self.lengths)), int(self.lengths.max())
+        if cut:
+            self.summary.setText(f"<b>{cut} of {n}</b> examples ({100 * cut / n:.1f} %) are longer than "
+                                 f"max_length {self.max_length} and will be {verb}. "
+                                 f"Median {median} tokens, longest {longest}.")
+        else:
+            self.summary.setText(f"All {n} examples fit in max_length {self.max_length}. "
+                                 f"Median {median} tokens, longest {longest}.")
+        # keep the line in view even when every example is far shorter
+        self.plot.setXRange(0, max(longest, self.max_length) * 1.05, padding=0)
+
+
+class DataPanel(QWidget):
+    sig_changed = Signal()
+
+    def __init__(self, settings=None, parent=None):
+        super().__init__(parent)
+        self.settings = settings
+        self.preview = Preview()
+        self._model = ("demo", False, True)
+        self._request_key = None
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        file_box = QGroupBox("Data file")
+        fl = QVBoxLayout(file_box)
+        row = QHBoxLayout()
+        self.path = QLineEdit()
+        self.path.setObjectName("data.path")
+        self.path.setToolTip(DataConfig.__dataclass_fields__["path"].metadata["help"])
+        self.path.textChanged.connect(self._changed)
+        row.addWidget(self.path, 1)
+        open_btn = QPushButton("Open…")
+        open_btn.clicked.connect(self.browse)
+        row.addWidget(open_btn)
+        fl.addLayout(row)
+        self.path_error = QLabel()
+        self.path_error.setWordWrap(True)
+        self.path_error.setStyleSheet(f"color: {ERROR_COLOR};")
+        self.path_error.hide()
+        fl.addWidget(self.path_error)
+        self.counts = muted("")
+        fl.addWidget(self.counts)
+        ll.addWidget(file_box)
+
+        fmt_box = QGroupBox("Format")
+        fml = QVBoxLayout(fmt_box)
+        self.detected = QLabel("—")
+        self.detected.setObjectName("detected-format")
+        self.detected.setWordWrap(True)
+        self.detected.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        fml.addWidget(self.detected)
+        fml.addWidget(heading("Column mapping"))
+        self.mapping = ColumnMapping()
+        self.mapping.sig_changed.connect(self._changed)
+        fml.addWidget(self.mapping)
+        ll.addWidget(fmt_box)
+
+        opt_box = QGroupBox("Options")
+        self.form = DataclassForm(DataConfig, "data", exclude=("path", "columns"))
+        self.form.sig_changed.connect(self._changed)
+        QVBoxLayout(opt_box).addWidget(self.form)
+        ll.addWidget(opt_box)
+        ll.addStretch(1)
+
+        right = QSplitter(Qt.Orientation.Vertical)
+        table_box = QWidget()
+        tl = QVBoxLayout(table_box)
+        tl.setContentsMargins(0, 0, 0, 0)
+        head = QHBoxLayout()
+        head.addWidget(heading("Examples as the model sees them"))
+        head.addStretch(1)
+        self.legend = QLabel()
+        head.addWidget(self.legend)
+        tl.addLayout(head)
+        self.status = muted("")
+        self.status.setObjectName("data-status")
+        tl.addWidget(self.status)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["#", "Tokens", "Rendered example"])
+        self.table.verticalHeader().hide()
+        self.table.setItemDelegateForColumn(2, HtmlDelegate(self.table))
+        self.table.setWordWrap(True)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        hh = self.table.horizontalHeader()
+        hh.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        tl.addWidget(self.table, 1)
+        right.addWidget(table_box)
+        self.histogram = LengthHistogram()
+        right.addWidget(self.histogram)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 2)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        left_scroll = scroll(left)
+        left_scroll.setMinimumWidth(320)
+        split.addWidget(left_scroll)
+        split.addWidget(right)
+        split.setStretchFactor(0, 0)
+        split.setStretchFactor(1, 1)
+        split.setSizes([360, 800])
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        outer.addWidget(split)
+
+        self._job = LatestJob(build_preview, delay_ms=350, parent=self)
+        self._job.sig_started.connect(lambda: self.status.setText("Reading and tokenizing…"))
+        self._job.sig_result.connect(self._on_preview)
+        self._job.sig_error.connect(self._on_preview_error)
+        self._update_legend()
+
+    # -- config ------------------------------------------------------------------------------
+    def values(self) -> tuple[dict, dict]:
+        vals, errors = self.form.values()
+        vals["path"] = self.path.text().strip()
+        vals["columns"] = dict(self.mapping.mapping)
+        return vals, errors
+
+    def set_values(self, data_cfg: DataConfig) -> None:
+        self.path.blockSignals(True)
+        self.path.setText(data_cfg.path)
+        self.path.blockSignals(False)
+        self.mapping.set_mapping(data_cfg.columns)
+        self.form.set_values(data_cfg)  # emits sig_changed once
+
+    def set_errors(self, errors: dict) -> None:
+        self.form.set_errors(errors)
+        msg = errors.get("data.path") or errors.get("data.columns")
+        self.path_error.setText(msg or "")
+        self.path_error.setVisible(bool(msg))
+
+    def browse(self):
+        start = self.settings.get("last/data_dir") if self.settings else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open training data", start, DATA_FILTER)
+        if path:
+            if self.settings:
+                self.settings.set("last/data_dir", str(Path(path).parent))
+            self.path.setText(path)
+
+    def _changed(self, *_):
+        self.sig_changed.emit()
+
+    # -- preview -----------------------------------------------------------------------------
+    def update_preview(self, cfg) -> None:
+        """Called with the whole RunConfig on every change; re-reads only when it matters."""
+        if cfg is None:
+            return
+        d = cfg.data
+        self.histogram.set_limit(d.max_length, d.drop_long)
+        model = (cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
+        # max_length / drop_long only move the histogram's line; everything else re-renders.
+        data_key = replace(d, max_length=0, drop_long=False, validation_split=0.0, max_examples=-1)
+        key = (repr(data_key), model)
+        if key != self._request_key and d.path:
+            self._request_key = key
+            self._job.request(d, model)
+
+    def _on_preview(self, p: Preview):
+        self.preview = p
+        roles = FORMAT_ROLES.get(self.form.editors["format"].raw()) or FORMAT_ROLES.get(p.format)
+        if roles is None:
+            roles = tuple(dict.fromkeys(r for rs in FORMAT_ROLES.values() for r in rs))
+        self.mapping.set_choices(roles, p.columns)
+        if p.format:
+            self.detected.setText(f"<b>{p.format}</b> — {html.escape(p.reason)}")
+        else:
+            self.detected.setText("not detected")
+        parts = [f"{p.n_train:,} training examples"] if p.format else []
+        if p.n_validation:
+            parts.append(f"{p.n_validation:,} validation")
+        if p.n_skipped:
+            parts.append(f"{p.n_skipped:,} skipped")
+        self.counts.setText(" · ".join(parts))
+        status = [p.error] if p.error else []
+        status += p.warnings
+        self.status.setText("\n".join(status))
+        self.status.setStyleSheet(f"color: {ERROR_COLOR};" if p.error else "")
+        if not p.error and p.n_train > len(p.rows):
+            self.status.setText(f"Showing the first {len(p.rows)} of {p.n_train:,} examples." +
+                                ("\n" + "\n".join(p.warnings) if p.warnings else ""))
+        self._fill_table()
+        self.histogram.set_lengths(p.lengths)
+
+    def _on_preview_error(self, exc):
+        from studio.errors import plain_message
+
+        self.preview = Preview(error=plain_message(exc))
+        self.status.setText(self.preview.error)
+        self.table.setRowCount(0)
+        self.histogram.set_lengths([])
+
+    def _fill_table(self):
+        p = self.preview
+        bg = theme.trained_background(self).name()
+        fg = theme.muted_text(self).name()
+        self.table.setRowCount(len(p.rows))
+        for i, segs in enumerate(p.rows):
+            num = QTableWidgetItem(str(i + 1))
+            num.setData(Qt.ItemDataRole.UserRole, segs)
+            self.table.setItem(i, 0, num)
+            n = p.lengths[i] if i < len(p.lengths) else None
+            tokens = QTableWidgetItem("" if n is None else str(n))
+            tokens.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+            self.table.setItem(i, 1, tokens)
+            text = QTableWidgetItem()
+            text.setData(HTML_ROLE, segments_html(segs, bg, fg))
+            text.setToolTip("Tinted: tokens the loss is computed on. Dimmed: prompt tokens (masked).")
+            self.table.setItem(i, 2, text)
+        self.table.resizeRowsToContents()
+
+    def _update_legend(self):
+        bg = theme.trained_background(self).name()
+        fg = theme.muted_text(self).name()
+        self.legend.setText(f'<span style="background-color:{bg}">&nbsp;trained (loss)&nbsp;</span>'
+                            f'&nbsp;&nbsp;<span style="color:{fg}">masked prompt</span>')
+
+    def resizeEvent(self, e):
+        super().resizeEvent(e)
+        self.table.resizeRowsToContents()  # word-wrapped cells change height with the width
+
+    def changeEvent(self, e):
+        if e.type() == QEvent.Type.PaletteChange:
+            self._update_legend()
+            self._fill_table()
+        super().changeEvent(e)

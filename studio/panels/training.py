@@ -1,0 +1,87 @@
+"""Training panel: the optimisation settings, the output folder and the run buttons."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.config import RunConfig, TrainConfig
+from studio.forms import ERROR_COLOR, DataclassForm
+
+
+class TrainingPanel(QWidget):
+    sig_changed = Signal()
+
+    def __init__(self, actions=(), parent=None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        out_box = QGroupBox("Output folder")
+        ol = QVBoxLayout(out_box)
+        row = QHBoxLayout()
+        self.output_dir = QLineEdit()
+        self.output_dir.setObjectName("field:output_dir")
+        self.output_dir.setToolTip(RunConfig.__dataclass_fields__["output_dir"].metadata["help"])
+        self.output_dir.textChanged.connect(self.sig_changed)
+        row.addWidget(self.output_dir, 1)
+        browse = QToolButton()
+        browse.setText("…")
+        browse.setToolTip("Choose the folder")
+        browse.clicked.connect(self._browse)
+        row.addWidget(browse)
+        ol.addLayout(row)
+        self.output_error = QLabel()
+        self.output_error.setStyleSheet(f"color: {ERROR_COLOR};")
+        self.output_error.setWordWrap(True)
+        self.output_error.hide()
+        ol.addWidget(self.output_error)
+        lay.addWidget(out_box)
+
+        box = QGroupBox("Training")
+        self.form = DataclassForm(TrainConfig, "train")
+        self.form.sig_changed.connect(self.sig_changed)
+        QVBoxLayout(box).addWidget(self.form)
+        lay.addWidget(box)
+
+        if actions:
+            buttons = QHBoxLayout()
+            for act in actions:
+                b = QToolButton()
+                b.setDefaultAction(act)
+                b.setToolButtonStyle(b.toolButtonStyle().ToolButtonTextBesideIcon)
+                buttons.addWidget(b)
+            buttons.addStretch(1)
+            lay.addLayout(buttons)
+        lay.addStretch(1)
+
+    def _browse(self):
+        path = QFileDialog.getExistingDirectory(self, "Choose the output folder", self.output_dir.text())
+        if path:
+            self.output_dir.setText(path)
+
+    def values(self) -> tuple[dict, dict]:
+        vals, errors = self.form.values()
+        return vals, errors
+
+    def output(self) -> str:
+        return self.output_dir.text().strip()
+
+    def set_values(self, train_cfg: TrainConfig, output_dir: str) -> None:
+        self.output_dir.blockSignals(True)
+        self.output_dir.setText(output_dir)
+        self.output_dir.blockSignals(False)
+        self.form.set_values(train_cfg)
+
+    def set_errors(self, errors: dict) -> None:
+        self.form.set_errors(errors)
+        msg = errors.get("output_dir")
+        self.output_error.setText(msg or "")
+        self.output_error.setVisible(bool(msg))

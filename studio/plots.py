@@ -1,0 +1,51 @@
+"""pyqtgraph, imported only after the window is on screen (it costs about half a second).
+
+Panels build their plots in a ``build_plots()`` that the main window calls right after the
+first paint; until then a plain placeholder holds the plot's place in the layout.
+"""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent
+from PySide6.QtWidgets import QSizePolicy
+
+from studio import theme
+
+pg.setConfigOptions(antialias=True)
+
+
+class ThemedPlot(pg.PlotWidget):
+    """A PlotWidget whose background and axes follow the palette (light and dark)."""
+
+    def __init__(self, title: str = "", parent=None, **kw):
+        super().__init__(parent, **kw)
+        self._title = title
+        self.setMinimumHeight(120)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.getPlotItem().showGrid(x=True, y=True, alpha=0.15)
+        self.getPlotItem().setMenuEnabled(False)
+        self.apply_palette()
+
+    def apply_palette(self):
+        bg, fg = theme.plot_colors(self)
+        self.setBackground(bg)
+        item = self.getPlotItem()
+        for name in ("left", "bottom"):
+            ax = item.getAxis(name)
+            ax.setPen(pg.mkPen(fg, width=1))
+            ax.setTextPen(pg.mkPen(fg))
+        if self._title:
+            item.setTitle(self._title, color=fg.name(), size="10pt")
+
+    def changeEvent(self, e):
+        # GraphicsView.__init__ changes the palette before the plot item exists
+        if e.type() == QEvent.Type.PaletteChange and getattr(self, "plotItem", None) is not None:
+            self.apply_palette()
+        super().changeEvent(e)
+
+
+def alpha(color: str, a: int):
+    c = pg.mkColor(color)
+    c.setAlpha(a)
+    return c

@@ -1,0 +1,193 @@
+"""Small widgets and formatters shared by the panels."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QFont, QPalette
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio import theme
+
+
+def fmt_count(n) -> str:
+    if n is None:
+        return "—"
+    n = float(n)
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:.0f}"
+
+
+def fmt_bytes(n) -> str:
+    if n is None:
+        return "—"
+    n = float(n)
+    for div, unit in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if abs(n) >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_duration(s) -> str:
+    if s is None or s != s or s < 0:
+        return "—"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+
+
+def fmt_number(x, digits: int = 4) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:.{digits}g}"
+
+
+def scroll(widget: QWidget) -> QScrollArea:
+    """Wrap a form so a short window scrolls instead of squashing rows."""
+    area = QScrollArea()
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    return area
+
+
+def heading(text: str) -> QLabel:
+    label = QLabel(text)
+    f = label.font()
+    f.setBold(True)
+    label.setFont(f)
+    return label
+
+
+def muted(text: str = "", wrap: bool = True) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(wrap)
+    # A palette role, not a colour: it follows light/dark switches by itself.
+    label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+    return label
+
+
+class InfoGrid(QWidget):
+    """Two columns of label: value, with selectable values (people copy numbers)."""
+
+    def __init__(self, keys: list[str], parent=None):
+        super().__init__(parent)
+        lay = QGridLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setHorizontalSpacing(12)
+        lay.setVerticalSpacing(3)
+        self.values: dict[str, QLabel] = {}
+        for i, k in enumerate(keys):
+            key = QLabel(k + ":")
+            key.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            val = QLabel("—")
+            val.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            val.setWordWrap(True)
+            lay.addWidget(key, i, 0)
+            lay.addWidget(val, i, 1)
+            self.values[k] = val
+        lay.setColumnStretch(1, 1)
+
+    def set(self, key: str, value: str) -> None:
+        self.values[key].setText(value)
+
+    def clear(self) -> None:
+        for v in self.values.values():
+            v.setText("—")
+
+
+class Banner(QFrame):
+    """A dismissible message strip (run failures): the window stays usable, nothing is modal."""
+
+    sig_dismissed = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setObjectName("banner")
+        lay = QVBoxLayout(self)
+        top = QHBoxLayout()
+        self.title = QLabel()
+        f = self.title.font()
+        f.setBold(True)
+        self.title.setFont(f)
+        self.title.setWordWrap(True)
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        top.addWidget(self.title, 1)
+        self.toggle = QPushButton("Show log")
+        self.toggle.setCheckable(True)
+        self.toggle.toggled.connect(self._toggle_log)
+        top.addWidget(self.toggle)
+        close = QPushButton("Dismiss")
+        close.clicked.connect(self.dismiss)
+        top.addWidget(close)
+        lay.addLayout(top)
+        self.hint = QLabel()
+        self.hint.setWordWrap(True)
+        self.hint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.hint)
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setFont(QFont("monospace"))
+        self.log.setMaximumHeight(160)
+        self.log.hide()
+        lay.addWidget(self.log)
+        self._restyle()
+        self.hide()
+
+    def show_message(self, title: str, hint: str = "", log_tail: str = "") -> None:
+        self.title.setText(title)
+        self.hint.setText(hint)
+        self.hint.setVisible(bool(hint))
+        self.log.setPlainText(log_tail)
+        self.toggle.setVisible(bool(log_tail))
+        self.toggle.setChecked(False)
+        self.show()
+
+    def dismiss(self):
+        self.hide()
+        self.sig_dismissed.emit()
+
+    def _toggle_log(self, on: bool):
+        self.log.setVisible(on)
+        self.toggle.setText("Hide log" if on else "Show log")
+
+    def _restyle(self):
+        self.setStyleSheet(f"QFrame#banner {{ border: 1px solid {theme.SERIES['limit']}; border-radius: 4px; }}")
+
+    def changeEvent(self, e):
+        if e.type() == QEvent.Type.PaletteChange:
+            self._restyle()
+        super().changeEvent(e)
+
+
+class PlotSlot(QWidget):
+    """Holds a plot's place until pyqtgraph is loaded (see studio/plots.py)."""
+
+    def __init__(self, min_height: int = 120, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(min_height)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.lay = QVBoxLayout(self)
+        self.lay.setContentsMargins(0, 0, 0, 0)
+        self.plot = None
+
+    def fill(self, plot) -> None:
+        self.plot = plot
+        self.lay.addWidget(plot)

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny offline models, built once per session (no download)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A Llama-style model (hidden 64, 2 layers) with a ChatML template and a pad token."""
+    from engine.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_no_template(tmp_path_factory):
+    """The same architecture with no chat template and no pad token."""
+    from engine.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_nt") / "model", chat_template=None, pad_token=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_bias(tmp_path_factory):
+    """A tiny Llama with attention and MLP biases (BitFit needs biases)."""
+    from engine.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_bias") / "model", bias=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -1,0 +1,202 @@
+"""End-to-end training on the tiny model: events, artifacts, stop, resume, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.config import RunConfig
+from engine.events import CallbackSink, ListSink, read_events
+from engine.train import StopFlag, hint_for, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_chat_data(path: Path, n: int = 48) -> Path:
+    rows = []
+    for i in range(n):
+        a, b = i % 7, (i * 3) % 5
+        rows.append({"messages": [
+            {"role": "user", "content": f"What is {a} plus {b}?"},
+            {"role": "assistant", "content": f"Ahoy! {a} plus {b} be {a + b}, arr."},
+        ]})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_config(model_dir, tmp_path, **train) -> RunConfig:
+    cfg = RunConfig()
+    cfg.model.name_or_path = str(model_dir)
+    cfg.data.path = str(write_chat_data(tmp_path / "data.jsonl"))
+    cfg.data.max_length = 64
+    cfg.data.validation_split = 0.1
+    cfg.method.target_modules = "auto"
+    cfg.method.dropout = 0.0
+    cfg.train.lr = 5e-3
+    cfg.train.batch_size = 4
+    cfg.train.max_steps = 10
+    cfg.output_dir = str(tmp_path / "run")
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def test_lora_run_emits_events_and_saves_a_standard_adapter(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, tmp_path, eval_steps=5)
+    sink = ListSink()
+    result = train(cfg, sinks=[sink])
+    assert result.status == "finished", result.error
+    kinds = [e["event"] for e in sink.events]
+    assert kinds[0] in ("log", "warning", "started") and kinds[-1] == "finished"
+    started = sink.of("started")[0]
+    assert started["total_steps"] == 10 and 0 < started["trainable_params"] < started["total_params"]
+    steps = sink.of("step")
+    assert [s["step"] for s in steps] == list(range(1, 11))
+    for s in steps:
+        assert s["loss"] is not None and s["lr"] is not None and s["tokens_per_s"] > 0
+        assert s["eta_s"] is not None and s["grad_norm"] is not None
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    assert sink.of("eval"), "eval every 5 steps was asked for"
+    run = Path(cfg.output_dir)
+    assert [e["event"] for e in read_events(run / "events.jsonl")] == kinds
+    assert RunConfig.load(run / "run.yaml") == cfg
+    adapter = run / "adapter"
+    assert (adapter / "adapter_config.json").exists() and (adapter / "adapter_model.safetensors").exists()
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = torch.tensor([[1, 5, 9, 14, 20, 3]])
+    with torch.no_grad():
+        ref = base(ids).logits
+        tuned = PeftModel.from_pretrained(base, adapter)(ids).logits
+    assert not torch.allclose(ref, tuned), "the adapter changed nothing"
+
+
+def _engine_proc(cfg: RunConfig, tmp_path: Path) -> subprocess.Popen:
+    run_file = tmp_path / "run.yaml"
+    cfg.save(run_file)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_file)], cwd=REPO, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _read_until(proc, kind: str, timeout: float = 240) -> list[dict]:
+    seen = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("{"):
+            ev = json.loads(line)
+            seen.append(ev)
+            if ev["event"] == kind or ev["event"] == "failed":
+                return seen
+    raise AssertionError(f"no {kind} event; saw {[e['event'] for e in seen]}; stderr: {proc.stderr.read()[-2000:]}")
+
+
+@pytest.mark.parametrize("how", ["stdin", "sigterm"])
+def test_stop_saves_a_loadable_adapter_and_exits_0(tiny_model_dir, tmp_path, how):
+    cfg = tiny_config(tiny_model_dir, tmp_path, max_steps=500)
+    proc = _engine_proc(cfg, tmp_path)
+    try:
+        _read_until(proc, "step")
+        if how == "stdin":
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+        else:
+            proc.terminate()
+        events = _read_until(proc, "stopped")
+        assert events[-1]["event"] == "stopped", events[-1]
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    stopped = events[-1]
+    assert stopped["step"] < 500
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), stopped["adapter_dir"])
+    ckpt = Path(cfg.output_dir) / "checkpoints" / f"checkpoint-{stopped['step']}"
+    assert (ckpt / "trainer_state.json").exists(), "a stop also leaves a checkpoint to resume from"
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tiny_model_dir, tmp_path):
+    full_sink = ListSink()
+    (tmp_path / "a").mkdir()
+    cfg_full = tiny_config(tiny_model_dir, tmp_path / "a", max_steps=8)
+    cfg_full.method.dropout = 0.1  # dropout makes the RNG state part of what resume must restore
+    assert train(cfg_full, sinks=[full_sink]).status == "finished"
+    full = {e["step"]: e["loss"] for e in full_sink.of("step")}
+
+    (tmp_path / "b").mkdir()
+    cfg = tiny_config(tiny_model_dir, tmp_path / "b", max_steps=8)
+    cfg.method.dropout = 0.1
+    stop = StopFlag()
+
+    def stop_at_4(ev):
+        if ev["event"] == "step" and ev["step"] >= 4:
+            stop.set()
+
+    first = train(cfg, sinks=[CallbackSink(stop_at_4)], stop=stop)
+    assert first.status == "stopped"
+    resumed_sink = ListSink()
+    cfg.train.resume_from = "latest"
+    assert train(cfg, sinks=[resumed_sink]).status == "finished"
+    resumed = {e["step"]: e["loss"] for e in resumed_sink.of("step")}
+    assert min(resumed) > 4
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+
+
+def test_missing_weights_fail_cleanly(tmp_path, tiny_model_dir):
+    import shutil
+
+    broken = tmp_path / "noweights"
+    shutil.copytree(tiny_model_dir, broken)
+    for f in broken.glob("*.safetensors"):
+        f.unlink()
+    cfg = tiny_config(broken, tmp_path)
+    sink = ListSink()
+    result = train(cfg, sinks=[sink])
+    assert result.status == "failed"
+    failed = sink.of("failed")[0]
+    assert str(broken) in failed["error"] and "no weights" in failed["error"]
+    assert "Traceback" not in failed["error"]
+
+
+def test_cli_reports_bad_run_file_without_traceback(tmp_path):
+    bad = tmp_path / "run.yaml"
+    bad.write_text("train: {batch_size: 0}\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "engine", "train", str(bad), "--format", "json"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    failed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")][-1]
+    assert failed["event"] == "failed" and "train.batch_size" in failed["error"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_unknown_override_field(tmp_path):
+    run = tmp_path / "run.yaml"
+    RunConfig().save(run)
+    proc = subprocess.run([sys.executable, "-m", "engine", "train", str(run), "--set", "train.speed=9"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "train.speed" in proc.stderr and "unknown field" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_out_of_memory_hint_names_levers():
+    cfg = RunConfig()
+    cfg.train.batch_size = 8
+    hint = hint_for(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), cfg)
+    assert "batch" in hint and "gradient checkpointing" in hint and "qlora" in hint

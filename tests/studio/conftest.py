@@ -1,0 +1,73 @@
+"""Studio fixtures: isolated settings, the fake engine, and a guard against leaked windows."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+FAKE_ENGINE = Path(__file__).with_name("fake_engine.py")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """Settings, the run index and app data go to a temp folder, never the user's."""
+    from PySide6.QtCore import QSettings
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setenv("PEFT_STUDIO_HOME", str(home / "studio"))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(home / "config"))
+    yield home
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_widgets(request):
+    """Fail a test that leaves a top-level window behind (napari's make_napari_viewer pattern)."""
+    if "qapp" not in request.fixturenames and "qtbot" not in request.fixturenames:
+        yield
+        return
+    from PySide6.QtCore import QCoreApplication, QEvent
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    before = {id(w) for w in app.topLevelWidgets()}
+    yield
+    for _ in range(3):
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        app.processEvents()
+    leaked = [w for w in app.topLevelWidgets()
+              if id(w) not in before and w.isVisible()]
+    names = [f"{type(w).__name__}({w.windowTitle()!r})" for w in leaked]
+    for w in leaked:
+        w.close()
+        w.deleteLater()
+    assert not leaked, f"test leaked top-level widgets: {names}"
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """A command factory for RunSupervisor that runs tests/studio/fake_engine.py."""
+
+    def command(run_yaml):
+        return [sys.executable, str(FAKE_ENGINE), "train", run_yaml]
+
+    def configure(**env):
+        for k, v in env.items():
+            monkeypatch.setenv(f"FAKE_{k.upper()}", str(v))
+        return command
+
+    return configure
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
