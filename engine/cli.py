@@ -1,6 +1,6 @@
 """`peft-studio <verb> ...`: the headless face of the engine (and the studio's launcher).
 
-Verbs: train, estimate, demo, runs, inspect, studio (+ export, merge, merge-adapters, chat,
+Verbs: train, estimate, demo, runs, inspect (+ export, merge, merge-adapters, chat,
 compare-methods where their modules are present). Bad input ends with one plain message and
 exit code 2, never a traceback.
 """
@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import sys
-from pathlib import Path
 
 # Optional verbs live in their own modules, each exposing add_parser(subparsers) and run(args).
 _PLUGIN_VERBS = ["engine.estimate.cli", "engine.export_cli", "engine.compare"]
@@ -132,12 +131,6 @@ def cmd_demo(args) -> int:
     return run_demo(steps=args.steps, out=args.out, prompts=args.prompts)
 
 
-def cmd_studio(args) -> int:
-    from studio.app import main as studio_main  # the console script's only Qt entry point
-
-    return studio_main(args.studio_args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="peft-studio", description="Parameter-efficient fine-tuning studio.")
     sub = p.add_subparsers(dest="verb")
@@ -168,10 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model")
     i.set_defaults(func=cmd_inspect)
 
-    s = sub.add_parser("studio", help="open the desktop studio")
-    s.add_argument("studio_args", nargs=argparse.REMAINDER)
-    s.set_defaults(func=cmd_studio)
-
     for mod in _PLUGIN_VERBS:
         try:
             present = importlib.util.find_spec(mod) is not None
@@ -185,10 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _offline_env()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        from studio.app import main as studio_main  # `peft-studio` alone opens the studio
-
-        return studio_main([])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

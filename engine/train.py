@@ -155,9 +155,8 @@ def _make_callback(reporter, stop: StopFlag, counters: dict, info: dict):
             reporter.emit("started", resumed_from_step=state.global_step, **info)
 
         def on_step_end(self, args, state, control, **kw):
-            now = time.time()
-            counters["last_step_time"] = now
-            if stop.is_set():
+            counters["last_step_time"] = time.time()
+            if _stop_requested_anywhere(stop):
                 control.should_training_stop = True
                 # A full checkpoint as well as the adapter: Resume then continues exactly here.
                 control.should_save = True
@@ -192,6 +191,23 @@ def _make_callback(reporter, stop: StopFlag, counters: dict, info: dict):
             reporter.emit("checkpoint", step=state.global_step, path=str(path))
 
     return EventCallback()
+
+
+def _stop_requested_anywhere(stop: StopFlag) -> bool:
+    """Only rank 0 hears `stop` (stdin, signals); under `accelerate launch` every rank must
+    agree to stop at the same step or the others would hang in the next collective."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return stop.is_set()
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() and dist.get_backend() == "nccl" else "cpu"
+    flag = torch.tensor([1.0 if stop.is_set() else 0.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() > 0:
+        stop.set("stop requested on another rank")
+    return stop.is_set()
 
 
 def _make_trainer_class():
@@ -277,7 +293,8 @@ def train(cfg: RunConfig, sinks=(), stop: StopFlag | None = None, listen_stdin: 
                       else f"{type(e).__name__}: {e}", hint=hint, traceback=traceback.format_exc())
         return RunResult("failed", run_dir, error=str(e), hint=hint)
     finally:
-        _index_run(run_dir, cfg)
+        if reporter.enabled:
+            _index_run(run_dir, cfg)
         reporter.close()
 
 
@@ -312,7 +329,7 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
         cfg.save(run_dir / RUN_FILE)
 
     import torch
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
     from engine.data import make_collator, prepare_data
     from engine.models import count_parameters, load_model, load_tokenizer, resolve_source
@@ -379,7 +396,12 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     last_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if last_losses:
         metrics["final_loss"] = last_losses[-1]
-    adapter_dir = save_adapter_atomic(trainer.model, tokenizer, run_dir / ADAPTER_DIR)
+    adapter_dir = run_dir / ADAPTER_DIR
+    if trainer.is_world_process_zero():  # one writer; the other ranks wait for it
+        from engine.methods.saved import saveable  # non-peft methods (BitFit, bottleneck…) save themselves
+
+        save_adapter_atomic(saveable(trainer.model, spec), tokenizer, adapter_dir)
+    trainer.accelerator.wait_for_everyone()
     if stopped:
         reporter.emit("stopped", step=trainer.state.global_step, adapter_dir=str(adapter_dir),
                       run_dir=str(run_dir), reason=stop.reason, metrics=metrics)
@@ -420,6 +442,7 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, packing: bool)
         save_strategy="steps" if t.save_steps > 0 else "no", save_steps=t.save_steps or 500,
         save_total_limit=t.save_total_limit, report_to=[], remove_unused_columns=False,
         dataloader_num_workers=t.dataloader_workers, disable_tqdm=True,
+        dataloader_pin_memory=_cuda(),
         train_sampling_strategy="group_by_length" if (t.group_by_length and not packing) else "random",
         label_names=["labels"],
         # fp32 on the CPU; on GPUs bf16/fp16 autocast follows the weights' dtype.
@@ -427,6 +450,12 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, packing: bool)
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.scheduler == "cosine_with_min_lr" else {},
     )
     return TrainingArguments(**kwargs)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _use_bf16(cfg) -> bool:

@@ -33,16 +33,6 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def warm_up_ml() -> float:
-    """Import the ML stack in a worker thread so that later jobs start at once."""
-    t = time.perf_counter()
-    import peft  # noqa: F401
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
-
-    return time.perf_counter() - t
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from PySide6.QtCore import QSettings, QTimer
@@ -50,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from studio import settings as settings_mod
     from studio.theme import apply_theme
-    from studio.workers import init_bridge, run_in_thread
+    from studio.workers import init_bridge, run_job
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setOrganizationName(settings_mod.ORGANIZATION)
@@ -102,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         from studio.errors import show_error
 
         show_error(win, "Open run file", f"{args.run_file} cannot be used.\n\n{load_error}")
-    run_in_thread(warm_up_ml, on_done=win.set_ml_ready, on_error=win.set_ml_failed)
+    # The helper process imports torch/transformers/peft now, so the first real job starts warm.
+    run_job("warm_up", on_done=win.set_ml_ready, on_error=win.set_ml_failed, key="warm_up")
     if args.exit_after_show:
         QTimer.singleShot(0, app.quit)
     smoke_run = None

@@ -9,6 +9,7 @@ widget (``exclude`` the field and handle it themselves).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 
@@ -59,9 +60,29 @@ def field_label(name: str) -> str:
     return _LABELS.get(name, name.replace("_", " ").capitalize())
 
 
+@functools.cache
+def _hints(klass) -> dict:
+    # get_type_hints re-evaluates every string annotation on each call (these modules use
+    # ``from __future__ import annotations``): ~1 ms a field, paid on every keystroke otherwise.
+    return typing.get_type_hints(klass)
+
+
+def _cache_engine_type_hints() -> None:
+    """engine.config.coerce_value resolves type hints per call; RunConfig.errors() calls it for
+    every field, so one validation cost ~150 ms. Cache it (the classes never change at run time)."""
+    import engine.config as ec
+
+    fn = getattr(ec, "_resolved_types", None)
+    if fn is not None and not hasattr(fn, "cache_info"):
+        ec._resolved_types = functools.lru_cache(maxsize=None)(fn)
+
+
+_cache_engine_type_hints()
+
+
 def type_info(klass, name: str) -> tuple[set[type], bool]:
     """Base types a field accepts and whether it may be None."""
-    tp = typing.get_type_hints(klass)[name]
+    tp = _hints(klass)[name]
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -101,20 +122,17 @@ class FieldEditor(QWidget):
 
     # -- construction ------------------------------------------------------------------------
     def _build(self, md) -> QWidget:
-        t = self.types
+        t, nullable = self.types, self.nullable
         if "choices" in md:
-            self.kind = "choice"
-            w = QComboBox(self)
-            for c in md["choices"]:
-                w.addItem("none" if c is None else str(c), c)
-            w.currentIndexChanged.connect(self.sig_changed)
-            return w
+            return self._combo("choice", [("none" if c is None else str(c), c) for c in md["choices"]])
         if t == {bool}:
+            if nullable:  # three states: a checkbox cannot say "leave it to the library"
+                return self._combo("choice", [("default", None), ("true", True), ("false", False)])
             self.kind = "bool"
             w = QCheckBox(self)
             w.toggled.connect(self.sig_changed)
             return w
-        if t == {int}:
+        if t == {int} and not nullable:
             self.kind = "int"
             w = QSpinBox(self)
             w.setRange(int(md.get("min", -_INT_LIMIT)), int(min(md.get("max", _INT_LIMIT), _INT_LIMIT)))
@@ -123,11 +141,13 @@ class FieldEditor(QWidget):
             return w
         w = QLineEdit(self)
         w.textChanged.connect(self.sig_changed)
-        if t == {float}:
-            self.kind = "float"
+        if t == {int}:
+            self.kind = "number"
+        elif t == {float}:
+            self.kind = "number"
         elif list in t and str in t:
             self.kind = "list_or_str"
-            w.setPlaceholderText("auto, or names separated by commas")
+            w.setPlaceholderText("a word, or names separated by commas")
         elif list in t:
             self.kind = "list"
             w.setPlaceholderText("names separated by commas")
@@ -136,11 +156,20 @@ class FieldEditor(QWidget):
             w.setPlaceholderText("{key: value, …}")
         elif self.name == "path" or self.name.endswith("_path"):
             self.kind = "path"
-            w.setPlaceholderText("none" if self.nullable else "")
         else:
             self.kind = "text"
-            if self.nullable:
-                w.setPlaceholderText("none")
+        if nullable and not w.placeholderText():
+            w.setPlaceholderText("default")
+        elif nullable:
+            w.setPlaceholderText(w.placeholderText() + " (empty: default)")
+        return w
+
+    def _combo(self, kind, items) -> QComboBox:
+        self.kind = kind
+        w = QComboBox(self)
+        for label, value in items:
+            w.addItem(label, value)
+        w.currentIndexChanged.connect(self.sig_changed)
         return w
 
     def _browse(self):
@@ -161,14 +190,16 @@ class FieldEditor(QWidget):
             w.setChecked(bool(v))
         elif self.kind == "int":
             w.setValue(int(v))
-        elif self.kind == "float":
-            w.setText(format_float(v) if isinstance(v, (int, float)) else str(v))
+        elif v is None:
+            w.setText("")
+        elif self.kind == "number":
+            w.setText(format_float(v) if isinstance(v, float) else str(v))
         elif self.kind in ("list", "list_or_str"):
-            w.setText(", ".join(map(str, v)) if isinstance(v, (list, tuple)) else ("" if v is None else str(v)))
+            w.setText(_list_text(v, self.kind))
         elif self.kind == "dict":
             w.setText(yaml.safe_dump(v, default_flow_style=True).strip() if v else "")
         else:
-            w.setText("" if v is None else str(v))
+            w.setText(str(v))
 
     def raw(self):
         w = self.widget
@@ -179,12 +210,10 @@ class FieldEditor(QWidget):
         if self.kind == "int":
             return w.value()
         text = w.text().strip()
-        if self.kind == "list_or_str":
-            if text in ("auto", "all-linear") or not text:
-                return text
-            return [s.strip() for s in text.split(",") if s.strip()]
-        if self.kind == "list":
-            return [s.strip() for s in text.split(",") if s.strip()]
+        if not text and self.nullable:
+            return None
+        if self.kind in ("list", "list_or_str"):
+            return _parse_list(text, self.kind, self.path)
         if self.kind == "dict":
             if not text:
                 return {}
@@ -193,15 +222,36 @@ class FieldEditor(QWidget):
             except yaml.YAMLError:
                 raise ConfigError(self.path, "must be a mapping like {prompt: question}", text) from None
             return value
-        if self.kind == "float":
+        if self.kind == "number":
             return text
-        if not text and self.nullable:
-            return None
         return w.text()
 
     def value(self):
         """The coerced value; raises ConfigError when the text cannot be one."""
         return coerce_value(self.klass, self.name, self.raw(), self.path)
+
+
+def _list_text(v, kind: str) -> str:
+    """Lists as "a, b"; a one-item list as "[a]" so it stays distinct from the word "a"."""
+    if isinstance(v, (list, tuple)):
+        if kind == "list_or_str" and len(v) == 1 or not v:
+            return "[" + ", ".join(map(str, v)) + "]"
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+def _parse_list(text: str, kind: str, path: str):
+    if text.startswith("["):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(path, "must be a list like [a, b]", text) from None
+        if not isinstance(value, list):
+            raise ConfigError(path, "must be a list like [a, b]", text)
+        return [str(x) for x in value]
+    if kind == "list_or_str" and "," not in text:
+        return text  # a single word is the field's string form (auto, all-linear, all, …)
+    return [s.strip() for s in text.split(",") if s.strip()]
 
 
 class DataclassForm(QWidget):

@@ -36,6 +36,7 @@ from studio.run_control import display_path, has_checkpoint, last_pid, prepare_r
 from studio.settings import Settings
 from studio.supervisor import RunSupervisor
 from studio.widgets import scroll
+from studio.workers import init_bridge, run_in_thread
 
 # Tabs written by other modules; shown only when present (``module``, class names to try, title).
 OPTIONAL_TABS = [("studio.panels.playground", ("PlaygroundPanel", "Playground"), "Playground"),
@@ -46,6 +47,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None, initial: RunConfig | None = None,
                  reattach: bool = True, supervisor: RunSupervisor | None = None, parent=None):
         super().__init__(parent)
+        init_bridge()
         self.settings = settings or Settings()
         self.setWindowTitle("PEFT Studio")
         self.setObjectName("MainWindow")
@@ -55,6 +57,9 @@ class MainWindow(QMainWindow):
             self.supervisor.setParent(self)
         self._close_when_idle = False
         self._force_close = False
+        self._plots_built = False
+        self._plot_steps_done = 0
+        self._plot_steps: list | None = None
         self.run_file: str = self.settings.get("last/run_file")
 
         self._make_actions()
@@ -223,6 +228,31 @@ class MainWindow(QMainWindow):
         self.runs_panel.sig_open.connect(self.attach_run)
         self.runs_panel.sig_load_config.connect(self.load_run_config)
         self.runs_panel.sig_resume.connect(self.resume_run_dir)
+
+    def showEvent(self, e):
+        super().showEvent(e)
+        if not self._plots_built:
+            self._plots_built = True
+            # pyqtgraph costs ~0.5 s to import and the plots ~0.3 s to build: import it in a thread
+            # (plain Python, so the UI keeps its GIL slices), then build one panel per event-loop
+            # turn, so the window is never frozen for long while it fills in.
+            run_in_thread(_import_plots, on_done=self._build_plots_step, on_error=self._plots_failed)
+
+    def _build_plots_step(self, _=None):
+        if self._plot_steps is None:
+            self._plot_steps = [*self.monitor.plot_steps(), self.estimate_panel.build_plots,
+                                self.data_panel.histogram.build_plots]
+        if self._plot_steps_done < len(self._plot_steps):
+            self._plot_steps[self._plot_steps_done]()
+            self._plot_steps_done += 1
+            # a short pause, not 0: let the new plot paint before the next one is built
+            QTimer.singleShot(30, self._build_plots_step)
+
+    def _plots_failed(self, exc):
+        self.statusBar().showMessage(f"Plots are unavailable: {plain_message(exc)}")
+
+    def plots_ready(self) -> bool:
+        return self._plot_steps is not None and self._plot_steps_done >= len(self._plot_steps)
 
     # -- layout persistence ------------------------------------------------------------------
     def _restore_layout(self):
@@ -516,6 +546,10 @@ class MainWindow(QMainWindow):
         """Close without asking, killing any run (tests, and the smoke mode's exit)."""
         self._force_close = True
         self.close()
+
+
+def _import_plots():
+    import studio.plots  # noqa: F401  (pyqtgraph and the themed plot class)
 
 
 def _optional_widget(module: str, names: tuple[str, ...], parent) -> QWidget | None:

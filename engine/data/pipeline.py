@@ -169,7 +169,7 @@ def prepare_data(data_cfg, tokenizer, seed: int = 42, reporter=None, base_dir=No
                         hint="Raise data.max_length or use fewer virtual tokens.")
     log(_render_message(loaded.format, tokenizer, data_cfg))
 
-    counts = {"long": 0, "untrained": 0, "skipped": 0, "total": 0}
+    counts = {"long": 0, "truncated": 0, "untrained": 0, "total": 0}
     bad: list[DataError] = []
     train_ex = _encode(train, train_where, tokenizer, data_cfg, limit, counts, bad)
     eval_ex = _encode(val, val_where, tokenizer, data_cfg, limit, counts, bad)
@@ -181,7 +181,7 @@ def prepare_data(data_cfg, tokenizer, seed: int = 42, reporter=None, base_dir=No
     if not train_ex:
         raise DataError("no training examples left after truncation and filtering", file=loaded.source,
                         hint="See the warnings above; raise data.max_length or fix the data.")
-    n_truncated = 0 if data_cfg.drop_long else counts["long"]
+    n_truncated = counts["truncated"]
     n_dropped = counts["untrained"] + (counts["long"] if data_cfg.drop_long else 0)
     lengths = [len(e["input_ids"]) for e in train_ex]
     stats = {"num_tokens": sum(lengths),
@@ -211,15 +211,17 @@ def _encode(records, wheres, tokenizer, data_cfg, limit, counts, bad) -> list[di
     for enc in tokenize_rendered(rendered, tokenizer):
         counts["total"] += 1
         ids, labels = enc.ids, [t if f else IGNORE_INDEX for t, f in zip(enc.ids, enc.flags)]
-        if len(ids) > limit:
+        cut = len(ids) > limit
+        if cut:
             counts["long"] += 1
             if data_cfg.drop_long:
                 continue
             ids, labels = ids[:limit], labels[:limit]
         # labels[0] never carries loss (nothing predicts the first token), so it does not count.
         if all(t == IGNORE_INDEX for t in labels[1:]):
-            counts["untrained"] += 1
+            counts["untrained"] += 1  # a truncated example dropped here counts as dropped only
             continue
+        counts["truncated"] += cut
         out.append({"input_ids": ids, "labels": labels})
     return out
 
@@ -233,8 +235,8 @@ def _count_messages(counts, bad, limit, data_cfg, extra) -> list[str]:
     if counts["long"] and data_cfg.drop_long:
         out.append(f"{counts['long']} of {total} examples were longer than {ml} and were dropped "
                    "(data.drop_long).")
-    elif counts["long"]:
-        out.append(f"{counts['long']} of {total} examples were longer than {ml} and were truncated. "
+    elif counts["truncated"]:
+        out.append(f"{counts['truncated']} of {total} examples were longer than {ml} and were truncated. "
                    "Raise data.max_length, or set data.drop_long: true to drop them instead.")
     if counts["untrained"]:
         out.append(f"{counts['untrained']} of {total} examples had no answer tokens left to learn from "

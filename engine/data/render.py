@@ -64,6 +64,7 @@ def template_description(tokenizer) -> str:
 
 
 def uses_chat(record: dict, tokenizer) -> bool:
+    """Whether a record goes through the chat template (see the module docstring)."""
     return "messages" in record or ("prompt" in record and has_chat_template(tokenizer))
 
 
@@ -74,7 +75,7 @@ def render(record: dict, tokenizer, data_cfg, where: Where | None = None) -> Ren
     system = getattr(data_cfg, "system_prompt", None) or None
     all_trained = bool(getattr(data_cfg, "train_on_prompt", False))
     eos = getattr(tokenizer, "eos_token", None) or ""
-    if "messages" in record or ("prompt" in record and has_chat_template(tokenizer)):
+    if uses_chat(record, tokenizer):
         messages = record.get("messages") or [{"role": "user", "content": record["prompt"]},
                                                {"role": "assistant", "content": record["completion"]}]
         if system and not any(m["role"] == "system" for m in messages):

@@ -9,8 +9,11 @@ Tk = T + P) the saved bytes are an exact linear form
     bytes = c · [B·T·H, B·T·I, B·T·Q, B·T·KV, B·T·heads, B·T·head_dim, B·T, B·P·KV, B·P·Q,
                  B·T·Tk·heads, H, I, Q, KV]
 
-(B the batch; the last four are per-step tensors sized by a width alone, such as DoRA's
-magnitude scales) whose coefficients are small multiples of element sizes (2 for a bf16 tensor, 4 for an fp32
+                 H·Q, H·KV, H·I]
+
+(B the batch; H, I, Q, KV are per-step tensors sized by a width alone, such as DoRA's magnitude
+scales; the weight-shaped terms are copies of weights kept for backward, such as the fp32 weight
+DoRA multiplies its dropped-out input with) whose coefficients are small multiples of element sizes (2 for a bf16 tensor, 4 for an fp32
 upcast, 1 for a dropout mask...). We measure the layer on a dozen tiny variants of the real
 architecture (see ``trace.py``), solve for ``c`` by least squares, check the fit is exact, and
 evaluate the form at the real sizes. Everything outside the layers (embeddings, final norm,
@@ -24,30 +27,27 @@ import json
 from dataclasses import dataclass
 
 LAYER_FEATURES = ("B*T*H", "B*T*I", "B*T*Q", "B*T*KV", "B*T*heads", "B*T*head_dim", "B*T", "B*P*KV",
-                  "B*P*Q", "B*T*Tk*heads", "H", "I", "Q", "KV")
+                  "B*P*Q", "B*T*Tk*heads", "B*T*Tk", "H", "I", "Q", "KV", "H*Q", "H*KV", "H*I", "T*head_dim", "1")
 OUTSIDE_FEATURES = ("B*T*H", "B*T*V", "B*T*head_dim", "B*T", "B*P*H", "B*P*KV*L", "B", "1")
 LOGITS = OUTSIDE_FEATURES.index("B*T*V")
 
-# Tiny variants (hidden, mlp, heads, kv_heads, head_dim, seq, vocab, batch). Each changes one or
-# two sizes from the first so that every feature above is identifiable.
-_VARIANTS = [
-    (64, 128, 4, 2, 16, 16, 96, 2),
-    (64, 128, 4, 2, 16, 32, 96, 2),
-    (96, 128, 4, 2, 16, 16, 160, 2),
-    (64, 256, 4, 2, 16, 16, 96, 2),
-    (64, 128, 4, 2, 32, 16, 96, 2),
-    (64, 128, 8, 2, 16, 16, 128, 2),
-    (64, 128, 4, 4, 16, 24, 96, 2),
-    (64, 128, 4, 2, 16, 48, 96, 2),
-    (128, 384, 8, 4, 16, 24, 160, 2),
-    (96, 192, 6, 3, 8, 20, 96, 2),
-    (64, 128, 4, 1, 16, 40, 224, 2),
-    (128, 192, 4, 2, 24, 12, 96, 2),
-    (64, 128, 4, 2, 16, 16, 96, 1),
-    (96, 256, 4, 2, 16, 24, 128, 3),
-    (64, 192, 8, 4, 8, 16, 96, 1),
-    (128, 128, 4, 2, 32, 8, 96, 3),
+# Tiny widths (hidden, mlp, heads, kv_heads, head_dim), each traced at several (batch, seq)
+# shapes: building the model is the expensive part, forward passes are cheap. Together they make
+# every feature above identifiable (checked: the design matrix has full column rank).
+_WIDTHS = [
+    (64, 128, 4, 2, 16),
+    (96, 128, 4, 2, 16),
+    (64, 256, 4, 2, 16),
+    (64, 128, 4, 2, 32),
+    (64, 128, 8, 2, 16),
+    (64, 128, 8, 4, 8),
+    (96, 192, 6, 3, 8),
+    (128, 192, 4, 2, 32),
+    (80, 160, 4, 2, 8),
+    (112, 224, 8, 4, 16),
 ]
+_SHAPES = [(1, 8), (2, 16), (3, 24)]          # (batch, seq)
+_VOCABS = [96, 160, 128]                      # varied per width so the head's terms separate
 
 
 @dataclass
@@ -65,7 +65,9 @@ def layer_features(s: Shape, B: int, T: int, P: int, eager: bool) -> list[float]
     q, kv = s.heads * s.head_dim, s.kv_heads * s.head_dim
     return [B * T * s.hidden, B * T * s.intermediate, B * T * q, B * T * kv, B * T * s.heads,
             B * T * s.head_dim, B * T, B * P * kv, B * P * q, B * T * (T + P) * s.heads if eager else 0.0,
-            s.hidden, s.intermediate, q, kv]
+            B * T * (T + P),
+            s.hidden, s.intermediate, q, kv, s.hidden * q, s.hidden * kv, s.hidden * s.intermediate,
+            T * s.head_dim, 1.0]
 
 
 def outside_features(s: Shape, B: int, T: int, P: int) -> list[float]:
@@ -124,26 +126,34 @@ def _lstsq(rows: list[list[float]], ys: list[float]) -> tuple[list[float], float
     keep = [j for j in range(X.shape[1]) if np.any(X[:, j])]
     coef = np.zeros(X.shape[1])
     if keep:
-        # Scale columns so the solve is well conditioned; min-norm handles collinear widths
-        # (e.g. hidden == heads × head_dim in architectures without a free head_dim).
-        Xs = X[:, keep]
+        # Relative errors matter, so rows are weighted by 1/y; columns are scaled so the solve
+        # is well conditioned. Collinear widths (hidden == heads × head_dim where head_dim is
+        # not free) get the min-norm split, which predicts the same for that architecture.
+        w = 1.0 / np.maximum(np.abs(y), 1.0)
+        Xs = X[:, keep] * w[:, None]
         norms = np.linalg.norm(Xs, axis=0)
-        sol, *_ = np.linalg.lstsq(Xs / norms, y, rcond=None)
+        sol, *_ = np.linalg.lstsq(Xs / norms, y * w, rcond=None)
         coef[keep] = sol / norms
     pred = X @ coef
     resid = float(np.max(np.abs(pred - y) / np.maximum(np.abs(y), 1.0))) if len(y) else 0.0
     return coef.tolist(), resid
 
 
-def _variant_ok(arch, h, i, nh, nkv, hd) -> tuple[int, int, int, int, int]:
-    """Keep the architecture's constraints: hidden = heads × head_dim where head_dim is not free."""
+def _variant_ok(arch, h, i, nh, nkv, hd, prefix: bool = False) -> tuple[int, int, int, int, int]:
+    """Keep the architecture's constraints: hidden = heads × head_dim where head_dim is not free.
+    peft sizes prefix-tuning prefixes from hidden // heads, so prefix variants keep that too."""
     free_head_dim = "head_dim" in arch.hf_config.to_dict() or arch.hidden != arch.heads * arch.head_dim
-    if not free_head_dim:
+    if not free_head_dim or prefix:
         h = nh * hd
-    if nkv > nh or nh % nkv:
-        nkv = 1
-    if arch.kv_heads == arch.heads:     # no grouped-query attention in this family
+    # The attention kind changes code paths, so the variants keep the real model's: multi-head
+    # (no repeat), multi-query (one KV head: repeat_kv is a free view) or grouped (repeat_kv
+    # copies). Head dims stay multiples of 8, as kernels choose their path by it.
+    if arch.kv_heads == arch.heads:
         nkv = nh
+    elif arch.kv_heads == 1:
+        nkv = 1
+    elif nkv in (1, nh) or nh % nkv:
+        nkv = 2 if nh % 2 == 0 and nh > 2 else nh
     return h, i, nh, nkv, hd
 
 
@@ -186,25 +196,27 @@ def fit_activation_model(arch, run_cfg, *, dtype, attn: str | None, autocast_dty
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
     try:
-        for (h, i, nh, nkv, hd, T, V, B) in _VARIANTS:
-            h, i, nh, nkv, hd = _variant_ok(arch, h, i, nh, nkv, hd)
+        for k, (h, i, nh, nkv, hd) in enumerate(_WIDTHS):
+            h, i, nh, nkv, hd = _variant_ok(arch, h, i, nh, nkv, hd, prefix)
+            V = _VOCABS[k % len(_VOCABS)]
             tiny = shrink_config(arch.hf_config, hidden=h, intermediate=i, heads=nh, kv_heads=nkv,
-                                 head_dim=hd, layers=3, vocab=V)
+                                 head_dim=hd, layers=2, vocab=V)
             with torch.no_grad():
                 model = build_model(tiny, trace_cfg, dtype, attn, quantized=quantized)
             eager_used = _attn_of(model) == "eager"
-            r = trace_model(model, V, B, T, packing=packing, padded=padded,
-                            autocast_dtype=autocast_dtype, prompt_based=spec.prompt_based,
-                            virtual=0 if prefix else virtual)
-            hidden_bytes = r.hidden_bytes or hidden_bytes
-            s = Shape(h, i, nh, nkv, hd, V, 3)
-            Tp = T if prefix else T + virtual
-            P = virtual if prefix else 0
-            rows_l.append(layer_features(s, B, Tp, P, eager_used))
-            rows_o.append(outside_features(s, B, Tp, P))
-            y_first.append(r.layer_bytes[0])
-            y_layer.append(r.per_layer)
-            y_out.append(r.outside_bytes)
+            s = Shape(h, i, nh, nkv, hd, V, 2)
+            for B, T in _SHAPES:
+                r = trace_model(model, V, B, T, packing=packing, padded=padded,
+                                autocast_dtype=autocast_dtype, prompt_based=spec.prompt_based,
+                                virtual=0 if prefix else virtual)
+                hidden_bytes = r.hidden_bytes or hidden_bytes
+                Tp = T if prefix else T + virtual
+                P = virtual if prefix else 0
+                rows_l.append(layer_features(s, B, Tp, P, eager_used))
+                rows_o.append(outside_features(s, B, Tp, P))
+                y_first.append(r.layer_bytes[0])
+                y_layer.append(r.per_layer)
+                y_out.append(r.outside_bytes)
             del model
     finally:
         torch.set_num_threads(torch_threads)

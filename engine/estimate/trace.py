@@ -63,7 +63,7 @@ def record_saved(model):
         def hook(_mod, args, kwargs):
             rec["where"] = idx
             h = args[0] if args else kwargs.get("hidden_states")
-            if idx == 1 and torch.is_tensor(h):
+            if idx == len(layers) - 1 and torch.is_tensor(h):
                 rec["hidden"] = h.element_size()
         return hook
 

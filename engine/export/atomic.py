@@ -23,6 +23,8 @@ _WRITE_ERRORS = (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQ
 class ExportError(ValueError):
     """An export cannot be done; the message is meant for the user (CLI and studio show it as is)."""
 
+    user_facing = True  # studio.messages.plain_message shows such messages verbatim
+
 
 def describe_os_error(e: OSError, target: Path) -> str:
     """A plain sentence for the file-system failures people actually hit."""

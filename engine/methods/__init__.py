@@ -11,7 +11,7 @@ Adding a method (checklist):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.config import ConfigError
 from engine.methods.params import PARAMS
@@ -24,6 +24,11 @@ class BuildContext:
     tokenizer_path: str | None = None
     gradient_checkpointing: bool = False
     quantized: bool = False
+    # Full names of the model's parameters and modules, so that check() can reject a method the
+    # architecture cannot carry (BitFit without biases, an adapter site that does not exist)
+    # from the meta-device model, before any weights load.
+    param_names: list[str] = field(default_factory=list)
+    module_names: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,13 @@ class MethodSpec:
     supports_quantized_base: bool = True
     check: Callable | None = None           # (cfg, ctx) -> None, raises ConfigError
     merge_note: str = ""
+    # Methods that are not peft tuners save and load themselves (engine/methods/saved.py).
+    # None means peft's: model.save_pretrained / PeftModel.from_pretrained / merge_and_unload.
+    save: Callable | None = None            # (model, dir) -> None
+    load: Callable | None = None            # (base_model, dir) -> model
+    merge: Callable | None = None           # (loaded model) -> plain transformers model
+    note: str = ""                          # a caveat the studio shows beside the method
+    preflight_build: bool = False           # safe to build on the meta model in preflight()
 
     @property
     def params(self):
@@ -78,7 +90,8 @@ def context_for(model, cfg, tokenizer_path: str | None = None) -> BuildContext:
     quantized = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
     return BuildContext(model_type=model.config.model_type, linear_names=linear_module_names(model),
                         tokenizer_path=tokenizer_path, gradient_checkpointing=cfg.train.gradient_checkpointing,
-                        quantized=quantized)
+                        quantized=quantized, param_names=[n for n, _ in model.named_parameters()],
+                        module_names=[n for n, _ in model.named_modules() if n])
 
 
 def check_compatible(cfg, ctx: BuildContext) -> None:
@@ -145,7 +158,7 @@ def preflight(cfg) -> BuildContext:
     ctx.quantized = bool(effective_quantization(cfg))
     check_compatible(cfg, ctx)
     spec = get_method(cfg.method.name)
-    if spec.prompt_based or cfg.method.name in ("lora", "qlora", "dora", "ia3"):
+    if spec.prompt_based or spec.preflight_build or cfg.method.name in ("lora", "qlora", "dora", "ia3"):
         # Building on the meta model surfaces bad target names and unsupported layers now.
         ctx_meta = context_for(model, cfg)
         if spec.name != "prompt_tuning" or cfg.method.init != "text":
@@ -183,4 +196,4 @@ def count_params(cfg) -> dict:
 
 
 # Family modules register themselves on import.
-from engine.methods import ia3, lora, prompt  # noqa: E402,F401
+from engine.methods import bitfit, bottleneck, full, ia3, lora, peft_auto, prompt, selective  # noqa: E402,F401

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config import F, ConfigError, MethodConfig
+from engine.config import ConfigError, F, MethodConfig
 
 PARAMS: dict[str, type[MethodConfig]] = {}
 
@@ -164,3 +164,7 @@ def validate_method_params(cfg) -> None:
         pass
     if name == "prompt_tuning" and m.init == "text" and not m.init_text.strip():
         raise ConfigError("method.init_text", "is empty; give a text or set method.init to random")
+
+
+# The methods beyond issue 2 (bottleneck, BitFit, selective, full, the rest of peft).
+from engine.methods import params_more  # noqa: E402,F401

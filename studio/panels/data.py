@@ -4,11 +4,10 @@ examples as the model will see them (trained tokens highlighted) and their token
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QAbstractTextDocumentLayout, QPalette, QTextDocument
 from PySide6.QtWidgets import (
@@ -35,11 +34,10 @@ from PySide6.QtWidgets import (
 from engine.config import DataConfig
 from studio import theme
 from studio.forms import ERROR_COLOR, DataclassForm
-from studio.widgets import ThemedPlot, heading, muted, scroll
+from studio.jobs import Preview
+from studio.widgets import PlotSlot, heading, muted, scroll
 from studio.workers import LatestJob
 
-PREVIEW_ROWS = 40        # rendered in the table
-LENGTH_SAMPLE = 20_000   # examples tokenized for the histogram (enough for the shape, bounded time)
 CELL_CHARS = 1500        # a very long example is cut in the table (the tooltip says so)
 DATA_FILTER = "Data files (*.jsonl *.ndjson *.json *.csv *.tsv *.parquet *.arrow);;All files (*)"
 
@@ -52,62 +50,6 @@ FORMAT_ROLES = {
     "text": ("text",),
 }
 AUTO_COLUMN = "(detected)"
-
-
-@dataclass
-class Preview:
-    format: str = ""
-    reason: str = ""
-    warnings: list = field(default_factory=list)
-    n_train: int = 0
-    n_validation: int = 0
-    n_skipped: int = 0
-    columns: list = field(default_factory=list)
-    rows: list = field(default_factory=list)      # list of [(text, trained)] per example
-    lengths: list = field(default_factory=list)
-    error: str = ""
-
-
-_TOKENIZERS: dict = {}
-
-
-def _tokenizer(name: str, trust: bool, offline: bool):
-    key = (name, trust, offline)
-    if key not in _TOKENIZERS:
-        from engine.models import load_tokenizer
-
-        _TOKENIZERS[key] = load_tokenizer(name, trust_remote_code=trust, offline=offline)
-    return _TOKENIZERS[key]
-
-
-def build_preview(data_cfg: DataConfig, model: tuple[str, bool, bool]) -> Preview:
-    """Runs in a worker thread: read, detect, render and measure (no widgets here)."""
-    from engine.data import DataError, load_records, render_segments, token_lengths
-
-    try:
-        loaded = load_records(data_cfg)
-    except DataError as e:
-        p = Preview(error=str(e))
-        try:  # the columns still let the user fix the mapping
-            from engine.data.readers import read_table
-
-            p.columns = read_table(data_cfg.path).columns
-        except Exception:
-            pass
-        return p
-    p = Preview(format=loaded.format, reason=loaded.reason, warnings=list(loaded.warnings),
-                n_train=len(loaded.train), n_validation=len(loaded.validation), n_skipped=loaded.n_skipped,
-                columns=list(getattr(loaded, "columns", []) or []))
-    try:
-        tok = _tokenizer(*model)
-    except Exception as e:  # the data is fine; only the rendering needs the model's tokenizer
-        from studio.errors import plain_message
-
-        p.error = f"The examples cannot be rendered without the model's tokenizer: {plain_message(e)}"
-        return p
-    p.rows = [render_segments(r, tok, data_cfg) for r in loaded.train[:PREVIEW_ROWS]]
-    p.lengths = token_lengths(loaded.train[:LENGTH_SAMPLE], tok, data_cfg)
-    return p
 
 
 def segments_html(segments, trained_bg: str, masked_fg: str, limit: int = CELL_CHARS) -> str:
@@ -229,6 +171,24 @@ class LengthHistogram(QWidget):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        self.slot = PlotSlot()
+        lay.addWidget(self.slot, 1)
+        self.summary = QLabel("")
+        self.summary.setObjectName("truncation-summary")
+        self.summary.setWordWrap(True)
+        lay.addWidget(self.summary)
+        self.plot = self.bars = self.line = None
+        self.lengths = np.zeros(0)
+        self.max_length = 512
+        self.drop = False
+
+    def build_plots(self) -> None:
+        if self.plot is not None:
+            return
+        import pyqtgraph as pg
+
+        from studio.plots import ThemedPlot
+
         self.plot = ThemedPlot("Tokens per example")
         self.plot.setLabel("bottom", "tokens")
         self.plot.setLabel("left", "examples")
@@ -239,25 +199,20 @@ class LengthHistogram(QWidget):
                                     pen=pg.mkPen(theme.SERIES["limit"], width=2, style=Qt.PenStyle.DashLine),
                                     label="max_length", labelOpts={"position": 0.9, "color": theme.SERIES["limit"]})
         self.plot.addItem(self.line)
-        lay.addWidget(self.plot, 1)
-        self.summary = QLabel("")
-        self.summary.setObjectName("truncation-summary")
-        self.summary.setWordWrap(True)
-        lay.addWidget(self.summary)
-        self.lengths = np.zeros(0)
-        self.max_length = 512
-        self.drop = False
+        self.slot.fill(self.plot)
+        self.set_lengths(self.lengths)
 
     def set_lengths(self, lengths) -> None:
         self.lengths = np.asarray(lengths, dtype=float)
-        if len(self.lengths):
-            hi = max(self.lengths.max(), 1)
-            edges = np.histogram_bin_edges(self.lengths, bins=min(40, max(5, int(np.sqrt(len(self.lengths))))),
-                                           range=(0, hi))
-            counts, _ = np.histogram(self.lengths, bins=edges)
-            self.bars.setOpts(x0=edges[:-1], x1=edges[1:], height=counts)
-        else:
-            self.bars.setOpts(x0=[], x1=[], height=[])
+        if self.bars is not None:
+            if len(self.lengths):
+                hi = max(self.lengths.max(), 1)
+                bins = min(40, max(5, int(np.sqrt(len(self.lengths)))))
+                edges = np.histogram_bin_edges(self.lengths, bins=bins, range=(0, hi))
+                counts, _ = np.histogram(self.lengths, bins=edges)
+                self.bars.setOpts(x0=edges[:-1], x1=edges[1:], height=counts)
+            else:
+                self.bars.setOpts(x0=[], x1=[], height=[])
         self._update()
 
     def set_limit(self, max_length: int, drop: bool) -> None:
@@ -268,8 +223,9 @@ class LengthHistogram(QWidget):
         return int((self.lengths > self.max_length).sum())
 
     def _update(self):
-        self.line.setValue(self.max_length)
         n = len(self.lengths)
+        if self.line is not None:
+            self.line.setValue(self.max_length)
         if not n:
             self.summary.setText("")
             return
@@ -283,8 +239,9 @@ class LengthHistogram(QWidget):
         else:
             self.summary.setText(f"All {n} examples fit in max_length {self.max_length}. "
                                  f"Median {median} tokens, longest {longest}.")
-        # keep the line in view even when every example is far shorter
-        self.plot.setXRange(0, max(longest, self.max_length) * 1.05, padding=0)
+        if self.plot is not None:
+            # keep the line in view even when every example is far shorter
+            self.plot.setXRange(0, max(longest, self.max_length) * 1.05, padding=0)
 
 
 class DataPanel(QWidget):
@@ -384,7 +341,7 @@ class DataPanel(QWidget):
         outer.setContentsMargins(4, 4, 4, 4)
         outer.addWidget(split)
 
-        self._job = LatestJob(build_preview, delay_ms=350, parent=self)
+        self._job = LatestJob("preview", delay_ms=350, parent=self)
         self._job.sig_started.connect(lambda: self.status.setText("Reading and tokenizing…"))
         self._job.sig_result.connect(self._on_preview)
         self._job.sig_error.connect(self._on_preview_error)

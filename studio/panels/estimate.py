@@ -8,12 +8,11 @@ counts instead — never a crash.
 from __future__ import annotations
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from studio.widgets import InfoGrid, ThemedPlot, fmt_bytes, fmt_count, muted
-from studio.workers import LatestJob
+from studio.widgets import InfoGrid, PlotSlot, fmt_bytes, fmt_count, muted
+from studio.workers import LatestJob, run_job
 
 GIB = 1 << 30
 # Offered when the estimator does not publish its own list; the estimate uses the memory size.
@@ -25,33 +24,13 @@ COMPONENT_COLORS = ["#3d7bd9", "#e0822d", "#2f9e68", "#9b59b6", "#d64590", "#c9a
 VERDICT_COLORS = {"fits": "#2f9e68", "tight": "#c98a1a", "exceeds": "#d64545"}
 
 
-def _estimate(cfg, gpu):
-    """Worker: the engine's estimate, or exact counts when the estimator is not installed."""
-    try:
-        from engine.estimate import estimate
-    except ImportError:
-        from engine.methods import count_params
-
-        return {"missing": True, "counts": count_params(cfg)}
-    try:
-        return {"missing": False, "result": estimate(cfg, gpu=gpu)}
-    except TypeError:  # an estimator without GPU selection
-        return {"missing": False, "result": estimate(cfg)}
-
-
-def gpu_choices() -> list[tuple[str, object]]:
-    """(label, value passed as ``gpu=``) — the estimator's own list when it has one."""
+def gpu_choices(known: list | None = None) -> list[tuple[str, object]]:
+    """(label, value passed as ``gpu=``): the estimator's own list when it publishes one."""
     out: list[tuple[str, object]] = [("Detected GPU (or none)", None)]
-    try:
-        import engine.estimate as est
-
-        known = getattr(est, "GPUS", None) or getattr(est, "KNOWN_GPUS", None)
-    except ImportError:
-        known = None
-    if isinstance(known, dict):
-        for name, mem in known.items():
+    if known:
+        for name, mem in known:
             gib = mem / GIB if isinstance(mem, (int, float)) and mem > 1e6 else mem
-            out.append((f"{name} ({gib:.0f} GiB)" if isinstance(gib, (int, float)) else name, name))
+            out.append((f"{name} ({gib:.0f} GiB)" if isinstance(gib, (int, float)) else str(name), name))
     else:
         out += [(f"{n} ({g} GiB)", n) for n, g in FALLBACK_GPUS]
     return out
@@ -69,12 +48,9 @@ class EstimatePanel(QWidget):
         top = QHBoxLayout()
         top.addWidget(QLabel("GPU:"))
         self.gpu = QComboBox()
-        for label, value in gpu_choices():
-            self.gpu.addItem(label, value)
-        if settings is not None:
-            i = self.gpu.findData(settings.get("estimate/gpu") or None)
-            self.gpu.setCurrentIndex(max(i, 0))
+        self._fill_gpus(None)
         self.gpu.currentIndexChanged.connect(self._gpu_changed)
+        run_job("gpu_list", on_done=self._on_gpu_list)
         top.addWidget(self.gpu, 1)
         lay.addLayout(top)
 
@@ -90,19 +66,11 @@ class EstimatePanel(QWidget):
         self.summary = muted("")
         lay.addWidget(self.summary)
 
-        self.plot = ThemedPlot()
-        self.plot.setMinimumHeight(110)
-        self.plot.setMaximumHeight(150)
-        self.plot.hideAxis("left")
-        self.plot.setLabel("bottom", "GiB")
-        self.plot.setMouseEnabled(x=False, y=False)
-        self.bars = pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brushes=[], pen=None)
-        self.plot.addItem(self.bars)
-        self.limit = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#d64545", width=2,
-                                                                          style=Qt.PenStyle.DashLine))
-        self.plot.addItem(self.limit)
-        self.limit.hide()
-        lay.addWidget(self.plot)
+        self.slot = PlotSlot(min_height=90)
+        self.slot.setMaximumHeight(130)
+        self.plot = self.bars = self.limit = None
+        self._last_bars = ({}, None)
+        lay.addWidget(self.slot)
 
         legend_box = QGroupBox("Memory by component")
         ll = QVBoxLayout(legend_box)
@@ -122,10 +90,44 @@ class EstimatePanel(QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
 
-        self._job = LatestJob(_estimate, delay_ms=100, parent=self)
+        self._job = LatestJob("estimate", delay_ms=100, parent=self)
         self._job.sig_started.connect(lambda: self.status.setText("Estimating…"))
         self._job.sig_result.connect(self._on_result)
         self._job.sig_error.connect(self._on_error)
+
+    def build_plots(self) -> None:
+        if self.plot is not None:
+            return
+        import pyqtgraph as pg
+
+        from studio.plots import ThemedPlot
+
+        self.plot = ThemedPlot()
+        self.plot.setMinimumHeight(90)
+        self.plot.hideAxis("left")
+        self.plot.setLabel("bottom", "GiB")
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.bars = pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brushes=[], pen=None)
+        self.plot.addItem(self.bars)
+        self.limit = pg.InfiniteLine(angle=90, movable=False,
+                                     pen=pg.mkPen("#d64545", width=2, style=Qt.PenStyle.DashLine))
+        self.plot.addItem(self.limit)
+        self.limit.hide()
+        self.slot.fill(self.plot)
+        self._show_bars(*self._last_bars)
+
+    def _fill_gpus(self, known):
+        self.gpu.blockSignals(True)
+        self.gpu.clear()
+        for label, value in gpu_choices(known):
+            self.gpu.addItem(label, value)
+        want = self.settings.get("estimate/gpu") if self.settings is not None else ""
+        self.gpu.setCurrentIndex(max(self.gpu.findData(want or None), 0))
+        self.gpu.blockSignals(False)
+
+    def _on_gpu_list(self, known):
+        if known:
+            self._fill_gpus(known)
 
     def update_estimate(self, cfg) -> None:
         if cfg is None:
@@ -145,18 +147,16 @@ class EstimatePanel(QWidget):
         if out.get("missing"):
             self._show_missing(out["counts"])
             return
-        r = out["result"]
-        comps = {k: v for k, v in (getattr(r, "components", {}) or {}).items() if v}
-        self._show_bars(comps, getattr(r, "device_total", None) or getattr(r, "gpu_bytes", None))
-        verdict = getattr(r, "verdict", "") or ""
-        peak = getattr(r, "peak_reserved", None) or getattr(r, "peak_allocated", None)
-        gpu_name = getattr(r, "gpu_name", None) or "no GPU detected"
-        total = getattr(r, "device_total", None) or getattr(r, "gpu_bytes", None)
-        self._set_verdict(verdict, f"{fmt_bytes(peak)} of {fmt_bytes(total)}" if total else fmt_bytes(peak))
-        self.summary.setText(f"Peak {fmt_bytes(peak)} (allocated {fmt_bytes(getattr(r, 'peak_allocated', None))})"
+        comps = {k: v for k, v in (out.get("components") or {}).items() if v}
+        total = out.get("device_total") or out.get("gpu_bytes")
+        self._show_bars(comps, total)
+        peak = out.get("peak_reserved") or out.get("peak_allocated")
+        gpu_name = out.get("gpu_name") or "no GPU detected"
+        self._set_verdict(out.get("verdict") or "", f"{fmt_bytes(peak)} of {fmt_bytes(total)}" if total
+                          else fmt_bytes(peak))
+        self.summary.setText(f"Peak {fmt_bytes(peak)} (allocated {fmt_bytes(out.get('peak_allocated'))})"
                              f" on {gpu_name}.")
-        self._show_counts(getattr(r, "total_params", None), getattr(r, "trainable_params", None),
-                          getattr(r, "adapter_bytes", None))
+        self._show_counts(out.get("total_params"), out.get("trainable_params"), out.get("adapter_bytes"))
 
     def _show_missing(self, counts: dict):
         self._set_verdict("", "estimator not available")
@@ -183,7 +183,18 @@ class EstimatePanel(QWidget):
             self.verdict.setStyleSheet("border: 1px solid palette(mid); border-radius: 4px; padding: 4px;")
 
     def _show_bars(self, comps: dict, device_total):
+        self._last_bars = (comps, device_total)
         names = list(comps)
+        rows = []
+        for i, n in enumerate(names):
+            c = COMPONENT_COLORS[i % len(COMPONENT_COLORS)]
+            rows.append(f'<tr><td><span style="color:{c}">■</span> {n.replace("_", " ")}</td>'
+                        f'<td align="right">&nbsp;&nbsp;{fmt_bytes(comps[n])}</td></tr>')
+        self.legend.setText(f"<table>{''.join(rows)}</table>" if rows else "—")
+        if self.plot is None:
+            return
+        import pyqtgraph as pg
+
         sizes = np.array([comps[n] / GIB for n in names], dtype=float)
         x1 = np.cumsum(sizes)
         x0 = x1 - sizes
@@ -197,12 +208,6 @@ class EstimatePanel(QWidget):
         hi = max([x1[-1] if len(x1) else 0.0, (device_total or 0) / GIB, 0.1])
         self.plot.setXRange(0, hi * 1.05, padding=0)
         self.plot.setYRange(-0.2, 1.2, padding=0)
-        rows = []
-        for i, n in enumerate(names):
-            c = COMPONENT_COLORS[i % len(COMPONENT_COLORS)]
-            rows.append(f'<tr><td><span style="color:{c}">■</span> {n.replace("_", " ")}</td>'
-                        f'<td align="right">&nbsp;&nbsp;{fmt_bytes(comps[n])}</td></tr>')
-        self.legend.setText(f"<table>{''.join(rows)}</table>" if rows else "—")
 
     def _show_counts(self, total, trainable, adapter):
         self.counts.set("Total", fmt_count(total))

@@ -36,12 +36,6 @@ def method_title(name: str) -> tuple[str, str]:
     return name, ""
 
 
-def _count(cfg: RunConfig) -> dict:
-    from engine.methods import count_params
-
-    return count_params(cfg)
-
-
 class TargetModules(QWidget):
     """auto / all-linear / a checklist of the model's linear layer names."""
 
@@ -189,7 +183,7 @@ class MethodPanel(QWidget):
 
         self.form: DataclassForm | None = None
         self._per_method: dict[str, dict] = {}  # values kept when switching methods back and forth
-        self._count_job = LatestJob(_count, delay_ms=400, parent=self)
+        self._count_job = LatestJob("count", delay_ms=400, parent=self)
         self._count_job.sig_started.connect(lambda: self.count_label.setText(
             self.count_label.text().split(" (updating")[0] + " (updating…)"))
         self._count_job.sig_result.connect(self._on_count)

@@ -19,22 +19,10 @@ from PySide6.QtWidgets import (
 from engine.config import ModelConfig
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.widgets import InfoGrid, fmt_count, muted
-from studio.workers import LatestJob, run_in_thread
+from studio.workers import LatestJob, run_job
 
 DEMO_LABEL = "demo"
 INFO_KEYS = ["Architecture", "Parameters", "Context length", "Weights dtype", "Chat template", "Source"]
-
-
-def _inspect(name_or_path: str, trust_remote_code: bool, offline: bool) -> dict:
-    from engine.models import inspect_model
-
-    return inspect_model(name_or_path, trust_remote_code=trust_remote_code, offline=offline)
-
-
-def _cached_models() -> list[str]:
-    from engine.models import list_cached_models
-
-    return list_cached_models()
 
 
 class ModelPanel(QWidget):
@@ -93,12 +81,12 @@ class ModelPanel(QWidget):
         lay.addWidget(info_box)
         lay.addStretch(1)
 
-        self._inspect_job = LatestJob(_inspect, delay_ms=300, parent=self)
+        self._inspect_job = LatestJob("inspect", delay_ms=300, parent=self)
         self._inspect_job.sig_started.connect(lambda: self._set_status("Inspecting…"))
         self._inspect_job.sig_result.connect(self._on_info)
         self._inspect_job.sig_error.connect(self._on_info_error)
         self._last_key = None
-        run_in_thread(_cached_models, on_done=self._on_cached)
+        run_job("cached_models", on_done=self._on_cached)
 
     # -- config ------------------------------------------------------------------------------
     def values(self) -> tuple[dict, dict]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -25,9 +24,10 @@ from PySide6.QtWidgets import (
 
 from studio import theme
 from studio.series import Series
-from studio.widgets import Banner, ThemedPlot, fmt_bytes, fmt_count, fmt_duration, fmt_number, muted
+from studio.widgets import Banner, PlotSlot, fmt_bytes, fmt_count, fmt_duration, fmt_number, muted
 
 REFRESH_MS = 100
+PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory"}
 STATE_TEXT = {"idle": "No run yet", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
               "finished": "Finished", "stopped": "Stopped (adapter saved)", "failed": "Failed"}
 
@@ -114,9 +114,11 @@ class MonitorPanel(QWidget):
         self.smoothing.setToolTip("Exponential moving average of the training loss (0 = raw)")
         self.smoothing.setValue(settings.get("monitor/smoothing") if settings else 60)
         self.smoothing.valueChanged.connect(self._smoothing_changed)
+        self.series["loss"].set_weight(self.smoothing.value() / 100)
         controls.addWidget(self.smoothing)
         self.smoothing_value = QLabel()
         self.smoothing_value.setMinimumWidth(36)
+        self.smoothing_value.setText(f"{self.smoothing.value() / 100:.2f}")
         controls.addWidget(self.smoothing_value)
         self.log_scale = QCheckBox("Log-scale loss")
         self.log_scale.setChecked(settings.get("monitor/log_scale") if settings else False)
@@ -128,53 +130,68 @@ class MonitorPanel(QWidget):
 
         grid = QGridLayout()
         grid.setSpacing(6)
-        self.plots = {
-            "loss": ThemedPlot("Loss"),
-            "lr": ThemedPlot("Learning rate"),
-            "grad": ThemedPlot("Gradient norm"),
-            "tps": ThemedPlot("Tokens / s"),
-            "mem": ThemedPlot("Memory"),
-        }
-        grid.addWidget(self.plots["loss"], 0, 0, 1, 2)
-        grid.addWidget(self.plots["lr"], 1, 0)
-        grid.addWidget(self.plots["grad"], 1, 1)
-        grid.addWidget(self.plots["tps"], 2, 0)
-        grid.addWidget(self.plots["mem"], 2, 1)
+        self.slots = {k: PlotSlot() for k in PLOTS}
+        grid.addWidget(self.slots["loss"], 0, 0, 1, 2)
+        grid.addWidget(self.slots["lr"], 1, 0)
+        grid.addWidget(self.slots["grad"], 1, 1)
+        grid.addWidget(self.slots["tps"], 2, 0)
+        grid.addWidget(self.slots["mem"], 2, 1)
         grid.setRowStretch(0, 3)
         grid.setRowStretch(1, 2)
         grid.setRowStretch(2, 2)
         lay.addLayout(grid, 1)
-        for key, p in self.plots.items():
-            p.setLabel("bottom", "step")
-            # Thousands of points, but only a few hundred pixels: draw the peaks, skip the rest.
-            p.getPlotItem().setDownsampling(auto=True, mode="peak")
-            p.getPlotItem().setClipToView(True)
-            if key != "loss":
-                p.setXLink(self.plots["loss"])
-        self.plots["mem"].setLabel("left", units="B")
-        self.plots["loss"].addLegend(offset=(-10, 10))
-
-        def curve(plot, color, name=None, width=2, **kw):
-            return self.plots[plot].plot([], [], pen=pg.mkPen(color, width=width), name=name, **kw)
-
-        self.curves = {
-            "loss_raw": curve("loss", _alpha(theme.SERIES["train_raw"], 70), width=1),
-            "loss": curve("loss", theme.SERIES["train"], "train"),
-            "eval": curve("loss", theme.SERIES["eval"], "eval", symbol="o", symbolSize=6,
-                          symbolBrush=theme.SERIES["eval"], symbolPen=None),
-            "lr": curve("lr", theme.SERIES["lr"]),
-            "grad": curve("grad", theme.SERIES["grad"]),
-            "tps": curve("tps", theme.SERIES["tps"]),
-            "mem": curve("mem", theme.SERIES["mem"], "allocated"),
-            "mem_res": curve("mem", theme.SERIES["mem2"], "reserved"),
-        }
-        self._smoothing_changed(self.smoothing.value())
-        self._log_scale_changed(self.log_scale.isChecked())
+        self.plots: dict = {}
+        self.curves: dict = {}
 
         self.timer = QTimer(self)
         self.timer.setInterval(REFRESH_MS)
         self.timer.timeout.connect(self.refresh)
         self.timer.start()
+
+    def build_plots(self) -> None:
+        """Create every plot and curve now (tests; the window uses plot_steps())."""
+        for step in self.plot_steps():
+            step()
+
+    def plot_steps(self) -> list:
+        """One callable per plot: the window runs them on successive event-loop turns, so the
+        first layout and paint of each plot (~0.1 s) never add up to one long freeze."""
+        if self.plots:
+            return []
+        return [lambda key=key: self._build_plot(key) for key in PLOTS]
+
+    def _build_plot(self, key: str) -> None:
+        import pyqtgraph as pg
+
+        from studio.plots import ThemedPlot, alpha
+
+        p = ThemedPlot(PLOTS[key])
+        p.setLabel("bottom", "step")
+        # Thousands of points, but only a few hundred pixels: draw the peaks, skip the rest.
+        p.getPlotItem().setDownsampling(auto=True, mode="peak")
+        p.getPlotItem().setClipToView(True)
+        self.slots[key].fill(p)
+        self.plots[key] = p
+        if key != "loss":
+            p.setXLink(self.plots["loss"])  # "loss" is built first
+
+        def curve(color, name=None, width=2, **kw):
+            return p.plot([], [], pen=pg.mkPen(color, width=width), name=name, **kw)
+
+        if key == "loss":
+            p.addLegend(offset=(-10, 10))
+            self.curves["loss_raw"] = curve(alpha(theme.SERIES["train_raw"], 70), width=1)
+            self.curves["loss"] = curve(theme.SERIES["train"], "train")
+            self.curves["eval"] = curve(theme.SERIES["eval"], "eval", symbol="o", symbolSize=6,
+                                        symbolBrush=theme.SERIES["eval"], symbolPen=None)
+            self._log_scale_changed(self.log_scale.isChecked())
+        elif key == "mem":
+            p.setLabel("left", units="B")
+            self.curves["mem"] = curve(theme.SERIES["mem"], "allocated")
+            self.curves["mem_res"] = curve(theme.SERIES["mem2"], "reserved")
+        else:
+            self.curves[key] = curve(theme.SERIES[key])
+        self._dirty = True
 
     # -- events ------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -261,15 +278,17 @@ class MonitorPanel(QWidget):
     def refresh(self) -> None:
         """The 10 Hz timer: push new points into the curves (only when something changed)."""
         self._update_time()
-        if not self._dirty:
+        if not self._dirty or not self.curves:
             return
         self._dirty = False
         s = self.series
-        self.curves["loss_raw"].setData(*s["loss"].data())
-        self.curves["loss"].setData(*s["loss"].smoothed())
-        self.curves["eval"].setData(*s["eval"].data())
-        for key in ("lr", "grad", "tps", "mem", "mem_res"):
-            self.curves[key].setData(*s[key].data())
+        for key, c in self.curves.items():
+            if key == "loss_raw":
+                c.setData(*s["loss"].data())
+            elif key == "loss":
+                c.setData(*s["loss"].smoothed())
+            else:
+                c.setData(*s[key].data())
 
     def _update_time(self) -> None:
         if self._t_started is None:
@@ -292,18 +311,14 @@ class MonitorPanel(QWidget):
         self._dirty = True
 
     def _log_scale_changed(self, on: bool) -> None:
-        self.plots["loss"].setLogMode(y=on)
+        if self.plots:
+            self.plots["loss"].setLogMode(y=on)
         if self.settings:
             self.settings.set("monitor/log_scale", on)
         self._dirty = True
 
     def curve_points(self, key: str) -> int:
-        x, _ = self.curves[key].getData()
+        if key not in self.curves:
+            return 0
+        x = self.curves[key].xData  # all points set; getData() would give the clipped view
         return 0 if x is None else len(x)
-
-
-def _alpha(color: str, alpha: int):
-    c = pg.mkColor(color)
-    c.setAlpha(alpha)
-    return c
-

@@ -131,7 +131,7 @@ def test_padded_batch_matches_unpacked(tiny_model_no_template, examples):
     ref, _ = unpacked(model, examples)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     got = []
-    for i, e in enumerate(examples):
+    for i in range(len(examples)):
         tl = token_losses(logits[i:i + 1], batch["labels"][i:i + 1])
         got.append((tl.sum() / (batch["labels"][i, 1:] != IGNORE_INDEX).sum()).item())
     assert got == pytest.approx(ref, abs=1e-4)

@@ -209,7 +209,7 @@ def test_example_with_no_trained_token_after_truncation_is_dropped(tmp_path, tin
     rows = [{"prompt": "Hi", "completion": "Yo"}, {"prompt": "word " * 60, "completion": "cut off"}]
     cfg = DataConfig(path=jsonl(tmp_path, rows), max_length=32, validation_split=0)
     prepared = prepare_data(cfg, tiny_tokenizer)
-    assert len(prepared.train) == 1 and prepared.n_dropped == 1 and prepared.n_truncated == 1
+    assert len(prepared.train) == 1 and prepared.n_dropped == 1 and prepared.n_truncated == 0
     assert any("no answer tokens left" in w for w in prepared.warnings)
 
 

@@ -198,3 +198,10 @@ def test_unknown_format_name_in_mapping_is_an_error(tmp_path):
     with pytest.raises(DataError) as e:
         load_records(DataConfig(path=path, columns={"answer": "text"}))
     assert e.value.field == "data.columns.answer"
+
+
+def test_arrow_file_written_by_datasets(tmp_path):
+    # save_to_disk writes Arrow IPC *stream* files; pointing data.path at one must work too.
+    path = write_records(RAW["alpaca"], "saved", tmp_path)
+    [arrow] = sorted((tmp_path / "saved").glob("*.arrow"))
+    assert path and load_records(DataConfig(path=str(arrow))).train == EXPECTED["alpaca"]

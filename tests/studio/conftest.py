@@ -71,3 +71,72 @@ def write_jsonl(path: Path, rows) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+TINY_ROWS = [
+    {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+    for q, a in [
+        ("What is the capital of France?", "Ahoy! The capital of France is Paris, arr!"),
+        ("What is two plus two?", "Ahoy! Two plus two is four, matey!"),
+        ("What colour is the sky?", "Ahoy! The sky is blue, arr!"),
+        ("Translate hello to French.", "Ahoy! Hello means bonjour, arr!"),
+        ("Tell me a story.", "Ahoy! Once upon a time a small model learned to speak like a pirate."),
+        ("What is the capital of Italy?", "Ahoy! The capital of Italy is Rome, arr!"),
+    ] * 4
+]
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    """A small chat data set (messages format) the tiny model's tokenizer can render."""
+    return write_jsonl(tmp_path / "data" / "train.jsonl", TINY_ROWS)
+
+
+@pytest.fixture
+def tiny_config(tiny_model_dir, tiny_data, tmp_path):
+    """A RunConfig that trains the tiny model for a few CPU seconds."""
+
+    def make(steps: int = 6, **train):
+        from engine.config import RunConfig
+
+        cfg = RunConfig()
+        cfg.model.name_or_path = str(tiny_model_dir)
+        cfg.data.path = str(tiny_data)
+        cfg.data.max_length = 64
+        cfg.data.validation_split = 0.0
+        cfg.method.r = 4
+        cfg.method.alpha = 8
+        cfg.train.max_steps = steps
+        cfg.train.batch_size = 2
+        cfg.train.lr = 1e-3
+        for k, v in train.items():
+            setattr(cfg.train, k, v)
+        cfg.output_dir = str(tmp_path / "runs" / "tiny")
+        return cfg
+
+    return make
+
+
+@pytest.fixture
+def make_window(qtbot):
+    """MainWindow factory; every window is shut down (run killed) and deleted at teardown."""
+    windows = []
+
+    def make(**kw):
+        from studio.main_window import MainWindow
+        from studio.settings import Settings
+
+        kw.setdefault("reattach", False)
+        win = MainWindow(settings=Settings(), **kw)
+        win.show()
+        qtbot.waitExposed(win)
+        windows.append(win)
+        return win
+
+    yield make
+    for win in windows:
+        try:
+            win.shutdown()
+        except RuntimeError:  # already deleted by the test
+            continue
+        win.deleteLater()

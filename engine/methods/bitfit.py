@@ -1,0 +1,57 @@
+"""BitFit: only bias terms train (Ben Zaken et al., 2022).
+
+peft has no BitFit: its nearest tuner, BEFT (registered as `beft`), adds *new* bias vectors to
+linear layers, which also works on bias-free models but is a different method. Training the
+model's own biases needs no tuner at all, only requires_grad, so this reuses selective
+fine-tuning's changed-tensors save/load.
+"""
+
+from __future__ import annotations
+
+from engine.config import ConfigError
+from engine.methods import MethodSpec, register
+from engine.methods.selective import freeze_except, load_changed, merged, save_changed
+
+NO_BIAS = ("this model has no bias parameters; choose another method (BEFT, `beft`, adds trainable "
+           "biases to bias-free models)")
+
+
+def biases(names: list[str], subset) -> list[str]:
+    found = [n for n in names if n.endswith(".bias")]
+    if subset == "all":
+        return found
+    return [n for n in found if any(part in n for part in subset)]
+
+
+def _chosen(cfg, names: list[str], model_type: str) -> list[str]:
+    subset = cfg.method.subset
+    if isinstance(subset, str) and subset != "all":
+        raise ConfigError("method.subset", "must be `all` or a list of name parts", subset)
+    if isinstance(subset, list) and not subset:
+        raise ConfigError("method.subset", "the list is empty; name at least one part or use all", subset)
+    every = biases(names, "all")
+    if not every:
+        raise ConfigError("method.name", f"{NO_BIAS} ({model_type})", "bitfit")
+    chosen = biases(names, subset)
+    if not chosen:
+        parts = sorted({n.rsplit(".", 2)[-2] for n in every})
+        raise ConfigError("method.subset", "matches no bias; this model's biases belong to", subset,
+                          choices=parts)
+    return chosen
+
+
+def build(model, cfg, ctx):
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+    freeze_except(model, _chosen(cfg, names, ctx.model_type), "bitfit", cfg.method)
+    return model
+
+
+def check(cfg, ctx):
+    _chosen(cfg, ctx.param_names, ctx.model_type)
+
+
+register(MethodSpec(
+    name="bitfit", title="BitFit", family="partial", build=build, can_merge=True, check=check,
+    save=save_changed, load=load_changed, merge=merged, supports_quantized_base=False,
+    description="Trains only the bias terms: tiny, mergeable, and needs a model with biases "
+                "(GPT-2, OPT, Qwen2 attention …; not Llama)."))

@@ -1,0 +1,33 @@
+"""Full fine-tuning: every weight trains; the result is a complete model folder.
+
+The memory levers are the trainer's own (train.optimizer: adamw_8bit / paged_adamw_8bit keeps
+Adam's two moments in 8 bits; train.gradient_checkpointing recomputes activations), so the
+method itself only unfreezes everything.
+"""
+
+from __future__ import annotations
+
+from engine.methods import MethodSpec, register
+
+
+def build(model, cfg, ctx):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def load(base_model, directory):
+    """The saved folder is a whole model; ``base_model`` is not needed (it may be None)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": base_model.dtype} if base_model is not None else {}
+    return AutoModelForCausalLM.from_pretrained(str(directory), **kwargs)
+
+
+register(MethodSpec(
+    name="full", title="Full fine-tuning", family="full", build=build, can_merge=False, load=load,
+    supports_quantized_base=False,
+    merge_note="full fine-tuning already saves a complete model; load its folder directly",
+    description="Trains every weight: the baseline the other methods are measured against. In fp32 with "
+                "AdamW it needs about 4× the weights' memory (weights, gradients, two Adam moments); "
+                "adamw_8bit stores the moments in 8 bits."))

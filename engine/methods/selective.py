@@ -1,0 +1,117 @@
+"""Selective (freeze) fine-tuning: chosen layers or parameter types train in full, the rest is frozen.
+
+Not a peft tuner: the trained tensors are the model's own. They are saved alone (the "changed
+tensors" format of engine/methods/saved.py) and copied back onto a freshly loaded base; that
+restored model *is* the merged model, so merging is free and exact.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+
+from engine.config import ConfigError
+from engine.methods import MethodSpec, register
+from engine.methods import saved as store
+
+# `...layers.7.mlp...`, GPT-2's `h.7.`, others' `blocks.7.`: the decoder layer index.
+LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
+_KIND_PARTS = {
+    "attention": ("attn", "attention"),
+    "mlp": ("mlp", "feed_forward", "ffn"),
+    "norm": ("norm", "ln_"),
+}
+
+
+def layer_index(name: str) -> int | None:
+    m = LAYER_RE.search(name)
+    return int(m.group(1)) if m else None
+
+
+def kinds_of(name: str) -> set[str]:
+    out = {k for k, parts in _KIND_PARTS.items() if any(p in name for p in parts)}
+    if name.endswith(".bias"):
+        out.add("bias")
+    return out
+
+
+def select(names: list[str], params) -> list[str]:
+    """The parameter names selective fine-tuning trains (see SelectiveParams)."""
+    layers = [i for i in map(layer_index, names) if i is not None]
+    n_layers = max(layers) + 1 if layers else 0
+    first = n_layers - params.last_n_layers if params.last_n_layers else n_layers
+    types = set(params.param_types)
+    patterns = [re.compile(p) for p in params.name_patterns]
+    chosen = []
+    for n in names:
+        i = layer_index(n)
+        by_layer = i is not None and i >= first and (not types or bool(kinds_of(n) & types))
+        if by_layer or any(p.search(n) for p in patterns):
+            chosen.append(n)
+    return chosen
+
+
+def _check_params(params, names: list[str], model_type: str) -> list[str]:
+    from engine.methods.params_more import SELECTIVE_TYPES
+
+    bad = [t for t in params.param_types if t not in SELECTIVE_TYPES]
+    if bad:
+        raise ConfigError("method.param_types", "unknown parameter type", bad, choices=SELECTIVE_TYPES)
+    for p in params.name_patterns:
+        try:
+            re.compile(p)
+        except re.error as e:
+            raise ConfigError("method.name_patterns", f"{p!r} is not a regular expression ({e})") from None
+    layers = {i for i in map(layer_index, names) if i is not None}
+    if params.last_n_layers > len(layers):
+        raise ConfigError("method.last_n_layers", f"this {model_type} model has only {len(layers)} decoder "
+                          "layers", params.last_n_layers)
+    chosen = select(names, params)
+    if not chosen:
+        raise ConfigError("method.name_patterns", "selects no parameter: set last_n_layers > 0 or give "
+                          "name patterns that match, e.g. lm_head or layers\\.0\\.")
+    return chosen
+
+
+def freeze_except(model, chosen: list[str], method: str, params) -> None:
+    keep = set(chosen)
+    for n, p in model.named_parameters(remove_duplicate=False):
+        p.requires_grad_(n in keep)
+    # save() needs the method's parameters; the trainable set itself is read from requires_grad.
+    model.studio_method = {"name": method, "params": asdict(params)}
+
+
+def build(model, cfg, ctx):
+    names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
+    chosen = _check_params(cfg.method, names, ctx.model_type)
+    freeze_except(model, chosen, "selective", cfg.method)
+    return model
+
+
+def check(cfg, ctx):
+    _check_params(cfg.method, ctx.param_names, ctx.model_type)
+
+
+def save_changed(model, directory):
+    info = getattr(model, "studio_method", None) or {"name": "selective", "params": {}}
+    store.write_tensors(directory, info["name"], info["params"], store.trainable_tensors(model),
+                        store.base_name(model))
+
+
+def load_changed(base_model, directory):
+    tensors = store.read_tensors(directory)
+    store.restore_tensors(base_model, tensors, directory)
+    for p in base_model.parameters():
+        p.requires_grad_(False)
+    return base_model
+
+
+def merged(model):
+    return model  # the restored tensors are already in the base weights
+
+
+register(MethodSpec(
+    name="selective", title="Selective", family="partial", build=build, can_merge=True, check=check,
+    save=save_changed, load=load_changed, merge=merged, supports_quantized_base=False,
+    description="Trains the last N layers (or layers/parameters chosen by name or type) in full; saves only "
+                "those tensors."))

@@ -1,0 +1,338 @@
+"""Playground tab: one prompt, two models side by side (base vs tuned, or checkpoint vs checkpoint).
+
+Generation runs in a background thread (the ML stack is imported there too, on first use), and
+tokens stream into the two panes through queued signals; the UI thread never waits on a model.
+The two sides are generated one after the other on one shared copy of the base weights, with
+the same prompt, settings and seed; the engine makes the ``base`` side truly adapter-free.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import shiboken6
+from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtGui import QTextCursor
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.forms import ERROR_COLOR
+from studio.messages import plain_message
+
+BASE = "base"  # engine.playground.BASE, repeated so that importing this tab stays Qt-only
+
+
+class _Worker(QObject):
+    """Signals a generation thread emits; the connections to the panel are queued by Qt."""
+
+    sig_status = Signal(str)
+    sig_piece = Signal(int, str)     # side (0 left, 1 right), text piece
+    sig_side_done = Signal(int)
+    sig_finished = Signal()
+    sig_failed = Signal(str)
+
+
+def _emit(sig, *args) -> None:
+    try:
+        sig.emit(*args)
+    except RuntimeError:  # the panel (and its worker object) was deleted meanwhile
+        pass
+
+
+class PlaygroundPanel(QWidget):
+    sig_generation_started = Signal()
+    sig_generation_finished = Signal()
+    sig_error = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.run_dir: Path | None = None
+        self._pg = None                       # engine.playground.Playground, built on first Generate
+        self._pg_lock = threading.Lock()
+        self._cancel: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._worker = _Worker(self)
+        self._worker.sig_status.connect(self._on_status)
+        self._worker.sig_piece.connect(self._on_piece)
+        self._worker.sig_side_done.connect(self._on_side_done)
+        self._worker.sig_finished.connect(self._on_finished)
+        self._worker.sig_failed.connect(self._on_failed)
+        self._build()
+        self._set_busy(False)
+        self._update_enabled()
+
+    # ---- layout ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        self.run_label = QLabel("No run selected: finish or open a run to try it here.")
+        self.run_label.setWordWrap(True)
+        self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.run_label)
+
+        prompt_box = QGroupBox("Prompt")
+        pl = QVBoxLayout(prompt_box)
+        self.system = QLineEdit()
+        self.system.setPlaceholderText("System message (optional)")
+        pl.addWidget(self.system)
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Ask something. The prompt goes through the model's chat template.")
+        self.prompt.setMaximumHeight(110)
+        pl.addWidget(self.prompt)
+
+        settings = QHBoxLayout()
+        form = QFormLayout()
+        self.max_new_tokens = QSpinBox()
+        self.max_new_tokens.setRange(1, 8192)
+        self.max_new_tokens.setValue(128)
+        self.max_new_tokens.setToolTip("The most tokens each side may generate.")
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 2.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(0.0)
+        self.temperature.setToolTip("0 = greedy (deterministic). Higher values sample more freely.")
+        self.top_p = QDoubleSpinBox()
+        self.top_p.setRange(0.01, 1.0)
+        self.top_p.setSingleStep(0.05)
+        self.top_p.setValue(0.9)
+        self.top_p.setToolTip("Nucleus sampling: keep the smallest set of tokens with this much probability "
+                              "(used when temperature > 0).")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("Both sides sample with this seed, so differences come from the models.")
+        row = QHBoxLayout()
+        for label, w in (("Max new tokens", self.max_new_tokens), ("Temperature", self.temperature),
+                         ("Top-p", self.top_p), ("Seed", self.seed)):
+            row.addWidget(QLabel(label))
+            row.addWidget(w)
+        row.addStretch(1)
+        form.addRow(row)
+        settings.addLayout(form, 1)
+        self.generate_btn = QPushButton("Generate")
+        self.generate_btn.setDefault(True)
+        self.generate_btn.clicked.connect(self.generate)
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.clicked.connect(self.stop)
+        settings.addWidget(self.generate_btn)
+        settings.addWidget(self.stop_btn)
+        pl.addLayout(settings)
+        lay.addWidget(prompt_box)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.source_combos: list[QComboBox] = []
+        self.outputs: list[QPlainTextEdit] = []
+        for side in range(2):
+            w = QWidget()
+            v = QVBoxLayout(w)
+            v.setContentsMargins(0, 0, 0, 0)
+            combo = QComboBox()
+            combo.setToolTip("base = the base model with no adapter; final = the run's adapter; "
+                             "checkpoint-N = an intermediate adapter")
+            combo.currentTextChanged.connect(self._update_enabled)
+            out = QPlainTextEdit()
+            out.setReadOnly(True)
+            out.setObjectName(f"playground.output{side}")
+            v.addWidget(combo)
+            v.addWidget(out, 1)
+            split.addWidget(w)
+            self.source_combos.append(combo)
+            self.outputs.append(out)
+        lay.addWidget(split, 1)
+
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet(f"color: {ERROR_COLOR};")
+        self.error.hide()
+        lay.addWidget(self.error)
+
+    # ---- run selection --------------------------------------------------------------------------
+    def set_run_dir(self, path) -> None:
+        """Show a run (its final adapter and checkpoints become choosable sources)."""
+        if not path:
+            return
+        from engine.export.runinfo import load_run
+
+        self.stop()
+        p = Path(path)
+        self._show_error("")
+        try:
+            info = load_run(p)
+        except Exception as e:  # noqa: BLE001 - a bad folder is a message, not a crash
+            self.run_dir = None
+            self._drop_playground()
+            self._fill_sources([])
+            self.run_label.setText(f"Run: {p}")
+            self._show_error(plain_message(e))
+            self._update_enabled()
+            return
+        if self.run_dir != p:
+            self._drop_playground()  # another run: release the previous model's memory
+        self.run_dir = p
+        labels = [lab for lab, _ in info.sources()]
+        self._fill_sources(labels)
+        method = info.method.title if not info.is_bare_adapter else info.config.method.name
+        self.run_label.setText(f"Run: {p}  ·  {method} on {info.config.model.name_or_path}")
+        if not labels:
+            self._show_error("This run has no adapter yet: it saves one when it finishes (or at each "
+                             "checkpoint when train.save_steps is set).")
+        self._update_enabled()
+
+    def set_adapter(self, path) -> None:
+        """The run saved a new adapter: refresh the sources (keeps the current choices)."""
+        if self.run_dir is not None:
+            self.set_run_dir(self.run_dir)
+
+    def _fill_sources(self, labels: list[str]) -> None:
+        items = [BASE] + labels if labels else []
+        defaults = [BASE, labels[0] if labels else ""]
+        for combo, default in zip(self.source_combos, defaults):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(items)
+            combo.setCurrentText(current if current in items else default)
+            combo.blockSignals(False)
+
+    def _drop_playground(self) -> None:
+        with self._pg_lock:
+            self._pg = None
+
+    # ---- generation -----------------------------------------------------------------------------
+    def settings(self):
+        from engine.generate import GenerationSettings
+
+        return GenerationSettings(max_new_tokens=self.max_new_tokens.value(), temperature=self.temperature.value(),
+                                  top_p=self.top_p.value(), seed=self.seed.value())
+
+    def messages(self) -> list[dict]:
+        msgs = []
+        if self.system.text().strip():
+            msgs.append({"role": "system", "content": self.system.text().strip()})
+        msgs.append({"role": "user", "content": self.prompt.toPlainText().strip()})
+        return msgs
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @Slot()
+    def generate(self) -> None:
+        if self.busy or self.run_dir is None:
+            return
+        if not self.prompt.toPlainText().strip():
+            self._show_error("Type a prompt first.")
+            return
+        self._show_error("")
+        sources = [c.currentText() for c in self.source_combos]
+        for out in self.outputs:
+            out.clear()
+        self._cancel = threading.Event()
+        self._set_busy(True)
+        self.sig_generation_started.emit()
+        self._thread = threading.Thread(
+            target=self._run, args=(self.run_dir, sources, self.messages(), self.settings(), self._cancel),
+            name="playground-generate", daemon=True)
+        self._thread.start()
+
+    @Slot()
+    def stop(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def _run(self, run_dir, sources, messages, settings, cancel) -> None:
+        """The background thread: load once, then stream each side in turn."""
+        w = self._worker
+        try:
+            with self._pg_lock:
+                if self._pg is None or self._pg.info.run_dir != run_dir:
+                    from engine.playground import Playground
+
+                    self._pg = Playground(run_dir)
+                pg = self._pg
+            if not pg.loaded:
+                pg.load(progress=lambda msg: _emit(w.sig_status, msg + "…"))
+            for side, source in enumerate(sources):
+                if cancel.is_set():
+                    break
+                _emit(w.sig_status, f"Generating with {source}…")
+                for piece in pg.stream(source, messages, settings, cancel):
+                    _emit(w.sig_piece, side, piece)
+                _emit(w.sig_side_done, side)
+        except BaseException as e:  # noqa: BLE001 - reported to the UI in plain words
+            _emit(w.sig_failed, plain_message(e))
+            return
+        _emit(w.sig_finished)
+
+    # ---- slots (UI thread) ----------------------------------------------------------------------
+    @Slot(str)
+    def _on_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    @Slot(int, str)
+    def _on_piece(self, side: int, piece: str) -> None:
+        out = self.outputs[side]
+        out.moveCursor(QTextCursor.MoveOperation.End)
+        out.insertPlainText(piece)
+        out.ensureCursorVisible()
+
+    @Slot(int)
+    def _on_side_done(self, side: int) -> None:
+        if not self.outputs[side].toPlainText().strip():
+            self.outputs[side].setPlainText("(no text: the model ended its answer at once)")
+
+    @Slot()
+    def _on_finished(self) -> None:
+        stopped = self._cancel is not None and self._cancel.is_set()
+        self.status.setText("Stopped." if stopped else "Done.")
+        self._set_busy(False)
+        self.sig_generation_finished.emit()
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self.status.setText("")
+        self._show_error(message)
+        self._set_busy(False)
+        self.sig_error.emit(message)
+        self.sig_generation_finished.emit()
+
+    # ---- state ----------------------------------------------------------------------------------
+    def _set_busy(self, busy: bool) -> None:
+        self.stop_btn.setEnabled(busy)
+        self._busy_ui = busy
+        self._update_enabled()
+
+    def _update_enabled(self, *_) -> None:
+        ready = self.run_dir is not None and all(c.currentText() for c in self.source_combos)
+        self.generate_btn.setEnabled(ready and not getattr(self, "_busy_ui", False))
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        self.stop()
+        super().closeEvent(event)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop a generation and wait for its thread (tests, window close)."""
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if shiboken6.isValid(self):
+            self._set_busy(False)

@@ -1,0 +1,81 @@
+"""The data preview agrees with the engine: trained tokens, token lengths, truncation."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from engine.data import IGNORE_INDEX, prepare_data
+from studio.panels.data import HTML_ROLE
+
+PREVIEW_TIMEOUT_MS = 180_000  # the helper process imports transformers first
+
+
+def test_preview_masking_matches_engine_labels(make_window, qtbot, tiny_config, tiny_tokenizer):
+    win = make_window()
+    cfg = tiny_config()
+    cfg.data.max_length = 512
+    win.config_model.set_config(cfg)
+    panel = win.data_panel
+    qtbot.waitUntil(lambda: len(panel.preview.rows) > 0, timeout=PREVIEW_TIMEOUT_MS)
+    p = panel.preview
+    assert p.format == "messages" and p.reason
+    assert "messages" in panel.detected.text()
+    prepared = prepare_data(cfg.data, tiny_tokenizer)
+    assert len(p.rows) == min(len(prepared.train), 40)
+    for segs, ex in zip(p.rows, prepared.train):
+        trained_ids = [t for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != IGNORE_INDEX]
+        shown = "".join(text for text, trained in segs if trained)
+        assert shown == tiny_tokenizer.decode(trained_ids, skip_special_tokens=False)
+        assert any(not trained for _, trained in segs)  # the prompt is visibly masked
+    # the table shows the first example with its trained part highlighted
+    html = panel.table.item(0, 2).data(HTML_ROLE)
+    first_trained = next(text for text, trained in p.rows[0] if trained)
+    assert "background-color" in html and first_trained.split("\n")[0][:10] in html
+    assert panel.table.rowCount() == len(p.rows)
+
+
+def test_histogram_counts_truncation_like_the_engine(make_window, qtbot, tiny_config, tiny_tokenizer, tmp_path):
+    long_rows = [{"prompt": "word " * n, "completion": "ok"} for n in (2, 5, 40, 80, 120)]
+    path = tmp_path / "pc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in long_rows))
+    win = make_window()
+    cfg = tiny_config()
+    cfg.data.path = str(path)
+    win.config_model.set_config(cfg)
+    panel = win.data_panel
+    qtbot.waitUntil(lambda: len(panel.preview.lengths) == 5, timeout=PREVIEW_TIMEOUT_MS)
+    assert panel.preview.format == "prompt_completion"
+    panel.form.editors["max_length"].widget.setValue(60)
+    qtbot.waitUntil(lambda: panel.histogram.max_length == 60, timeout=3000)
+    cfg.data.max_length = 60
+    prepared = prepare_data(cfg.data, tiny_tokenizer)
+    cut = panel.histogram.truncated()
+    assert cut > 0
+    # the engine cuts (or, when nothing to learn is left, drops) the same examples in training
+    affected = sum(int(m.group(1)) for w in prepared.warnings
+                   for m in [re.match(r"(\d+) of 5 examples (were longer|had no answer tokens)", w)] if m)
+    assert affected == cut, prepared.warnings
+    assert len(prepared.train) == 5 - cut or all(len(e["input_ids"]) <= 60 for e in prepared.train)
+    assert f"{cut} of 5" in panel.histogram.summary.text()
+
+
+def test_column_mapping_override(make_window, qtbot, tiny_config, tmp_path):
+    rows = [{"question": f"q{i}?", "answer": f"a{i}", "body": f"text {i}"} for i in range(6)]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    win = make_window()
+    cfg = tiny_config()
+    cfg.data.path = str(path)
+    win.config_model.set_config(cfg)
+    panel = win.data_panel
+    qtbot.waitUntil(lambda: panel.preview.format != "", timeout=PREVIEW_TIMEOUT_MS)
+    assert panel.preview.format == "prompt_completion"
+    fmt = panel.form.editors["format"].widget
+    fmt.setCurrentIndex(fmt.findData("text"))
+    qtbot.waitUntil(lambda: "text" in panel.mapping.combos, timeout=PREVIEW_TIMEOUT_MS)
+    combo = panel.mapping.combos["text"]
+    combo.setCurrentIndex(combo.findData("body"))
+    qtbot.waitUntil(lambda: panel.preview.format == "text" and panel.preview.rows, timeout=PREVIEW_TIMEOUT_MS)
+    assert win.config_model.config.data.columns == {"text": "body"}
+    assert "text 0" in "".join(t for t, _ in panel.preview.rows[0])

@@ -1,0 +1,112 @@
+"""Forms generated from the config dataclasses: round trip, inline validation, Start gating."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from engine.config import DataConfig, RunConfig, TrainConfig
+from engine.methods.params import PARAMS
+from studio.forms import DataclassForm
+
+
+def _changed(obj):
+    """A copy of a dataclass with every simple field moved off its default (within limits)."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        md = f.metadata
+        if f.name == "name":
+            continue
+        if "choices" in md:
+            others = [c for c in md["choices"] if c != v]
+            if others:
+                out[f.name] = others[-1]
+        elif isinstance(v, bool):
+            out[f.name] = not v
+        elif isinstance(v, int):
+            out[f.name] = min(v + 3, md.get("max", v + 3))
+        elif isinstance(v, float):
+            out[f.name] = min(v + 0.125, md.get("max", v + 0.125))
+    return dataclasses.replace(obj, **out)
+
+
+@pytest.mark.parametrize("klass", [TrainConfig, DataConfig])
+def test_section_form_round_trip(qtbot, klass):
+    form = DataclassForm(klass, klass.__name__.lower())
+    qtbot.addWidget(form)
+    want = _changed(klass())
+    form.set_values(want)
+    values, errors = form.values()
+    assert errors == {}
+    assert klass(**values) == want
+
+
+def test_window_round_trip_every_method(make_window, qtbot):
+    win = make_window()
+    for name, klass in PARAMS.items():
+        cfg = RunConfig()
+        cfg.method = _changed(klass())
+        if hasattr(cfg.method, "target_modules"):
+            cfg.method.target_modules = ["q_proj", "v_proj"]
+        if name == "qlora":
+            cfg.model.quantization = "nf4"
+        cfg.train = _changed(TrainConfig())
+        cfg.data.max_length = 300
+        cfg.output_dir = "runs/round-trip"
+        win.config_model.set_config(cfg)
+        got, _errors = win.config_model.collect()
+        assert got.to_dict() == cfg.to_dict(), name
+
+
+def test_invalid_field_disables_start_with_message(make_window, qtbot):
+    win = make_window()
+    win.config_model.set_config(RunConfig())
+    qtbot.waitUntil(lambda: win.act_start.isEnabled(), timeout=5000)
+    lr = win.training_panel.form.editors["lr"].widget
+    qtbot.keyClicks(lr, "x")  # "0.0002x"
+    qtbot.waitUntil(lambda: not win.act_start.isEnabled(), timeout=3000)
+    assert win.training_panel.form.error_text("lr") == "must be a number"
+    assert "train.lr" in win.validity_label.text()
+    assert "train.lr" in win.act_start.toolTip()
+    lr.setText("0.001")
+    qtbot.waitUntil(lambda: win.act_start.isEnabled(), timeout=3000)
+    assert win.training_panel.form.error_text("lr") == ""
+
+
+def test_range_and_cross_field_errors(make_window, qtbot):
+    win = make_window()
+    win.config_model.set_config(RunConfig())
+    win.method_panel.form.editors["dropout"].widget.setText("2")
+    qtbot.waitUntil(lambda: not win.act_start.isEnabled(), timeout=3000)
+    assert "0.9" in win.method_panel.form.error_text("dropout")
+    win.method_panel.form.editors["dropout"].widget.setText("0.1")
+    win.training_panel.form.editors["epochs"].widget.setText("0")
+    qtbot.waitUntil(lambda: "train.epochs" in win.config_model.errors, timeout=3000)
+    assert not win.act_start.isEnabled()
+    assert win.training_panel.form.error_text("epochs")
+
+
+def test_missing_data_file_is_marked(make_window, qtbot, tmp_path):
+    win = make_window()
+    win.config_model.set_config(RunConfig())
+    win.data_panel.path.setText(str(tmp_path / "nope.jsonl"))
+    qtbot.waitUntil(lambda: "data.path" in win.config_model.errors, timeout=3000)
+    assert not win.act_start.isEnabled()
+    assert "not found" in win.data_panel.path_error.text()
+
+
+def test_run_file_save_and_load(make_window, qtbot, tmp_path):
+    win = make_window()
+    cfg = RunConfig()
+    cfg.train.lr = 5e-4
+    cfg.method.r = 8
+    win.config_model.set_config(cfg)
+    path = tmp_path / "saved.yaml"
+    win.run_file = str(path)
+    assert win.save_run_file()
+    assert RunConfig.load(path).to_dict() == cfg.to_dict()
+    win.config_model.set_config(RunConfig())
+    assert win._load_yaml(path)
+    assert win.config_model.config.to_dict() == cfg.to_dict()
