@@ -55,7 +55,14 @@ def _report(result) -> None:
 
 
 def cmd_export(args) -> int:
-    from engine.export import ExportError, export_adapter, export_gguf, export_merged, load_run, normalize_dtype
+    from engine.export import (
+        ExportError,
+        export_adapter,
+        export_gguf,
+        export_merged,
+        load_run,
+        normalize_dtype,
+    )
 
     progress = TqdmProgress()
     try:

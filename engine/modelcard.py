@@ -116,10 +116,13 @@ def render_run_card(info, kind: str = "adapter", folder_name: str = ".", adapter
     if kind == "gguf" and details.get("max_abs_logit_diff") is not None:
         parts.append(f"Verified by loading the file back with transformers' GGUF loader: max |Δlogit| "
                      f"{details['max_abs_logit_diff']:.2e} against the merged model.\n")
-    if info.is_bare_adapter:
-        parts.append("## Method\n\n" + _table([("method", spec.name)]) + "\n")
-    else:
-        parts.append("## Method\n\n" + _table(_dc_rows(cfg.method)) + "\n")
+    method_rows = [("method", spec.name)] if info.is_bare_adapter else _dc_rows(cfg.method)
+    ac = details.get("adapter_config") or {}
+    if ac.get("target_modules"):
+        targets = ac["target_modules"]
+        method_rows.append(("modules adapted", sorted(targets) if isinstance(targets, list) else targets))
+    parts.append("## Method\n\n" + _table(method_rows) + "\n")
+    if not info.is_bare_adapter:
         parts.append("## Data\n\n" + _table([(k, v) for k, v in _dc_rows(cfg.data)
                                               if k in ("path", "format", "validation_path", "validation_split",
                                                        "max_length", "train_on_prompt", "system_prompt",
@@ -127,6 +130,10 @@ def render_run_card(info, kind: str = "adapter", folder_name: str = ".", adapter
         parts.append("## Training hyperparameters\n\n" + _table(_dc_rows(cfg.train, skip=("resume_from",))) + "\n")
         parts.append("## Results\n\n" + _losses(info.metrics) + "\n")
     parts.append("## How to load it\n\n" + _how_to_load(kind, folder_name, base, details.get("gguf_file")) + "\n")
+    if kind == "adapter" and spec.needs_quantization:
+        parts.append("The adapter was trained on a 4-bit NF4 base. Loading the base in full precision (as "
+                     "above) gives the best quality; to reproduce the training conditions exactly, load it "
+                     "with `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\")`.\n")
     return "\n".join(parts)
 
 

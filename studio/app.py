@@ -28,6 +28,9 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=900, help="with --demo-steps: give up after this many seconds")
     p.add_argument("--theme", choices=["system", "light", "dark"], default="system")
     p.add_argument("--tab", help="central tab to show first (Monitor, Data, …)")
+    p.add_argument("--dock", help="dock to raise (Model, Method, Training, Log, Runs)")
+    p.add_argument("--wait", type=float, default=120,
+                   help="--screenshot without --demo-steps: wait at most this long for the panels")
     p.add_argument("--size", default="", help="window size WxH (screenshots)")
     p.add_argument("--exit-after-show", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -50,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     init_bridge()
 
     smoke = args.demo_steps is not None
-    if smoke:
-        # The smoke run must not read or change the user's saved layout and settings.
+    if smoke or args.screenshot or args.exit_after_show:
+        # Smoke runs and screenshots must not read or change the user's saved layout and settings.
         tmp = tempfile.mkdtemp(prefix="peft-studio-smoke-")
         settings = settings_mod.Settings(QSettings(os.path.join(tmp, "settings.ini"), QSettings.Format.IniFormat))
     else:
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(win.tabs.count()):
             if win.tabs.tabText(i).lower() == args.tab.lower():
                 win.tabs.setCurrentIndex(i)
+    if args.dock and args.dock.lower() in win.docks:
+        win.docks[args.dock.lower()].raise_()
     win.show()
     if os.environ.get("PEFT_STUDIO_TIMING"):
         print(f"studio: window shown after {time.perf_counter() - _T0:.2f} s (since studio.app import)",
@@ -102,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
         smoke_run = SmokeRun(win, args.screenshot, args.timeout)
         QTimer.singleShot(200, smoke_run.start)
+    elif args.screenshot:
+        from studio.smoke import StillShot
+
+        still = StillShot(win, args.screenshot, args.wait)
+        QTimer.singleShot(0, still.start)
     code = app.exec()
     if smoke_run is not None:
         code = smoke_run.exit_code

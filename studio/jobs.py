@@ -53,21 +53,33 @@ def estimate(cfg, gpu) -> dict:
     except TypeError:  # an estimator without GPU selection
         r = engine_estimate(cfg)
     keys = ("components", "peak_allocated", "peak_reserved", "device_total", "verdict", "gpu_name",
-            "gpu_bytes", "total_params", "trainable_params", "adapter_bytes", "notes", "step_time_s")
+            "gpu_bytes", "total_params", "trainable_params", "adapter_bytes", "notes", "suggestions",
+            "max_batch_size", "max_seq_len")
     out = {k: getattr(r, k, None) for k in keys}
     out["components"] = dict(out["components"] or {})
+    try:
+        from engine.estimate.memory import LABELS
+
+        out["labels"] = dict(LABELS)
+    except ImportError:
+        out["labels"] = {}
     out["missing"] = False
     return out
 
 
 def gpu_list() -> list:
-    """GPUs the estimator knows (name → bytes), if it publishes a list."""
+    """[(name, bytes)] of the GPUs the estimator knows, or [] when it publishes no list."""
     try:
-        import engine.estimate as est
+        from engine.estimate.gpus import choices, parse_gpu
     except ImportError:
         return []
-    known = getattr(est, "GPUS", None) or getattr(est, "KNOWN_GPUS", None)
-    return list(known.items()) if isinstance(known, dict) else []
+    out = []
+    for name in choices():
+        try:
+            out.append((name, parse_gpu(name).total_bytes))
+        except Exception:  # an ambiguous alias; the list has the sized names too
+            pass
+    return out
 
 
 @dataclass

@@ -38,6 +38,8 @@ from studio.supervisor import RunSupervisor
 from studio.widgets import scroll
 from studio.workers import init_bridge, run_in_thread
 
+# Bump when the dock arrangement changes: a state saved by an older layout is then ignored.
+LAYOUT_VERSION = 2
 # Tabs written by other modules; shown only when present (``module``, class names to try, title).
 OPTIONAL_TABS = [("studio.panels.playground", ("PlaygroundPanel", "Playground"), "Playground"),
                  ("studio.panels.export", ("ExportPanel", "Export"), "Export")]
@@ -167,10 +169,13 @@ class MainWindow(QMainWindow):
         r = dock("runs", "Runs", self.runs_panel, bottom, scrollable=False)
         self.tabifyDockWidget(lg, r)
         lg.raise_()
-        self.setTabPosition(Qt.DockWidgetArea.LeftDockWidgetArea, self.tabPosition(left))
+        self.setTabPosition(Qt.DockWidgetArea.AllDockWidgetAreas, QTabWidget.TabPosition.North)
+        # The side docks run the full height; the log sits under the central tabs only.
+        self.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.resizeDocks([m, self.docks["estimate"]], [430, 330], Qt.Orientation.Horizontal)
         self.resizeDocks([lg], [170], Qt.Orientation.Vertical)
-        self._default_state = self.saveState()
+        self._default_state = self.saveState(LAYOUT_VERSION)
 
     def _make_menus(self):
         mb = self.menuBar()
@@ -260,18 +265,18 @@ class MainWindow(QMainWindow):
         if geo:
             self.restoreGeometry(QByteArray(geo))
         if state:
-            self.restoreState(QByteArray(state))
+            self.restoreState(QByteArray(state), LAYOUT_VERSION)  # ignored if saved by an older layout
         self.tabs.setCurrentIndex(min(self.settings.get("window/central_tab"), self.tabs.count() - 1))
 
     def reset_layout(self):
-        self.restoreState(self._default_state)
+        self.restoreState(self._default_state, LAYOUT_VERSION)
         for d in self.docks.values():
             d.show()
 
     def _save_layout(self):
         s = self.settings
         s.set("window/geometry", bytes(self.saveGeometry().data()))
-        s.set("window/state", bytes(self.saveState().data()))
+        s.set("window/state", bytes(self.saveState(LAYOUT_VERSION).data()))
         s.set("window/central_tab", self.tabs.currentIndex())
         if self.config_model.config is not None:
             s.set("last/config", self.config_model.config.to_yaml())

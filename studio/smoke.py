@@ -59,3 +59,36 @@ def save_screenshot(widget, path: str) -> None:
         print(f"studio smoke: could not write {path}", file=sys.stderr)
     else:
         print(f"studio smoke: screenshot saved to {path}", file=sys.stderr)
+
+
+class StillShot(QObject):
+    """``--screenshot`` without a run: wait until the panels' background jobs are done, save, quit."""
+
+    def __init__(self, win, path: str, wait_s: float):
+        super().__init__(win)
+        self.win, self.path = win, path
+        self._elapsed = 0.0
+        self._wait_s = wait_s
+        self._timer = QTimer(self)
+        self._timer.setInterval(500)
+        self._timer.timeout.connect(self._poll)
+
+    def start(self):
+        self._timer.start()
+
+    def _jobs_busy(self) -> bool:
+        from studio.workers import LatestJob
+
+        return any(j.busy for j in self.win.findChildren(LatestJob))
+
+    def _poll(self):
+        self._elapsed += 0.5
+        settled = self._elapsed >= 3 and self.win.plots_ready() and not self._jobs_busy()
+        if settled or self._elapsed >= self._wait_s:
+            self._timer.stop()
+            QTimer.singleShot(300, self._shoot)  # one more paint after the last result
+
+    def _shoot(self):
+        save_screenshot(self.win, self.path)
+        self.win.shutdown()
+        QApplication.instance().exit(0)

@@ -26,6 +26,8 @@ import copy
 import json
 from dataclasses import dataclass
 
+from engine.config import ConfigError
+
 LAYER_FEATURES = ("B*T*H", "B*T*I", "B*T*Q", "B*T*KV", "B*T*heads", "B*T*head_dim", "B*T", "B*P*KV",
                   "B*P*Q", "B*T*Tk*heads", "B*T*Tk", "H", "I", "Q", "KV", "H*Q", "H*KV", "H*I", "T*head_dim", "1")
 OUTSIDE_FEATURES = ("B*T*H", "B*T*V", "B*T*head_dim", "B*T", "B*P*H", "B*P*KV*L", "B", "1")
@@ -45,6 +47,20 @@ _WIDTHS = [
     (128, 192, 4, 2, 32),
     (80, 160, 4, 2, 8),
     (112, 224, 8, 4, 16),
+]
+# Some methods constrain widths (block sizes of 256, ranks up to 64, group sizes...); for those
+# the same design runs at widths that are multiples of 256.
+_WIDE = [
+    (512, 1024, 4, 2, 128),
+    (768, 1024, 4, 2, 128),
+    (512, 2048, 4, 2, 128),
+    (512, 1024, 4, 2, 256),
+    (512, 1024, 8, 2, 128),
+    (512, 1024, 8, 4, 64),
+    (768, 1536, 4, 4, 64),
+    (1024, 1536, 4, 2, 256),
+    (512, 1280, 4, 2, 128),
+    (768, 1792, 8, 4, 128),
 ]
 _SHAPES = [(1, 8), (2, 16), (3, 24)]          # (batch, seq)
 _VOCABS = [96, 160, 128]                      # varied per width so the head's terms separate
@@ -87,6 +103,7 @@ class ActivationModel:
     eager: bool
     lengthens: bool               # prompt-based methods that add input positions
     prefix: bool                  # prefix tuning: key/value prefixes instead
+    packed: bool = False          # packing: a batch is one row of batch × seq positions
 
     def positions(self, seq: int, virtual: int) -> tuple[int, int]:
         """(positions the layers process, key/value prefix length)."""
@@ -95,6 +112,8 @@ class ActivationModel:
         return (seq + virtual if self.lengthens else seq), 0
 
     def predict(self, s: Shape, batch: int, seq: int, virtual: int = 0) -> dict:
+        if self.packed:
+            batch, seq = 1, batch * seq
         T, P = self.positions(seq, virtual)
         lf = layer_features(s, batch, T, P, self.eager)
         per = _dot(self.layer, lf)
@@ -177,12 +196,9 @@ def fit_activation_model(arch, run_cfg, *, dtype, attn: str | None, autocast_dty
         return _CACHE[key]
     import torch
 
-    from engine.estimate.arch import shrink_config
-    from engine.estimate.trace import build_model, trace_model
     from engine.methods import get_method
 
     spec = get_method(run_cfg.method.name)
-    virtual = spec.virtual_tokens(run_cfg.method)
     prefix = run_cfg.method.name == "prefix_tuning"
     trace_cfg = copy.deepcopy(run_cfg)
     # Checkpointing hides the layers' saved tensors behind its own hooks; the tracer measures
@@ -190,45 +206,68 @@ def fit_activation_model(arch, run_cfg, *, dtype, attn: str | None, autocast_dty
     trace_cfg.train.gradient_checkpointing = False
     if getattr(trace_cfg.method, "init", None) == "text":
         trace_cfg.method.init = "random"   # no tokenizer at tiny width; the memory is the same
-    rows_l, rows_o, y_first, y_layer, y_out = [], [], [], [], []
-    hidden_bytes = 0
-    eager_used = False
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
     try:
-        for k, (h, i, nh, nkv, hd) in enumerate(_WIDTHS):
-            h, i, nh, nkv, hd = _variant_ok(arch, h, i, nh, nkv, hd, prefix)
-            V = _VOCABS[k % len(_VOCABS)]
-            tiny = shrink_config(arch.hf_config, hidden=h, intermediate=i, heads=nh, kv_heads=nkv,
-                                 head_dim=hd, layers=2, vocab=V)
-            with torch.no_grad():
-                model = build_model(tiny, trace_cfg, dtype, attn, quantized=quantized)
-            eager_used = _attn_of(model) == "eager"
-            s = Shape(h, i, nh, nkv, hd, V, 2)
-            for B, T in _SHAPES:
-                r = trace_model(model, V, B, T, packing=packing, padded=padded,
-                                autocast_dtype=autocast_dtype, prompt_based=spec.prompt_based,
-                                virtual=0 if prefix else virtual)
-                hidden_bytes = r.hidden_bytes or hidden_bytes
-                Tp = T if prefix else T + virtual
-                P = virtual if prefix else 0
-                rows_l.append(layer_features(s, B, Tp, P, eager_used))
-                rows_o.append(outside_features(s, B, Tp, P))
-                y_first.append(r.layer_bytes[0])
-                y_layer.append(r.per_layer)
-                y_out.append(r.outside_bytes)
-            del model
+        try:
+            rows = _trace_rows(_WIDTHS, arch, trace_cfg, spec, dtype, attn, autocast_dtype, quantized,
+                               packing, padded)
+        except (ValueError, RuntimeError, AssertionError, IndexError) as e:
+            # A method whose parameters need wider layers (block sizes, ranks): go wide.
+            try:
+                rows = _trace_rows(_WIDE, arch, trace_cfg, spec, dtype, attn, autocast_dtype, quantized,
+                                   packing, padded)
+            except (ValueError, RuntimeError, AssertionError, IndexError) as e2:
+                raise ConfigError("method.name", f"could not trace {spec.title} on a small copy of this "
+                                  f"{arch.model_type} model to measure its activations: {e2}") from e
     finally:
         torch.set_num_threads(torch_threads)
+    rows_l, rows_o, y_first, y_layer, y_out, hidden_bytes, eager_used = rows
     layer, r1 = _lstsq(rows_l, y_layer)
     first, r2 = _lstsq(rows_l, y_first)
     outside, r3 = _lstsq(rows_o, y_out)
     am = ActivationModel(layer=layer, first=first, outside=outside,
                          hidden_bytes=hidden_bytes or torch.tensor([], dtype=dtype).element_size(),
                          residual=max(r1, r2, r3), eager=eager_used, lengthens=spec.prompt_based and not prefix,
-                         prefix=prefix)
+                         prefix=prefix, packed=packing and not spec.prompt_based)
     _CACHE[key] = am
     return am
+
+
+def _trace_rows(widths, arch, trace_cfg, spec, dtype, attn, autocast_dtype, quantized, packing, padded):
+    import torch
+
+    from engine.estimate.arch import shrink_config
+    from engine.estimate.trace import build_model, trace_model
+
+    prefix = spec.name == "prefix_tuning"
+    virtual = spec.virtual_tokens(trace_cfg.method)
+    packed = packing and not spec.prompt_based
+    rows_l, rows_o, y_first, y_layer, y_out = [], [], [], [], []
+    hidden_bytes, eager_used = 0, False
+    for k, (h, i, nh, nkv, hd) in enumerate(widths):
+        h, i, nh, nkv, hd = _variant_ok(arch, h, i, nh, nkv, hd, prefix)
+        V = _VOCABS[k % len(_VOCABS)]
+        tiny = shrink_config(arch.hf_config, hidden=h, intermediate=i, heads=nh, kv_heads=nkv,
+                             head_dim=hd, layers=2, vocab=V)
+        with torch.no_grad():
+            model = build_model(tiny, trace_cfg, dtype, attn, quantized=quantized)
+        eager_used = _attn_of(model) == "eager"
+        s = Shape(h, i, nh, nkv, hd, V, 2)
+        for B, T in _SHAPES:
+            r = trace_model(model, V, B, T, packing=packed, padded=padded, autocast_dtype=autocast_dtype,
+                            prompt_based=spec.prompt_based, virtual=0 if prefix else virtual)
+            hidden_bytes = r.hidden_bytes or hidden_bytes
+            Bf, Tf = (1, B * T) if packed else (B, T)     # packing flattens a batch into one row
+            Tp = Tf if prefix else Tf + virtual
+            P = virtual if prefix else 0
+            rows_l.append(layer_features(s, Bf, Tp, P, eager_used))
+            rows_o.append(outside_features(s, Bf, Tp, P))
+            y_first.append(r.layer_bytes[0])
+            y_layer.append(r.per_layer)
+            y_out.append(r.outside_bytes)
+        del model
+    return rows_l, rows_o, y_first, y_layer, y_out, hidden_bytes, eager_used
 
 
 def _attn_of(model) -> str:

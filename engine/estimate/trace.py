@@ -76,16 +76,20 @@ def record_saved(model):
         handles.append(layer.register_forward_hook(post))
 
     def pack(t):
-        st = t.untyped_storage()
-        ptr = st.data_ptr()
-        if not ptr or ptr in params:
-            return t
-        old = rec["seen"].get(ptr)
+        if t.layout != torch.strided:
+            # Sparse tensors have no single storage: count their values and indices.
+            key, nbytes = ("sparse", id(t)), _sparse_nbytes(t)
+        else:
+            st = t.untyped_storage()
+            key, nbytes = st.data_ptr(), st.nbytes()
+            if not key or key in params:
+                return t
+        old = rec["seen"].get(key)
         # Only tensors still alive at the end of the forward count: a graph that is built and
         # dropped inside the forward (DoRA's detached weight norm) frees what it saved, and
         # its address may then be reused by a later tensor.
         if old is None or old[3]() is None:
-            rec["seen"][ptr] = (rec["where"], st.nbytes(), str(t.dtype), weakref.ref(t))
+            rec["seen"][key] = (rec["where"], nbytes, str(t.dtype), weakref.ref(t))
         return t
 
     try:
@@ -95,6 +99,13 @@ def record_saved(model):
         for h in handles:
             h.remove()
         rec["layers"] = len(layers)
+
+
+def _sparse_nbytes(t) -> int:
+    try:
+        return sum(x.numel() * x.element_size() for x in (t._values(), t._indices()))
+    except (RuntimeError, NotImplementedError):
+        return 0
 
 
 def summarize(rec, seq_len: int) -> TraceResult:
@@ -142,13 +153,17 @@ def batch_inputs(vocab: int, batch: int, seq: int, packing: bool, padded: bool):
     import torch
 
     g = torch.Generator().manual_seed(0)
+    if packing:
+        # engine.data's packed collator: the whole batch flattened into one row, positions
+        # restarting at every example, no attention mask.
+        n = batch * seq
+        ids = torch.randint(3, vocab, (1, n), generator=g)
+        half = max(seq // 2, 1)
+        pos = torch.arange(n) % half
+        return {"input_ids": ids, "labels": ids.clone(), "position_ids": pos[None]}
     ids = torch.randint(3, vocab, (batch, seq), generator=g)
     inputs = {"input_ids": ids, "labels": ids.clone()}
-    if packing and seq >= 4:
-        half = seq // 2
-        pos = torch.cat([torch.arange(half), torch.arange(seq - half)]).expand(batch, seq)
-        inputs["position_ids"] = pos.contiguous()
-    elif padded:
+    if padded:
         mask = torch.ones(batch, seq, dtype=torch.long)
         mask[0, -max(1, seq // 4):] = 0
         inputs["attention_mask"] = mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.export.atomic import ExportError, atomic_dir
-from engine.export.loading import copy_tokenizer_files, load_tokenizer_for
+from engine.export.loading import copy_tokenizer_files, load_tokenizer_for, read_adapter_config
 from engine.export.result import ExportResult, Progress, no_progress
 from engine.export.runinfo import RunInfo, load_run
 
@@ -58,6 +58,7 @@ def export_adapter(run: str | Path | RunInfo, out: str | Path, which: str | None
         note = write_adapter_folder(info, src, tmp)
         progress("Exporting the adapter", 1, 2)
         label = which or "final"
-        (tmp / "README.md").write_text(render_run_card(info, "adapter", out.name, label), encoding="utf-8")
+        card = render_run_card(info, "adapter", out.name, label, {"adapter_config": read_adapter_config(src)})
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     progress("Exporting the adapter", 2, 2)
     return ExportResult("adapter", out.absolute(), note=note, details={"source": str(src)})

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from engine.export.adapter import export_adapter
 from engine.export.atomic import ExportError, atomic_dir
-from engine.export.loading import copy_tokenizer_files, load_base, load_tokenizer_for, normalize_dtype
+from engine.export.loading import (
+    copy_tokenizer_files,
+    load_base,
+    load_tokenizer_for,
+    normalize_dtype,
+    read_adapter_config,
+)
 from engine.export.result import ExportResult, Progress, no_progress
 from engine.export.runinfo import RunInfo, load_run
 
@@ -96,7 +102,8 @@ def export_merged(run: str | Path | RunInfo, out: str | Path, which: str | None 
         if not (tmp / "generation_config.json").exists():
             merged.generation_config.save_pretrained(tmp)
         (tmp / "README.md").write_text(
-            render_run_card(info, "merged", out.name, which or "final", {"dtype": dtype}), encoding="utf-8")
+            render_run_card(info, "merged", out.name, which or "final",
+                            {"dtype": dtype, "adapter_config": read_adapter_config(src)}), encoding="utf-8")
         shards = sorted(p.name for p in tmp.glob("*.safetensors"))
     return ExportResult("merged", out.absolute(), details={"dtype": dtype, "shards": shards, "source": str(src)})
 
@@ -139,6 +146,7 @@ def export_gguf(run: str | Path | RunInfo, out: str | Path, qtype: str = "q8_0",
             ids = tokenizer("The quick brown fox jumps over the lazy dog. 1234", return_tensors="pt")["input_ids"]
             details["max_abs_logit_diff"] = gguf_logits_check(merged, tmp / fname, ids)
         details["source"] = str(src)
-        (tmp / "README.md").write_text(render_run_card(info, "gguf", out.name, which or "final", details),
-                                       encoding="utf-8")
+        card = render_run_card(info, "gguf", out.name, which or "final",
+                               {**details, "adapter_config": read_adapter_config(src)})
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     return ExportResult("gguf", out.absolute(), details=details)

@@ -167,12 +167,9 @@ def _pre_tokenizer_name(tokenizer) -> str:
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
         return "gpt-2"
     for p in parts:
-        if p.get("type") == "Split":
-            rx = (p.get("pattern") or {}).get("Regex", "")
-            if "\\p{N}{1,3}" in rx and "(?i:'s|'t|'re|'ve|'m|'ll|'d)" in rx:
-                return "llama-bpe"
-            if "\\p{N}|" in rx.replace(" ", "") or "\\p{N}| ?" in rx:
-                return "qwen2"
+        rx = (p.get("pattern") or {}).get("Regex", "") if p.get("type") == "Split" else ""
+        if "\\p{N}{1,3}" in rx and "(?i:'s|'t|'re|'ve|'m|'ll|'d)" in rx:
+            return "llama-bpe"  # Llama 3's split
     return "default"
 
 

@@ -12,7 +12,7 @@ from engine.config import ConfigError
 from engine.methods import MethodSpec, register
 from engine.methods.selective import freeze_except, load_changed, merged, save_changed
 
-NO_BIAS = ("this model has no bias parameters; choose another method (BEFT, `beft`, adds trainable "
+NO_BIAS = ("this model has no bias parameters; choose another method (e.g. beft, which adds trainable "
            "biases to bias-free models)")
 
 
@@ -31,7 +31,7 @@ def _chosen(cfg, names: list[str], model_type: str) -> list[str]:
         raise ConfigError("method.subset", "the list is empty; name at least one part or use all", subset)
     every = biases(names, "all")
     if not every:
-        raise ConfigError("method.name", f"{NO_BIAS} ({model_type})", "bitfit")
+        raise ConfigError("method.name", NO_BIAS.replace("this model", f"this model ({model_type})"), "bitfit")
     chosen = biases(names, subset)
     if not chosen:
         parts = sorted({n.rsplit(".", 2)[-2] for n in every})
@@ -41,6 +41,9 @@ def _chosen(cfg, names: list[str], model_type: str) -> list[str]:
 
 
 def build(model, cfg, ctx):
+    from engine.methods.lora import prepare_quantized
+
+    model = prepare_quantized(model, ctx)  # biases stay full precision in bitsandbytes layers
     names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
     freeze_except(model, _chosen(cfg, names, ctx.model_type), "bitfit", cfg.method)
     return model
@@ -52,6 +55,6 @@ def check(cfg, ctx):
 
 register(MethodSpec(
     name="bitfit", title="BitFit", family="partial", build=build, can_merge=True, check=check,
-    save=save_changed, load=load_changed, merge=merged, supports_quantized_base=False,
+    save=save_changed, load=load_changed, merge=merged,
     description="Trains only the bias terms: tiny, mergeable, and needs a model with biases "
                 "(GPT-2, OPT, Qwen2 attention …; not Llama)."))

@@ -59,12 +59,14 @@ class SelectiveParams(MethodConfig):
 
     name: str = _name("selective")
 
-    last_n_layers: int = F(2, "Train the last N decoder layers (0: no whole layers; use name_patterns).",
+    last_n_layers: int = F(2, "Train the last N decoder layers (0: every layer; narrow it with param_types).",
                            minimum=0, maximum=10_000)
     param_types: list = F(default_factory=list, help="Inside those layers, only these kinds of parameters: "
-                          "attention, mlp, norm, bias (empty: all kinds).")
-    name_patterns: list = F(default_factory=list, help="Also train every parameter whose name matches one "
-                            "of these regular expressions, e.g. [lm_head, embed_tokens, 'layers\\.0\\.'].")
+                          "attention, mlp, norm, bias (empty: all kinds). E.g. last_n_layers 0 + [norm] trains "
+                          "every normalisation layer.")
+    name_patterns: list = F(default_factory=list, help="Instead of layers: train exactly the parameters whose "
+                            "name matches one of these regular expressions, e.g. [lm_head, 'layers\\.0\\.'].",
+                            advanced=True)
 
 
 SELECTIVE_TYPES = ["attention", "mlp", "norm", "bias"]

@@ -13,8 +13,7 @@ import importlib.util
 import weakref
 
 from engine.config import ConfigError
-from engine.methods import MethodSpec, register, resolve_targets
-from engine.methods import peft_schema
+from engine.methods import MethodSpec, peft_schema, register, resolve_targets
 from engine.methods.params_more import PEFT_METHODS, UNAVAILABLE, PeftMethod, peft_field_names
 
 

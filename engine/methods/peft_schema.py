@@ -24,7 +24,7 @@ import re
 import types
 import typing
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -64,7 +64,7 @@ def peft_version() -> str | None:
         return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parse(path: Path) -> ast.Module:
     return ast.parse(path.read_text(encoding="utf-8"))
 
@@ -82,7 +82,7 @@ def _class_index() -> dict[str, Path]:
     return index
 
 
-@lru_cache(maxsize=None)
+@cache
 def find_class(name: str, hint: Path | None = None) -> tuple[Path, ast.ClassDef] | None:
     """The ClassDef of a peft config class (looked up in ``hint`` first: same-named classes exist)."""
     for f in (hint, _class_index().get(name)):
@@ -119,7 +119,7 @@ def fields_of(class_name: str, tuner: str) -> list[PeftField] | None:
     chain = _mro(found)
     order: list[str] = []
     raw: dict[str, tuple] = {}
-    for path, cls in chain:
+    for _path, cls in chain:
         docs = _arg_docs(ast.get_docstring(cls) or "")
         for node in cls.body:
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
@@ -135,7 +135,7 @@ def fields_of(class_name: str, tuner: str) -> list[PeftField] | None:
     return out
 
 
-SCHEMA_VERSION = 1  # bump when the extraction below changes, so cached schemas are rebuilt
+SCHEMA_VERSION = 2  # bump when the extraction below changes, so cached schemas are rebuilt
 
 
 def schema(methods: dict[str, str]) -> dict[str, list[PeftField] | None]:
@@ -254,6 +254,8 @@ def _metadata_help(meta) -> str:
         for key, value in zip(meta.keys, meta.values, strict=False):
             if key is not None and _literal(key) == "help":
                 text = _literal(value)
+                if isinstance(text, tuple):  # a stray trailing comma in peft makes a 1-tuple
+                    text = " ".join(t for t in text if isinstance(t, str))
                 return text if isinstance(text, str) else ""
     return ""
 

@@ -36,19 +36,17 @@ def kinds_of(name: str) -> set[str]:
 
 
 def select(names: list[str], params) -> list[str]:
-    """The parameter names selective fine-tuning trains (see SelectiveParams)."""
+    """The parameter names selective fine-tuning trains: those matching ``name_patterns`` when
+    given; otherwise those in the last ``last_n_layers`` layers (0: all), of ``param_types``."""
+    if params.name_patterns:
+        patterns = [re.compile(p) for p in params.name_patterns]
+        return [n for n in names if any(p.search(n) for p in patterns)]
     layers = [i for i in map(layer_index, names) if i is not None]
     n_layers = max(layers) + 1 if layers else 0
-    first = n_layers - params.last_n_layers if params.last_n_layers else n_layers
+    first = n_layers - params.last_n_layers if params.last_n_layers else 0
     types = set(params.param_types)
-    patterns = [re.compile(p) for p in params.name_patterns]
-    chosen = []
-    for n in names:
-        i = layer_index(n)
-        by_layer = i is not None and i >= first and (not types or bool(kinds_of(n) & types))
-        if by_layer or any(p.search(n) for p in patterns):
-            chosen.append(n)
-    return chosen
+    return [n for n in names if (i := layer_index(n)) is not None and i >= first
+            and (not types or bool(kinds_of(n) & types))]
 
 
 def _check_params(params, names: list[str], model_type: str) -> list[str]:
@@ -68,8 +66,9 @@ def _check_params(params, names: list[str], model_type: str) -> list[str]:
                           "layers", params.last_n_layers)
     chosen = select(names, params)
     if not chosen:
-        raise ConfigError("method.name_patterns", "selects no parameter: set last_n_layers > 0 or give "
-                          "name patterns that match, e.g. lm_head or layers\\.0\\.")
+        field = "method.name_patterns" if params.name_patterns else "method.param_types"
+        raise ConfigError(field, f"selects no parameter of this {model_type} model", params.name_patterns
+                          or params.param_types)
     return chosen
 
 

@@ -68,6 +68,7 @@ def segments_html(segments, trained_bg: str, masked_fg: str, limit: int = CELL_C
 
 
 HTML_ROLE = Qt.ItemDataRole.UserRole + 1
+TEXT_COL = 1
 _PAD = 4
 MAX_ROW_HEIGHT = 240  # one very long example must not push all others out of view
 
@@ -310,18 +311,18 @@ class DataPanel(QWidget):
         self.status = muted("")
         self.status.setObjectName("data-status")
         tl.addWidget(self.status)
-        self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["#", "Tokens", "Rendered example"])
-        self.table.verticalHeader().hide()
-        self.table.setItemDelegateForColumn(2, HtmlDelegate(self.table))
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["Tokens", "Rendered example (chat template applied)"])
+        self.table.verticalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
+        self.table.setItemDelegateForColumn(TEXT_COL, HtmlDelegate(self.table))
         self.table.setWordWrap(True)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
-        hh.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(TEXT_COL, QHeaderView.ResizeMode.Stretch)
+        hh.sectionResized.connect(lambda *_: self.table.resizeRowsToContents())
         tl.addWidget(self.table, 1)
         right.addWidget(table_box)
         self.histogram = LengthHistogram()
@@ -331,12 +332,12 @@ class DataPanel(QWidget):
 
         split = QSplitter(Qt.Orientation.Horizontal)
         left_scroll = scroll(left)
-        left_scroll.setMinimumWidth(320)
+        left_scroll.setMinimumWidth(250)
         split.addWidget(left_scroll)
         split.addWidget(right)
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
-        split.setSizes([360, 800])
+        split.setSizes([290, 900])
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
         outer.addWidget(split)
@@ -433,17 +434,15 @@ class DataPanel(QWidget):
         fg = theme.muted_text(self).name()
         self.table.setRowCount(len(p.rows))
         for i, segs in enumerate(p.rows):
-            num = QTableWidgetItem(str(i + 1))
-            num.setData(Qt.ItemDataRole.UserRole, segs)
-            self.table.setItem(i, 0, num)
             n = p.lengths[i] if i < len(p.lengths) else None
             tokens = QTableWidgetItem("" if n is None else str(n))
             tokens.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop)
-            self.table.setItem(i, 1, tokens)
+            self.table.setItem(i, 0, tokens)
             text = QTableWidgetItem()
             text.setData(HTML_ROLE, segments_html(segs, bg, fg))
+            text.setData(Qt.ItemDataRole.UserRole, segs)
             text.setToolTip("Tinted: tokens the loss is computed on. Dimmed: prompt tokens (masked).")
-            self.table.setItem(i, 2, text)
+            self.table.setItem(i, TEXT_COL, text)
         self.table.resizeRowsToContents()
 
     def _update_legend(self):

@@ -1,44 +1,43 @@
-"""Estimate panel: memory by component as a stacked bar, and the fits / tight / exceeds verdict.
+"""Estimate panel: predicted GPU memory by component as a stacked bar, and the fits / tight /
+exceeds verdict against the detected or a chosen GPU.
 
-Recomputed off the UI thread shortly after any change. When the engine's estimator is not
-installed (it landed after the studio), the panel says so and shows the exact parameter
-counts instead — never a crash.
+Recomputed in the job helper process shortly after any change (the engine's estimator needs
+no weights). Without the estimator (an engine that predates it) the panel says so and shows
+the exact parameter counts instead — never a crash.
 """
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from studio.widgets import InfoGrid, PlotSlot, fmt_bytes, fmt_count, muted
 from studio.workers import LatestJob, run_job
 
 GIB = 1 << 30
-# Offered when the estimator does not publish its own list; the estimate uses the memory size.
-FALLBACK_GPUS = [("NVIDIA T4", 16), ("NVIDIA RTX 3090 / 4090", 24), ("NVIDIA L4 / A10G", 24),
-                 ("NVIDIA A100 40GB", 40), ("NVIDIA A100 80GB", 80), ("NVIDIA H100 80GB", 80),
-                 ("NVIDIA H200", 141)]
+# Until the estimator's own list arrives: sizes any estimator understands.
+FALLBACK_GPUS = ["8GB", "12GB", "16GB", "24GB", "40GB", "48GB", "80GB"]
 COMPONENT_COLORS = ["#3d7bd9", "#e0822d", "#2f9e68", "#9b59b6", "#d64590", "#c9a227", "#17a2b8",
-                    "#8a8f98"]
+                    "#8a8f98", "#6c5ce7", "#b5651d"]
 VERDICT_COLORS = {"fits": "#2f9e68", "tight": "#c98a1a", "exceeds": "#d64545"}
+VERDICT_WORDS = {"fits": "Fits", "tight": "Tight", "exceeds": "Exceeds"}
 
 
 def gpu_choices(known: list | None = None) -> list[tuple[str, object]]:
     """(label, value passed as ``gpu=``): the estimator's own list when it publishes one."""
-    out: list[tuple[str, object]] = [("Detected GPU (or none)", None)]
-    if known:
-        for name, mem in known:
-            gib = mem / GIB if isinstance(mem, (int, float)) and mem > 1e6 else mem
-            out.append((f"{name} ({gib:.0f} GiB)" if isinstance(gib, (int, float)) else str(name), name))
-    else:
-        out += [(f"{n} ({g} GiB)", n) for n, g in FALLBACK_GPUS]
+    out: list[tuple[str, object]] = [("This machine's GPU (detected)", None)]
+    for name, size in known or [(n, None) for n in FALLBACK_GPUS]:
+        if name.upper().endswith("GB"):
+            out.append((f"Any {name[:-2]} GB GPU", name))
+        else:
+            out.append((f"{name} ({size / GIB:.0f} GiB)" if size else name, name))
     return out
 
 
 class EstimatePanel(QWidget):
-    sig_gpu_changed = Signal(object)
-
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
         self.settings = settings
@@ -50,72 +49,64 @@ class EstimatePanel(QWidget):
         self.gpu = QComboBox()
         self._fill_gpus(None)
         self.gpu.currentIndexChanged.connect(self._gpu_changed)
-        run_job("gpu_list", on_done=self._on_gpu_list)
         top.addWidget(self.gpu, 1)
         lay.addLayout(top)
 
         self.verdict = QLabel("—")
         self.verdict.setObjectName("verdict")
         self.verdict.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.verdict.setWordWrap(True)
         self.verdict.setMinimumHeight(34)
         f = self.verdict.font()
         f.setBold(True)
-        f.setPointSizeF(f.pointSizeF() * 1.15)
+        f.setPointSizeF(f.pointSizeF() * 1.1)
         self.verdict.setFont(f)
         lay.addWidget(self.verdict)
         self.summary = muted("")
+        self.summary.setObjectName("estimate-summary")
         lay.addWidget(self.summary)
 
-        self.slot = PlotSlot(min_height=90)
-        self.slot.setMaximumHeight(130)
+        self.slot = PlotSlot(min_height=70)
+        self.slot.setMaximumHeight(96)
         self.plot = self.bars = self.limit = None
-        self._last_bars = ({}, None)
+        self._last_bars: tuple = ({}, None)
         lay.addWidget(self.slot)
 
         legend_box = QGroupBox("Memory by component")
         ll = QVBoxLayout(legend_box)
-        self.legend = QLabel("")
+        self.legend = QLabel("—")
         self.legend.setObjectName("estimate-legend")
         self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.legend.setWordWrap(True)
         ll.addWidget(self.legend)
         lay.addWidget(legend_box)
 
+        self.advice_box = QGroupBox("To make it fit")
+        al = QVBoxLayout(self.advice_box)
+        self.advice = QLabel("")
+        self.advice.setWordWrap(True)
+        self.advice.setTextFormat(Qt.TextFormat.RichText)
+        al.addWidget(self.advice)
+        lay.addWidget(self.advice_box)
+        self.advice_box.hide()
+
         counts_box = QGroupBox("Parameters")
         cl = QVBoxLayout(counts_box)
         self.counts = InfoGrid(["Total", "Trainable", "Adapter size"])
         cl.addWidget(self.counts)
         lay.addWidget(counts_box)
-        self.status = muted("")
-        lay.addWidget(self.status)
+        self.notes = muted("")
+        self.notes.setObjectName("estimate-notes")
+        lay.addWidget(self.notes)
         lay.addStretch(1)
 
         self._job = LatestJob("estimate", delay_ms=100, parent=self)
-        self._job.sig_started.connect(lambda: self.status.setText("Estimating…"))
+        self._job.sig_started.connect(lambda: self.summary.setText(self.summary.text() or "Estimating…"))
         self._job.sig_result.connect(self._on_result)
         self._job.sig_error.connect(self._on_error)
+        run_job("gpu_list", on_done=self._on_gpu_list, key="gpu_list")
 
-    def build_plots(self) -> None:
-        if self.plot is not None:
-            return
-        import pyqtgraph as pg
-
-        from studio.plots import ThemedPlot
-
-        self.plot = ThemedPlot()
-        self.plot.setMinimumHeight(90)
-        self.plot.hideAxis("left")
-        self.plot.setLabel("bottom", "GiB")
-        self.plot.setMouseEnabled(x=False, y=False)
-        self.bars = pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brushes=[], pen=None)
-        self.plot.addItem(self.bars)
-        self.limit = pg.InfiniteLine(angle=90, movable=False,
-                                     pen=pg.mkPen("#d64545", width=2, style=Qt.PenStyle.DashLine))
-        self.plot.addItem(self.limit)
-        self.limit.hide()
-        self.slot.fill(self.plot)
-        self._show_bars(*self._last_bars)
-
+    # -- GPU choice --------------------------------------------------------------------------
     def _fill_gpus(self, known):
         self.gpu.blockSignals(True)
         self.gpu.clear()
@@ -129,69 +120,106 @@ class EstimatePanel(QWidget):
         if known:
             self._fill_gpus(known)
 
-    def update_estimate(self, cfg) -> None:
-        if cfg is None:
-            return
-        self._cfg = cfg
-        self._job.request(cfg, self.gpu.currentData())
-
     def _gpu_changed(self, _i):
         if self.settings is not None:
             self.settings.set("estimate/gpu", self.gpu.currentData() or "")
         if self._cfg is not None:
             self._job.run_now(self._cfg, self.gpu.currentData())
 
-    # -- results -----------------------------------------------------------------------------
+    # -- estimating --------------------------------------------------------------------------
+    def update_estimate(self, cfg) -> None:
+        if cfg is None:
+            return
+        self._cfg = cfg
+        self._job.request(cfg, self.gpu.currentData())
+
     def _on_result(self, out: dict):
-        self.status.setText("")
         if out.get("missing"):
             self._show_missing(out["counts"])
             return
-        comps = {k: v for k, v in (out.get("components") or {}).items() if v}
-        total = out.get("device_total") or out.get("gpu_bytes")
-        self._show_bars(comps, total)
-        peak = out.get("peak_reserved") or out.get("peak_allocated")
-        gpu_name = out.get("gpu_name") or "no GPU detected"
-        self._set_verdict(out.get("verdict") or "", f"{fmt_bytes(peak)} of {fmt_bytes(total)}" if total
-                          else fmt_bytes(peak))
-        self.summary.setText(f"Peak {fmt_bytes(peak)} (allocated {fmt_bytes(out.get('peak_allocated'))})"
-                             f" on {gpu_name}.")
+        labels = out.get("labels") or {}
+        comps = {labels.get(k, k.replace("_", " ").capitalize()): v
+                 for k, v in (out.get("components") or {}).items() if v}
+        need, cap = out.get("device_total"), out.get("gpu_bytes")
+        self._show_bars(comps, cap)
+        verdict = out.get("verdict") or ""
+        if verdict in VERDICT_WORDS:
+            self._set_verdict(verdict, f"{VERDICT_WORDS[verdict]}: needs {fmt_bytes(need)} of {fmt_bytes(cap)}")
+        else:
+            self._set_verdict("", f"Needs about {fmt_bytes(need)}")
+        where = out.get("gpu_name") or "no GPU here — choose one above to compare"
+        lines = [f"Peak {fmt_bytes(out.get('peak_allocated'))} allocated, {fmt_bytes(out.get('peak_reserved'))} "
+                 f"reserved; GPU: {where}."]
+        if out.get("max_batch_size"):
+            lines.append(f"Largest batch that fits: {out['max_batch_size']}; longest max_length: "
+                         f"{out.get('max_seq_len') or '—'}.")
+        self.summary.setText(" ".join(lines))
+        tips = out.get("suggestions") or []
+        self.advice.setText("<br>".join("• " + html.escape(str(t)) for t in tips))
+        self.advice_box.setVisible(bool(tips))
+        self.notes.setText("\n".join(f"· {n}" for n in (out.get("notes") or [])))
         self._show_counts(out.get("total_params"), out.get("trainable_params"), out.get("adapter_bytes"))
 
     def _show_missing(self, counts: dict):
-        self._set_verdict("", "estimator not available")
-        self.summary.setText("The memory estimator is not installed in this build; the parameter counts "
-                             "below are exact.")
+        self._set_verdict("", "Memory estimate not available")
+        self.summary.setText("This installation has no memory estimator; the parameter counts below are exact.")
         self._show_bars({}, None)
+        self.advice_box.hide()
+        self.notes.setText("")
         self._show_counts(counts.get("total_params"), counts.get("trainable_params"), counts.get("adapter_bytes"))
 
     def _on_error(self, exc):
         from studio.errors import plain_message
 
-        self._set_verdict("", "no estimate")
+        self._set_verdict("", "No estimate")
         self.summary.setText(plain_message(exc))
-        self.status.setText("")
+        self._show_bars({}, None)
+        self.advice_box.hide()
 
-    def _set_verdict(self, verdict: str, detail: str):
-        color = VERDICT_COLORS.get(verdict)
-        word = {"fits": "Fits", "tight": "Tight", "exceeds": "Exceeds"}.get(verdict, "")
-        self.verdict.setText(f"{word} — {detail}" if word else detail)
+    def _set_verdict(self, verdict: str, text: str):
+        self.verdict.setText(text)
         self.verdict.setProperty("verdict", verdict)
+        color = VERDICT_COLORS.get(verdict)
         if color:
             self.verdict.setStyleSheet(f"background: {color}; color: white; border-radius: 4px; padding: 4px;")
         else:
             self.verdict.setStyleSheet("border: 1px solid palette(mid); border-radius: 4px; padding: 4px;")
 
-    def _show_bars(self, comps: dict, device_total):
-        self._last_bars = (comps, device_total)
+    # -- drawing -----------------------------------------------------------------------------
+    def build_plots(self) -> None:
+        if self.plot is not None:
+            return
+        import pyqtgraph as pg
+
+        from studio.plots import ThemedPlot
+
+        self.plot = ThemedPlot()
+        self.plot.setMinimumHeight(70)
+        self.plot.hideAxis("left")
+        self.plot.setLabel("bottom", "GiB")
+        self.plot.getAxis("bottom").enableAutoSIPrefix(False)
+        self.plot.getPlotItem().showGrid(x=True, y=False, alpha=0.15)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.bars = pg.BarGraphItem(x0=[], x1=[], y0=[], y1=[], brushes=[], pen=None)
+        self.plot.addItem(self.bars)
+        self.limit = pg.InfiniteLine(angle=90, movable=False,
+                                     pen=pg.mkPen("#d64545", width=2, style=Qt.PenStyle.DashLine))
+        self.plot.addItem(self.limit)
+        self.limit.hide()
+        self.slot.fill(self.plot)
+        self._show_bars(*self._last_bars)
+
+    def _show_bars(self, comps: dict, capacity):
+        self._last_bars = (comps, capacity)
         names = list(comps)
         rows = []
         for i, n in enumerate(names):
             c = COMPONENT_COLORS[i % len(COMPONENT_COLORS)]
-            rows.append(f'<tr><td><span style="color:{c}">■</span> {n.replace("_", " ")}</td>'
+            rows.append(f'<tr><td><span style="color:{c}">■</span>&nbsp;{html.escape(n)}</td>'
                         f'<td align="right">&nbsp;&nbsp;{fmt_bytes(comps[n])}</td></tr>')
         self.legend.setText(f"<table>{''.join(rows)}</table>" if rows else "—")
-        if self.plot is None:
+        self.slot.setVisible(bool(names))
+        if self.plot is None or not names:
             return
         import pyqtgraph as pg
 
@@ -200,14 +228,14 @@ class EstimatePanel(QWidget):
         x0 = x1 - sizes
         brushes = [pg.mkBrush(COMPONENT_COLORS[i % len(COMPONENT_COLORS)]) for i in range(len(names))]
         self.bars.setOpts(x0=x0, x1=x1, y0=np.zeros(len(names)), y1=np.ones(len(names)), brushes=brushes)
-        if device_total:
-            self.limit.setValue(device_total / GIB)
+        if capacity:
+            self.limit.setValue(capacity / GIB)
             self.limit.show()
         else:
             self.limit.hide()
-        hi = max([x1[-1] if len(x1) else 0.0, (device_total or 0) / GIB, 0.1])
+        hi = max(float(x1[-1]), (capacity or 0) / GIB, 0.01)
         self.plot.setXRange(0, hi * 1.05, padding=0)
-        self.plot.setYRange(-0.2, 1.2, padding=0)
+        self.plot.setYRange(-0.15, 1.15, padding=0)
 
     def _show_counts(self, total, trainable, adapter):
         self.counts.set("Total", fmt_count(total))

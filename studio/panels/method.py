@@ -32,7 +32,8 @@ def method_title(name: str) -> tuple[str, str]:
     doc = (PARAMS[name].__doc__ or "").strip()
     if ":" in doc and "(" not in doc.split(":", 1)[0]:
         title, desc = doc.split(":", 1)
-        return title.strip(), desc.strip()
+        desc = desc.strip()
+        return title.strip(), desc[:1].upper() + desc[1:]
     return name, ""
 
 

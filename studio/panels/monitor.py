@@ -172,14 +172,12 @@ class MonitorPanel(QWidget):
         p.getPlotItem().setClipToView(True)
         self.slots[key].fill(p)
         self.plots[key] = p
-        if key != "loss":
-            p.setXLink(self.plots["loss"])  # "loss" is built first
 
         def curve(color, name=None, width=2, **kw):
             return p.plot([], [], pen=pg.mkPen(color, width=width), name=name, **kw)
 
         if key == "loss":
-            p.addLegend(offset=(-10, 10))
+            p.addLegend(offset=(-10, 10), labelTextColor=theme.plot_colors(p)[1])
             self.curves["loss_raw"] = curve(alpha(theme.SERIES["train_raw"], 70), width=1)
             self.curves["loss"] = curve(theme.SERIES["train"], "train")
             self.curves["eval"] = curve(theme.SERIES["eval"], "eval", symbol="o", symbolSize=6,
@@ -238,7 +236,6 @@ class MonitorPanel(QWidget):
             self._on_step(ev)
         elif kind == "eval" and ev.get("eval_loss") is not None:
             self.series["eval"].append(ev["step"], ev["eval_loss"])
-            self.tiles["eval"].set(fmt_number(ev["eval_loss"]))
             self._dirty = True
         elif kind in ("finished", "stopped", "failed"):
             self._t_end = ev.get("time") or time.time()
@@ -250,17 +247,27 @@ class MonitorPanel(QWidget):
         step = ev.get("step")
         if step is None:
             return
+        # Only record here: widgets are updated by the 10 Hz refresh. Setting six labels and the
+        # progress bar per event re-laid the window out on every step and, at a few hundred
+        # events a second, starved the event loop.
         self.last_step = ev
         self._t_last_step = ev.get("time") or time.time()
         if ev.get("total_steps"):
             self.total_steps = int(ev["total_steps"])
-            self.progress.setRange(0, self.total_steps)
-        self.progress.setValue(min(int(step), self.progress.maximum()))
         for key, field in (("loss", "loss"), ("lr", "lr"), ("grad", "grad_norm"), ("tps", "tokens_per_s"),
                            ("mem", "mem_allocated"), ("mem_res", "mem_reserved")):
             v = ev.get(field)
             if v is not None:
                 self.series[key].append(step, v)
+        self._dirty = True
+
+    def _update_readouts(self) -> None:
+        ev = self.last_step
+        if not ev:
+            return
+        if self.total_steps and self.progress.maximum() != self.total_steps:
+            self.progress.setRange(0, self.total_steps)
+        self.progress.setValue(min(int(ev["step"]), self.progress.maximum()))
         self.tiles["loss"].set(fmt_number(ev.get("loss")))
         self.tiles["lr"].set(fmt_number(ev.get("lr"), 3))
         tps = ev.get("tokens_per_s")
@@ -268,7 +275,8 @@ class MonitorPanel(QWidget):
         self.tiles["mem"].set(fmt_bytes(ev.get("mem_reserved") or ev.get("mem_allocated")))
         epoch = ev.get("epoch")
         self.tiles["epoch"].set(f"{epoch:.2f}" if isinstance(epoch, (int, float)) else "—")
-        self._dirty = True
+        last_eval = self.series["eval"].last()
+        self.tiles["eval"].set(fmt_number(last_eval) if last_eval is not None else "—")
 
     def show_failure(self, info: dict) -> None:
         self.banner.show_message(f"The run failed: {info.get('error')}", info.get("hint", ""),
@@ -278,9 +286,10 @@ class MonitorPanel(QWidget):
     def refresh(self) -> None:
         """The 10 Hz timer: push new points into the curves (only when something changed)."""
         self._update_time()
-        if not self._dirty or not self.curves:
+        if not self._dirty:
             return
         self._dirty = False
+        self._update_readouts()
         s = self.series
         for key, c in self.curves.items():
             if key == "loss_raw":

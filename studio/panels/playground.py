@@ -53,6 +53,15 @@ def _emit(sig, *args) -> None:
         pass
 
 
+def _signature(info) -> tuple:
+    """Which adapters a run has and when each was written."""
+    out = []
+    for label, path in info.sources():
+        f = path / "adapter_model.safetensors"
+        out.append((label, f.stat().st_mtime_ns if f.exists() else 0))
+    return tuple(out)
+
+
 class PlaygroundPanel(QWidget):
     sig_generation_started = Signal()
     sig_generation_finished = Signal()
@@ -65,6 +74,8 @@ class PlaygroundPanel(QWidget):
         self._pg_lock = threading.Lock()
         self._cancel: threading.Event | None = None
         self._thread: threading.Thread | None = None
+        self._busy_ui = False
+        self._signature: tuple = ()
         self._worker = _Worker(self)
         self._worker.sig_status.connect(self._on_status)
         self._worker.sig_piece.connect(self._on_piece)
@@ -181,8 +192,12 @@ class PlaygroundPanel(QWidget):
             self._show_error(plain_message(e))
             self._update_enabled()
             return
-        if self.run_dir != p:
-            self._drop_playground()  # another run: release the previous model's memory
+        signature = _signature(info)
+        if self.run_dir != p or signature != self._signature:
+            # Another run, or this run saved new adapters: release the loaded model; the next
+            # Generate loads what is on disk now.
+            self._drop_playground()
+        self._signature = signature
         self.run_dir = p
         labels = [lab for lab, _ in info.sources()]
         self._fill_sources(labels)
@@ -229,7 +244,9 @@ class PlaygroundPanel(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        # Cleared by the finished/failed slots (not by the thread ending), so the UI state
+        # follows the signals it has processed.
+        return self._busy_ui
 
     @Slot()
     def generate(self) -> None:
@@ -319,7 +336,7 @@ class PlaygroundPanel(QWidget):
 
     def _update_enabled(self, *_) -> None:
         ready = self.run_dir is not None and all(c.currentText() for c in self.source_combos)
-        self.generate_btn.setEnabled(ready and not getattr(self, "_busy_ui", False))
+        self.generate_btn.setEnabled(ready and not self._busy_ui)
 
     def _show_error(self, text: str) -> None:
         self.error.setText(text)

@@ -74,7 +74,7 @@ def test_exported_adapter_loads_in_plain_peft_with_identical_logits(make_run, ti
     assert (exported - logits(fresh_base(tiny_model_dir))).abs().max() > 1e-3  # the adapter is live
     card = (out / "README.md").read_text()
     for needle in (str(tiny_model_dir), "lora", "data.jsonl", "`lr`", "final training loss", "1.2500",
-                   "evaluation loss: 1.4000", "PeftModel.from_pretrained"):
+                   "evaluation loss: 1.4000", "PeftModel.from_pretrained", "modules adapted", "q_proj"):
         assert needle in card, needle
 
 
@@ -307,3 +307,27 @@ def test_gguf_refuses_other_architectures_before_loading():
         check_gguf_support(SimpleNamespace(model_type="gpt2"))
     with pytest.raises(ExportError, match="rope scaling"):
         check_gguf_support(SimpleNamespace(model_type="llama", rope_parameters={"rope_type": "llama3"}))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("PEFT_STUDIO_SLOW"), reason="set PEFT_STUDIO_SLOW=1: loads the demo model")
+def test_demo_model_gguf_round_trip(tmp_path):
+    """The real target: SmolLM2 (the demo) with a LoRA adapter, f32 GGUF, loaded back exactly."""
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    from engine.models import load_tokenizer
+
+    run = make_adapter_run(tmp_path / "run", "demo", "lora", scale=0.02)
+    res = export_gguf(run, tmp_path / "g", "f32", verify=True)
+    assert res.details["max_abs_logit_diff"] < 1e-3
+    path = tmp_path / "g" / res.details["gguf_file"]
+    fields = GGUFReader(str(path)).fields
+    assert fields["tokenizer.ggml.pre"].contents() == "smollm"
+    assert fields["tokenizer.ggml.add_bos_token"].contents() is False
+    orig = load_tokenizer("demo")
+    back = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    text = orig.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert back.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == text
+    assert back(text)["input_ids"] == orig(text)["input_ids"]

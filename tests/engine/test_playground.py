@@ -149,3 +149,23 @@ def test_chat_cli_reads_stdin(lora_run, monkeypatch, capsys):
     assert "final> " in capsys.readouterr().out
     assert main(["chat", str(lora_run), "--source", "checkpoint-99"]) == 2
     assert "No source 'checkpoint-99'" in capsys.readouterr().err
+
+
+def test_qlora_playground_compares_against_the_4bit_base(tiny_model_dir, tmp_path):
+    """A QLoRA run is tried the way it trained: on the 4-bit base, which is then the base side."""
+    import torch
+
+    from engine.config import ModelConfig
+    from engine.models import load_model
+
+    run = make_adapter_run(tmp_path / "q", tiny_model_dir, "qlora", scale=0.5)
+    pg = Playground(run).load()
+    assert getattr(pg.model.get_base_model(), "is_loaded_in_4bit", False)
+    plain4 = load_model(ModelConfig(name_or_path=str(tiny_model_dir)), quantization="nf4", device="cpu")
+    ids = torch.tensor([[1, 5, 9, 14, 20, 3]])
+    with torch.no_grad():
+        expected = plain4(input_ids=ids).logits
+        with pg.use(BASE) as model:
+            assert torch.equal(model(input_ids=ids).logits, expected)
+        with pg.use("final") as model:
+            assert not torch.allclose(model(input_ids=ids).logits, expected, atol=1e-3)

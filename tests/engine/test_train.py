@@ -200,3 +200,34 @@ def test_out_of_memory_hint_names_levers():
     cfg.train.batch_size = 8
     hint = hint_for(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), cfg)
     assert "batch" in hint and "gradient checkpointing" in hint and "qlora" in hint
+
+
+def test_bad_data_line_fails_the_run_with_file_and_line(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, tmp_path)
+    p = Path(cfg.data.path)
+    lines = p.read_text(encoding="utf-8").splitlines()
+    lines[2] = '{"messages": [{"role": "user", "content": "hi"}'  # torn JSON on line 3
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    sink = ListSink()
+    assert train(cfg, sinks=[sink]).status == "failed"
+    failed = sink.of("failed")[0]
+    assert "line 3" in failed["error"] and p.name in failed["error"]
+    assert "skip_bad_lines" in failed["error"] + failed["hint"]
+    assert not (Path(cfg.output_dir) / "adapter").exists()
+
+
+def test_checkpoints_every_n_steps_keep_the_last_k(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, tmp_path, max_steps=6, save_steps=2, save_total_limit=2)
+    sink = ListSink()
+    assert train(cfg, sinks=[sink]).status == "finished"
+    assert [e["step"] for e in sink.of("checkpoint")] == [2, 4, 6]
+    kept = sorted(p.name for p in (Path(cfg.output_dir) / "checkpoints").iterdir())
+    assert kept == ["checkpoint-4", "checkpoint-6"]
+
+
+def test_eight_bit_optimizer_trains_on_cpu(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, tmp_path, max_steps=4, optimizer="adamw_8bit")
+    sink = ListSink()
+    result = train(cfg, sinks=[sink])
+    assert result.status == "finished", result.error
+    assert len(sink.of("step")) == 4

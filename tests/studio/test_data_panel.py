@@ -6,7 +6,7 @@ import json
 import re
 
 from engine.data import IGNORE_INDEX, prepare_data
-from studio.panels.data import HTML_ROLE
+from studio.panels.data import HTML_ROLE, TEXT_COL
 
 PREVIEW_TIMEOUT_MS = 180_000  # the helper process imports transformers first
 
@@ -29,7 +29,7 @@ def test_preview_masking_matches_engine_labels(make_window, qtbot, tiny_config, 
         assert shown == tiny_tokenizer.decode(trained_ids, skip_special_tokens=False)
         assert any(not trained for _, trained in segs)  # the prompt is visibly masked
     # the table shows the first example with its trained part highlighted
-    html = panel.table.item(0, 2).data(HTML_ROLE)
+    html = panel.table.item(0, TEXT_COL).data(HTML_ROLE)
     first_trained = next(text for text, trained in p.rows[0] if trained)
     assert "background-color" in html and first_trained.split("\n")[0][:10] in html
     assert panel.table.rowCount() == len(p.rows)
@@ -76,6 +76,6 @@ def test_column_mapping_override(make_window, qtbot, tiny_config, tmp_path):
     qtbot.waitUntil(lambda: "text" in panel.mapping.combos, timeout=PREVIEW_TIMEOUT_MS)
     combo = panel.mapping.combos["text"]
     combo.setCurrentIndex(combo.findData("body"))
-    qtbot.waitUntil(lambda: panel.preview.format == "text" and panel.preview.rows, timeout=PREVIEW_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: panel.preview.format == "text" and bool(panel.preview.rows), timeout=PREVIEW_TIMEOUT_MS)
     assert win.config_model.config.data.columns == {"text": "body"}
     assert "text 0" in "".join(t for t, _ in panel.preview.rows[0])

@@ -84,3 +84,16 @@ def test_empty_prompt_asks_for_one(panel, run_dir):
     panel.set_run_dir(run_dir)
     panel.generate()
     assert "Type a prompt" in panel.error.text() and not panel.busy
+
+
+def test_new_adapter_on_disk_is_picked_up(panel, tiny_model_dir, tmp_path):
+    run = make_adapter_run(tmp_path / "r", tiny_model_dir, "lora", final=False, checkpoints=(2,))
+    panel.set_run_dir(run)
+    assert [c.currentText() for c in panel.source_combos] == ["base", "checkpoint-2"]
+    panel._pg = object()  # stands for a loaded model
+    panel.set_run_dir(run)  # nothing changed on disk: keep it
+    assert panel._pg is not None
+    make_adapter_run(tmp_path / "r", tiny_model_dir, "lora", checkpoints=(2,))  # the run "finished"
+    panel.set_adapter(str(run / "adapter"))
+    assert panel._pg is None
+    assert panel.source_combos[0].findText("final") >= 0

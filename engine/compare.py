@@ -1,0 +1,339 @@
+"""`peft-studio compare-methods run.yaml --methods lora,ia3,...`: the same data, seed and step
+budget for each method, one table.
+
+Each method trains in its own child process (`python -m engine train`, the path the studio
+uses), so that its peak memory is its own: on the CPU the child's peak RSS comes from the
+kernel (wait4's ru_maxrss); on a GPU, the largest `mem_reserved` its step events reported.
+Tokens/s, losses and the trainable count come from the run's events.jsonl. Where the data is
+the bundled demo set, the parent then loads each adapter onto the base and scores held-out
+answers with the demo's persona metric.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BEGIN = "<!-- compare-methods:begin -->"
+END = "<!-- compare-methods:end -->"
+
+# Starting learning rates by method when the run file's lr (tuned for LoRA) does not suit it.
+# They are starting points from the methods' papers and peft's examples, not tuned results; the
+# table prints the lr each method used, and --lr NAME=VALUE overrides any of them.
+SUGGESTED_LR = {
+    "ia3": 1e-2, "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 1e-2, "cartridge": 1e-2,
+    "adaption_prompt": 1e-2, "ln_tuning": 1e-2, "vera": 1e-2, "pvera": 1e-2, "tinylora": 1e-2,
+    "unilora": 1e-2, "fourierft": 1e-2, "road": 1e-2, "trainable_tokens": 1e-2,
+    "bitfit": 1e-3, "bottleneck": 1e-3, "selective": 1e-4, "full": 5e-5,
+}
+
+
+@dataclass
+class Row:
+    method: str
+    lr: float
+    status: str = "not run"
+    error: str = ""
+    trainable: int | None = None
+    total: int | None = None
+    adapter_bytes: int | None = None
+    peak_bytes: int | None = None
+    tokens_per_s: float | None = None
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    score: float | None = None
+    seconds: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("compare-methods", help="train several methods on the same data, seed and "
+                              "budget and tabulate their cost and result")
+    p.add_argument("run_file")
+    p.add_argument("--methods", required=True, help="comma-separated method names, e.g. lora,ia3,prompt_tuning")
+    p.add_argument("--steps", type=int, help="optimizer steps per method (default: the run file's train.max_steps)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field for every method, e.g. --set train.batch_size=8")
+    p.add_argument("--lr", action="append", default=[], metavar="METHOD=LR", help="learning rate for one method")
+    p.add_argument("--out", default="runs/compare", help="folder for the runs and comparison.md")
+    p.add_argument("--prompts", type=int, default=10, help="held-out prompts scored per method (demo data only; "
+                   "0 skips scoring)")
+    p.add_argument("--doc", help="also replace the comparison section of this markdown file "
+                   "(e.g. docs/methods.md)")
+    p.set_defaults(func=run)
+
+
+def method_configs(base, methods: list[str], steps: int | None, lrs: dict[str, float], out: Path) -> list:
+    """One RunConfig per method: the run file's data/model/train settings, the method's own
+    defaults (or the run file's fields when it names that method), its lr, its own output_dir."""
+    from engine.config import ConfigError
+
+    out_cfgs = []
+    for name in methods:
+        cfg = base if base.method.name == name else base.with_overrides([f"method.name={name}"])
+        cfg = cfg.with_overrides([f"output_dir={out / name}"])
+        if steps:
+            cfg.train.max_steps = steps
+        if name in lrs:
+            cfg.train.lr = lrs[name]
+        elif name in SUGGESTED_LR and name != base.method.name:
+            cfg.train.lr = SUGGESTED_LR[name]
+        try:
+            cfg.validate()
+        except ConfigError as e:
+            out_cfgs.append((name, cfg, str(e)))
+            continue
+        out_cfgs.append((name, cfg, None))
+    return out_cfgs
+
+
+def _parse_lrs(items: list[str]) -> dict[str, float]:
+    from engine.config import ConfigError
+
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError("--lr", "must look like METHOD=LR, e.g. ia3=1e-2", item) from None
+    return out
+
+
+def train_child(cfg, log_path: Path) -> tuple[int, int | None, float]:
+    """Train in a child process; returns (exit code, peak RSS in bytes, seconds)."""
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_file = run_dir / "compare-run.yaml"
+    cfg.save(run_file)
+    t0 = time.time()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_file), "--format", "json",
+                                 "--no-stdin"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # wait4 (not Popen.wait) returns the resource usage of exactly this child.
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss * 1024, time.time() - t0  # ru_maxrss is in KiB on Linux
+
+
+def summarize(row: Row, run_dir: Path, peak_rss: int | None) -> Row:
+    from engine.events import read_events
+
+    events = read_events(run_dir / "events.jsonl")
+    steps = [e for e in events if e["event"] == "step" and e.get("loss") is not None]
+    for e in events:
+        if e["event"] == "started":
+            row.trainable, row.total = e.get("trainable_params"), e.get("total_params")
+            row.extra["device"] = e.get("device")
+        elif e["event"] == "finished":
+            row.status = "finished"
+            row.eval_loss = (e.get("metrics") or {}).get("eval_loss")
+        elif e["event"] == "failed":
+            row.status, row.error = "failed", e.get("error", "")
+    if steps:
+        last = steps[-3:]  # one batch's loss is noisy; the mean of the last three steps is steadier
+        row.train_loss = sum(e["loss"] for e in last) / len(last)
+        row.tokens_per_s = steps[-1].get("tokens_per_s")  # the run's average so far, at its end
+        if row.extra.get("device") == "cuda":
+            reserved = [e.get("mem_reserved") or 0 for e in steps]
+            row.peak_bytes = max(reserved) or None
+    if row.extra.get("device") != "cuda":
+        row.peak_bytes = peak_rss
+    adapter = run_dir / "adapter"
+    if adapter.exists():
+        row.adapter_bytes = sum(f.stat().st_size for f in adapter.glob("*.safetensors"))
+    return row
+
+
+def is_demo_data(cfg) -> bool:
+    from engine.data.demo import DEMO_TRAIN
+
+    try:
+        return Path(cfg.data.path).resolve() == DEMO_TRAIN.resolve()
+    except OSError:
+        return False
+
+
+def demo_scores(cfg_by_method: dict, rows: dict[str, Row], prompts: int, log) -> float | None:
+    """Score each trained adapter (and the base) on held-out demo prompts; returns the base's."""
+    import torch
+
+    from engine.data.demo import load_heldout, score_answers
+    from engine.demo import _answers
+    from engine.methods import get_method
+    from engine.methods.saved import load_trained
+    from engine.models import load_model, load_tokenizer
+
+    any_cfg = next(iter(cfg_by_method.values()))
+    tokenizer = load_tokenizer(any_cfg.model.name_or_path, offline=any_cfg.model.offline)
+    convs = [h["messages"] for h in load_heldout()[:prompts]]
+    base_score = score_answers(_answers(load_model(any_cfg.model, quantization=None), tokenizer, convs))
+    log(f"base model: persona score {base_score:.2f} on {len(convs)} held-out prompts")
+    for name, cfg in cfg_by_method.items():
+        row = rows[name]
+        if row.status != "finished":
+            continue
+        spec = get_method(name)
+        base = load_model(cfg.model, quantization=spec.needs_quantization or cfg.model.quantization)
+        model = load_trained(base, Path(cfg.output_dir) / "adapter")
+        row.score = score_answers(_answers(model, tokenizer, convs))
+        log(f"{name}: persona score {row.score:.2f}")
+        del model, base
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return base_score
+
+
+def machine() -> str:
+    import peft
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        ram = f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
+    except ImportError:
+        ram = ""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores{ram}, {gpu}; Python {platform.python_version()}, torch "
+            f"{torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")
+
+
+def _num(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _f(x: float | None, fmt: str = ".3f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
+def table(rows: list[Row], base_score: float | None, scored: bool) -> str:
+    head = ["method", "lr", "trainable params", "adapter size", "peak memory", "tokens/s", "train loss",
+            "eval loss"] + (["persona score"] if scored else []) + ["time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if scored and base_score is not None:
+        lines.append("| base model (untrained) | — | — | — | — | — | — | — | " + f"{base_score:.2f} | — |")
+    for r in rows:
+        if r.status != "finished":
+            cells = [r.method, f"{r.lr:g}", f"{r.status}: {r.error[:80]}"] + [""] * (len(head) - 3)
+        else:
+            pct = f" ({100 * r.trainable / r.total:.2f}%)" if r.trainable and r.total else ""
+            cells = [r.method, f"{r.lr:g}", _num(r.trainable) + pct, _bytes(r.adapter_bytes), _bytes(r.peak_bytes),
+                     _f(r.tokens_per_s, ".0f"), _f(r.train_loss), _f(r.eval_loss)]
+            cells += [_f(r.score, ".2f")] if scored else []
+            cells += [f"{r.seconds:.0f} s" if r.seconds else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(rows, base_score, scored, base_cfg, steps_note: str, command: str) -> str:
+    peak = "peak RSS of the training process" if all(r.extra.get("device") != "cuda" for r in rows) \
+        else "peak CUDA memory reserved at step ends"
+    t = base_cfg.train
+    parts = [
+        f"Model `{base_cfg.model.name_or_path}`, data `{base_cfg.data.path}` (max_length {base_cfg.data.max_length}, "
+        f"validation split {base_cfg.data.validation_split}), {steps_note}, batch {t.batch_size} × accumulation "
+        f"{t.grad_accum}, seed {t.seed}, optimizer {t.optimizer}, schedule {t.scheduler}.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"Command: `{command}`",
+        "",
+        table(rows, base_score, scored),
+        "",
+        f"Train loss: mean of the last three steps. Peak memory: {peak}. Adapter size: the saved "
+        "`*.safetensors` (a full fine-tune saves the whole model). Tokens/s: real (non-padding) tokens per second "
+        "over the run." + (" Persona score: share of held-out answers in the taught style (1.0 = all), "
+                           "greedy decoding." if scored else ""),
+    ]
+    return "\n".join(parts)
+
+
+def update_doc(path: Path, body: str) -> None:
+    from engine.config import atomic_write_text
+
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{BEGIN}\n{body}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip() + "\n\n## Comparison\n\n" + block + "\n"
+    atomic_write_text(path, text)
+
+
+def run(args) -> int:
+    from engine.cli import load_config
+    from engine.config import ConfigError
+    from engine.methods import get_method
+
+    base = load_config(args.run_file, args.set)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("--methods", "name at least one method")
+    for m in methods:
+        get_method(m)  # unknown names fail now, with the list of valid ones
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = args.steps or (base.train.max_steps if base.train.max_steps > 0 else None)
+    steps_note = f"{steps} optimizer steps per method" if steps else f"{base.train.epochs:g} epochs per method"
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    rows: dict[str, Row] = {}
+    cfgs = {}
+    for name, cfg, error in method_configs(base, methods, args.steps, _parse_lrs(args.lr), out):
+        row = rows[name] = Row(name, cfg.train.lr)
+        if error:
+            row.status, row.error = "invalid", error
+            log(f"{name}: {error}")
+            continue
+        log(f"{name}: training ({steps_note}, lr {cfg.train.lr:g})…")
+        code, peak, seconds = train_child(cfg, out / f"{name}.log")
+        summarize(row, Path(cfg.output_dir), peak)
+        row.seconds = seconds
+        if row.status != "finished":
+            row.error = row.error or f"exit code {code}; see {out / f'{name}.log'}"
+            log(f"{name}: {row.status}: {row.error}")
+            continue
+        cfgs[name] = cfg
+        log(f"{name}: loss {_f(row.train_loss)}, eval {_f(row.eval_loss)}, {_f(row.tokens_per_s, '.0f')} tok/s")
+    scored = bool(args.prompts) and is_demo_data(base) and bool(cfgs)
+    base_score = demo_scores(cfgs, rows, args.prompts, log) if scored else None
+    command = "peft-studio compare-methods " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["compare-methods"]
+                                                         else [args.run_file, "--methods", args.methods])
+    body = report(list(rows.values()), base_score, scored, base, steps_note, command)
+    print(body)
+    (out / "comparison.md").write_text(body + "\n", encoding="utf-8")
+    if args.doc:
+        update_doc(Path(args.doc), body)
+        log(f"updated {args.doc}")
+    return 0 if all(r.status == "finished" for r in rows.values()) else 1

@@ -1,0 +1,405 @@
+"""Peak GPU memory of a training run, by component, from a RunConfig and config.json alone.
+
+The step is modelled as phases and the peak is the largest:
+
+* **loss** — end of the forward pass, as the loss's backward starts: weights, optimizer state
+  (it exists from the second step on), every saved activation, and the logits working set.
+  Cross-entropy upcasts the logits to fp32 and keeps its fp32 log-softmax output; the backward
+  of that then holds the saved output, its incoming gradient and the gradient it produces, all
+  batch × seq × vocab in fp32 (~12 bytes per logit), which is why long sequences with a big
+  vocabulary hit a wall there.
+* **backward** — walking back through the layers. With gradient checkpointing the layers keep
+  only their input, and one layer at a time is recomputed in full; QLoRA dequantizes one weight
+  at a time to multiply with it.
+* **step** — the optimizer update: weights, gradients, states and the update's temporaries
+  (torch's foreach AdamW materialises one state-sized temporary).
+
+``components`` is the breakdown of the peak phase (a component that is not alive then is 0,
+with its size in ``sizes``). Reserved memory adds the caching allocator's fragmentation; the
+device total adds the CUDA context and what lives outside PyTorch's allocator (paged 8-bit
+optimizer state, which bitsandbytes keeps in CUDA unified memory).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+from engine.config import ConfigError
+from engine.estimate.gpus import GiB, Gpu, MiB, detect_gpu, parse_gpu
+
+# Calibration constants. Until a GPU run of benchmarks/vram_accuracy.py exists they are the
+# usual figures: ~10% fragmentation on memory that churns every step (activations, logits,
+# temporaries), ~1% on memory allocated once, and a CUDA context of about half a GiB (driver,
+# kernels, cuBLAS handles; lazy module loading keeps it there on CUDA 12).
+FRAG_DYNAMIC = 0.10
+FRAG_STATIC = 0.01
+FRAG_FIXED = 64 * MiB
+CUDA_CONTEXT = 512 * MiB
+BNB_CONTEXT = 64 * MiB            # bitsandbytes' kernels and code books, when it is used
+TIGHT = 0.90                      # above 90% of the device: "tight"
+
+COMPONENTS = ("frozen_weights", "trainable_params", "gradients", "optimizer_states", "activations",
+              "logits_loss", "transient", "allocator_overhead", "cuda_context", "outside_allocator")
+LABELS = {
+    "frozen_weights": "Frozen weights",
+    "trainable_params": "Trainable parameters",
+    "gradients": "Gradients",
+    "optimizer_states": "Optimizer states",
+    "activations": "Activations",
+    "logits_loss": "Logits and loss",
+    "transient": "Transient buffers",
+    "allocator_overhead": "Allocator overhead",
+    "cuda_context": "CUDA context",
+    "outside_allocator": "Outside the allocator",
+}
+
+
+@dataclass
+class Estimate:
+    components: dict
+    peak_allocated: int
+    peak_reserved: int
+    device_total: int
+    total_params: int
+    trainable_params: int
+    adapter_bytes: int
+    verdict: str                      # "fits" | "tight" | "exceeds" | "unknown" (no GPU given or found)
+    gpu_name: str | None = None
+    gpu_bytes: int | None = None
+    max_batch_size: int | None = None
+    max_seq_len: int | None = None
+    suggestions: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    sizes: dict = field(default_factory=dict)      # each component's size whether live at the peak or not
+    phases: dict = field(default_factory=dict)     # allocated bytes at each phase
+    peak_phase: str = ""
+    dtype: str = ""
+    quantization: str | None = None
+    batch_size: int = 0
+    seq_len: int = 0
+    tokens_per_step: int = 0
+    generic: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Plan:
+    """Everything that does not depend on batch size and sequence length (computed once)."""
+
+    cfg: object
+    arch: object
+    params: object
+    act: object
+    dtype_name: str
+    dtype_bytes: int
+    quant: str | None
+    virtual: int
+    prompt_based: bool
+    notes: list
+
+
+def _check_sizes(cfg) -> None:
+    t, d = cfg.train, cfg.data
+    for path, value in (("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum),
+                        ("data.max_length", d.max_length)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(path, "must be a whole number ≥ 1", value)
+
+
+def _precision(cfg, gpu: Gpu | None, autocast_on: bool | None = None):
+    """(weight dtype, autocast dtype) as engine.train runs on a GPU: bf16 where supported,
+    fp16 on older cards, with the trainer's autocast following the weights' dtype.
+    ``autocast_on=False`` models loops that run half-precision weights without autocast."""
+    import torch
+
+    want = cfg.model.dtype
+    if want == "auto":
+        dt = torch.bfloat16 if (gpu is None or gpu.bf16) else torch.float16
+    else:
+        dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[want]
+    autocast = dt if dt != torch.float32 and autocast_on is not False else None
+    return dt, autocast
+
+
+def plan(cfg, gpu: Gpu | None = None, autocast: bool | None = None) -> _Plan:
+    import torch
+
+    from engine.estimate.activations import fit_activation_model
+    from engine.estimate.arch import load_arch
+    from engine.estimate.counts import count_params_for
+    from engine.methods import effective_quantization, get_method
+
+    _check_sizes(cfg)
+    spec = get_method(cfg.method.name)
+    arch = load_arch(cfg.model)
+    notes = list(arch.notes)
+    dtype, autocast = _precision(cfg, gpu, autocast)
+    quant = effective_quantization(cfg)
+    params = count_params_for(arch, cfg, dtype)
+    packing = bool(cfg.train.packing) and not spec.prompt_based
+    attn = None if cfg.model.attn_implementation == "auto" else cfg.model.attn_implementation
+    # The tracer runs on the CPU: CPU autocast stands in for CUDA autocast (same dtype policy for
+    # the ops that matter here: matmuls in half precision, norms and softmax upcast).
+    trace_dtype = torch.bfloat16 if dtype == torch.float16 else dtype
+    trace_autocast = torch.bfloat16 if autocast is not None else None
+    act = fit_activation_model(arch, cfg, dtype=trace_dtype, attn=attn, autocast_dtype=trace_autocast,
+                               quantized=bool(quant), packing=packing, padded=not packing)
+    if act.residual > 0.02:
+        notes.append(f"the activation fit misses its tiny-width measurements by up to {act.residual:.0%} "
+                     f"({spec.title}'s structure depends on layer widths); the activation term is approximate")
+    return _Plan(cfg=cfg, arch=arch, params=params, act=act, dtype_name=str(dtype).replace("torch.", ""),
+                 dtype_bytes=torch.tensor([], dtype=dtype).element_size(), quant=quant,
+                 virtual=spec.virtual_tokens(cfg.method), prompt_based=spec.prompt_based, notes=notes)
+
+
+# ---- the components ----------------------------------------------------------------------------
+
+def frozen_weight_bytes(p: _Plan) -> int:
+    from engine.estimate.quantsim import quantized_weight_bytes
+
+    info = p.params
+    if not p.quant:
+        return info.frozen_bytes
+    q = sum(quantized_weight_bytes(r, c, p.quant, p.cfg.model.double_quant) for r, c, _ in info.frozen_linear)
+    # peft's prepare_model_for_kbit_training casts every non-quantized half-precision parameter
+    # (embeddings, output head, norms) to fp32 "for stability".
+    return q + info.frozen_other * 4
+
+
+def optimizer_bytes(p: _Plan) -> tuple[int, int, int]:
+    """(state bytes inside the allocator, state bytes outside it, step temporaries)."""
+    opt = p.cfg.train.optimizer
+    inside = outside = temp = 0
+    for numel, elem, shape in p.params.trainable:
+        if opt == "adamw_torch":
+            inside += 2 * numel * elem
+            temp += numel * elem            # foreach AdamW: sqrt(exp_avg_sq) as a new tensor list
+        elif opt in ("adamw_8bit", "paged_adamw_8bit"):
+            # bitsandbytes: two uint8 states with an fp32 absmax per 256-element block, except for
+            # tensors under 4096 elements, which keep 32-bit state.
+            b = 2 * numel + 2 * 4 * -(-numel // 256) if numel >= 4096 else 8 * numel
+            if opt.startswith("paged"):
+                outside += b
+            else:
+                inside += b
+        elif opt == "adafactor":
+            # Factored second moment for matrices (a row and a column vector), no first moment.
+            if len(shape) >= 2:
+                rows = numel // shape[-1]
+                inside += 4 * (rows + numel // shape[-2])
+            else:
+                inside += 4 * numel
+            temp += 4 * numel
+        # sgd (momentum 0, the trainer's default) keeps no state.
+    return inside, outside, temp
+
+
+def _largest_linear(p: _Plan) -> tuple[int, int]:
+    best = (0, 0)
+    for r, c, _ in p.params.frozen_linear:
+        if r * c > best[0] * best[1]:
+            best = (r, c)
+    return best
+
+
+def transients(p: _Plan, batch: int, seq: int) -> dict:
+    """Short-lived buffers: (forward, backward) working sets beyond the saved activations."""
+    a = p.arch
+    rows, cols = _largest_linear(p)
+    fwd = bwd = 0
+    if p.quant:
+        # bitsandbytes dequantizes a 4-bit weight to the compute dtype for each matmul, forward
+        # and backward, and frees it after.
+        bwd += rows * cols * p.dtype_bytes
+        fwd += rows * cols * p.dtype_bytes
+    if p.cfg.method.name == "dora":
+        # DoRA recomputes its weight norm every forward: an identity of in×in through lora_A, the
+        # low-rank product and the updated weight, all out×in, in the adapter's fp32.
+        fwd += cols * cols * 4 + 3 * rows * cols * 4
+    tokens = batch * (seq + (0 if p.cfg.method.name == "prefix_tuning" else p.virtual))
+    # Gradients flowing through one layer: the residual stream's and the MLP's, in and out.
+    bwd += 2 * tokens * (a.hidden + a.intermediate) * p.act.hidden_bytes
+    return {"forward": fwd, "backward": bwd}
+
+
+def breakdown(p: _Plan, batch: int, seq: int) -> dict:
+    """All figures for one (batch, seq): phases, the peak phase's components, sizes."""
+    from engine.estimate.activations import Shape
+
+    a, info, cfg = p.arch, p.params, p.cfg
+    shape = Shape(a.hidden, a.intermediate, a.heads, a.kv_heads, a.head_dim, a.vocab, a.layers)
+    pred = p.act.predict(shape, batch, seq, p.virtual)
+    frozen = frozen_weight_bytes(p)
+    trainable = sum(n * e for n, e, _ in info.trainable)
+    grads = trainable
+    opt_in, opt_out, opt_temp = optimizer_bytes(p)
+    T = pred["positions"]
+    logit_rows = batch * T if not p.act.packed else T
+    # The loss's backward: the saved fp32 log-softmax output, its incoming gradient and the
+    # gradient it produces (see the module docstring).
+    logits = logit_rows * a.vocab * (pred["logits_saved_per_element"] + 8)
+    tr = transients(p, batch, seq)
+    gc = bool(cfg.train.gradient_checkpointing)
+    acts = (pred["checkpointed"] + pred["outside"]) if gc else (pred["layers"] + pred["outside"])
+    accum = grads if cfg.train.grad_accum > 1 else 0      # grads live across micro-batches
+    static = frozen + trainable + opt_in
+    phases = {
+        "loss": static + accum + acts + max(logits, tr["forward"]),
+        "backward": static + grads + acts + tr["backward"] + (pred["per_layer"] if gc else 0),
+        "step": static + grads + opt_temp,
+    }
+    peak_phase = max(phases, key=phases.get)
+    sizes = {"frozen_weights": frozen, "trainable_params": trainable, "gradients": grads,
+             "optimizer_states": opt_in + opt_out, "activations": acts, "logits_loss": logits,
+             "transient": max(tr["forward"], tr["backward"], opt_temp)}
+    comp = dict.fromkeys(COMPONENTS, 0)
+    comp.update(frozen_weights=frozen, trainable_params=trainable, optimizer_states=opt_in)
+    if peak_phase == "loss":
+        comp.update(gradients=accum, activations=acts)
+        if logits >= tr["forward"]:
+            comp["logits_loss"] = logits
+        else:
+            comp["transient"] = tr["forward"]
+    elif peak_phase == "backward":
+        comp.update(gradients=grads, activations=acts + (pred["per_layer"] if gc else 0),
+                    transient=tr["backward"])
+    else:
+        comp.update(gradients=grads, transient=opt_temp)
+    allocated = phases[peak_phase]
+    dynamic = allocated - static
+    overhead = int(FRAG_DYNAMIC * dynamic + FRAG_STATIC * static + FRAG_FIXED)
+    comp["allocator_overhead"] = overhead
+    uses_bnb = bool(p.quant) or cfg.train.optimizer in ("adamw_8bit", "paged_adamw_8bit")
+    comp["cuda_context"] = CUDA_CONTEXT + (BNB_CONTEXT if uses_bnb else 0)
+    comp["outside_allocator"] = opt_out
+    comp = {k: int(v) for k, v in comp.items()}
+    reserved = int(allocated) + overhead
+    return {"components": comp, "peak_allocated": int(allocated), "peak_reserved": reserved,
+            "device_total": reserved + comp["cuda_context"] + opt_out, "phases": {k: int(v) for k, v in
+                                                                              phases.items()},
+            "peak_phase": peak_phase, "sizes": {k: int(v) for k, v in sizes.items()}, "positions": T}
+
+
+# ---- verdict -----------------------------------------------------------------------------------
+
+def _verdict(total: int, gpu: Gpu | None) -> str:
+    if gpu is None:
+        return "unknown"
+    if total > gpu.total_bytes:
+        return "exceeds"
+    return "tight" if total > TIGHT * gpu.total_bytes else "fits"
+
+
+def _largest(fits, lo: int, hi: int) -> int | None:
+    """The largest n in [lo, hi] with fits(n), assuming monotonicity; None if not even lo."""
+    if not fits(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _fmt(b: float) -> str:
+    return f"{b / GiB:.1f} GiB"
+
+
+def suggestions(p: _Plan, batch: int, seq: int, gpu: Gpu, total: int) -> list[str]:
+    """Concrete changes, each with the memory it saves, largest saving first."""
+    cfg = p.cfg
+    out: list[tuple[int, str]] = []
+
+    def saving(**changes) -> int:
+        q = copy.copy(p)
+        q.cfg = copy.deepcopy(cfg)
+        for path, value in changes.items():
+            section, name = path.split("__")
+            setattr(getattr(q.cfg, section), name, value)
+        b = changes.get("train__batch_size", batch)
+        s = changes.get("data__max_length", seq)
+        return total - breakdown(q, b, s)["device_total"]
+
+    if not cfg.train.gradient_checkpointing:
+        out.append((saving(train__gradient_checkpointing=True),
+                    "turn on gradient checkpointing (train.gradient_checkpointing: true; ~30% slower)"))
+    if batch > 1:
+        nb = max(1, batch // 2)
+        out.append((saving(train__batch_size=nb),
+                    f"halve the batch and double accumulation (train.batch_size: {nb}, "
+                    f"train.grad_accum: {cfg.train.grad_accum * 2}; same effective batch)"))
+    if seq > 256:
+        out.append((saving(data__max_length=seq // 2),
+                    f"shorten sequences (data.max_length: {seq // 2})"))
+    if cfg.train.optimizer == "adamw_torch" and sum(n for n, _, _ in p.params.trainable) > 0:
+        out.append((saving(train__optimizer="paged_adamw_8bit"),
+                    "keep optimizer state in 8 bits (train.optimizer: adamw_8bit or paged_adamw_8bit)"))
+    if not p.quant and cfg.method.name in ("lora", "dora"):
+        from engine.estimate.quantsim import quantized_weight_bytes
+
+        nf4 = sum(quantized_weight_bytes(r, c, "nf4", True) for r, c, _ in p.params.frozen_linear)
+        saved = p.params.frozen_bytes - nf4 - p.params.frozen_other * (4 - p.dtype_bytes)
+        out.append((saved, "load the base in 4 bits (method.name: qlora); activations then run partly "
+                           "in fp32, so re-estimate"))
+    if cfg.method.name == "dora" and cfg.method.dropout > 0:
+        out.append((0, "DoRA with dropout keeps an fp32 copy of every adapted weight for backward; "
+                       "method.dropout: 0 avoids it"))
+    out.sort(key=lambda x: -x[0])
+    lines = []
+    for s, text in out:
+        lines.append(f"{text}: saves about {_fmt(s)}" if s > 0 else text)
+    return lines
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+def resolve_gpu(gpu: str | Gpu | None) -> Gpu | None:
+    if isinstance(gpu, Gpu):
+        return gpu
+    if gpu is None or str(gpu).strip().lower() in ("", "auto", "detect"):
+        return detect_gpu()
+    return parse_gpu(gpu)
+
+
+def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None) -> Estimate:
+    """Predict the peak GPU memory of training ``cfg``, by component, against ``gpu`` (a name or
+    size such as ``"24GB"``/``"A100-80GB"``; None: the GPU in this machine, if any).
+
+    ``autocast`` (default: what engine.train does, i.e. on for half-precision weights) lets the
+    accuracy harness model other training loops, such as peft's benchmark without AMP."""
+    g = resolve_gpu(gpu)
+    p = plan(cfg, g, autocast)
+    batch, seq = cfg.train.batch_size, cfg.data.max_length
+    b = breakdown(p, batch, seq)
+    notes = list(p.notes)
+    if p.prompt_based and cfg.train.packing:
+        notes.append("prompt-based methods cannot pack examples; estimated with padded batches")
+    if p.virtual and cfg.method.name != "prefix_tuning":
+        notes.append(f"{p.virtual} virtual tokens lengthen every sequence to {b['positions']} positions")
+    elif p.virtual:
+        notes.append(f"prefix tuning adds {p.virtual} key/value positions in every layer")
+    if cfg.train.packing and not p.prompt_based:
+        notes.append(f"packing: each step is one row of batch × max_length = {batch * seq} tokens")
+    notes.append(f"peak during the {b['peak_phase']} phase; weights in {p.quant or p.dtype_name}")
+    est = Estimate(components=b["components"], peak_allocated=b["peak_allocated"],
+                   peak_reserved=b["peak_reserved"], device_total=b["device_total"],
+                   total_params=p.params.total_params, trainable_params=p.params.trainable_params,
+                   adapter_bytes=p.params.adapter_bytes, verdict=_verdict(b["device_total"], g),
+                   gpu_name=g.name if g else None, gpu_bytes=g.total_bytes if g else None,
+                   notes=notes, sizes=b["sizes"], phases=b["phases"], peak_phase=b["peak_phase"],
+                   dtype=p.dtype_name, quantization=p.quant, batch_size=batch, seq_len=seq,
+                   tokens_per_step=batch * seq * cfg.train.grad_accum, generic=p.arch.generic)
+    if g is not None:
+        cap = g.total_bytes
+        est.max_batch_size = _largest(lambda n: breakdown(p, n, seq)["device_total"] <= cap, 1, 4096)
+        max_pos = int(getattr(p.arch.hf_config, "max_position_embeddings", 0) or 131072)
+        est.max_seq_len = _largest(lambda n: breakdown(p, batch, n)["device_total"] <= cap, 8,
+                                   max(8, min(max_pos, 1 << 20)))
+        if est.verdict != "fits":
+            est.suggestions = suggestions(p, batch, seq, g, b["device_total"])
+    return est

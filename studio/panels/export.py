@@ -1,0 +1,440 @@
+"""Export tab: the adapter, a merged model (dtype), a GGUF file (type), or a weighted merge of
+several LoRA adapters (weights, combination, density).
+
+Exports run in a background thread with progress; errors arrive as the engine's plain
+sentences (ExportError is written for people). Outputs are atomic: a failed export leaves no
+half-written folder behind, so there is nothing to clean up here.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.forms import ERROR_COLOR
+from studio.messages import plain_message
+
+# Mirrors of the engine's choices (engine.export), so the tab builds without importing torch.
+MODES = [("adapter", "Adapter (peft folder + model card)"), ("merged", "Merged model (safetensors)"),
+         ("gguf", "GGUF file (llama.cpp)"), ("weighted", "Weighted merge of LoRA adapters")]
+MERGE_DTYPES = ["auto", "float32", "bfloat16", "float16"]
+GGUF_TYPES = ["q8_0", "f16", "f32"]
+COMBINATIONS = ["linear", "cat", "svd", "ties", "dare_linear", "dare_ties"]
+DENSITY_COMBINATIONS = ("ties", "dare_linear", "dare_ties")
+COMBINATION_HELP = {
+    "linear": "Scales each adapter's A and B; needs equal ranks. Weights 1,0 give the first adapter back.",
+    "cat": "Concatenates the adapters: exactly the weighted sum of their updates (the rank adds up).",
+    "svd": "The weighted sum of the updates, compressed back to a rank by SVD.",
+    "ties": "TIES: keeps each adapter's largest entries (density), elects signs, then sums.",
+    "dare_linear": "DARE: drops entries at random (keeps density), rescales, then sums.",
+    "dare_ties": "DARE pruning with TIES sign election.",
+}
+
+
+class _Worker(QObject):
+    sig_progress = Signal(str, int, int)   # stage, done, total (-1 when unknown)
+    sig_done = Signal(object)              # engine.export.ExportResult
+    sig_failed = Signal(str)
+
+
+def _emit(sig, *args) -> None:
+    try:
+        sig.emit(*args)
+    except RuntimeError:  # the panel was deleted while the export ran
+        pass
+
+
+class ExportPanel(QWidget):
+    sig_export_started = Signal()
+    sig_export_finished = Signal(object)   # the ExportResult
+    sig_error = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.run_dir: Path | None = None
+        self._can_merge = True
+        self._thread: threading.Thread | None = None
+        self._worker = _Worker(self)
+        self._worker.sig_progress.connect(self._on_progress)
+        self._worker.sig_done.connect(self._on_done)
+        self._worker.sig_failed.connect(self._on_failed)
+        self._out_edited = False
+        self._running = False
+        self._merge_text = ""
+        self._build()
+        self._mode_changed()
+
+    # ---- layout ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        lay = QVBoxLayout(self)
+        self.run_label = QLabel("No run selected: finish or open a run to export it.")
+        self.run_label.setWordWrap(True)
+        lay.addWidget(self.run_label)
+
+        what = QGroupBox("What to export")
+        wl = QVBoxLayout(what)
+        self.mode = QComboBox()
+        for key, title in MODES:
+            self.mode.addItem(title, key)
+        self.mode.currentIndexChanged.connect(self._mode_changed)
+        wl.addWidget(self.mode)
+        top = QFormLayout()
+        self.checkpoint = QComboBox()
+        self.checkpoint.setToolTip("final = the adapter saved at the end; checkpoint-N = an intermediate one")
+        top.addRow("Adapter", self.checkpoint)
+        self.checkpoint_row = top
+        wl.addLayout(top)
+
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self._page_adapter())
+        self.pages.addWidget(self._page_merged())
+        self.pages.addWidget(self._page_gguf())
+        self.pages.addWidget(self._page_weighted())
+        wl.addWidget(self.pages)
+        self.merge_note = QLabel()
+        self.merge_note.setWordWrap(True)
+        self.merge_note.hide()
+        wl.addWidget(self.merge_note)
+        lay.addWidget(what)
+
+        out_box = QGroupBox("Output folder")
+        ol = QVBoxLayout(out_box)
+        row = QHBoxLayout()
+        self.out = QLineEdit()
+        self.out.setPlaceholderText("Folder to create")
+        self.out.textEdited.connect(lambda _: setattr(self, "_out_edited", True))
+        row.addWidget(self.out, 1)
+        browse = QToolButton()
+        browse.setText("…")
+        browse.setToolTip("Choose the output folder")
+        browse.clicked.connect(self._browse_out)
+        row.addWidget(browse)
+        ol.addLayout(row)
+        self.overwrite = QCheckBox("Replace the folder if it exists")
+        ol.addWidget(self.overwrite)
+        lay.addWidget(out_box)
+
+        buttons = QHBoxLayout()
+        self.export_btn = QPushButton("Export")
+        self.export_btn.clicked.connect(self.start_export)
+        buttons.addWidget(self.export_btn)
+        buttons.addStretch(1)
+        lay.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        lay.addWidget(self.progress)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.status)
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet(f"color: {ERROR_COLOR};")
+        self.error.hide()
+        lay.addWidget(self.error)
+        lay.addStretch(1)
+
+    def _page_adapter(self) -> QWidget:
+        return QLabel("The standard peft folder (adapter_config.json + adapter_model.safetensors), the "
+                      "tokenizer, and a README model card (base model, method, data, hyperparameters, "
+                      "final losses, how to load it).", wordWrap=True)
+
+    def _page_merged(self) -> QWidget:
+        w = QWidget()
+        f = QFormLayout(w)
+        self.dtype = QComboBox()
+        self.dtype.addItems(MERGE_DTYPES)
+        self.dtype.setToolTip("Precision of the merged weights; auto = the base checkpoint's own. QLoRA runs "
+                              "are merged into a freshly loaded full-precision base, never the 4-bit weights.")
+        f.addRow("Precision", self.dtype)
+        self.shard = QLineEdit("2GB")
+        self.shard.setToolTip("safetensors files are split above this size (e.g. 2GB, 500MB)")
+        f.addRow("Shard size", self.shard)
+        return w
+
+    def _page_gguf(self) -> QWidget:
+        w = QWidget()
+        f = QFormLayout(w)
+        self.gguf_type = QComboBox()
+        self.gguf_type.addItems(GGUF_TYPES)
+        self.gguf_type.setToolTip("q8_0: 8-bit, about a quarter of float32 and nearly lossless; f16: half "
+                                  "precision; f32: exact")
+        f.addRow("Type", self.gguf_type)
+        self.verify = QCheckBox("Verify: load the file back and compare logits")
+        self.verify.setChecked(True)
+        f.addRow(self.verify)
+        f.addRow(QLabel("Llama-family models (like the demo model) only.", wordWrap=True))
+        return w
+
+    def _page_weighted(self) -> QWidget:
+        w = QWidget()
+        v = QVBoxLayout(w)
+        v.setContentsMargins(0, 0, 0, 0)
+        self.table = QTableWidget(0, 2)
+        self.table.setHorizontalHeaderLabels(["Adapter (run or adapter folder)", "Weight"])
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setMinimumHeight(110)
+        v.addWidget(self.table)
+        row = QHBoxLayout()
+        add_run = QPushButton("Add this run")
+        add_run.clicked.connect(lambda: self.run_dir and self.add_adapter(str(self.run_dir)))
+        add = QPushButton("Add folder…")
+        add.clicked.connect(self._browse_adapter)
+        remove = QPushButton("Remove")
+        remove.clicked.connect(self._remove_selected)
+        for b in (add_run, add, remove):
+            row.addWidget(b)
+        row.addStretch(1)
+        v.addLayout(row)
+        f = QFormLayout()
+        self.combination = QComboBox()
+        self.combination.addItems(COMBINATIONS)
+        self.combination.currentTextChanged.connect(self._combination_changed)
+        f.addRow("Combination", self.combination)
+        self.density = QDoubleSpinBox()
+        self.density.setRange(0.01, 1.0)
+        self.density.setSingleStep(0.05)
+        self.density.setValue(0.5)
+        self.density.setToolTip("Fraction of each adapter's entries kept by ties / dare")
+        f.addRow("Density", self.density)
+        self.combination_help = QLabel(wordWrap=True)
+        f.addRow(self.combination_help)
+        v.addLayout(f)
+        self._combination_changed(self.combination.currentText())
+        return w
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    def set_run_dir(self, path) -> None:
+        if not path:
+            return
+        from engine.export.runinfo import load_run
+
+        p = Path(path)
+        self._show_error("")
+        self.status.setText("")
+        try:
+            info = load_run(p)
+        except Exception as e:  # noqa: BLE001 - shown as a message
+            self.run_dir = None
+            self.checkpoint.clear()
+            self.run_label.setText(f"Run: {p}")
+            self._show_error(plain_message(e))
+            self._update_enabled()
+            return
+        self.run_dir = p
+        labels = [lab for lab, _ in info.sources()]
+        current = self.checkpoint.currentText()
+        self.checkpoint.clear()
+        self.checkpoint.addItems(labels)
+        if current in labels:
+            self.checkpoint.setCurrentText(current)
+        self._can_merge = info.method.can_merge
+        self._merge_text = "" if self._can_merge else (
+            f"{info.method.title} cannot be merged: {info.method.merge_note}. Merging exports the adapter only.")
+        self.run_label.setText(f"Run: {p}  ·  {info.method.title} on {info.config.model.name_or_path}")
+        if not labels:
+            self._show_error("This run has no adapter yet.")
+        self._out_edited = False
+        self._mode_changed()
+
+    def set_adapter(self, path) -> None:
+        if self.run_dir is not None:
+            self.set_run_dir(self.run_dir)
+
+    def add_adapter(self, path: str, weight: float = 1.0) -> None:
+        r = self.table.rowCount()
+        self.table.insertRow(r)
+        self.table.setItem(r, 0, QTableWidgetItem(str(path)))
+        self.table.setItem(r, 1, QTableWidgetItem(f"{weight:g}"))
+        self._update_enabled()
+
+    def adapters_and_weights(self) -> tuple[list[str], list[str]]:
+        paths, weights = [], []
+        for r in range(self.table.rowCount()):
+            p, w = self.table.item(r, 0), self.table.item(r, 1)
+            if p is not None and p.text().strip():
+                paths.append(p.text().strip())
+                weights.append(w.text().strip() if w is not None else "1")
+        return paths, weights
+
+    def _browse_adapter(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Run or adapter folder", str(self.run_dir or Path.home()))
+        if d:
+            self.add_adapter(d)
+
+    def _remove_selected(self) -> None:
+        for r in sorted({i.row() for i in self.table.selectedIndexes()}, reverse=True):
+            self.table.removeRow(r)
+        self._update_enabled()
+
+    def _browse_out(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Parent folder for the export", str(self.run_dir or Path.home()))
+        if d:
+            self.out.setText(str(Path(d) / self._default_out_name()))
+            self._out_edited = True
+
+    def mode_key(self) -> str:
+        return self.mode.currentData()
+
+    def _default_out_name(self) -> str:
+        key = self.mode_key()
+        if key == "merged":
+            return f"merged-{self.dtype.currentText()}"
+        if key == "gguf":
+            return f"gguf-{self.gguf_type.currentText()}"
+        return {"adapter": "adapter", "weighted": "weighted-adapter"}[key]
+
+    @Slot()
+    def _mode_changed(self, *_) -> None:
+        key = self.mode_key()
+        self.pages.setCurrentIndex([k for k, _ in MODES].index(key))
+        self.checkpoint.setEnabled(key != "weighted")
+        note = getattr(self, "_merge_text", "")
+        self.merge_note.setText(note)
+        self.merge_note.setVisible(bool(note) and key in ("merged", "gguf"))
+        if not self._out_edited and self.run_dir is not None:
+            self.out.setText(str(self.run_dir / "exports" / self._default_out_name()))
+        self._update_enabled()
+
+    @Slot(str)
+    def _combination_changed(self, name: str) -> None:
+        self.density.setEnabled(name in DENSITY_COMBINATIONS)
+        self.combination_help.setText(COMBINATION_HELP.get(name, ""))
+
+    # ---- running --------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        # Cleared by the done/failed slots, not by the thread ending: the UI state follows the
+        # signals it has processed.
+        return self._running
+
+    def _job(self):
+        """(function, kwargs) for the current choices; validated in the UI thread."""
+        from engine.export import export_adapter, export_gguf, export_merged, merge_adapters
+
+        key = self.mode_key()
+        out = self.out.text().strip()
+        if not out:
+            raise ValueError("Choose an output folder.")
+        common = {"out": out, "overwrite": self.overwrite.isChecked()}
+        which = self.checkpoint.currentText() or None
+        if key == "weighted":
+            paths, weights = self.adapters_and_weights()
+            if len(paths) < 2:
+                raise ValueError("Add at least two adapters to merge.")
+            method = self.combination.currentText()
+            return merge_adapters, dict(adapters=paths, weights=",".join(weights), method=method,
+                                        density=self.density.value() if method in DENSITY_COMBINATIONS else None,
+                                        **common)
+        if self.run_dir is None:
+            raise ValueError("Open a run first.")
+        if key == "adapter":
+            return export_adapter, dict(run=self.run_dir, which=which, **common)
+        if key == "merged":
+            return export_merged, dict(run=self.run_dir, which=which, dtype=self.dtype.currentText(),
+                                       max_shard_size=self.shard.text().strip() or "2GB", **common)
+        return export_gguf, dict(run=self.run_dir, qtype=self.gguf_type.currentText(), which=which,
+                                 verify=self.verify.isChecked(), **common)
+
+    @Slot()
+    def start_export(self) -> None:
+        if self.busy:
+            return
+        self._show_error("")
+        try:
+            fn, kwargs = self._job()
+        except ValueError as e:
+            self._show_error(str(e))
+            return
+        self.status.setText("Starting…")
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.export_btn.setEnabled(False)
+        self._running = True
+        self.sig_export_started.emit()
+        self._thread = threading.Thread(target=self._run, args=(fn, kwargs), name="export", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, kwargs) -> None:
+        w = self._worker
+
+        def progress(stage, done=None, total=None):
+            _emit(w.sig_progress, stage, -1 if done is None else int(done), -1 if total is None else int(total))
+
+        try:
+            result = fn(progress=progress, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - every failure becomes a sentence
+            _emit(w.sig_failed, plain_message(e))
+            return
+        _emit(w.sig_done, result)
+
+    @Slot(str, int, int)
+    def _on_progress(self, stage: str, done: int, total: int) -> None:
+        self.status.setText(stage + "…")
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(max(0, done))
+        else:
+            self.progress.setRange(0, 0)  # busy indicator for stages of unknown length
+
+    @Slot(object)
+    def _on_done(self, result) -> None:
+        self._running = False
+        self.progress.hide()
+        text = result.summary()
+        if result.note:
+            text = result.note + "\n" + text
+        self.status.setText(text)
+        self._update_enabled()
+        self.sig_export_finished.emit(result)
+
+    @Slot(str)
+    def _on_failed(self, message: str) -> None:
+        self._running = False
+        self.progress.hide()
+        self.status.setText("")
+        self._show_error(message)
+        self._update_enabled()
+        self.sig_error.emit(message)
+
+    def _update_enabled(self) -> None:
+        if self.busy:
+            self.export_btn.setEnabled(False)
+            return
+        if self.mode_key() == "weighted":
+            self.export_btn.setEnabled(self.table.rowCount() >= 2)
+        else:
+            self.export_btn.setEnabled(self.run_dir is not None and self.checkpoint.count() > 0)
+
+    def _show_error(self, text: str) -> None:
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
