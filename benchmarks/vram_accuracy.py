@@ -137,9 +137,11 @@ TT_URL = "https://github.com/pytorch/torchtune/blob/main/README.md"
 def published_cases():
     l32 = CONFIGS / "llama-3.2-3b"
     l8 = CONFIGS / "llama-3-8b"     # Llama 3.1 8B has the same shapes as Llama 3 8B
-    peft_train = {"batch_size": 4, "packing": False, "optimizer": "adamw_torch", "weight_decay": 0.1}
+    # peft's benchmark uses the model's own loss; torchtune's a chunked one, like engine/loss.py.
+    peft_train = {"batch_size": 4, "packing": False, "optimizer": "adamw_torch", "weight_decay": 0.1,
+                  "loss_impl": "standard"}
     peft_data = {"max_length": 768}
-    tt_train = {"batch_size": 2, "packing": True, "gradient_checkpointing": True}
+    tt_train = {"batch_size": 2, "packing": True, "gradient_checkpointing": True, "loss_impl": "chunked"}
     tt_data = {"max_length": 2048}
     lora_tt = dict(r=8, alpha=16, dropout=0.0,
                    target_modules=["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
@@ -258,9 +260,13 @@ def measure_gpu(case: dict, steps: int = 4) -> dict:
             ids = torch.randint(0, vocab, (1, B * L), device="cuda")
             batch = {"input_ids": ids, "labels": ids.clone(),
                      "position_ids": (torch.arange(B * L, device="cuda") % L)[None]}
+        from engine.loss import make_loss
+
+        fast, _note = make_loss(model, cfg.train.loss_impl, cfg.train.loss_chunk_tokens, "cuda")
         for _ in range(steps):
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = model(**batch).loss
+                # The trainer's loss: engine/loss.py's chunked/Liger loss where it applies.
+                loss = fast(model, batch, None) if fast is not None else model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()

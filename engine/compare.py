@@ -29,7 +29,7 @@ SUGGESTED_LR = {
     "ia3": 1e-2, "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 1e-2, "cartridge": 1e-2,
     "adaption_prompt": 1e-2, "ln_tuning": 1e-2, "vera": 1e-2, "pvera": 1e-2, "tinylora": 1e-2,
     "unilora": 1e-2, "fourierft": 1e-2, "road": 1e-2, "trainable_tokens": 1e-2,
-    "bitfit": 1e-3, "bottleneck": 1e-3, "selective": 1e-4, "full": 5e-5,
+    "bitfit": 1e-3, "bottleneck": 1e-3, "selective": 5e-4, "full": 5e-5,
 }
 
 

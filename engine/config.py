@@ -61,7 +61,8 @@ DTYPES = ["auto", "float32", "bfloat16", "float16"]
 DATA_FORMATS = ["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
 OPTIMIZERS = ["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"]
 SCHEDULERS = ["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"]
-ATTENTION = ["auto", "sdpa", "eager"]
+ATTENTION = ["auto", "sdpa", "sdpa_varlen", "eager", "flash_attention_2"]
+LOSS_IMPLS = ["auto", "chunked", "liger", "standard"]  # engine/loss.py
 
 
 @dataclass
@@ -76,8 +77,14 @@ class ModelConfig:
                                  choices=QUANTIZATIONS)
     double_quant: bool = F(True, "4-bit only: also quantize the quantization constants "
                            "(saves about 0.4 bits per parameter).", advanced=True)
-    attn_implementation: str = F("auto", "Attention kernel. `auto` uses PyTorch SDPA where the model "
-                                 "supports it.", choices=ATTENTION, advanced=True)
+    attn_implementation: str = F("auto", "Attention kernel. `auto`: flash-attention 2 on a GPU when the "
+                                 "flash_attn package is installed; else, with packing, `sdpa_varlen` (PyTorch "
+                                 "SDPA once per packed example, no work spent across examples); else the "
+                                 "model's default (SDPA where supported).", choices=ATTENTION, advanced=True)
+    upcast_embeddings: bool = F(False, "Quantized base only: keep the frozen embeddings and LM head in "
+                                "float32 as peft's k-bit preparation makes them. Off: they stay in the "
+                                "compute dtype (saves 2 bytes × vocabulary × hidden size per copy).",
+                                advanced=True)
     trust_remote_code: bool = F(False, "Allow model code shipped with the checkpoint to run. Only for "
                                 "sources you trust.", advanced=True)
     offline: bool = F(True, "Never contact the Hugging Face hub; hub ids must already be in the local "
@@ -153,6 +160,15 @@ class TrainConfig:
     loraplus_lr_ratio: float = F(0.0, "LoRA+: the learning rate of LoRA B matrices is this times lr "
                                  "(0 disables; 16 is the paper's suggestion).", minimum=0.0, advanced=True)
     dataloader_workers: int = F(0, "Background processes that prepare batches.", minimum=0, advanced=True)
+    loss_impl: str = F("auto", "How the loss is computed. `chunked`: from the hidden states, only at "
+                       "labelled positions, a chunk of tokens at a time, so the full batch × sequence × "
+                       "vocabulary logits never exist; `liger`: Liger's fused kernel (CUDA, when "
+                       "liger_kernel is installed); `standard`: the model's own loss; `auto`: liger when "
+                       "available, else chunked.", choices=LOSS_IMPLS, advanced=True)
+    loss_chunk_tokens: int = F(0, "Tokens per chunk of the chunked loss (0: about 256 MB of fp32 logits "
+                               "a chunk).", minimum=0, advanced=True)
+    torch_compile: bool = F(False, "Compile the model with torch.compile: faster steps on GPUs after a "
+                            "slow first step (and a recompile when batch shapes change).", advanced=True)
 
 
 @dataclass

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import math
 
-LOSS_IMPLS = ["auto", "chunked", "liger", "standard"]
-
 # Architectures whose forward is exactly `logits = lm_head(last_hidden_state)` then the standard
 # causal-LM loss (checked against transformers 5.23). Others scale or soft-cap the logits
 # (granite, cohere, gemma2/3) or add an auxiliary loss (MoE) and keep the standard path.

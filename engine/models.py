@@ -248,6 +248,10 @@ def load_model(model_cfg, quantization: str | None = None, device: str | None = 
             raise ModelError(f"model.quantization={quant}: {reason}")
     kwargs = {"dtype": dtype}
     if model_cfg.attn_implementation != "auto":
+        if model_cfg.attn_implementation == "sdpa_varlen":  # ours: transformers must know it first
+            from engine.speed import register_attention
+
+            register_attention()
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     qc = quantization_config(quant, dtype if dtype != torch.float32 or device == "cpu" else torch.float32,
                              model_cfg.double_quant)

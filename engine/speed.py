@@ -16,7 +16,6 @@ The loss lever lives in engine/loss.py.
 from __future__ import annotations
 
 VARLEN = "sdpa_varlen"
-ATTENTION_CHOICES = ["auto", "sdpa", VARLEN, "eager", "flash_attention_2"]
 
 _registered = False
 

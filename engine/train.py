@@ -213,7 +213,9 @@ def _stop_requested_anywhere(stop: StopFlag) -> bool:
 def _make_trainer_class():
     from transformers import Trainer
 
-    class StudioTrainer(Trainer):
+    from engine.loss import FastLossMixin  # the chunked/fused loss when fast_loss is set
+
+    class StudioTrainer(FastLossMixin, Trainer):
         """Trainer that counts real (non-padding) and trained tokens for tokens/s."""
 
         counters: dict = {}
@@ -360,6 +362,9 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     from engine.methods import apply_method
 
     model = apply_method(model, cfg, tokenizer_path=src.path)
+    from engine import speed
+
+    speed.configure(model, cfg, packing, quantized=bool(quant), log=reporter.log)  # attention, dtypes
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     reporter.log(f"{spec.title}: {trainable:,} trainable of {total_params:,} parameters "
                  f"({100 * trainable / max(total_params, 1):.3f}%)")
@@ -385,6 +390,10 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
 
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
         trainer.remove_callback(cb)
+    from engine.loss import make_loss
+
+    trainer.fast_loss, loss_note = make_loss(model, cfg.train.loss_impl, cfg.train.loss_chunk_tokens, device)
+    reporter.log(loss_note)
     if checkpoint:
         reporter.log(f"Resuming from {checkpoint}")
     out = trainer.train(resume_from_checkpoint=checkpoint)
@@ -444,7 +453,7 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, packing: bool)
         dataloader_num_workers=t.dataloader_workers, disable_tqdm=True,
         dataloader_pin_memory=_cuda(),
         train_sampling_strategy="group_by_length" if (t.group_by_length and not packing) else "random",
-        label_names=["labels"],
+        label_names=["labels"], torch_compile=t.torch_compile,
         # fp32 on the CPU; on GPUs bf16/fp16 autocast follows the weights' dtype.
         bf16=_use_bf16(cfg), fp16=_use_fp16(cfg),
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.scheduler == "cosine_with_min_lr" else {},

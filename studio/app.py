@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName(settings_mod.APPLICATION)
     app.setApplicationDisplayName("PEFT Studio")
     apply_theme(app, args.theme)
+    if args.theme == "system":  # follow the desktop switching between light and dark while open
+        app.styleHints().colorSchemeChanged.connect(lambda *_: apply_theme(app, "system"))
     init_bridge()
 
     smoke = args.demo_steps is not None
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         show_error(win, "Open run file", f"{args.run_file} cannot be used.\n\n{load_error}")
     # The helper process imports torch/transformers/peft now, so the first real job starts warm.
     run_job("warm_up", on_done=win.set_ml_ready, on_error=win.set_ml_failed, key="warm_up")
+    run_job("warm_up", key="warm_up", lane="data")
     if args.exit_after_show:
         QTimer.singleShot(0, app.quit)
     smoke_run = None

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QStyle,
     QTabWidget,
     QToolBar,
@@ -23,6 +22,7 @@ from PySide6.QtWidgets import (
 from engine.config import ConfigError, RunConfig
 from engine.events import read_events
 from studio.config_model import ConfigModel
+from studio.dialogs import ask_close_during_run, show_about, show_shortcuts
 from studio.errors import plain_message, show_error, show_exception
 from studio.panels.data import DataPanel
 from studio.panels.estimate import EstimatePanel
@@ -405,7 +405,8 @@ class MainWindow(QMainWindow):
                 return
             self._apply_config_dict(started["config"], str(path))
             return
-        self._load_yaml(path)
+        # not remembered as "the run file": Ctrl+S must never overwrite a run's own record
+        self._load_yaml(path, remember=False)
 
     def resume_run_dir(self, run_dir: str):
         if not has_checkpoint(run_dir):
@@ -422,15 +423,16 @@ class MainWindow(QMainWindow):
         if path:
             self._load_yaml(Path(path))
 
-    def _load_yaml(self, path: Path) -> bool:
+    def _load_yaml(self, path: Path, remember: bool = True) -> bool:
         try:
             cfg = RunConfig.load(path)
         except ConfigError as e:
             show_error(self, "Open run file", f"This run file cannot be used.\n\n{plain_message(e)}")
             return False
         self.config_model.set_config(cfg)
-        self.run_file = str(path)
-        self.settings.set("last/run_file", self.run_file)
+        if remember:
+            self.run_file = str(path)
+            self.settings.set("last/run_file", self.run_file)
         self.statusBar().showMessage(f"Loaded {path}", 5000)
         return True
 
@@ -496,33 +498,16 @@ class MainWindow(QMainWindow):
 
     # -- help --------------------------------------------------------------------------------
     def _show_shortcuts(self):
-        rows = [(a.text(), a.shortcut().toString(QKeySequence.SequenceFormat.NativeText))
-                for a in (self.act_start, self.act_stop, self.act_open_data, self.act_open_model,
-                          self.act_open_run_file, self.act_save, self.act_quit)]
-        text = "".join(f"<tr><td>{n}</td><td>&nbsp;&nbsp;<b>{k}</b></td></tr>" for n, k in rows)
-        box = QMessageBox(QMessageBox.Icon.Information, "Keyboard shortcuts", f"<table>{text}</table>",
-                          QMessageBox.StandardButton.Ok, self)
-        box.open()
+        show_shortcuts(self, (self.act_start, self.act_stop, self.act_open_data, self.act_open_model,
+                              self.act_open_run_file, self.act_save, self.act_quit))
 
     def _show_about(self):
-        QMessageBox.about(self, "About PEFT Studio", "<b>PEFT Studio</b><br>Parameter-efficient fine-tuning "
-                          "on your own machine: pick a model, data and method, watch it train, export the "
-                          "adapter.<br><br>The same run file drives <code>peft-studio train run.yaml</code>.")
+        show_about(self)
 
     # -- closing -----------------------------------------------------------------------------
     def ask_close_during_run(self) -> str:
         """'stop', 'keep' or 'cancel' (tests replace this method)."""
-        box = QMessageBox(QMessageBox.Icon.Question, "A run is in progress",
-                          "Training is still running. What should happen to it?", parent=self)
-        box.setInformativeText("Stop and save: the adapter is saved at the end of the current step.\n"
-                               "Keep running: the run continues; the studio re-attaches when reopened.")
-        stop = box.addButton("Stop and save", QMessageBox.ButtonRole.AcceptRole)
-        keep = box.addButton("Keep running", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(stop)
-        box.exec()
-        clicked = box.clickedButton()
-        return "stop" if clicked is stop else "keep" if clicked is keep else "cancel"
+        return ask_close_during_run(self)
 
     def closeEvent(self, e):
         sup = self.supervisor

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent
-from PySide6.QtWidgets import QSizePolicy
+from PySide6.QtWidgets import QGraphicsItem, QSizePolicy
 
 from studio import theme
 
@@ -25,6 +25,11 @@ class ThemedPlot(pg.PlotWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.getPlotItem().showGrid(x=True, y=True, alpha=0.15)
         self.getPlotItem().setMenuEnabled(False)
+        for name in ("left", "bottom"):
+            # The grid makes each axis item cover the whole plot, so every curve update repainted
+            # the axes (replaying their text and lines: most of a live plot's cost). Cached as a
+            # pixmap, an axis repaints as a blit until its range really changes.
+            self.getPlotItem().getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.apply_palette()
 
     def apply_palette(self):

@@ -7,14 +7,13 @@ EMA, updated point by point and recomputed in full only when the weight changes.
 
 from __future__ import annotations
 
-import numpy as np
+from studio.lazy import np
 
 
 class Series:
     def __init__(self, capacity: int = 256):
-        self.x = np.empty(capacity)
-        self.y = np.empty(capacity)
-        self.s = np.empty(capacity)  # smoothed y
+        self._capacity = capacity
+        self.x = self.y = self.s = None  # allocated by the first append (numpy loads late)
         self.n = 0
         self.weight = 0.0
         self._ema = 0.0
@@ -30,6 +29,8 @@ class Series:
     def append(self, x: float, y: float) -> None:
         if self.n and x <= self.x[self.n - 1]:
             self.truncate_before(x)  # a resumed run repeats steps: its new values replace the old
+        if self.x is None:
+            self.x, self.y, self.s = (np.empty(self._capacity) for _ in range(3))
         if self.n == len(self.x):
             cap = 2 * len(self.x)
             for name in ("x", "y", "s"):
@@ -49,6 +50,8 @@ class Series:
 
     def truncate_before(self, x: float) -> None:
         """Drop the points at x and after."""
+        if self.x is None:
+            return
         keep = int(np.searchsorted(self.x[: self.n], x, side="left"))
         self.n = keep
         self.set_weight(self.weight)
@@ -60,9 +63,13 @@ class Series:
             self.s[i] = self._smooth(self.y[i])
 
     def data(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.x is None:
+            return np.zeros(0), np.zeros(0)
         return self.x[: self.n], self.y[: self.n]
 
     def smoothed(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.x is None:
+            return np.zeros(0), np.zeros(0)
         return self.x[: self.n], self.s[: self.n]
 
     def last(self):

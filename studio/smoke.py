@@ -54,6 +54,9 @@ class SmokeRun(QObject):
 
 def save_screenshot(widget, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    monitor = getattr(widget, "monitor", None)
+    if monitor is not None:
+        monitor.refresh_all()
     QApplication.processEvents()
     if not widget.grab().save(str(path)):
         print(f"studio smoke: could not write {path}", file=sys.stderr)

@@ -98,9 +98,9 @@ class _ProcessReader(QObject):
 
     sig_spawned = Signal(object)  # subprocess.Popen
     sig_spawn_failed = Signal(str)
-    sig_event = Signal(object)
+    sig_events = Signal(object)   # a list: whatever arrived in one read, one queued signal
     sig_text = Signal(str)
-    sig_exited = Signal(object)  # return code
+    sig_exited = Signal(object)   # return code
 
     def __init__(self, argv, cwd, env, stderr_path):
         super().__init__()
@@ -114,19 +114,32 @@ class _ProcessReader(QObject):
             # start_new_session: the run survives the studio closing ("keep running") and a Ctrl+C
             # in the terminal that launched the studio; we kill its whole group when we must.
             proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=err, text=True, encoding="utf-8",
-                                    errors="replace", bufsize=1, start_new_session=True)
+                                    stdout=subprocess.PIPE, stderr=err, bufsize=0, start_new_session=True)
             err.close()
         except OSError as e:
             self.sig_spawn_failed.emit(f"Could not start the engine: {e.strerror or e}")
             return
         self.sig_spawned.emit(proc)
-        for line in proc.stdout:
-            ev = parse_event_line(line)
-            if ev is not None:
-                self.sig_event.emit(ev)
-            elif line.strip():
-                self.sig_text.emit(line.rstrip("\n"))
+        fd, pending = proc.stdout.fileno(), b""
+        while True:
+            # os.read returns whatever is there (blocking only when nothing is): a burst of events
+            # becomes one batch and one queued signal instead of hundreds.
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            batch = []
+            for raw in lines:
+                line = raw.decode("utf-8", "replace")
+                ev = parse_event_line(line)
+                if ev is not None:
+                    batch.append(ev)
+                elif line.strip():
+                    self.sig_text.emit(line.rstrip("\r"))
+            if batch:
+                self.sig_events.emit(batch)
+        if pending.strip():
+            self.sig_text.emit(pending.decode("utf-8", "replace"))
         self.sig_exited.emit(proc.wait())
 
 
@@ -207,6 +220,13 @@ class RunSupervisor(QObject):
         self._kill_timer = QTimer(self)
         self._kill_timer.setSingleShot(True)
         self._kill_timer.timeout.connect(self._stop_timed_out)
+        # The engine's stderr goes to <run>/engine.log (a file survives the studio closing, a pipe
+        # would not); this timer shows what it writes in the log panel as it happens.
+        self._tail_timer = QTimer(self)
+        self._tail_timer.setInterval(500)
+        self._tail_timer.timeout.connect(self._read_stderr)
+        self._tail_pos = 0
+        self._tail_partial = b""
 
     # -- public API --------------------------------------------------------------------------
     def is_active(self) -> bool:
@@ -221,7 +241,7 @@ class RunSupervisor(QObject):
                                 str(self.run_dir / STDERR_FILE))
         worker.sig_spawned.connect(self._on_spawned)
         worker.sig_spawn_failed.connect(self._on_spawn_failed)
-        worker.sig_event.connect(self._on_live_event)
+        worker.sig_events.connect(self._on_events)
         worker.sig_text.connect(self._on_text)
         worker.sig_exited.connect(self._on_exited)
         self._launch(worker)
@@ -247,7 +267,7 @@ class RunSupervisor(QObject):
         if self.proc is not None:
             with self._stdin_lock:
                 try:
-                    self.proc.stdin.write("stop\n")
+                    self.proc.stdin.write(b"stop\n")
                     self.proc.stdin.flush()
                     sent = True
                 except (BrokenPipeError, ValueError, OSError):
@@ -279,6 +299,7 @@ class RunSupervisor(QObject):
 
     def detach(self) -> None:
         """Stop listening but leave the process running (closing the window with "keep running")."""
+        self._tail_timer.stop()
         if self.proc is not None:
             with self._stdin_lock:
                 # Closing our end of stdin is harmless: the engine treats EOF as "no more commands".
@@ -288,6 +309,7 @@ class RunSupervisor(QObject):
     def shutdown(self, kill: bool = True, wait_ms: int = 5000) -> None:
         """Release the thread (and kill the process if asked). Safe to call twice."""
         self._kill_timer.stop()
+        self._tail_timer.stop()
         if kill and self.is_active():
             self.kill()
         self._shutdown_thread(wait_ms)
@@ -320,6 +342,12 @@ class RunSupervisor(QObject):
         self._text_tail.clear()
 
     def _launch(self, worker: QObject):
+        try:
+            self._tail_pos = (self.run_dir / STDERR_FILE).stat().st_size
+        except OSError:
+            self._tail_pos = 0
+        self._tail_partial = b""
+        self._tail_timer.start()
         thread = QThread(self)
         thread.setObjectName("run-supervisor")
         worker.moveToThread(thread)
@@ -376,11 +404,6 @@ class RunSupervisor(QObject):
         for ev in batch:
             self._on_event(ev)
 
-    @Slot(object)
-    def _on_live_event(self, ev: dict):
-        if not self._stale():
-            self._on_event(ev)
-
     def _on_event(self, ev: dict):
         kind = ev.get("event")
         if kind == "started":
@@ -405,6 +428,8 @@ class RunSupervisor(QObject):
         if self._stale():
             return
         self._kill_timer.stop()
+        self._tail_timer.stop()
+        self._read_stderr()
         self.proc = None
         # Release the reader before telling anyone: a handler may start the next run at once.
         self._shutdown_thread(wait_ms=2000)
@@ -422,6 +447,26 @@ class RunSupervisor(QObject):
         else:
             error, hint = exit_explanation(code)
             self._fail({"error": error, "hint": hint, "log_tail": self.log_tail(), "exit_code": code})
+
+    @Slot()
+    def _read_stderr(self):
+        if self.run_dir is None:
+            return
+        try:
+            with open(self.run_dir / STDERR_FILE, "rb") as fh:
+                fh.seek(self._tail_pos)
+                chunk = fh.read(1 << 20)
+                self._tail_pos = fh.tell()
+        except OSError:
+            return
+        if not chunk:
+            return
+        *lines, self._tail_partial = (self._tail_partial + chunk).split(b"\n")
+        for raw in lines:
+            # progress bars redraw with \r: only the last frame of a line is worth showing
+            line = raw.decode("utf-8", "replace").rsplit("\r", 1)[-1].rstrip()
+            if line:
+                self.sig_output.emit(line)
 
     def _fail(self, info: dict):
         self._last_failed = info

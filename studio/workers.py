@@ -183,20 +183,22 @@ class JobServer:
                 pass
 
 
-_server: JobServer | None = None
+# Two helper processes ("lanes"): reading and tokenizing a large data set can take seconds,
+# and the estimate and parameter counts must not wait behind it.
+LANES = ("fast", "data")
+_servers: dict[str, JobServer] = {}
 
 
-def job_server() -> JobServer:
-    global _server
-    if _server is None:
-        _server = JobServer()
-        atexit.register(_server.shutdown)
-    return _server
+def job_server(lane: str = "fast") -> JobServer:
+    if lane not in _servers:
+        _servers[lane] = JobServer()
+        atexit.register(_servers[lane].shutdown)
+    return _servers[lane]
 
 
-def run_job(name: str, *args, on_done=None, on_error=None, key=None) -> None:
-    """Run ``studio.jobs.<name>(*args)`` in the helper process; ``key`` coalesces pending requests."""
-    job_server().submit(key if key is not None else object(), name, args, on_done, on_error)
+def run_job(name: str, *args, on_done=None, on_error=None, key=None, lane: str = "fast") -> None:
+    """Run ``studio.jobs.<name>(*args)`` in a helper process; ``key`` coalesces pending requests."""
+    job_server(lane).submit(key if key is not None else object(), name, args, on_done, on_error)
 
 
 # ---- debounced latest-only jobs ---------------------------------------------------------------
@@ -211,9 +213,10 @@ class LatestJob(QObject):
     sig_result = Signal(object)
     sig_error = Signal(object)  # the exception
 
-    def __init__(self, fn: str | Callable, delay_ms: int = 150, parent=None):
+    def __init__(self, fn: str | Callable, delay_ms: int = 150, parent=None, lane: str = "fast"):
         super().__init__(parent)
         self.fn = fn
+        self.lane = lane
         self._args: tuple = ()
         self._generation = 0
         self.busy = False
@@ -245,7 +248,7 @@ class LatestJob(QObject):
         self.sig_started.emit()
         done, err = self._make_cb(gen, self.sig_result), self._make_cb(gen, self.sig_error)
         if isinstance(self.fn, str):
-            run_job(self.fn, *self._args, on_done=done, on_error=err, key=id(self))
+            run_job(self.fn, *self._args, on_done=done, on_error=err, key=id(self), lane=self.lane)
         else:
             run_in_thread(self.fn, *self._args, on_done=done, on_error=err)
 

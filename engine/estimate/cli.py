@@ -101,6 +101,8 @@ def run(args) -> int:
         print(format_table(est))
         if "time" in out:
             t = out["time"]
-            print(f"time: {t['step_s']:.2f} s a step on {t['device']}; about {t['eta_s'] / 60:.1f} min "
-                  f"for {t['total_steps']} steps")
+            line = f"time: {t['step_s']:.2f} s a step on {t['device']} ({t['weights']} weights)"
+            if t.get("eta_s"):
+                line += f"; about {t['eta_s'] / 60:.1f} min for {t['total_steps']} steps"
+            print(line)
     return 0

@@ -3,11 +3,12 @@
 The step is modelled as phases and the peak is the largest:
 
 * **loss** — end of the forward pass, as the loss's backward starts: weights, optimizer state
-  (it exists from the second step on), every saved activation, and the logits working set.
-  Cross-entropy upcasts the logits to fp32 and keeps its fp32 log-softmax output; the backward
-  of that then holds the saved output, its incoming gradient and the gradient it produces, all
-  batch × seq × vocab in fp32 (~12 bytes per logit), which is why long sequences with a big
-  vocabulary hit a wall there.
+  (it exists from the second step on), every saved activation, and the loss's working set.
+  The model's own cross-entropy upcasts the logits to fp32 and keeps its fp32 log-softmax
+  output; its backward then holds the saved output, its incoming gradient and the gradient it
+  produces, all batch × seq × vocab in fp32 (~12 bytes per logit), which is why long sequences
+  with a big vocabulary hit a wall there. engine/loss.py's chunked (or Liger) loss avoids that
+  for plain-head architectures: one chunk of logits at a time plus a rows × hidden gradient.
 * **backward** — walking back through the layers. With gradient checkpointing the layers keep
   only their input, and one layer at a time is recomputed in full; QLoRA dequantizes one weight
   at a time to multiply with it.
@@ -225,6 +226,51 @@ def transients(p: _Plan, batch: int, seq: int) -> dict:
     return {"forward": fwd, "backward": bwd}
 
 
+def loss_mode(p: _Plan) -> tuple[str, int]:
+    """How engine.train computes the loss (see engine/loss.py), and its chunk size in tokens.
+    ``standard``: the model's own cross-entropy over full fp32 logits; ``chunked``/``liger``:
+    from the hidden states, one chunk of logits at a time."""
+    cfg = p.cfg
+    requested = getattr(cfg.train, "loss_impl", "standard")
+    if requested == "standard" or p.prompt_based:
+        return "standard", 0
+    try:
+        from engine.loss import PLAIN_HEAD_MODEL_TYPES, auto_chunk_tokens, resolve_loss_impl
+    except ImportError:
+        return "standard", 0
+    heads = ("lm_head", "embed_out", "output_layer")
+    m = cfg.method
+    touched = list(getattr(m, "modules_to_save", None) or [])
+    tm = getattr(m, "target_modules", None)
+    if isinstance(tm, list):
+        touched += tm
+    if p.arch.model_type not in PLAIN_HEAD_MODEL_TYPES or any(t in heads for t in touched):
+        return "standard", 0
+    impl = resolve_loss_impl(requested, "cuda")
+    chunk = getattr(cfg.train, "loss_chunk_tokens", 0) or auto_chunk_tokens(p.arch.vocab)
+    return impl, int(chunk)
+
+
+def logits_bytes(p: _Plan, rows: int, pred: dict) -> int:
+    """Peak working set of the loss for ``rows`` positions (all labelled: the worst case)."""
+    a = p.arch
+    mode, chunk = loss_mode(p)
+    if mode == "standard":
+        # The saved fp32 log-softmax output, its incoming gradient and the gradient it produces.
+        return int(rows * a.vocab * (pred["logits_saved_per_element"] + 8))
+    # Chunked (and Liger's fused) linear cross-entropy: the gradient w.r.t. the hidden states is
+    # computed in the forward and kept (rows × hidden), one chunk of logits exists at a time (the
+    # half-precision matmul output and its fp32 copy), and the backward scales the kept gradient
+    # into a new tensor. A trainable head adds its fp32 gradient.
+    hb = p.act.hidden_bytes
+    chunk = min(chunk, rows)
+    head_trains = p.cfg.method.name == "full"
+    grad_w = a.vocab * a.hidden * 4 if head_trains else 0
+    fwd = rows * a.hidden * hb + chunk * a.vocab * (p.dtype_bytes + 4) + grad_w
+    bwd = 2 * rows * a.hidden * hb + 2 * grad_w
+    return int(max(fwd, bwd))
+
+
 def breakdown(p: _Plan, batch: int, seq: int) -> dict:
     """All figures for one (batch, seq): phases, the peak phase's components, sizes."""
     from engine.estimate.activations import Shape
@@ -238,9 +284,7 @@ def breakdown(p: _Plan, batch: int, seq: int) -> dict:
     opt_in, opt_out, opt_temp = optimizer_bytes(p)
     T = pred["positions"]
     logit_rows = batch * T if not p.act.packed else T
-    # The loss's backward: the saved fp32 log-softmax output, its incoming gradient and the
-    # gradient it produces (see the module docstring).
-    logits = logit_rows * a.vocab * (pred["logits_saved_per_element"] + 8)
+    logits = logits_bytes(p, logit_rows, pred)
     tr = transients(p, batch, seq)
     gc = bool(cfg.train.gradient_checkpointing)
     acts = (pred["checkpointed"] + pred["outside"]) if gc else (pred["layers"] + pred["outside"])
@@ -385,6 +429,10 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
         notes.append(f"prefix tuning adds {p.virtual} key/value positions in every layer")
     if cfg.train.packing and not p.prompt_based:
         notes.append(f"packing: each step is one row of batch × max_length = {batch * seq} tokens")
+    mode, chunk = loss_mode(p)
+    if mode != "standard":
+        notes.append(f"loss: {'Liger fused' if mode == 'liger' else 'chunked'} linear cross-entropy, "
+                     f"{chunk} tokens of logits at a time (train.loss_impl: standard keeps full logits)")
     notes.append(f"peak during the {b['peak_phase']} phase; weights in {p.quant or p.dtype_name}")
     est = Estimate(components=b["components"], peak_allocated=b["peak_allocated"],
                    peak_reserved=b["peak_reserved"], device_total=b["device_total"],

@@ -16,6 +16,17 @@ def build(model, cfg, ctx):
     return model
 
 
+def save(model, directory):
+    """A complete model folder. Training turned the KV cache off; the saved model is for
+    inference, so its config turns it back on (as a merged export's does)."""
+    cache = model.config.use_cache
+    model.config.use_cache = True
+    try:
+        model.save_pretrained(str(directory))
+    finally:
+        model.config.use_cache = cache
+
+
 def load(base_model, directory):
     """The saved folder is a whole model; ``base_model`` is not needed (it may be None)."""
     from transformers import AutoModelForCausalLM
@@ -25,7 +36,7 @@ def load(base_model, directory):
 
 
 register(MethodSpec(
-    name="full", title="Full fine-tuning", family="full", build=build, can_merge=False, load=load,
+    name="full", title="Full fine-tuning", family="full", build=build, can_merge=False, save=save, load=load,
     supports_quantized_base=False,
     merge_note="full fine-tuning already saves a complete model; load its folder directly",
     description="Trains every weight: the baseline the other methods are measured against. In fp32 with "

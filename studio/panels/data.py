@@ -7,7 +7,6 @@ import html
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QEvent, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QAbstractTextDocumentLayout, QPalette, QTextDocument
 from PySide6.QtWidgets import (
@@ -35,6 +34,7 @@ from engine.config import DataConfig
 from studio import theme
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.jobs import Preview
+from studio.lazy import np
 from studio.widgets import PlotSlot, heading, muted, scroll
 from studio.workers import LatestJob
 
@@ -179,7 +179,7 @@ class LengthHistogram(QWidget):
         self.summary.setWordWrap(True)
         lay.addWidget(self.summary)
         self.plot = self.bars = self.line = None
-        self.lengths = np.zeros(0)
+        self.lengths = []  # a numpy array once there are lengths (numpy loads after the window)
         self.max_length = 512
         self.drop = False
 
@@ -221,6 +221,8 @@ class LengthHistogram(QWidget):
         self._update()
 
     def truncated(self) -> int:
+        if not len(self.lengths):
+            return 0
         return int((self.lengths > self.max_length).sum())
 
     def _update(self):
@@ -342,7 +344,7 @@ class DataPanel(QWidget):
         outer.setContentsMargins(4, 4, 4, 4)
         outer.addWidget(split)
 
-        self._job = LatestJob("preview", delay_ms=350, parent=self)
+        self._job = LatestJob("preview", delay_ms=350, parent=self, lane="data")
         self._job.sig_started.connect(lambda: self.status.setText("Reading and tokenizing…"))
         self._job.sig_result.connect(self._on_preview)
         self._job.sig_error.connect(self._on_preview_error)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from studio.lazy import np
 from studio.widgets import InfoGrid, PlotSlot, fmt_bytes, fmt_count, muted
 from studio.workers import LatestJob, run_job
 

@@ -7,6 +7,7 @@ cheaply as a 10-step one and a burst of events never blocks the UI.
 
 from __future__ import annotations
 
+import math
 import time
 
 from PySide6.QtCore import Qt, QTimer
@@ -23,10 +24,14 @@ from PySide6.QtWidgets import (
 )
 
 from studio import theme
+from studio.lazy import np
 from studio.series import Series
 from studio.widgets import Banner, PlotSlot, fmt_bytes, fmt_count, fmt_duration, fmt_number, muted
 
-REFRESH_MS = 100
+ANTIALIAS_BELOW = 1500
+REFRESH_MS = 20  # five plots in turn: each one 10 times a second
+_PLOT_CURVES = {"loss": ("loss_raw", "loss", "eval"), "lr": ("lr",), "grad": ("grad",), "tps": ("tps",),
+                "mem": ("mem", "mem_res")}
 PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory"}
 STATE_TEXT = {"idle": "No run yet", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
               "finished": "Finished", "stopped": "Stopped (adapter saved)", "failed": "Failed"}
@@ -59,6 +64,11 @@ class MonitorPanel(QWidget):
         self.settings = settings
         self.series = {k: Series() for k in ("loss", "eval", "lr", "grad", "tps", "mem", "mem_res")}
         self._dirty = False
+        self._manual: set[str] = set()
+        self._t_progress = 0.0
+        self._tick = 0
+        self._pending: set[str] = set()
+        self._drawn: dict[str, tuple] = {}  # (points, smoothing) each curve last showed
         self.state = "idle"
         self.total_steps = 0
         self.last_step: dict = {}
@@ -170,6 +180,9 @@ class MonitorPanel(QWidget):
         # Thousands of points, but only a few hundred pixels: draw the peaks, skip the rest.
         p.getPlotItem().setDownsampling(auto=True, mode="peak")
         p.getPlotItem().setClipToView(True)
+        vb = p.getViewBox()
+        vb.disableAutoRange()
+        vb.sigRangeChangedManually.connect(lambda *_, k=key: self._manual_range(k))
         self.slots[key].fill(p)
         self.plots[key] = p
 
@@ -193,6 +206,8 @@ class MonitorPanel(QWidget):
 
     # -- events ------------------------------------------------------------------------------
     def reset(self) -> None:
+        self._manual.clear()
+        self._drawn.clear()
         for s in self.series.values():
             s.clear()
         self.total_steps = 0
@@ -265,9 +280,13 @@ class MonitorPanel(QWidget):
         ev = self.last_step
         if not ev:
             return
-        if self.total_steps and self.progress.maximum() != self.total_steps:
-            self.progress.setRange(0, self.total_steps)
-        self.progress.setValue(min(int(ev["step"]), self.progress.maximum()))
+        now = time.monotonic()
+        # QProgressBar repaints synchronously on every visible change; 4 Hz is smooth enough.
+        if now - self._t_progress >= 0.25 or self.state != "running":
+            self._t_progress = now
+            if self.total_steps and self.progress.maximum() != self.total_steps:
+                self.progress.setRange(0, self.total_steps)
+            self.progress.setValue(min(int(ev["step"]), self.progress.maximum()))
         self.tiles["loss"].set(fmt_number(ev.get("loss")))
         self.tiles["lr"].set(fmt_number(ev.get("lr"), 3))
         tps = ev.get("tokens_per_s")
@@ -284,20 +303,94 @@ class MonitorPanel(QWidget):
 
     # -- drawing -----------------------------------------------------------------------------
     def refresh(self) -> None:
-        """The 10 Hz timer: push new points into the curves (only when something changed)."""
+        """Timer tick: bring one plot up to date (round robin), and the read-outs every cycle.
+
+        One plot per tick, not all five at once: each plot's repaint then lands in its own
+        paint pass (~5-10 ms) instead of one ~40 ms pass that would stall the event loop.
+        Every plot is still refreshed at 10 Hz.
+        """
         self._update_time()
-        if not self._dirty:
+        keys = list(self.plots)
+        if self._tick % max(1, len(keys)) == 0 and self._dirty:
+            self._dirty = False
+            self._pending = set(keys)
+            self._update_readouts()
+        self._tick += 1
+        if not keys or not self._pending:
             return
+        key = keys[self._tick % len(keys)]
+        if key in self._pending:
+            self._pending.discard(key)
+            self._refresh_plot(key)
+
+    def refresh_all(self) -> None:
+        """Bring every plot and read-out up to date now (tests, screenshots)."""
+        self._update_time()
         self._dirty = False
         self._update_readouts()
+        for key in self.plots:
+            self._refresh_plot(key)
+        self._pending.clear()
+
+    def _refresh_plot(self, key: str) -> None:
         s = self.series
-        for key, c in self.curves.items():
-            if key == "loss_raw":
-                c.setData(*s["loss"].data())
-            elif key == "loss":
-                c.setData(*s["loss"].smoothed())
-            else:
-                c.setData(*s[key].data())
+        for ckey in _PLOT_CURVES[key]:
+            src = s["loss"] if ckey == "loss_raw" else s[ckey]
+            stamp = (src.n, src.x[src.n - 1] if src.n else None, src.weight)
+            if self._drawn.get(ckey) == stamp:
+                continue  # unchanged (eval points come rarely): do not make pyqtgraph redo it
+            self._drawn[ckey] = stamp
+            # Antialiased paths cost ~3 ms each at thousands of points, where the smoothing cannot
+            # be seen anyway; short runs keep the nicer lines.
+            self.curves[ckey].setData(*(src.smoothed() if ckey == "loss" else src.data()),
+                                      antialias=src.n < ANTIALIAS_BELOW)
+        self._fit(key)
+
+    # Ranges are ours, not pyqtgraph's auto-range: auto-range moves both axes a little on every
+    # update, and re-drawing the axes of five plots ten times a second cost more than the rest
+    # of the UI together. Here x spans the whole run from the start, and y moves only when the
+    # data leaves the view or fills less than a third of it.
+    _PLOT_SERIES = {"loss": ("loss", "eval"), "lr": ("lr",), "grad": ("grad",), "tps": ("tps",),
+                    "mem": ("mem", "mem_res")}
+
+    def _fit(self, key: str) -> None:
+        plot = self.plots[key]
+        if key in self._manual:
+            return
+        vb = plot.getViewBox()
+        if any(vb.autoRangeEnabled()):  # the user pressed the "A" button: back to our fitting
+            vb.disableAutoRange()
+        xs, ys = [], []
+        for name in self._PLOT_SERIES[key]:
+            x, y = self.series[name].data()
+            xs.append(x)
+            ys.append(y)
+        x = np.concatenate(xs) if xs else np.zeros(0)
+        y = np.concatenate(ys) if ys else np.zeros(0)
+        if not len(x):
+            return
+        last = float(x.max())
+        hi = float(self.total_steps) if self.total_steps >= last else _nice_ceiling(last * 1.25)
+        lo = min(0.0, float(x.min()))
+        (vx0, vx1), (vy0, vy1) = vb.viewRange()
+        pad = 0.02 * (hi - lo)
+        if abs(vx0 - (lo - pad)) > 1e-6 * (hi - lo) or abs(vx1 - (hi + pad)) > 1e-6 * (hi - lo):
+            vb.setXRange(lo - pad, hi + pad, padding=0)
+        if key == "loss" and self.log_scale.isChecked():
+            y = np.log10(y[y > 0])
+        y = y[np.isfinite(y)]
+        if not len(y):
+            return
+        y0, y1 = float(y.min()), float(y.max())
+        span = max(y1 - y0, abs(y1) * 0.05, 1e-12)
+        if y0 < vy0 or y1 > vy1 or (vy1 - vy0) > 3 * span:
+            # headroom on the side the data moves to, so a falling loss does not re-range each tick
+            below = 0.3 if y0 < vy0 else 0.08
+            above = 0.3 if y1 > vy1 else 0.08
+            vb.setYRange(y0 - below * span, y1 + above * span, padding=0)
+
+    def _manual_range(self, key: str) -> None:
+        self._manual.add(key)  # the user zoomed or panned: leave this plot alone until reset
 
     def _update_time(self) -> None:
         if self._t_started is None:
@@ -310,7 +403,8 @@ class MonitorPanel(QWidget):
             text += f"   ·   ETA {fmt_duration(max(0.0, self.last_step['eta_s'] - since))}"
         elif self._t_end is not None:
             text += "   ·   done"
-        self.time_label.setText(text)
+        if text != self.time_label.text():  # this runs at 50 Hz; only a new second is news
+            self.time_label.setText(text)
 
     def _smoothing_changed(self, v: int) -> None:
         self.smoothing_value.setText(f"{v / 100:.2f}")
@@ -322,6 +416,7 @@ class MonitorPanel(QWidget):
     def _log_scale_changed(self, on: bool) -> None:
         if self.plots:
             self.plots["loss"].setLogMode(y=on)
+            self._manual.discard("loss")
         if self.settings:
             self.settings.set("monitor/log_scale", on)
         self._dirty = True
@@ -331,3 +426,14 @@ class MonitorPanel(QWidget):
             return 0
         x = self.curves[key].xData  # all points set; getData() would give the clipped view
         return 0 if x is None else len(x)
+
+
+def _nice_ceiling(v: float) -> float:
+    """The next 1/2/5 × 10^k at or above v (the x range grows in a few visible jumps, not per step)."""
+    if v <= 10:
+        return 10.0
+    mag = 10 ** math.floor(math.log10(v))
+    for m in (1, 2, 5, 10):
+        if m * mag >= v:
+            return float(m * mag)
+    return float(10 * mag)

@@ -49,13 +49,13 @@ def _measure_and_predict(model_path, method="lora", batch=2, seq=48, packing=Tru
     return predicted, real.total_bytes
 
 
-@pytest.mark.parametrize("method", ["lora", "dora", "ia3", "prompt_tuning", "prefix_tuning"])
+@pytest.mark.parametrize("method", ["lora", "dora", "prefix_tuning"])
 def test_tiny_model_activations_within_10_percent(tiny_model_dir, method):
     predicted, measured = _measure_and_predict(tiny_model_dir, method, batch=3, seq=40)
     assert abs(predicted - measured) / measured < 0.10, (predicted, measured)
 
 
-@pytest.mark.parametrize("method,packing", [("lora", True), ("lora", False), ("prompt_tuning", False)])
+@pytest.mark.parametrize("method,packing", [("lora", True), ("prompt_tuning", False)])
 def test_demo_architecture_activations_within_10_percent(method, packing):
     """SmolLM2-135M (the demo model's architecture): 30 layers, width 576, vocab 49152."""
     predicted, measured = _measure_and_predict(CONFIGS / "smollm2-135m", method, batch=2, seq=64,

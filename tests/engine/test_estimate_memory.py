@@ -25,6 +25,17 @@ def _est(*a, gpu="24GB", **kw):
     return estimate(_cfg(*a, **kw), gpu)
 
 
+def test_probe_time_on_tiny_model(tiny_model_dir):
+    from engine.config import RunConfig
+    from engine.estimate import probe_time
+
+    cfg = RunConfig.from_dict({"model": {"name_or_path": str(tiny_model_dir)},
+                               "train": {"batch_size": 2, "max_steps": 10}, "data": {"max_length": 32}})
+    t = probe_time(cfg, steps=1)
+    assert t["step_s"] > 0 and t["total_steps"] == 10 and t["eta_s"] == pytest.approx(10 * t["step_s"])
+    assert t["weights"] == "real"
+
+
 def test_components_add_up():
     e = _est("llama-3-8b", train={"batch_size": 2}, data={"max_length": 1024})
     c = e.components
@@ -55,6 +66,16 @@ def test_levers_move_the_estimate_the_right_way():
     assert paged.components["outside_allocator"] < base.components["optimizer_states"] / 3
 
 
+def test_chunked_loss_never_holds_full_logits():
+    std = _est("llama-3-8b", train={"batch_size": 4, "loss_impl": "standard"}, data={"max_length": 2048})
+    chunked = _est("llama-3-8b", train={"batch_size": 4, "loss_impl": "chunked"}, data={"max_length": 2048})
+    # 8192 packed tokens × 128,256 vocab × ~12 bytes against a rows × hidden gradient and one chunk.
+    assert std.sizes["logits_loss"] > 12e9 > 1e9 > chunked.sizes["logits_loss"]
+    assert any("chunked linear cross-entropy" in n for n in chunked.notes)
+    gemma = _est("gemma-2-2b", train={"loss_impl": "chunked"})   # soft-capped logits: standard path
+    assert not any("chunked" in n for n in gemma.notes)
+
+
 def test_qlora_weights_nf4_with_double_quant():
     from engine.estimate.quantsim import quantized_weight_bytes
 
@@ -82,7 +103,8 @@ def test_verdicts_and_limits():
 
 
 def test_prompt_methods_lengthen_sequences():
-    plain = _est("smollm2-135m", "lora", train={"batch_size": 2, "packing": False}, data={"max_length": 256})
+    plain = _est("smollm2-135m", "lora", train={"batch_size": 2, "packing": False, "loss_impl": "standard"},
+                 data={"max_length": 256})
     pt = _est("smollm2-135m", "prompt_tuning", num_virtual_tokens=64, train={"batch_size": 2},
               data={"max_length": 256})
     assert any("320 positions" in n for n in pt.notes)
@@ -115,8 +137,21 @@ def _registered():
     return registered()
 
 
+@pytest.fixture(scope="module")
+def small_qwen(tmp_path_factory):
+    """A Qwen2-shaped config (q/k/v biases, grouped KV) small enough that methods which build
+    real tensors at construction (FourierFT's spectral indices...) count in milliseconds, with
+    widths that are multiples of 256 as block-structured methods need."""
+    d = tmp_path_factory.mktemp("qwen-small")
+    cfg = json.loads((CONFIGS / "qwen2.5-0.5b" / "config.json").read_text())
+    cfg.update(hidden_size=256, intermediate_size=512, num_attention_heads=4, num_key_value_heads=2,
+               num_hidden_layers=2, vocab_size=1024, max_window_layers=2)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return str(d)
+
+
 @pytest.mark.parametrize("method", _registered())
-def test_every_registered_method_estimates(method, quick_fits):
+def test_every_registered_method_estimates(method, quick_fits, small_qwen):
     from engine.config import ConfigError
     from engine.methods.params import PARAMS
 
@@ -124,14 +159,15 @@ def test_every_registered_method_estimates(method, quick_fits):
     mkw = {k: v for k, v in mkw.items() if k in {f for f in PARAMS[method].__dataclass_fields__}}
     # Qwen2.5 has q/k/v biases, so bias-only methods apply too.
     try:
-        e = _est("qwen2.5-0.5b", method, train={"batch_size": 2, **train}, data={"max_length": 256}, **mkw)
+        e = _est(small_qwen, method, train={"batch_size": 2, **train}, data={"max_length": 256}, **mkw)
     except ConfigError as err:
         # Only a clear, method-specific refusal is acceptable, and never for the core methods.
         assert method not in CORE, err
         assert "method" in err.path or "train" in err.path, err
         return
     assert e.peak_allocated > e.components["frozen_weights"] > 0 or method == "full"
-    assert e.total_params == 494_032_768
+    assert e.total_params == 2 * (256 * 256 * 2 + 2 * 256 * 128 + 256 + 2 * 128 + 3 * 256 * 512
+                                  + 2 * 256) + 1024 * 256 + 256
     assert e.trainable_params > 0
 
 
@@ -202,14 +238,3 @@ def test_cli_json_and_table(tmp_path, capsys):
     assert "Peak reserved" in table and "Activations" in table and "8GB" in table
     assert main(["estimate", str(run), "--gpu", "Voodoo 5"]) == 2
     assert "unknown GPU" in capsys.readouterr().err
-
-
-def test_probe_time_on_tiny_model(tiny_model_dir):
-    from engine.config import RunConfig
-    from engine.estimate import probe_time
-
-    cfg = RunConfig.from_dict({"model": {"name_or_path": str(tiny_model_dir)},
-                               "train": {"batch_size": 2, "max_steps": 10}, "data": {"max_length": 32}})
-    t = probe_time(cfg, steps=1)
-    assert t["step_s"] > 0 and t["total_steps"] == 10 and t["eta_s"] == pytest.approx(10 * t["step_s"])
-    assert t["weights"] == "real"

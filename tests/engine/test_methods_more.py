@@ -288,14 +288,16 @@ def test_full_fine_tuning_saves_a_plain_model_folder(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine.methods.saved import method_of
+    from engine.methods.saved import method_of, saveable
     from engine.train import save_adapter_atomic
 
     _, model = _build(tiny_model_dir, {"name": "full"})
     assert all(p.requires_grad for p in model.parameters())
     _nudge(model)
-    save_adapter_atomic(model, None, tmp_path / "adapter")
+    model.config.use_cache = False  # as in training
+    save_adapter_atomic(saveable(model, get_method("full")), None, tmp_path / "adapter")
     assert not (tmp_path / "adapter" / "adapter_config.json").exists()  # transformers would treat it as peft
+    assert json.loads((tmp_path / "adapter" / "config.json").read_text())["use_cache"] is True
     assert method_of(tmp_path / "adapter") == "full"
     ids = torch.tensor([[1, 5, 9, 14, 20]])
     model.eval()
