@@ -13,6 +13,7 @@ dataclass the method registry declares for ``lora``. Method parameter classes li
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 import types
@@ -341,6 +342,7 @@ def _type_info(tp) -> tuple[set[type], bool]:
     return {tp}, False
 
 
+@functools.cache  # get_type_hints re-evaluates annotations each call; forms validate on every keystroke
 def _resolved_types(klass) -> dict[str, Any]:
     return typing.get_type_hints(klass)
 
