@@ -103,8 +103,7 @@ def _adalora_schedule(model) -> None:
 
     def hook(optimizer, args, kwargs):
         m = ref()
-        if m is None:
-            handle.remove()
+        if m is None:  # removing the hook here would mutate the hook dict mid-iteration
             return
         if not any(id(p) in ids for g in optimizer.param_groups for p in g["params"]):
             return
@@ -112,6 +111,7 @@ def _adalora_schedule(model) -> None:
         m.base_model.update_and_allocate(state["step"])
 
     handle = register_optimizer_step_post_hook(hook)
+    weakref.finalize(model, handle.remove)  # unhook outside any optimizer step once the model dies
 
 
 _AFTER = {"adalora": _adalora_schedule}
