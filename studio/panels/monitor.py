@@ -254,6 +254,10 @@ class MonitorPanel(QWidget):
             self._dirty = True
         elif kind in ("finished", "stopped", "failed"):
             self._t_end = ev.get("time") or time.time()
+            # The throttled refresh may not have shown the last step yet: flush it now, so a
+            # finished run never shows a bar one step short.
+            self._t_progress = 0.0
+            self._update_readouts()
             if kind == "failed":
                 self.show_failure({"error": ev.get("error", "The run failed."), "hint": ev.get("hint", ""),
                                    "log_tail": ""})
