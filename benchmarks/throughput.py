@@ -97,6 +97,7 @@ class _Timer:
 
     def __init__(self):
         self.t0 = self.t_last = None
+        self.cpu0 = self.cpu_last = None  # process CPU seconds: less sensitive to a busy machine
         self.losses: list[float] = []
 
     def callback(self):
@@ -106,12 +107,12 @@ class _Timer:
 
         class Cb(TrainerCallback):
             def on_train_begin(self, args, state, control, **kw):
-                timer.t0 = time.time()
+                timer.t0, timer.cpu0 = time.time(), time.process_time()
 
             def on_log(self, args, state, control, logs=None, **kw):
                 if logs and "loss" in logs:
                     timer.losses.append(float(logs["loss"]))
-                    timer.t_last = time.time()
+                    timer.t_last, timer.cpu_last = time.time(), time.process_time()
 
         return Cb()
 
@@ -201,13 +202,20 @@ def run_engine(a, model_dir: Path, data: Path) -> dict:
                   "logging_steps": 1},
         "output_dir": str(Path(a.work) / "engine-run"),
     }).with_overrides(a.engine_set)
-    sink = ListSink()
+    class CpuSink(ListSink):
+        """Events are emitted in the training thread: stamp each with the process CPU time."""
+
+        def emit(self, event):
+            super().emit({**event, "cpu": time.process_time()})
+
+    sink = CpuSink()
     res = train(cfg, sinks=[sink])
     if res.status != "finished":
         raise SystemExit(f"engine run {res.status}: {res.error}")
     started, steps = sink.of("started")[0], sink.of("step")
     timer = _Timer()
     timer.t0, timer.t_last = started["time"], steps[-1]["time"]
+    timer.cpu0, timer.cpu_last = started["cpu"], steps[-1]["cpu"]
     timer.losses = [s["loss"] for s in steps if s.get("loss") is not None]
     counts = {"tokens": steps[-1]["tokens"], "trained": steps[-1]["trained_tokens"]}
     logs = [e["message"] for e in sink.of("log")]
@@ -219,7 +227,7 @@ def run_engine(a, model_dir: Path, data: Path) -> dict:
 def _result(a, timer: _Timer, counts: dict, info: dict) -> dict:
     secs = timer.t_last - timer.t0
     tail = timer.losses[-max(1, len(timer.losses) // 4):]
-    return {"arm": a.arm, "train_s": secs, "tokens": counts["tokens"], "trained_tokens": counts["trained"],
+    return {"arm": a.arm, "train_s": secs, "cpu_s": timer.cpu_last - timer.cpu0, "tokens": counts["tokens"], "trained_tokens": counts["trained"],
             "tokens_per_s": counts["tokens"] / secs, "trained_per_s": counts["trained"] / secs,
             "peak_bytes": _peak_memory(a.device),
             "losses": timer.losses, "final_loss": sum(tail) / len(tail), **info}
@@ -272,7 +280,10 @@ def compare(b: dict, e: dict) -> dict:
             "trained_speedup": e["trained_per_s"] / b["trained_per_s"],
             "mem_ratio": e["peak_bytes"] / b["peak_bytes"],
             "loss_diff": (e["final_loss"] - b["final_loss"]) / b["final_loss"],
-            "step_loss_rel_diff_mean": sum(rel) / max(1, n), "same_tokens": b["tokens"] == e["tokens"]}
+            "step_loss_rel_diff_mean": sum(rel) / max(1, n), "same_tokens": b["tokens"] == e["tokens"],
+            # tokens per CPU-second: a cross-check when other processes share the cores
+            "cpu_speedup": (e["tokens"] / e["cpu_s"]) / (b["tokens"] / b["cpu_s"])
+            if b.get("cpu_s") and e.get("cpu_s") else float("nan")}
 
 
 def report(a, b: dict, e: dict, c: dict, lens: list[int]) -> str:
@@ -287,6 +298,8 @@ def report(a, b: dict, e: dict, c: dict, lens: list[int]) -> str:
         f"{'peak memory (GiB)':26}{b['peak_bytes'] / gib:14.2f}{e['peak_bytes'] / gib:14.2f}{c['mem_ratio']:10.2f}",
         f"{'training wall time (s)':26}{b['train_s']:14.1f}{e['train_s']:14.1f}"
         f"{e['train_s'] / b['train_s']:10.2f}",
+        f"{'CPU seconds (process)':26}{b.get('cpu_s', float('nan')):14.1f}{e.get('cpu_s', float('nan')):14.1f}"
+        f"{c['cpu_speedup']:10.2f}  (tokens per CPU-second, ratio)",
         f"{'final loss (last 25%)':26}{b['final_loss']:14.4f}{e['final_loss']:14.4f}{c['loss_diff']:+10.2%}",
         f"{'tokens processed':26}{b['tokens']:14d}{e['tokens']:14d}",
         f"step losses differ by {c['step_loss_rel_diff_mean']:.2%} on average; same tokens: {c['same_tokens']}",
@@ -298,15 +311,15 @@ def report(a, b: dict, e: dict, c: dict, lens: list[int]) -> str:
 def append_row(a, b: dict, e: dict, c: dict, load: tuple[float, float]) -> None:
     cpu, cores = machine()
     header = ("| date | machine | device | model | steps × batch, max_len | baseline tok/s | engine tok/s "
-              "| speed-up | peak mem baseline → engine | mem ratio | final loss baseline / engine | "
-              "load avg (start → end) | engine options |\n" + "|---" * 13 + "|\n")
+              "| speed-up | per CPU-second | peak mem baseline → engine | mem ratio | final loss baseline / engine | "
+              "load avg (start → end) | engine options |\n" + "|---" * 14 + "|\n")
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
     if TABLE_MARK not in text:
         text = text.rstrip("\n") + f"\n\n## Throughput log\n\n{TABLE_MARK}\n\n{header}"
     gib = 2 ** 30
     row = (f"| {dt.date.today().isoformat()} | {cpu}, {cores} | {device_name(a.device, a.threads)} | {a.model} "
            f"| {a.steps} × {a.batch_size}, {a.max_length} | {b['tokens_per_s']:.1f} | {e['tokens_per_s']:.1f} "
-           f"| **{c['speedup']:.2f}×** | {b['peak_bytes'] / gib:.2f} → {e['peak_bytes'] / gib:.2f} GiB "
+           f"| **{c['speedup']:.2f}×** | {c['cpu_speedup']:.2f}× | {b['peak_bytes'] / gib:.2f} → {e['peak_bytes'] / gib:.2f} GiB "
            f"| {c['mem_ratio']:.2f} | {b['final_loss']:.4f} / {e['final_loss']:.4f} ({c['loss_diff']:+.1%}) "
            f"| {load[0]:.1f} → {load[1]:.1f} | {' '.join(a.engine_set) or 'defaults'} |\n")
     if not text.endswith("\n"):
