@@ -45,18 +45,44 @@ def rate_from_events(run_dir: Path) -> float:
     return last["tokens"] / (last["time"] - started["time"])
 
 
-def child_env(home: Path) -> dict:
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped children: both arms wait for theirs
+    return ru.ru_utime + ru.ru_stime
+
+
+def child_env(home: Path, threads: int | None) -> dict:
     # What studio.supervisor.child_env sets, plus a private run index for the benchmark.
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["PEFT_STUDIO_HOME"] = str(home)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     return env
 
 
 def run_headless(run_yaml: Path, run_dir: Path, env: dict) -> float:
     subprocess.run([sys.executable, "-m", "engine", "train", str(run_yaml), "--no-stdin"], cwd=ROOT, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return rate_from_events(run_dir)
+
+
+def run_pipe(run_yaml: Path, run_dir: Path, env: dict) -> float:
+    """Diagnostic arm: the child exactly as the supervisor starts it (stdin and stdout pipes,
+    stderr to engine.log, its own session), read by a plain thread: no Qt at all."""
+    import threading
+
+    with open(run_dir.parent / f"{run_dir.name}.log", "ab") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_yaml)], cwd=ROOT, env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=0,
+                                start_new_session=True)
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True)
+    reader.start()
+    proc.wait()
+    reader.join()
     return rate_from_events(run_dir)
 
 
@@ -119,6 +145,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--repeats", type=int, default=2, help="runs per arm, alternating")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per studio run")
+    p.add_argument("--arms", default="headless,studio", help="also `pipe`: the supervisor's child "
+                   "set-up without Qt (a diagnostic)")
+    p.add_argument("--threads", type=int, default=None, help="OMP threads of the engine (default: inherit)")
     p.add_argument("--work", default=None)
     a = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -135,17 +164,27 @@ def main(argv=None) -> int:
         a.model_dir = a.model
     write_jsonl(work / "train.jsonl", make_records(max(64, a.steps * a.batch_size * 2), seed=0,
                                                    hi=a.max_length))
-    env = child_env(work / "home")
-    rates: dict[str, list[float]] = {"headless": [], "studio": []}
+    env = child_env(work / "home", a.threads)
+    arms = a.arms.split(",")
+    rates: dict[str, list[float]] = {arm: [] for arm in arms}
+    child_cpu: dict[str, list[float]] = {arm: [] for arm in arms}
     t0 = time.time()
     for i in range(a.repeats):
-        for arm in ("headless", "studio") if i % 2 == 0 else ("studio", "headless"):
+        for arm in arms if i % 2 == 0 else arms[::-1]:  # alternate the order against drifts
             yaml_path, run_dir = make_run(work, a, i, arm)
+            cpu, child0 = time.process_time(), _children_cpu()
             r = (run_headless(yaml_path, run_dir, env) if arm == "headless"
+                 else run_pipe(yaml_path, run_dir, env) if arm == "pipe"
                  else run_studio(yaml_path, run_dir, env, a.timeout))
             rates[arm].append(r)
-            print(f"[{arm} {i + 1}/{a.repeats}] {r:.1f} tokens/s", flush=True)
+            child_cpu[arm].append(_children_cpu() - child0)
+            # This process's own CPU time is what watching the run costs beside it; the engine's
+            # CPU time (start-up included) tells extra work in the child from a busy machine.
+            print(f"[{arm} {i + 1}/{a.repeats}] {r:.1f} tokens/s; engine process {child_cpu[arm][-1]:.1f} CPU s, "
+                  f"this process {time.process_time() - cpu:.2f} CPU s", flush=True)
     h, s = statistics.median(rates["headless"]), statistics.median(rates["studio"])
+    print("median tokens/s: " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in rates.items())
+          + "; engine CPU s per run: " + ", ".join(f"{k} {statistics.median(v):.1f}" for k, v in child_cpu.items()))
     print(f"headless median {h:.1f} tokens/s, studio median {s:.1f} tokens/s: ratio {s / h:.3f} "
           f"(target ≥ 0.97); {time.time() - t0:.0f} s in all; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} cores")

@@ -317,9 +317,10 @@ def append_row(a, b: dict, e: dict, c: dict, load: tuple[float, float]) -> None:
     if TABLE_MARK not in text:
         text = text.rstrip("\n") + f"\n\n## Throughput log\n\n{TABLE_MARK}\n\n{header}"
     gib = 2 ** 30
+    cpu = "n/a" if c["cpu_speedup"] != c["cpu_speedup"] else f"{c['cpu_speedup']:.2f}×"  # NaN: not measured
     row = (f"| {dt.date.today().isoformat()} | {cpu}, {cores} | {device_name(a.device, a.threads)} | {a.model} "
            f"| {a.steps} × {a.batch_size}, {a.max_length} | {b['tokens_per_s']:.1f} | {e['tokens_per_s']:.1f} "
-           f"| **{c['speedup']:.2f}×** | {c['cpu_speedup']:.2f}× | {b['peak_bytes'] / gib:.2f} → {e['peak_bytes'] / gib:.2f} GiB "
+           f"| **{c['speedup']:.2f}×** | {cpu} | {b['peak_bytes'] / gib:.2f} → {e['peak_bytes'] / gib:.2f} GiB "
            f"| {c['mem_ratio']:.2f} | {b['final_loss']:.4f} / {e['final_loss']:.4f} ({c['loss_diff']:+.1%}) "
            f"| {load[0]:.1f} → {load[1]:.1f} | {' '.join(a.engine_set) or 'defaults'} |\n")
     if not text.endswith("\n"):
