@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -236,15 +235,9 @@ def _result(a, timer: _Timer, counts: dict, info: dict) -> dict:
 # ---- the parent -----------------------------------------------------------------------------
 
 def machine() -> tuple[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return cpu, f"{os.cpu_count()} cores"
+    from engine.sysinfo import cpu_name
+
+    return cpu_name(), f"{os.cpu_count()} cores"
 
 
 def device_name(device: str, threads: int) -> str:

@@ -225,7 +225,7 @@ def measure_gpu(case: dict, steps: int = 4) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine.estimate.timing import _optimizer
-    from engine.methods import apply_method, effective_quantization
+    from engine.methods import effective_quantization, prepare_for_training
     from engine.models import load_model
 
     cfg = run_cfg(case["model"], case["method"],
@@ -243,12 +243,7 @@ def measure_gpu(case: dict, steps: int = 4) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base_alloc = torch.cuda.memory_allocated()
         model = load_model(cfg.model, quantization=quant or None, device="cuda")
-        model.config.use_cache = False
-        if cfg.train.gradient_checkpointing and not quant:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        model = apply_method(model, cfg)
-        model.train()
+        model = prepare_for_training(model, cfg, quantized=bool(quant))
         opt = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
         B, L = cfg.train.batch_size, cfg.data.max_length
         vocab = model.get_input_embeddings().weight.shape[0]

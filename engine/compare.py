@@ -194,14 +194,9 @@ def machine() -> str:
     import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from engine.sysinfo import cpu_name
+
+    cpu = cpu_name()
     try:
         import psutil
 

@@ -54,56 +54,50 @@ def _report(result) -> None:
     print(result.summary())
 
 
-def cmd_export(args) -> int:
-    from engine.export import (
-        ExportError,
-        export_adapter,
-        export_gguf,
-        export_merged,
-        load_run,
-        normalize_dtype,
-    )
+def _run_job(job) -> int:
+    """Run one export job with a progress bar: a user error prints one line (exit 2)."""
+    from engine.export import ExportError
 
     progress = TqdmProgress()
     try:
+        result = job(progress)
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        progress.close()
+    _report(result)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from engine.export import export_adapter, export_gguf, export_merged, load_run, normalize_dtype
+
+    def job(progress):
         info = load_run(args.run_dir)
         which = args.checkpoint
         if args.gguf:
             out = Path(args.out) if args.out else _default_out(info.run_dir, f"gguf-{args.gguf}", info.is_bare_adapter)
-            result = export_gguf(info, out, args.gguf, which, verify=args.verify, overwrite=args.force,
-                                 progress=progress)
-        elif args.merge:
+            return export_gguf(info, out, args.gguf, which, verify=args.verify, overwrite=args.force,
+                               progress=progress)
+        if args.merge:
             dtype = normalize_dtype(args.dtype)
             out = Path(args.out) if args.out else _default_out(info.run_dir, f"merged-{dtype}", info.is_bare_adapter)
-            result = export_merged(info, out, which, dtype, args.max_shard_size, overwrite=args.force,
-                                   progress=progress)
-        else:
-            out = Path(args.out) if args.out else _default_out(info.run_dir, "adapter", info.is_bare_adapter)
-            result = export_adapter(info, out, which, overwrite=args.force, progress=progress)
-    except ExportError as e:
-        progress.close()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    progress.close()
-    _report(result)
-    return 0
+            return export_merged(info, out, which, dtype, args.max_shard_size, overwrite=args.force,
+                                 progress=progress)
+        out = Path(args.out) if args.out else _default_out(info.run_dir, "adapter", info.is_bare_adapter)
+        return export_adapter(info, out, which, overwrite=args.force, progress=progress)
+
+    return _run_job(job)
 
 
 def cmd_merge_adapters(args) -> int:
-    from engine.export import ExportError, merge_adapters
+    from engine.export import merge_adapters
 
-    progress = TqdmProgress()
-    try:
-        result = merge_adapters(args.adapters, args.weights or ",".join(["1"] * len(args.adapters)), args.out,
-                                method=args.method, density=args.density, base=args.base, svd_rank=args.svd_rank,
-                                seed=args.seed, overwrite=args.force, progress=progress)
-    except ExportError as e:
-        progress.close()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    progress.close()
-    _report(result)
-    return 0
+    return _run_job(lambda progress: merge_adapters(
+        args.adapters, args.weights or ",".join(["1"] * len(args.adapters)), args.out, method=args.method,
+        density=args.density, base=args.base, svd_rank=args.svd_rank, seed=args.seed, overwrite=args.force,
+        progress=progress))
 
 
 def cmd_chat(args) -> int:

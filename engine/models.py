@@ -9,7 +9,6 @@ says what was looked for and what to do.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -341,8 +340,3 @@ def inspect_model(name_or_path: str, trust_remote_code: bool = False, offline: b
         "num_layers": getattr(cfg, "num_hidden_layers", None),
         "vocab_size": getattr(cfg, "vocab_size", None),
     }
-
-
-def read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)

@@ -150,12 +150,10 @@ def _make_callback(reporter, stop: StopFlag, counters: dict, info: dict):
         def on_train_begin(self, args, state, control, **kw):
             counters["t0"] = time.time()
             counters["start_step"] = state.global_step
-            counters["tokens_at_start"] = counters["tokens"]
             info["total_steps"] = state.max_steps
             reporter.emit("started", resumed_from_step=state.global_step, **info)
 
         def on_step_end(self, args, state, control, **kw):
-            counters["last_step_time"] = time.time()
             if _stop_requested_anywhere(stop):
                 control.should_training_stop = True
                 # A full checkpoint as well as the adapter: Resume then continues exactly here.
@@ -170,12 +168,11 @@ def _make_callback(reporter, stop: StopFlag, counters: dict, info: dict):
             elapsed = now - counters["t0"]
             rate = done / elapsed if elapsed > 0 and done > 0 else None
             remaining = max(0, state.max_steps - state.global_step)
-            tok_elapsed = counters["tokens"] - counters["tokens_at_start"]
             alloc, reserved = _memory()
             reporter.emit(
                 "step", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch,
                 loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
-                tokens_per_s=(tok_elapsed / elapsed) if elapsed > 0 else None,
+                tokens_per_s=(counters["tokens"] / elapsed) if elapsed > 0 else None,
                 trained_tokens=counters["trained"], tokens=counters["tokens"],
                 mem_allocated=alloc, mem_reserved=reserved, elapsed_s=elapsed,
                 eta_s=(remaining / rate) if rate else None)
@@ -354,14 +351,10 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     reporter.log(f"Loading weights ({quant or 'full precision'}) on {device}")
     model = load_model(cfg.model, quantization=quant or None, device=device)
-    model.config.use_cache = False  # the KV cache is useless in training and costs memory
     total_params = count_parameters(model)
-    if cfg.train.gradient_checkpointing and not quant:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    from engine.methods import apply_method
+    from engine.methods import prepare_for_training
 
-    model = apply_method(model, cfg, tokenizer_path=src.path)
+    model = prepare_for_training(model, cfg, quantized=bool(quant), tokenizer_path=src.path)
     from engine import speed
 
     speed.configure(model, cfg, packing, quantized=bool(quant), log=reporter.log)  # attention, dtypes
@@ -370,7 +363,8 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
                  f"({100 * trainable / max(total_params, 1):.3f}%)")
 
     args = _training_args(cfg, run_dir, has_eval=bool(data.eval), packing=packing)
-    counters = {"tokens": 0, "trained": 0, "t0": time.time(), "start_step": 0, "tokens_at_start": 0}
+    # Tokens are counted from this process's first step (so a resumed run reports its own speed).
+    counters = {"tokens": 0, "trained": 0, "t0": time.time(), "start_step": 0}
     info = {"config": cfg.to_dict(), "total_params": total_params, "trainable_params": trainable,
             "device": device, "run_dir": str(run_dir), "method": spec.name, "quantization": quant,
             "train_examples": len(data.train), "eval_examples": len(data.eval),

@@ -57,7 +57,7 @@ def _build(cfg, device: str):
     from transformers import AutoModelForCausalLM
 
     from engine.estimate.arch import load_arch
-    from engine.methods import apply_method, effective_quantization
+    from engine.methods import effective_quantization, prepare_for_training
     from engine.models import _has_weights, load_model, resolve_dtype, resolve_source
 
     quant = effective_quantization(cfg)
@@ -77,13 +77,7 @@ def _build(cfg, device: str):
         arch = load_arch(cfg.model)
         model = AutoModelForCausalLM.from_config(arch.hf_config, dtype=resolve_dtype(cfg.model.dtype, device))
         model.to(device)
-    model.config.use_cache = False
-    if cfg.train.gradient_checkpointing and not quant:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model = apply_method(model, cfg)
-    model.train()
-    return model, weights
+    return prepare_for_training(model, cfg, quantized=bool(quant)), weights
 
 
 def _optimizer(cfg, params):

@@ -144,6 +144,20 @@ def apply_method(model, cfg, tokenizer_path: str | None = None):
     return spec.build(model, cfg, ctx)
 
 
+def prepare_for_training(model, cfg, quantized: bool, tokenizer_path: str | None = None):
+    """The one sequence that readies a loaded base for training: no KV cache, gradient
+    checkpointing (peft's k-bit preparation does its own for quantized bases), the method,
+    train mode. Shared by the trainer, the time probe and the VRAM harness so they measure
+    what training really runs."""
+    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    if cfg.train.gradient_checkpointing and not quantized:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = apply_method(model, cfg, tokenizer_path=tokenizer_path)
+    model.train()
+    return model
+
+
 def preflight(cfg) -> BuildContext:
     """Everything that can be checked from config files alone, before weights load."""
     import torch
