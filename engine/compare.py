@@ -1,9 +1,11 @@
 """`peft-studio compare-methods run.yaml --methods lora,ia3,...`: the same data, seed and step
 budget for each method, one table.
 
-Each method trains in its own child process (`python -m engine train`, the path the studio
-uses), so that its peak memory is its own: on the CPU the child's peak RSS comes from the
-kernel (wait4's ru_maxrss); on a GPU, the largest `mem_reserved` its step events reported.
+Each method trains in its own child process (`engine train`, the path the studio uses, run
+through this module's ``child`` so that the child can measure itself), so that its peak memory
+is its own: on a GPU, ``torch.cuda.max_memory_allocated()`` in the child, its peak statistics
+reset before the method trains (``reset_peak_memory`` / ``peak_memory``); on the CPU, the child's
+peak RSS from the kernel (wait4's ru_maxrss). The table's header says which it is.
 Tokens/s, losses and the trainable count come from the run's events.jsonl. Where the data is
 the bundled demo set, the parent then loads each adapter onto the base and scores held-out
 answers with the demo's persona metric.
@@ -11,6 +13,7 @@ answers with the demo's persona metric.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -43,6 +46,7 @@ class Row:
     total: int | None = None
     adapter_bytes: int | None = None
     peak_bytes: int | None = None
+    peak_kind: str | None = None   # the device whose peak peak_bytes is: "cuda" or "cpu" (PEAKS)
     tokens_per_s: float | None = None
     train_loss: float | None = None
     eval_loss: float | None = None
@@ -105,23 +109,87 @@ def _parse_lrs(items: list[str]) -> dict[str, float]:
     return out
 
 
-def train_child(cfg, log_path: Path) -> tuple[int, int | None, float]:
-    """Train in a child process; returns (exit code, peak RSS in bytes, seconds)."""
+# What "peak memory" is on each device: (column header, cell suffix in a mixed table, footnote).
+PEAKS = {
+    "cuda": ("peak GPU memory (max allocated)", "GPU",
+             "`torch.cuda.max_memory_allocated()` of the method's training process, its peak statistics reset "
+             "before the method trains: the most its tensors took at once (the caching allocator reserves more)"),
+    "cpu": ("peak RSS (CPU)", "RSS",
+            "peak resident set size of the method's training process (the kernel's ru_maxrss): weights, "
+            "activations, optimizer state and the Python/torch runtime"),
+}
+
+
+def reset_peak_memory(device: str) -> None:
+    """Start ``device``'s peak statistic afresh (on CUDA, ``torch.cuda.reset_peak_memory_stats()``;
+    on the CPU the peak RSS is the process's own and cannot be reset, hence a process per method)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory(device: str) -> int | None:
+    """This process's peak memory on ``device``, in bytes: CUDA's ``max_memory_allocated()`` since
+    ``reset_peak_memory`` (what tensors used, not what the allocator reserved), or on the CPU the
+    peak RSS since the process started."""
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    try:
+        import resource
+    except ImportError:  # Unix only
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def child(argv: list[str]) -> int:
+    """``python -m engine.compare PEAK_JSON ARGS…``: ``python -m engine ARGS…`` (the engine CLI,
+    here ``train``) in this process, then ``{"device", "peak_bytes"}`` written to PEAK_JSON."""
+    peak_file, argv = Path(argv[0]), argv[1:]
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reset_peak_memory(device)
+    from engine.cli import main
+
+    try:
+        return main(argv)
+    finally:
+        peak_file.write_text(json.dumps({"device": device, "peak_bytes": peak_memory(device)}), encoding="utf-8")
+
+
+def train_child(cfg, log_path: Path) -> tuple[int, dict, float]:
+    """Train in a child process; returns (exit code, its peak memory, seconds). The peak is
+    ``{"device", "peak_bytes"}``: the child's own CUDA measurement on a GPU, else its peak RSS
+    from wait4."""
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_file = run_dir / "compare-run.yaml"
+    peak_file = run_dir / "compare-peak.json"
+    peak_file.unlink(missing_ok=True)
     cfg.save(run_file)
     t0 = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_file), "--format", "json",
-                                 "--no-stdin"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-m", "engine.compare", str(peak_file), "train", str(run_file),
+                                 "--format", "json", "--no-stdin"],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         # wait4 (not Popen.wait) returns the resource usage of exactly this child.
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss * 1024, time.time() - t0  # ru_maxrss is in KiB on Linux
+    seconds = time.time() - t0
+    try:
+        peak = json.loads(peak_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # the child died before it could write it
+        peak = {"device": None, "peak_bytes": None}
+    if peak["device"] != "cuda":
+        peak = {"device": peak["device"] or "cpu", "peak_bytes": usage.ru_maxrss * 1024}  # KiB on Linux
+    return proc.returncode, peak, seconds
 
 
-def summarize(row: Row, run_dir: Path, peak_rss: int | None) -> Row:
+def summarize(row: Row, run_dir: Path, peak: dict | None) -> Row:
+    """Fill ``row`` from the run's events and the child's peak memory (``train_child``)."""
     from engine.events import read_events
 
     events = read_events(run_dir / "events.jsonl")
@@ -139,11 +207,8 @@ def summarize(row: Row, run_dir: Path, peak_rss: int | None) -> Row:
         last = steps[-3:]  # one batch's loss is noisy; the mean of the last three steps is steadier
         row.train_loss = sum(e["loss"] for e in last) / len(last)
         row.tokens_per_s = steps[-1].get("tokens_per_s")  # the run's average so far, at its end
-        if row.extra.get("device") == "cuda":
-            reserved = [e.get("mem_reserved") or 0 for e in steps]
-            row.peak_bytes = max(reserved) or None
-    if row.extra.get("device") != "cuda":
-        row.peak_bytes = peak_rss
+    if peak:
+        row.peak_bytes, row.peak_kind = peak.get("peak_bytes"), peak.get("device")
     adapter = run_dir / "adapter"
     if adapter.exists():
         row.adapter_bytes = sum(f.stat().st_size for f in adapter.glob("*.safetensors"))
@@ -230,8 +295,23 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
     return "—" if x is None else format(x, fmt)
 
 
+def _peak_kinds(rows: list[Row]) -> set[str]:
+    return {r.peak_kind for r in rows if r.peak_kind in PEAKS and r.peak_bytes is not None}
+
+
+def peak_header(rows: list[Row]) -> str:
+    kinds = _peak_kinds(rows)
+    return PEAKS[kinds.pop()][0] if len(kinds) == 1 else "peak memory"
+
+
+def _peak_cell(r: Row, mixed: bool) -> str:
+    cell = _bytes(r.peak_bytes)
+    return f"{cell} ({PEAKS[r.peak_kind][1]})" if mixed and r.peak_kind in PEAKS and r.peak_bytes else cell
+
+
 def table(rows: list[Row], base_score: float | None, scored: bool) -> str:
-    head = ["method", "lr", "trainable params", "adapter size", "peak memory", "tokens/s", "train loss",
+    mixed = len(_peak_kinds(rows)) > 1
+    head = ["method", "lr", "trainable params", "adapter size", peak_header(rows), "tokens/s", "train loss",
             "eval loss"] + (["persona score"] if scored else []) + ["time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if scored and base_score is not None:
@@ -241,7 +321,7 @@ def table(rows: list[Row], base_score: float | None, scored: bool) -> str:
             cells = [r.method, f"{r.lr:g}", f"{r.status}: {r.error[:80]}"] + [""] * (len(head) - 3)
         else:
             pct = f" ({100 * r.trainable / r.total:.2f}%)" if r.trainable and r.total else ""
-            cells = [r.method, f"{r.lr:g}", _num(r.trainable) + pct, _bytes(r.adapter_bytes), _bytes(r.peak_bytes),
+            cells = [r.method, f"{r.lr:g}", _num(r.trainable) + pct, _bytes(r.adapter_bytes), _peak_cell(r, mixed),
                      _f(r.tokens_per_s, ".0f"), _f(r.train_loss), _f(r.eval_loss)]
             cells += [_f(r.score, ".2f")] if scored else []
             cells += [f"{r.seconds:.0f} s" if r.seconds else "—"]
@@ -250,8 +330,8 @@ def table(rows: list[Row], base_score: float | None, scored: bool) -> str:
 
 
 def report(rows, base_score, scored, base_cfg, steps_note: str, command: str) -> str:
-    peak = "peak RSS of the training process" if all(r.extra.get("device") != "cuda" for r in rows) \
-        else "peak CUDA memory reserved at step ends"
+    kinds = _peak_kinds(rows) or {"cpu"}
+    peak = "; ".join(f"{PEAKS[k][0]}: {PEAKS[k][2]}" if len(kinds) > 1 else PEAKS[k][2] for k in sorted(kinds))
     t = base_cfg.train
     parts = [
         f"Model `{base_cfg.model.name_or_path}`, data `{base_cfg.data.path}` (max_length {base_cfg.data.max_length}, "
@@ -332,3 +412,7 @@ def run(args) -> int:
         update_doc(Path(args.doc), body)
         log(f"updated {args.doc}")
     return 0 if all(r.status == "finished" for r in rows.values()) else 1
+
+
+if __name__ == "__main__":  # the child that trains one method (train_child)
+    sys.exit(child(sys.argv[1:]))

@@ -68,8 +68,32 @@ def _losses(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _how_to_load(kind: str, folder_name: str, base: str, gguf_file: str | None = None) -> str:
+def _how_to_load(kind: str, folder_name: str, base: str, gguf_file: str | None = None,
+                 method: str | None = None) -> str:
     base_ref = DEMO_HUB_ID if base == "demo" else base
+    if kind == "adapter" and method == "full":
+        kind = "merged"  # a full fine-tune's export is a complete model
+    elif kind == "adapter" and method in ("bitfit", "selective"):
+        return f"""```python
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("{base_ref}")
+# adapter_model.safetensors holds only the tensors that trained, named as in the base model.
+missing, unexpected = model.load_state_dict(load_file("{folder_name}/adapter_model.safetensors"), strict=False)
+assert not unexpected
+tokenizer = AutoTokenizer.from_pretrained("{folder_name}")
+```"""
+    elif kind == "adapter" and method == "bottleneck":
+        return f"""```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from engine.methods.saved import load_trained   # pip install peft-studio
+
+model = load_trained(AutoModelForCausalLM.from_pretrained("{base_ref}"), "{folder_name}")
+tokenizer = AutoTokenizer.from_pretrained("{folder_name}")
+```
+Bottleneck adapters are new modules (PEFT Studio's own; peft has no such tuner), so the loader
+that attaches them is needed."""
     if kind in ("adapter", "weighted"):
         return f"""```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -103,14 +127,17 @@ def render_run_card(info, kind: str = "adapter", folder_name: str = ".", adapter
     spec = info.method
     details = details or {}
     base = cfg.model.name_or_path
-    title = {"adapter": f"{spec.title} adapter", "merged": f"Merged model ({spec.title})",
+    title = {"adapter": "Fine-tuned model (every weight)" if spec.saves_full_model else f"{spec.title} adapter", "merged": f"Merged model ({spec.title})",
              "gguf": f"GGUF model ({spec.title}, {details.get('gguf_type', '')})"}[kind]
     parts = [_front_matter(base, kind, [spec.name, kind]),
              f"# {info.name}: {title}\n",
              f"Fine-tuned with PEFT Studio from **{base_model_label(base)}**"
              + (f" (loaded {cfg.model.quantization or spec.needs_quantization}-quantized for training)"
                 if (cfg.model.quantization or spec.needs_quantization) else "") + ".\n"]
-    if kind != "adapter":
+    if kind != "adapter" and spec.saves_full_model:
+        parts.append(f"Every weight was fine-tuned; this is checkpoint `{adapter_label}`"
+                     + (f" in {details['dtype']}" if details.get("dtype") else "") + ".\n")
+    elif kind != "adapter":
         parts.append(f"Adapter `{adapter_label}` merged into the full-precision base weights"
                      + (f" in {details['dtype']}" if details.get("dtype") else "") + ".\n")
     if kind == "gguf" and details.get("max_abs_logit_diff") is not None:
@@ -129,7 +156,7 @@ def render_run_card(info, kind: str = "adapter", folder_name: str = ".", adapter
                                                        "max_examples")]) + "\n")
         parts.append("## Training hyperparameters\n\n" + _table(_dc_rows(cfg.train, skip=("resume_from",))) + "\n")
         parts.append("## Results\n\n" + _losses(info.metrics) + "\n")
-    parts.append("## How to load it\n\n" + _how_to_load(kind, folder_name, base, details.get("gguf_file")) + "\n")
+    parts.append("## How to load it\n\n" + _how_to_load(kind, folder_name, base, details.get("gguf_file"), spec.name) + "\n")
     if kind == "adapter" and spec.needs_quantization:
         parts.append("The adapter was trained on a 4-bit NF4 base. Loading the base in full precision (as "
                      "above) gives the best quality; to reproduce the training conditions exactly, load it "

@@ -319,7 +319,8 @@ def inspect_model(name_or_path: str, trust_remote_code: bool = False, offline: b
         has_template = bool(getattr(tok, "chat_template", None))
     except ModelError:
         pass
-    from engine.methods.targets import default_targets
+    from engine.methods import unavailable_methods
+    from engine.methods.targets import default_targets, target_candidates
 
     linear = linear_module_names(model)
     dtype = getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None)
@@ -335,6 +336,8 @@ def inspect_model(name_or_path: str, trust_remote_code: bool = False, offline: b
         "has_chat_template": has_template,
         "linear_module_names": linear,
         "default_targets": default_targets(cfg.model_type, linear),
+        "target_candidates": target_candidates(model),
+        "unavailable_methods": unavailable_methods(model),
         "has_weights": src.kind == "gguf" or _has_weights(Path(src.path)),
         "hidden_size": getattr(cfg, "hidden_size", None),
         "num_layers": getattr(cfg, "num_hidden_layers", None),

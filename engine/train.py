@@ -228,6 +228,33 @@ def _make_trainer_class():
                 self.counters["trained"] += int((labels != -100).sum())
             return super().training_step(model, inputs, *args, **kwargs)
 
+        # Methods that save themselves (BitFit, selective, bottleneck, full) checkpoint in their own
+        # format: a BitFit checkpoint of a 7B model is its biases (megabytes), not the 14 GB model
+        # the Trainer would write, and export/playground read checkpoints like final adapters.
+        method_spec = None
+
+        def _save(self, output_dir=None, state_dict=None):
+            spec = self.method_spec
+            if spec is None or spec.save is None:
+                return super()._save(output_dir, state_dict)
+            if not self.args.should_save:
+                return None
+            out = Path(output_dir or self.args.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            spec.save(self.accelerator.unwrap_model(self.model), out)
+            return None
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            from engine.methods import saved
+
+            d = Path(resume_from_checkpoint)
+            meta = saved.read_meta(d) if (d / saved.ADAPTER_CONFIG).exists() else {}
+            if saved.STUDIO_KEY not in meta:
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            target = self.accelerator.unwrap_model(model if model is not None else self.model)
+            saved.restore_tensors(target, saved.read_tensors(d), d)
+            return None
+
     return StudioTrainer
 
 
@@ -371,14 +398,18 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
             "data_format": data.format, "pid": os.getpid()}
     trainer_cls = _make_trainer_class()
     trainer_cls.counters = counters
+    trainer_cls.method_spec = spec
     optimizers = (None, None)
     if cfg.train.loraplus_lr_ratio > 0:
         optimizers = (_loraplus_optimizer(model, cfg), None)
+    from engine.methods.peft_auto import trainer_callbacks  # AdaLoRA's schedule follows the global step
+
     trainer = trainer_cls(
         model=model, args=args, train_dataset=_ListDataset(data.train),
         eval_dataset=_ListDataset(data.eval) if data.eval else None,
         data_collator=make_collator(tokenizer, packing=packing, max_length=cfg.data.max_length),
-        callbacks=[_make_callback(reporter, stop, counters, info)], optimizers=optimizers,
+        callbacks=[_make_callback(reporter, stop, counters, info), *trainer_callbacks(model, checkpoint)],
+        optimizers=optimizers,
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 

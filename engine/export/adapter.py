@@ -5,14 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.export.atomic import ExportError, atomic_dir
-from engine.export.loading import copy_tokenizer_files, load_tokenizer_for, read_adapter_config
+from engine.export.loading import copy_tokenizer_files, load_tokenizer_for, saved_config
 from engine.export.result import ExportResult, Progress, no_progress
 from engine.export.runinfo import RunInfo, load_run
+
+# What a full fine-tune's checkpoint holds besides the model: the trainer's state, not for shipping.
+_TRAINER_FILES = ("trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt")
+
+
+def _copy_model_folder(src: Path, dst: Path) -> None:
+    """A full fine-tune's export is its whole model: weights, configs and tokenizer files."""
+    import shutil
+
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.name not in _TRAINER_FILES and not f.name.startswith("rng_state"):
+            shutil.copy2(f, dst / f.name)
 
 
 def _copy_adapter_weights(src: Path, dst: Path) -> None:
     import shutil
 
+    from engine.methods.saved import is_model_folder
+
+    if not (src / "adapter_config.json").exists() and is_model_folder(src):
+        _copy_model_folder(src, dst)
+        return
     shutil.copy2(src / "adapter_config.json", dst / "adapter_config.json")
     st = src / "adapter_model.safetensors"
     if st.exists():
@@ -58,7 +75,7 @@ def export_adapter(run: str | Path | RunInfo, out: str | Path, which: str | None
         note = write_adapter_folder(info, src, tmp)
         progress("Exporting the adapter", 1, 2)
         label = which or "final"
-        card = render_run_card(info, "adapter", out.name, label, {"adapter_config": read_adapter_config(src)})
+        card = render_run_card(info, "adapter", out.name, label, {"adapter_config": saved_config(src)})
         (tmp / "README.md").write_text(card, encoding="utf-8")
     progress("Exporting the adapter", 2, 2)
     return ExportResult("adapter", out.absolute(), note=note, details={"source": str(src)})

@@ -87,3 +87,10 @@ def read_adapter_config(adapter_dir: Path) -> dict:
         return json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ExportError(f"{adapter_dir}: cannot read adapter_config.json ({e}).") from None
+
+
+def saved_config(saved_dir: Path) -> dict:
+    """The adapter's config (for the model card); a full fine-tune's folder has none: {}."""
+    if not (Path(saved_dir) / "adapter_config.json").exists():
+        return {}
+    return read_adapter_config(saved_dir)

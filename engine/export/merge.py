@@ -18,7 +18,7 @@ from engine.export.loading import (
     load_base,
     load_tokenizer_for,
     normalize_dtype,
-    read_adapter_config,
+    saved_config,
 )
 from engine.export.result import ExportResult, Progress, no_progress
 from engine.export.runinfo import RunInfo, load_run
@@ -32,30 +32,47 @@ def cannot_merge_message(info: RunInfo) -> str:
     return f"{spec.title} cannot be merged into the base model: {reason}."
 
 
+def _saved_spec(info: RunInfo, src: Path):
+    """The method that wrote ``src`` (a bare folder may differ from run.yaml's: qlora saves lora)."""
+    from engine.methods import get_method
+    from engine.methods.saved import method_of
+
+    return get_method(method_of(src) or info.config.method.name)
+
+
 def merged_model(info: RunInfo, which: str | None = None, dtype: str = "auto",
                  progress: Progress = no_progress, device: str = "cpu"):
     """(merged transformers model, tokenizer, adapter path, dtype name) in memory."""
-    from peft import PeftModel
-
+    from engine.config import ConfigError
     from engine.export.loading import native_dtype
+    from engine.methods.saved import load_trained, merge_trained
 
-    spec = info.method
-    if not spec.can_merge:
+    if not info.gives_full_model:
         raise ExportError(cannot_merge_message(info))
     src = info.adapter(which)
+    spec = _saved_spec(info, src)
     dtype = normalize_dtype(dtype)
     if dtype == "auto":
         dtype = native_dtype(info)
-    progress(f"Loading the base model ({dtype})", None, None)
-    base = load_base(info, dtype, quantized=False, device=device)
-    progress("Applying the adapter", None, None)
-    try:
-        model = PeftModel.from_pretrained(base, str(src))
-    except (ValueError, RuntimeError, KeyError) as e:
-        raise ExportError(f"The adapter in {src} does not fit the base model "
-                          f"{info.config.model.name_or_path}: {e}") from None
-    progress("Merging the adapter into the weights", None, None)
-    merged = model.merge_and_unload()
+    if spec.saves_full_model:
+        from engine.methods.full import load_folder
+
+        progress(f"Loading the fine-tuned model ({dtype})", None, None)
+        merged = load_folder(src, dtype, device)
+    else:
+        progress(f"Loading the base model ({dtype})", None, None)
+        base = load_base(info, dtype, quantized=False, device=device)
+        progress("Applying the adapter", None, None)
+        try:
+            model = load_trained(base, src)
+        except ConfigError as e:
+            raise ExportError(f"The adapter in {src} does not fit the base model "
+                              f"{info.config.model.name_or_path}: {e}") from None
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise ExportError(f"The adapter in {src} does not fit the base model "
+                              f"{info.config.model.name_or_path}: {e}") from None
+        progress("Merging the adapter into the weights", None, None)
+        merged = merge_trained(model, spec.name)
     # The merged folder is an ordinary model: no quantization marker, KV cache back on.
     if hasattr(merged.config, "quantization_config"):
         del merged.config.quantization_config
@@ -87,7 +104,7 @@ def export_merged(run: str | Path | RunInfo, out: str | Path, which: str | None 
     from engine.modelcard import render_run_card
 
     info = run if isinstance(run, RunInfo) else load_run(run)
-    if not info.method.can_merge:
+    if not info.gives_full_model:
         res = export_adapter(info, out, which, overwrite, progress)
         res.note = cannot_merge_message(info) + " Exported the adapter only."
         return res
@@ -103,7 +120,7 @@ def export_merged(run: str | Path | RunInfo, out: str | Path, which: str | None 
             merged.generation_config.save_pretrained(tmp)
         (tmp / "README.md").write_text(
             render_run_card(info, "merged", out.name, which or "final",
-                            {"dtype": dtype, "adapter_config": read_adapter_config(src)}), encoding="utf-8")
+                            {"dtype": dtype, "adapter_config": saved_config(src)}), encoding="utf-8")
         shards = sorted(p.name for p in tmp.glob("*.safetensors"))
     return ExportResult("merged", out.absolute(), details={"dtype": dtype, "shards": shards, "source": str(src)})
 
@@ -125,7 +142,7 @@ def export_gguf(run: str | Path | RunInfo, out: str | Path, qtype: str = "q8_0",
     qtype = qtype.lower()
     if qtype not in GGUF_TYPES:
         raise ExportError(f"GGUF type {qtype!r} is not supported; choose one of {', '.join(GGUF_TYPES)}.")
-    if not info.method.can_merge:
+    if not info.gives_full_model:
         raise ExportError(cannot_merge_message(info) + " A GGUF file needs merged weights; export the adapter "
                           "instead.")
     # Fail on an unsupported architecture before loading any weights.
@@ -147,6 +164,6 @@ def export_gguf(run: str | Path | RunInfo, out: str | Path, qtype: str = "q8_0",
             details["max_abs_logit_diff"] = gguf_logits_check(merged, tmp / fname, ids)
         details["source"] = str(src)
         card = render_run_card(info, "gguf", out.name, which or "final",
-                               {**details, "adapter_config": read_adapter_config(src)})
+                               {**details, "adapter_config": saved_config(src)})
         (tmp / "README.md").write_text(card, encoding="utf-8")
     return ExportResult("gguf", out.absolute(), details=details)

@@ -1,9 +1,10 @@
 """What an export or the playground needs to know about a run directory.
 
 A run directory (written by engine.train) holds ``run.yaml``, ``events.jsonl``, the final
-``adapter/`` and ``checkpoints/checkpoint-N/``. A bare peft adapter folder is accepted too
-(``adapter_config.json`` only): its base model and method are read from the adapter config, so
-``peft-studio export some/adapter --merge`` works on adapters trained elsewhere.
+``adapter/`` and ``checkpoints/checkpoint-N/``. A bare adapter folder is accepted too
+(``adapter_config.json`` only, peft's or ours): its base model and method are read from the
+adapter config, so ``peft-studio export some/adapter --merge`` works on adapters trained
+elsewhere. A full fine-tune saves a complete model folder where the others save an adapter.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import RunConfig
+from engine.config import ConfigError, RunConfig
 from engine.export.atomic import ExportError
 
 RUN_FILE = "run.yaml"
@@ -21,12 +22,6 @@ EVENTS_FILE = "events.jsonl"
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
 ADAPTER_CONFIG = "adapter_config.json"
-
-# peft_type (+ use_dora) → our method name; qlora is indistinguishable from lora in the adapter,
-# which is fine: both merge the same way (into a full-precision base).
-_PEFT_TYPES = {"LORA": "lora", "IA3": "ia3", "PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning",
-               "PREFIX_TUNING": "prefix_tuning"}
-
 
 @dataclass
 class RunInfo:
@@ -43,6 +38,12 @@ class RunInfo:
         from engine.methods import get_method
 
         return get_method(self.config.method.name)
+
+    @property
+    def gives_full_model(self) -> bool:
+        """Whether a merged model / GGUF can be made: the adapter folds into the weights, or the
+        run is a full fine-tune that already is a whole model."""
+        return self.method.can_merge or self.method.saves_full_model
 
     @property
     def name(self) -> str:
@@ -87,7 +88,10 @@ def _step(p: Path) -> int:
 
 
 def _has_adapter(p: Path) -> bool:
-    return (p / ADAPTER_CONFIG).exists()
+    """An adapter folder, or the complete model folder a full fine-tune saves instead."""
+    from engine.methods.saved import is_model_folder
+
+    return (p / ADAPTER_CONFIG).exists() or is_model_folder(p)
 
 
 def _metrics_from_events(run_dir: Path) -> tuple[dict, str | None]:
@@ -120,24 +124,38 @@ def _metrics_from_events(run_dir: Path) -> tuple[dict, str | None]:
 
 
 def config_from_adapter(adapter_dir: Path) -> RunConfig:
-    """A RunConfig describing a bare peft adapter folder (base model and method from its config)."""
+    """A RunConfig describing a bare adapter folder (base model and method from its config), or
+    a bare full fine-tune's model folder (which is its own base)."""
+    from engine.methods.saved import STUDIO_KEY, is_model_folder, method_of
+
+    if not (adapter_dir / ADAPTER_CONFIG).exists() and is_model_folder(adapter_dir):
+        return RunConfig.from_dict({"model": {"name_or_path": str(adapter_dir)}, "method": {"name": "full"},
+                                    "output_dir": str(adapter_dir)})
     try:
         ac = json.loads((adapter_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        method = method_of(adapter_dir)
     except (OSError, json.JSONDecodeError) as e:
         raise ExportError(f"{adapter_dir / ADAPTER_CONFIG} cannot be read: {e}") from None
-    peft_type = str(ac.get("peft_type", "")).upper()
-    method = _PEFT_TYPES.get(peft_type)
     if method is None:
-        raise ExportError(f"{adapter_dir}: adapter type {peft_type or '?'} is not supported here "
-                          f"(supported: {', '.join(sorted(_PEFT_TYPES))}).")
-    if method == "lora" and ac.get("use_dora"):
-        method = "dora"
+        kind = ac.get("peft_type") or ac.get(STUDIO_KEY) or "?"
+        raise ExportError(f"{adapter_dir}: adapter type {kind} is not one PEFT Studio knows; it was written by "
+                          "a newer peft or another tool.")
     base = ac.get("base_model_name_or_path")
     if not base:
         raise ExportError(f"{adapter_dir / ADAPTER_CONFIG} does not name its base model "
                           "(base_model_name_or_path); pass the base explicitly.")
-    return RunConfig.from_dict({"model": {"name_or_path": base}, "method": {"name": method},
-                                "output_dir": str(adapter_dir)})
+    method_fields = {"name": method}
+    if STUDIO_KEY in ac:  # our own formats keep the method's parameters: the model card shows them
+        from engine.methods.params import PARAMS
+
+        known = set(PARAMS[method].__dataclass_fields__)
+        method_fields.update({k: v for k, v in (ac.get("params") or {}).items() if k in known})
+    try:
+        return RunConfig.from_dict({"model": {"name_or_path": base}, "method": method_fields,
+                                    "output_dir": str(adapter_dir)})
+    except ConfigError:
+        return RunConfig.from_dict({"model": {"name_or_path": base}, "method": {"name": method},
+                                    "output_dir": str(adapter_dir)})
 
 
 def load_run(path: str | Path) -> RunInfo:

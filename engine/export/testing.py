@@ -69,7 +69,8 @@ def make_adapter_run(run_dir, base_dir, method: str = "lora", seed: int = 0, che
     import torch
 
     from engine.events import JsonlSink, make_event
-    from engine.methods import apply_method, effective_quantization
+    from engine.methods import apply_method, effective_quantization, get_method
+    from engine.methods.saved import saveable
     from engine.models import load_model, load_tokenizer
     from engine.train import save_adapter_atomic
 
@@ -84,19 +85,20 @@ def make_adapter_run(run_dir, base_dir, method: str = "lora", seed: int = 0, che
     quant = effective_quantization(cfg)
     model = load_model(cfg.model, quantization=quant or None, device="cpu")
     model = apply_method(model, cfg, tokenizer_path=str(base_dir))
+    saving = saveable(model, get_method(method))  # as engine.train saves: BitFit its biases, full the model
     sink = JsonlSink(run_dir / "events.jsonl")
     sink.emit(make_event("started", total_steps=cfg.train.max_steps, method=method, train_examples=22,
                          eval_examples=2))
     step = 0
     for i, n in enumerate(sorted(checkpoints)):
         _perturb(model, seed * 1000 + i, scale)
-        save_adapter_atomic(model, None, run_dir / "checkpoints" / f"checkpoint-{n}")
+        save_adapter_atomic(saving, None, run_dir / "checkpoints" / f"checkpoint-{n}")
         step = n
         sink.emit(make_event("step", step=n, loss=2.0 / (i + 1), lr=cfg.train.lr))
     metrics = {"final_loss": 1.25, "train_loss": 1.5, "eval_loss": 1.4, "global_step": max(step, 4)}
     if final:
         _perturb(model, seed * 1000 + 999, scale)
-        save_adapter_atomic(model, tok, run_dir / "adapter")
+        save_adapter_atomic(saving, tok, run_dir / "adapter")
         sink.emit(make_event("finished", adapter_dir=str(run_dir / "adapter"), run_dir=str(run_dir),
                              metrics=metrics, step=metrics["global_step"]))
     sink.close()

@@ -57,8 +57,8 @@ def _check_inputs(paths: list[Path], weights: list[float], method: str, density:
     configs = [read_adapter_config(p) for p in paths]
     for p, c in zip(paths, configs):
         if str(c.get("peft_type", "")).upper() != "LORA":
-            raise ExportError(f"{p} is a {c.get('peft_type')} adapter; only LoRA adapters can be merged with "
-                              "weights.")
+            kind = c.get("peft_type") or c.get("studio_method") or "unknown"
+            raise ExportError(f"{p} is a {kind} adapter; only LoRA adapters can be merged with weights.")
         if c.get("use_dora"):
             raise ExportError(f"{p} is a DoRA adapter; peft's weighted merge handles plain LoRA only "
                               "(DoRA's magnitude vectors cannot be combined this way).")

@@ -49,7 +49,12 @@ class MethodSpec:
     save: Callable | None = None            # (model, dir) -> None
     load: Callable | None = None            # (base_model, dir) -> model
     merge: Callable | None = None           # (loaded model) -> plain transformers model
+    # (loaded model) -> context manager inside which modules the method added are bypassed, so
+    # the playground's base side computes as the base (bottleneck adapters).
+    disable: Callable | None = None
     note: str = ""                          # a caveat the studio shows beside the method
+    saves_full_model: bool = False          # saves a complete model folder, not an adapter (full)
+    target_kind: str = "linear"             # what method.target_modules names (methods/targets.TARGET_KINDS)
     preflight_build: bool = False           # safe to build on the meta model in preflight()
 
     @property
@@ -184,6 +189,26 @@ def preflight(cfg) -> BuildContext:
                 raise ConfigError("method.name", f"{spec.title} cannot be applied to this "
                                   f"{ctx.model_type} model: {e}") from None
     return ctx
+
+
+def unavailable_methods(model) -> dict[str, str]:
+    """Methods that cannot work with ``model``'s architecture (a meta-device model will do), each
+    with the reason, for the studio to mark before the user picks one: BitFit without biases,
+    adaption prompt on a family it does not know, a tuner whose package is missing. Only errors
+    about the method itself count; fields the user still has to fill in (token ids) do not."""
+    from engine.config import RunConfig
+
+    ctx = context_for(model, RunConfig())
+    out = {}
+    for name, spec in REGISTRY.items():
+        if spec.check is None:
+            continue
+        try:
+            spec.check(RunConfig.from_dict({"method": {"name": name}}), ctx)
+        except ConfigError as e:
+            if e.path == "method.name":
+                out[name] = e.message
+    return out
 
 
 def count_params(cfg) -> dict:

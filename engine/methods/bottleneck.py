@@ -15,6 +15,7 @@ sites they sit at. Not mergeable: the nonlinearity cannot be folded into a linea
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 
 from engine.config import ConfigError
@@ -64,6 +65,7 @@ def _adapter_class():
             self.act = acts[params.nonlinearity]()
             self.drop = nn.Dropout(params.dropout)
             self.scaling = float(params.scaling)
+            self.enabled = True  # False bypasses it (see disabled())
             if device is None or str(device) != "meta":
                 nn.init.zeros_(self.up.weight)  # starts as the identity: training begins at the base model
                 nn.init.zeros_(self.up.bias)
@@ -76,7 +78,21 @@ def _adapter_class():
 
 
 def _apply_hook(module, args, output):
-    return getattr(module, CHILD)(output)
+    adapter = getattr(module, CHILD)
+    return adapter(output) if adapter.enabled else output
+
+
+@contextmanager
+def disabled(model):
+    """Bypass every bottleneck adapter of ``model`` (the playground's base side)."""
+    adapters = [m for n, m in model.named_modules() if n.endswith(CHILD)]
+    for a in adapters:
+        a.enabled = False
+    try:
+        yield model
+    finally:
+        for a in adapters:
+            a.enabled = True
 
 
 def _out_features(module) -> int:
@@ -138,7 +154,7 @@ def load(base_model, directory):
 
 register(MethodSpec(
     name="bottleneck", title="Bottleneck adapters", family="adapter", build=build, can_merge=False, check=check,
-    save=save, load=load,
+    save=save, load=load, disable=disabled,
     merge_note="the adapter has a nonlinearity, so it cannot be folded into the base weights; ship the "
                "adapter with the base model",
     description="Houlsby/Pfeiffer adapters: a small down-projection → nonlinearity → up-projection with a "

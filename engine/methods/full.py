@@ -27,18 +27,29 @@ def save(model, directory):
         model.config.use_cache = cache
 
 
-def load(base_model, directory):
-    """The saved folder is a whole model; ``base_model`` is not needed (it may be None)."""
+def load_folder(directory, dtype=None, device: str | None = None):
+    """The saved model at ``dtype`` (a torch dtype or its name; None: as saved) for inference."""
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": base_model.dtype} if base_model is not None else {}
-    return AutoModelForCausalLM.from_pretrained(str(directory), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype or "auto")
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model
+
+
+def load(base_model, directory):
+    """The saved folder is a whole model; ``base_model`` only lends its dtype and device (it may
+    be None)."""
+    if base_model is None:
+        return load_folder(directory)
+    return load_folder(directory, base_model.dtype, str(base_model.device))
 
 
 register(MethodSpec(
     name="full", title="Full fine-tuning", family="full", build=build, can_merge=False, save=save, load=load,
-    supports_quantized_base=False,
-    merge_note="full fine-tuning already saves a complete model; load its folder directly",
+    supports_quantized_base=False, saves_full_model=True,
+    merge_note="full fine-tuning already saves a complete model; there is no adapter to merge",
     description="Trains every weight: the baseline the other methods are measured against. In fp32 with "
                 "AdamW it needs about 4× the weights' memory (weights, gradients, two Adam moments); "
                 "adamw_8bit stores the moments in 8 bits."))

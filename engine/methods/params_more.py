@@ -92,14 +92,15 @@ class PeftMethod:
     title: str
     description: str
     main: tuple = ()             # fields shown outside "advanced" (r, alpha, ... of this method)
-    targets: str = "linear"      # linear: target_modules are linear layers; modules: any module; none
+    targets: str = "linear"      # what target_modules names: linear/norm/embedding/blocks (targets.py); none
     can_merge: bool = True
     merge_note: str = ""
     prompt_based: bool = False
     quantized: bool | None = None  # None: whether peft ships bitsandbytes layers for the tuner
     requires: str | None = None  # a package the tuner imports that peft does not depend on
     note: str = ""
-    meta_ok: bool = True         # can be built on a meta-device model (for preflight and counts)
+    meta_ok: bool = True         # can be built on a meta-device model (for preflight and counts;
+                                 # SHiRA and FRoD through stand-ins, engine/methods/peft_meta.py)
     defaults: dict = field(default_factory=dict)  # our defaults where peft's cannot fit small models
 
     @property
@@ -124,7 +125,7 @@ PEFT_METHODS: dict[str, PeftMethod] = {m.name: m for m in [
     PeftMethod("boft", "BOFTConfig", "BOFT", "Orthogonal fine-tuning with butterfly-factorised rotations.",
                main=("boft_block_size", "boft_n_butterfly_factor")),
     PeftMethod("ln_tuning", "LNTuningConfig", "LN tuning", "Trains only the normalisation layers; tiny "
-               "and fast.", targets="modules", quantized=True),
+               "and fast.", targets="norm", quantized=True),
     PeftMethod("hra", "HRAConfig", "HRA", "Householder reflection adaptation: an orthogonal update built "
                "from r reflections.", main=("r",)),
     PeftMethod("miss", "MissConfig", "MiSS", "Matrix shard sharing: a small trainable shard expanded over "
@@ -140,7 +141,7 @@ PEFT_METHODS: dict[str, PeftMethod] = {m.name: m for m in [
     PeftMethod("c3a", "C3AConfig", "C3A", "Circular convolution adaptation: block-circulant updates "
                "computed with FFTs.", main=("block_size",)),
     PeftMethod("shira", "ShiraConfig", "SHiRA", "Sparse high-rank adapter: trains a sparse subset of the "
-               "weights themselves.", main=("r",), meta_ok=False),
+               "weights themselves.", main=("r",)),
     PeftMethod("road", "RoadConfig", "RoAd", "2D rotary adaptation: learned rotations of output "
                "channel pairs; very cheap.", main=("variant", "group_size")),
     PeftMethod("delora", "DeloraConfig", "DeLoRA", "Decoupled LoRA: normalised low-rank update with a "
@@ -167,7 +168,7 @@ PEFT_METHODS: dict[str, PeftMethod] = {m.name: m for m in [
     PeftMethod("unilora", "UniLoraConfig", "Uni-LoRA", "All LoRA parameters of the model drawn from one "
                "shared trainable vector.", main=("r", "theta_d_length")),
     PeftMethod("frod", "FrodConfig", "FRoD", "Full-rank sparse updates in a rotated basis.",
-               main=("sparse_rate",), meta_ok=False),
+               main=("sparse_rate",)),
     PeftMethod("osf", "OSFConfig", "OSF", "Orthogonal subspace fine-tuning: trains the low singular "
                "directions, keeps the top ones (continual learning)."),
     PeftMethod("supertuning", "SupertuningConfig", "Super-Tuning", "Trains a sparse set of the largest "
@@ -177,11 +178,11 @@ PEFT_METHODS: dict[str, PeftMethod] = {m.name: m for m in [
                merge_note="BEFT adds biases the base layers usually do not have (most LLMs have no biases), "
                           "so peft cannot fold them in; use it as an adapter", quantized=False),
     PeftMethod("shadow", "ShadowConfig", "ShadowPEFT", "A small parallel shadow network rides along the "
-               "frozen decoder and corrects its hidden states.", targets="modules", can_merge=False,
+               "frozen decoder and corrects its hidden states.", targets="blocks", can_merge=False,
                merge_note="its correction depends on the input, not a weight change"),
     PeftMethod("trainable_tokens", "TrainableTokensConfig", "Trainable tokens", "Trains the embeddings "
                "of chosen token ids only (e.g. new special tokens).", main=("token_indices",),
-               targets="modules", quantized=True),
+               targets="embedding", quantized=True),
     PeftMethod("adaption_prompt", "AdaptionPromptConfig", "Adaption prompt", "LLaMA-Adapter: learned "
                "prompts with zero-init gated attention in the top layers (Llama-style models).",
                main=("adapter_len", "adapter_layers"), targets="none", can_merge=False, merge_note=_NOT_WEIGHTS,

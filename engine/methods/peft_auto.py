@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import weakref
+from pathlib import Path
 
 from engine.config import ConfigError
 from engine.methods import MethodSpec, peft_schema, register, resolve_targets
@@ -89,29 +90,111 @@ def _adaption_prompt(kwargs, cfg, ctx):
 _TWEAKS = {"adalora": _adalora, "trainable_tokens": _trainable_tokens, "adaption_prompt": _adaption_prompt}
 
 
-def _adalora_schedule(model) -> None:
+class _AdaLoraSchedule:
     """AdaLoRA re-allocates ranks through ``update_and_allocate(step)`` after every optimizer
     step, before the gradients are cleared (peft leaves that call to the training loop). A
-    global optimizer post-step hook does it for any loop (our Trainer, a test's own loop) without
-    the trainer knowing about AdaLoRA; it is bound to this model's parameters and removes
-    itself once the model is gone."""
-    from torch.optim.optimizer import register_optimizer_step_post_hook
+    global optimizer post-step hook makes it for any loop (our Trainer, a test's own loop) without
+    the loop knowing about AdaLoRA; it is bound to this model's parameters and removes itself once
+    the model is gone.
 
-    ref = weakref.ref(model)
-    ids = {id(p) for p in model.parameters() if p.requires_grad}
-    state = {"step": 0}
+    The step is the budget schedule's clock (warm-up ``tinit``, final phase ``tfinal``, re-allocation
+    every ``deltaT``). Under engine.train's Trainer it is the trainer's global step, which a resume
+    restores from the checkpoint (see ``trainer_callbacks``); in any other loop, the optimizer steps
+    this hook has seen."""
 
-    def hook(optimizer, args, kwargs):
-        m = ref()
+    def __init__(self, model):
+        self.ref = weakref.ref(model)
+        self.ids = {id(p) for p in model.parameters() if p.requires_grad}
+        self.step = 0                 # the last step passed to update_and_allocate
+        self.trainer_state = None     # transformers' TrainerState while a Trainer trains the model
+
+    def __call__(self, optimizer, args, kwargs):
+        m = self.ref()
         if m is None:  # removing the hook here would mutate the hook dict mid-iteration
             return
-        if not any(id(p) in ids for g in optimizer.param_groups for p in g["params"]):
+        if not any(id(p) in self.ids for g in optimizer.param_groups for p in g["params"]):
             return
-        state["step"] += 1
-        m.base_model.update_and_allocate(state["step"])
+        # Inside optimizer.step() the trainer has not yet counted this step: it is global_step + 1.
+        self.step = self.trainer_state.global_step + 1 if self.trainer_state is not None else self.step + 1
+        m.base_model.update_and_allocate(self.step)
 
-    handle = register_optimizer_step_post_hook(hook)
+
+_SCHEDULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # peft model -> its schedule
+
+
+def _adalora_schedule(model) -> None:
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    schedule = _SCHEDULES[model] = _AdaLoraSchedule(model)
+    handle = register_optimizer_step_post_hook(schedule)
     weakref.finalize(model, handle.remove)  # unhook outside any optimizer step once the model dies
+
+
+ADALORA_STATE = "adalora_schedule.pt"  # in a checkpoint: the rank pattern and importance scores so far
+
+
+def trainer_callbacks(model, resume_from: str | None = None) -> list:
+    """transformers TrainerCallbacks that ``model``'s method needs from engine.train's Trainer.
+
+    AdaLoRA, so that a run resumed from a checkpoint continues its rank budget where it stopped:
+    the schedule follows the trainer's global step (restored from the checkpoint) rather than a
+    count restarted at 1; and checkpoints keep what peft's adapter file cannot give back. peft
+    saves an AdaLoRA adapter cut down to its rank pattern, which the trainer cannot load into the
+    full-rank model it resumes, and it never saves the importance scores the allocation is made
+    from. A checkpoint therefore holds the full-rank adapter (the pruned triplets are zero, so it
+    computes the same) and, beside it, the rank pattern and the scores (``ADALORA_STATE``)."""
+    schedule = _SCHEDULES.get(model)
+    if schedule is None:
+        return []
+    from transformers import TrainerCallback
+
+    tuner = model.base_model
+    conf = model.peft_config[tuner.trainable_adapter_name]
+    unset = object()
+
+    class AdaLoraStep(TrainerCallback):
+        pattern = unset  # the rank pattern, set aside while a checkpoint is written
+
+        def on_train_begin(self, args, state, control, **kw):
+            schedule.trainer_state = state
+            schedule.step = state.global_step
+            if resume_from and (Path(resume_from) / ADALORA_STATE).exists():
+                _load_adalora_state(tuner, conf, Path(resume_from) / ADALORA_STATE)
+
+        def on_step_end(self, args, state, control, **kw):
+            if control.should_save:  # (the last callback: every other has had its say)
+                self.pattern, conf.rank_pattern = conf.rank_pattern, None
+
+        def on_save(self, args, state, control, **kw):
+            if self.pattern is unset:
+                return
+            conf.rank_pattern, self.pattern = self.pattern, unset
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if args.should_save and checkpoint.is_dir():
+                _save_adalora_state(tuner, conf, checkpoint / ADALORA_STATE)
+
+        def on_train_end(self, args, state, control, **kw):
+            schedule.trainer_state = None
+
+    return [AdaLoraStep()]
+
+
+def _save_adalora_state(tuner, conf, path: Path) -> None:
+    import torch
+
+    alloc = tuner.rankallocator
+    torch.save({"rank_pattern": conf.rank_pattern, "ipt": alloc.ipt, "exp_avg_ipt": alloc.exp_avg_ipt,
+                "exp_avg_unc": alloc.exp_avg_unc}, path)
+
+
+def _load_adalora_state(tuner, conf, path: Path) -> None:
+    import torch
+
+    device = next(p.device for p in tuner.parameters() if p.requires_grad)
+    state = torch.load(path, map_location=device, weights_only=True)
+    conf.rank_pattern = state["rank_pattern"]
+    alloc = tuner.rankallocator
+    alloc.ipt, alloc.exp_avg_ipt, alloc.exp_avg_unc = state["ipt"], state["exp_avg_ipt"], state["exp_avg_unc"]
 
 
 _AFTER = {"adalora": _adalora_schedule}
@@ -122,10 +205,12 @@ def _build_for(m: PeftMethod):
         from peft import get_peft_model
 
         from engine.methods.lora import prepare_quantized
+        from engine.methods.peft_meta import standin
 
         conf = peft_config(m, cfg, ctx)
         model = prepare_quantized(model, ctx)
-        peft_model = get_peft_model(model, conf)
+        with standin(m.name, m.title, conf, model):  # tuners that read the weights, on a meta model
+            peft_model = get_peft_model(model, conf)
         if m.name in _AFTER and not _on_meta(peft_model):
             _AFTER[m.name](peft_model)
         return peft_model
@@ -141,9 +226,9 @@ def _on_meta(model) -> bool:
 def _check_for(m: PeftMethod):
     def check(cfg, ctx):
         if m.requires and importlib.util.find_spec(m.requires) is None:
-            raise ConfigError("method.name", f"{m.title} needs the `{m.requires}` package, which is not "
-                              f"installed (pip install {'scikit-learn' if m.requires == 'sklearn' else m.requires})",
-                              m.name)
+            dist = {"sklearn": "scikit-learn"}.get(m.requires, m.requires)  # what pip calls it
+            raise ConfigError("method.name", f"{m.title} needs the `{dist}` package, which is not installed "
+                              f"(pip install {dist})", m.name)
         peft_config(m, cfg, ctx)
 
     return check
@@ -156,4 +241,5 @@ for _m in PEFT_METHODS.values():
         name=_m.name, title=_m.title, family="peft", build=_build_for(_m), can_merge=_m.can_merge,
         description=_m.description, prompt_based=_m.prompt_based, check=_check_for(_m),
         supports_quantized_base=_m.quantized if _m.quantized is not None else peft_schema.has_bnb_layer(_m.name),
-        merge_note=_m.merge_note, note=_m.note, preflight_build=_m.meta_ok))
+        merge_note=_m.merge_note, note=_m.note, preflight_build=_m.meta_ok,
+        target_kind=_m.targets if _m.targets != "none" else "linear"))

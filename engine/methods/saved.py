@@ -98,6 +98,12 @@ def base_name(model) -> str | None:
     return getattr(getattr(model, "config", None), "name_or_path", None) or None
 
 
+def is_model_folder(directory: str | Path) -> bool:
+    """A complete transformers model folder (what full fine-tuning saves)."""
+    d = Path(directory)
+    return (d / "config.json").exists() and any(d.glob("*.safetensors"))
+
+
 # ---- dispatch ---------------------------------------------------------------------------------
 
 _PEFT_TYPES = {"LORA": "lora", "IA3": "ia3", "PROMPT_TUNING": "prompt_tuning", "P_TUNING": "p_tuning",
@@ -122,7 +128,7 @@ def method_of(directory: str | Path) -> str | None:
             if entry.peft_type == ptype:
                 return name
         return None
-    if (d / "config.json").exists():
+    if is_model_folder(d):
         return "full"
     return None
 

@@ -43,3 +43,41 @@ def ia3_targets(model_type: str, linear_names: list[str]) -> tuple[list[str], li
         return ["k_proj", "v_proj", "down_proj"], ["down_proj"]
     raise ValueError(f"IA³ has no default modules for architecture {model_type!r}; set "
                      "method.target_modules and method.feedforward_modules")
+
+
+# What a method's ``target_modules`` names (MethodSpec.target_kind), and what the studio offers.
+TARGET_KINDS = ("linear", "norm", "embedding", "blocks")
+
+
+def target_candidates(model) -> dict[str, dict]:
+    """For each target kind: the leaf module names a user can pick and what ``auto`` chooses,
+    read from a (meta-device) model. LN tuning targets normalisation layers, trainable tokens the
+    embedding, ShadowPEFT whole decoder blocks (peft's auto wraps every one; there is no list)."""
+    from torch import nn
+
+    from engine.models import linear_module_names
+
+    norms, embeddings = [], []
+    for name, module in model.named_modules():
+        leaf, cls = name.rsplit(".", 1)[-1], type(module).__name__
+        if isinstance(module, nn.Embedding) and leaf not in embeddings:
+            embeddings.append(leaf)
+        elif (cls.endswith("Norm") or "LayerNorm" in cls or "RMSNorm" in cls) and leaf and leaf not in norms:
+            norms.append(leaf)
+    linear = linear_module_names(model)
+    model_type = model.config.model_type
+    try:
+        linear_auto = default_targets(model_type, linear)
+    except ValueError:
+        linear_auto = []
+    try:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING as LN
+    except ImportError:  # pragma: no cover - peft is a dependency
+        LN = {}  # noqa: N806
+    norm_auto = [n for n in LN.get(model_type, norms) if n in norms] or norms
+    emb = model.get_input_embeddings()
+    emb_auto = [n.rsplit(".", 1)[-1] for n, m in model.named_modules() if m is emb][:1]
+    return {"linear": {"names": linear, "auto": linear_auto},
+            "norm": {"names": norms, "auto": norm_auto},
+            "embedding": {"names": embeddings, "auto": emb_auto},
+            "blocks": {"names": [], "auto": []}}

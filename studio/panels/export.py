@@ -253,7 +253,7 @@ class ExportPanel(QWidget):
         self.checkpoint.addItems(labels)
         if current in labels:
             self.checkpoint.setCurrentText(current)
-        self._can_merge = info.method.can_merge
+        self._can_merge = info.gives_full_model
         self._merge_text = "" if self._can_merge else (
             f"{info.method.title} cannot be merged: {info.method.merge_note}. Merging exports the adapter only.")
         self.run_label.setText(f"Run: {p}  ·  {info.method.title} on {info.config.model.name_or_path}")

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import RunConfig
+from engine.methods import get_method
 from engine.methods.params import PARAMS
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.widgets import fmt_bytes, fmt_count, muted
@@ -37,8 +38,26 @@ def method_title(name: str) -> tuple[str, str]:
     return name, ""
 
 
+def caveat_html(spec, unavailable: str | None = None) -> str:
+    """The method's caveat and whether it merges, one short paragraph (empty when neither)."""
+    parts = []
+    if unavailable:
+        return f"<span style='color: {ERROR_COLOR};'>⚠ Not for this model: {unavailable}.</span>"
+    if spec.note:
+        parts.append(f"<span style='color: {ERROR_COLOR};'>⚠ {spec.note[:1].upper() + spec.note[1:]}.</span>")
+    if spec.saves_full_model:
+        parts.append("Saves a complete model (no adapter).")
+    elif not spec.can_merge:
+        parts.append(f"Cannot be merged into the base: {spec.merge_note or 'it is not a weight change'}.")
+    if spec.needs_quantization:
+        parts.append(f"Loads the base in 4-bit ({spec.needs_quantization}); needs a CUDA GPU with bitsandbytes.")
+    return " ".join(parts)
+
+
 class TargetModules(QWidget):
-    """auto / all-linear / a checklist of the model's linear layer names."""
+    """auto / all-linear / a checklist of the model's module names of the method's kind: linear
+    layers for the LoRA family, normalisation layers for LN tuning, the embedding for trainable
+    tokens; ShadowPEFT wraps whole decoder blocks, so it only has auto."""
 
     sig_changed = Signal()
 
@@ -73,8 +92,30 @@ class TargetModules(QWidget):
         self.checks: dict[str, QCheckBox] = {}
         self.available: list[str] = []
         self.defaults: list[str] = []
+        self.kind = "linear"
+        self.candidates: dict[str, dict] = {}
         self.radios["auto"].setChecked(True)
         self._rebuild([])
+
+    def set_candidates(self, candidates: dict[str, dict]) -> None:
+        """What an inspection found, per kind: {"linear": {"names": [...], "auto": [...]}, ...}."""
+        self.candidates = dict(candidates)
+        self._apply_kind()
+
+    def set_kind(self, kind: str) -> None:
+        if kind != self.kind:
+            self.kind = kind
+            self._rebuild([])
+        self._apply_kind()
+
+    def _apply_kind(self) -> None:
+        self.radios["all-linear"].setVisible(self.kind == "linear")
+        self.radios["list"].setVisible(self.kind != "blocks")
+        checked = self.group.checkedButton()
+        if checked is None or checked.isHidden():  # e.g. all-linear left over from LoRA
+            self.radios["auto"].setChecked(True)
+        c = self.candidates.get(self.kind) or {}
+        self.set_available(c.get("names") or [], c.get("auto") or [])
 
     def set_available(self, names: list[str], defaults: list[str]) -> None:
         self.available, self.defaults = list(names), list(defaults)
@@ -111,7 +152,9 @@ class TargetModules(QWidget):
         self.sig_changed.emit()
 
     def _update_note(self):
-        if not self.available:
+        if self.kind == "blocks":
+            self.note.setText("Auto wraps every decoder layer (peft's default for this method).")
+        elif not self.available:
             self.note.setText("Layer names appear when the model has been inspected.")
         elif self.radios["auto"].isChecked():
             self.note.setText("Auto picks: " + ", ".join(self.defaults))
@@ -130,6 +173,7 @@ class TargetModules(QWidget):
             self.radios[v].setChecked(True)
         else:
             names = [v] if isinstance(v, str) else list(v or [])
+            self.radios["list"].setVisible(True)  # a run file's own list is kept, whatever the kind
             self.radios["list"].setChecked(True)
             self._rebuild(names)
             for n, cb in self.checks.items():
@@ -160,6 +204,11 @@ class MethodPanel(QWidget):
         bl.addWidget(self.combo)
         self.description = muted("")
         bl.addWidget(self.description)
+        # What the user must know before choosing: a missing package, whether it merges.
+        self.caveat = QLabel()
+        self.caveat.setObjectName("method-caveat")
+        self.caveat.setWordWrap(True)
+        bl.addWidget(self.caveat)
         lay.addWidget(box)
 
         self.params_box = QGroupBox("Parameters")
@@ -183,6 +232,7 @@ class MethodPanel(QWidget):
         lay.addStretch(1)
 
         self.form: DataclassForm | None = None
+        self._unavailable: dict[str, str] = {}  # method → why this model cannot take it
         self._per_method: dict[str, dict] = {}  # values kept when switching methods back and forth
         self._count_job = LatestJob("count", delay_ms=400, parent=self)
         self._count_job.sig_started.connect(lambda: self.count_label.setText(
@@ -209,9 +259,12 @@ class MethodPanel(QWidget):
         has_targets = "target_modules" in names
         self._has_targets = has_targets
         self.targets_box.setVisible(has_targets)
+        spec = get_method(name)
         if has_targets:
             self.targets.setToolTip(names["target_modules"].metadata.get("help", ""))
+            self.targets.set_kind(spec.target_kind)
         self.description.setText(method_title(name)[1])
+        self.caveat.setText(caveat_html(spec, self._unavailable.get(name)))
         start = values if values is not None else self._per_method.get(name)
         defaults = klass()
         self.form.set_values(start or defaults)
@@ -250,7 +303,20 @@ class MethodPanel(QWidget):
 
     def set_model_info(self, info: dict | None) -> None:
         if info:
-            self.targets.set_available(info.get("linear_module_names") or [], info.get("default_targets") or [])
+            linear = {"names": info.get("linear_module_names") or [], "auto": info.get("default_targets") or []}
+            self.targets.set_candidates(info.get("target_candidates") or {"linear": linear})
+            self._mark_unavailable(info.get("unavailable_methods") or {})
+
+    def _mark_unavailable(self, problems: dict[str, str]) -> None:
+        """Mark (not hide: a run file may still name them) the methods this model cannot take."""
+        self._unavailable = dict(problems)
+        for i in range(self.combo.count()):
+            name = self.combo.itemData(i)
+            title, desc = method_title(name)
+            why = problems.get(name)
+            self.combo.setItemText(i, f"{title}  (not for this model)" if why else title)
+            self.combo.setItemData(i, f"Not available: {why}" if why else desc, role=3)  # Qt.ToolTipRole
+        self.caveat.setText(caveat_html(get_method(self.current), self._unavailable.get(self.current)))
 
     # -- trainable count ---------------------------------------------------------------------
     def update_counts(self, cfg: RunConfig | None) -> None:

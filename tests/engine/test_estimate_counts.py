@@ -126,3 +126,86 @@ def test_prompt_method_counts():
     out = count_params(_cfg("llama-3-8b", "prefix_tuning", num_virtual_tokens=10))
     assert out["trainable_params"] == 10 * 32 * 2 * 8 * 128
     assert out["adapter_bytes"] == 4 * out["trainable_params"]
+
+
+# ---- tuners that derive their adapter from the weights (sized on meta through stand-ins) -------
+
+WEIGHT_DERIVED = [
+    ("shira", {"r": 4}, "tiny_model_dir"),
+    ("shira", {"r": 2, "target_modules": ["q_proj", "down_proj"]}, "tiny_model_dir"),
+    ("frod", {}, "tiny_model_dir"),
+    ("frod", {"sparse_rate": 0.1, "target_modules": ["v_proj", "up_proj"], "save_projection": False},
+     "tiny_model_dir"),
+    ("frod", {"bias": "all", "layers_to_transform": [1], "target_modules": ["o_proj", "gate_proj"]},
+     "tiny_model_bias"),
+]
+
+
+@pytest.mark.parametrize("method,params,model", WEIGHT_DERIVED,
+                         ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(WEIGHT_DERIVED)])
+def test_weight_derived_tuners_count_on_meta_as_a_real_build(method, params, model, request):
+    """SHiRA draws a random mask from the weights, FRoD decomposes them: the meta-device count
+    (no weights) must equal what a build on the real weights trains and saves."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from engine.config import RunConfig
+    from engine.estimate.arch import load_arch
+    from engine.estimate.counts import count_params_for, unique_params
+    from engine.methods import apply_method
+
+    model_dir = request.getfixturevalue(model)
+    cfg = RunConfig.from_dict({"model": {"name_or_path": str(model_dir)}, "method": {"name": method, **params}})
+    info = count_params_for(load_arch(cfg.model), cfg)  # bf16, as the estimator sizes a run
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    assert info.total_params == sum(p.numel() for _, p in unique_params(base))
+    real = apply_method(base, cfg)
+    trainable = [p for _, p in unique_params(real) if p.requires_grad]
+    assert info.trainable_params == sum(p.numel() for p in trainable) > 0
+    assert sorted(t[2] for t in info.trainable) == sorted(tuple(p.shape) for p in trainable)
+    assert sorted(t[1] for t in info.trainable) == sorted(p.element_size() for p in trainable)
+    saved = get_peft_model_state_dict(real)
+    assert info.adapter_bytes == sum(v.numel() * v.element_size() for v in saved.values())
+
+
+def test_weight_derived_tuners_count_on_a_large_model_without_memory():
+    """The stand-ins hold no storage: SHiRA's indices and FRoD's per-category bases and per-layer
+    factors of an 8B model would take GBs (FRoD's tens of GB) if they were materialised."""
+    import resource
+
+    from engine.estimate.counts import count_params
+
+    count_params(_cfg("llama-3-8b", "lora"))  # imports and the meta model's own cost, once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    frod = count_params(_cfg("llama-3-8b", "frod"))
+    shira = count_params(_cfg("llama-3-8b", "shira", r=16))
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 256, f"counting FRoD and SHiRA on the meta model grew the process by {grown_mib:.0f} MiB"
+    c = _c("llama-3-8b")
+    h, inter = c["hidden_size"], c["intermediate_size"]
+    # Per adapted projection: λ (one per input feature) + the sparse rotation's values (1% of in²).
+    # q/k/v/gate/up read the hidden size, o_proj heads × head_dim (= hidden here), down_proj inter.
+    per_layer = sum(i + int(i * i * 0.01) for i in (h, h, h, h, h, h, inter))
+    assert frod["trainable_params"] == c["num_hidden_layers"] * per_layer
+    assert shira["trainable_params"] == formula_lora(c, r=16)  # r·(in+out) entries per layer, as LoRA's r
+    # SHiRA saves fp32 values and their int32 (row, column) indices.
+    assert shira["adapter_bytes"] == shira["trainable_params"] * (4 + 2 * 4)
+
+
+def test_adamss_estimate_names_the_missing_package_or_why_it_cannot_be_sized(capsys):
+    """AdaMSS needs scikit-learn to build at all; with it, its size follows a clustering of the
+    weights. Either way `estimate` says so in one line, with no traceback."""
+    import importlib.util
+
+    from engine.cli import main
+    from engine.config import ConfigError
+    from engine.estimate.counts import count_params
+
+    want = "pip install scikit-learn" if importlib.util.find_spec("sklearn") is None else "k-means clustering"
+    with pytest.raises(ConfigError, match=want):
+        count_params(_cfg("smollm2-135m", "adamss"))
+    assert main(["estimate", str(CONFIGS / "smollm2-135m"), "--set", "method.name=adamss", "--gpu", "24GB"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: method.name: AdaMSS") and want in err and "Traceback" not in err

@@ -331,3 +331,93 @@ def test_demo_model_gguf_round_trip(tmp_path):
     text = orig.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert back.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) == text
     assert back(text)["input_ids"] == orig(text)["input_ids"]
+
+
+# ---- methods that are not peft tuners ---------------------------------------------------------
+
+SELF_SAVING = {"bitfit": {}, "selective": {"last_n_layers": 1}, "bottleneck": {}, "full": {}}
+
+
+@pytest.fixture(scope="module")
+def own_format_run(tiny_model_dir, tiny_model_bias, tmp_path_factory):
+    """(run dir, base dir) for a method that saves itself; BitFit needs a model with biases."""
+    cache = {}
+
+    def make(method):
+        if method not in cache:
+            base = tiny_model_bias if method == "bitfit" else tiny_model_dir
+            run = make_adapter_run(tmp_path_factory.mktemp(method) / "run", base, method, seed=3, checkpoints=(2,),
+                                   **SELF_SAVING[method])
+            cache[method] = (run, base)
+        return cache[method]
+
+    return make
+
+
+def tuned_reference(base_dir, saved_dir):
+    from engine.methods.saved import load_trained
+
+    return logits(load_trained(fresh_base(base_dir), saved_dir))
+
+
+@pytest.mark.parametrize("method", list(SELF_SAVING))
+def test_own_format_runs_export_reload_and_merge(method, own_format_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from engine.methods.saved import load_trained, method_of
+
+    run, base = own_format_run(method)
+    info = load_run(run)
+    assert [c.name for c in info.checkpoints] == ["checkpoint-2"], "its checkpoints are sources too"
+    expected = tuned_reference(base, info.adapter_dir)
+    assert not torch.allclose(expected, logits(fresh_base(base)), atol=1e-3), "the run must change the model"
+
+    adapter_out = export_adapter(run, tmp_path / "adapter").path
+    assert method_of(adapter_out) == method
+    assert (adapter_out / "README.md").exists() and (adapter_out / "tokenizer_config.json").exists()
+    assert not (adapter_out / "trainer_state.json").exists()
+    assert torch.allclose(logits(load_trained(fresh_base(base), adapter_out)), expected, atol=1e-6)
+    if method in ("bitfit", "selective"):  # the model card's plain-torch recipe
+        from safetensors.torch import load_file
+
+        plain = fresh_base(base)
+        _, unexpected = plain.load_state_dict(load_file(str(adapter_out / "adapter_model.safetensors")),
+                                              strict=False)
+        assert not unexpected and torch.allclose(logits(plain), expected, atol=1e-6)
+        assert "load_state_dict" in (adapter_out / "README.md").read_text()
+
+    res = export_merged(run, tmp_path / "merged", dtype="float32")
+    if method == "bottleneck":
+        assert res.kind == "adapter" and "cannot be merged" in res.note
+        return
+    assert res.kind == "merged"
+    merged = AutoModelForCausalLM.from_pretrained(res.path)
+    assert torch.allclose(logits(merged), expected, atol=1e-5)
+    assert not (res.path / "adapter_config.json").exists()
+
+
+def test_a_bare_own_format_adapter_folder_is_understood(own_format_run, tmp_path):
+    run, base = own_format_run("selective")
+    info = load_run(run / "adapter")
+    assert info.is_bare_adapter and info.config.method.name == "selective"
+    assert info.config.method.last_n_layers == 1
+    res = export_merged(run / "adapter", tmp_path / "m", dtype="float32")
+    from transformers import AutoModelForCausalLM
+
+    assert torch.allclose(logits(AutoModelForCausalLM.from_pretrained(res.path)),
+                          tuned_reference(base, run / "adapter"), atol=1e-5)
+
+
+def test_own_format_adapter_on_the_wrong_base_is_a_clear_error(own_format_run, tiny_model_dir, tmp_path):
+    from engine.methods.saved import read_meta
+
+    run, _ = own_format_run("bitfit")  # biases that the bias-free tiny model does not have
+    folder = tmp_path / "moved"
+    import shutil
+
+    shutil.copytree(run / "adapter", folder)
+    meta = read_meta(folder)
+    meta["base_model_name_or_path"] = str(tiny_model_dir)
+    (folder / "adapter_config.json").write_text(json.dumps(meta))
+    with pytest.raises(ExportError, match="does not fit the base model.*no parameters"):
+        export_merged(folder, tmp_path / "out", dtype="float32")

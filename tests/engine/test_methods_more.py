@@ -102,6 +102,65 @@ def test_adalora_reallocates_ranks_in_any_training_loop(tiny_model_dir):
     assert model.peft_config["default"].rank_pattern, "update_and_allocate was not called after the steps"
 
 
+def test_adalora_schedule_continues_from_the_checkpoint_on_resume(tiny_model_dir, tmp_path, monkeypatch):
+    """A resumed AdaLoRA run passes the trainer's global step to update_and_allocate (not a count
+    restarted at 1), loads its checkpoint although ranks were pruned before it, and with the rank
+    pattern and importance scores restored continues the uninterrupted run's losses."""
+    from peft.tuners.adalora.model import AdaLoraModel
+
+    from engine.events import CallbackSink, ListSink
+    from engine.methods.peft_auto import ADALORA_STATE
+    from engine.train import StopFlag, train
+
+    seen: list[int] = []
+    real = AdaLoraModel.update_and_allocate
+
+    def spy(self, global_step):
+        seen.append(global_step)
+        return real(self, global_step)
+
+    monkeypatch.setattr(AdaLoraModel, "update_and_allocate", spy)
+    rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"Ahoy! {i} plus {i} be {2 * i}."} for i in range(24)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+
+    def config(sub):
+        # Warm-up to step 1, re-allocation at steps 2-5, the final allocation at step 6 (10 - tfinal),
+        # then masking with that pattern; the stop falls inside the budgeting phase.
+        return RunConfig.from_dict({
+            "model": {"name_or_path": str(tiny_model_dir)}, "data": {"path": str(data), "max_length": 48},
+            "method": {"name": "adalora", "init_r": 4, "target_r": 2, "target_modules": ["q_proj", "v_proj"],
+                       "tinit": 1, "tfinal": 4, "deltaT": 1},
+            "train": {"max_steps": 10, "batch_size": 4, "lr": 2e-2, "logging_steps": 1},
+            "output_dir": str(tmp_path / sub)})
+
+    full_sink = ListSink()
+    assert train(config("a"), sinks=[full_sink]).status == "finished"
+    full = {e["step"]: e["loss"] for e in full_sink.of("step")}
+    assert seen == list(range(1, 11))
+
+    seen.clear()
+    cfg, stop = config("b"), StopFlag()
+    first = train(cfg, sinks=[CallbackSink(lambda ev: ev["event"] == "step" and ev["step"] >= 3 and stop.set())],
+                  stop=stop)
+    assert first.status == "stopped", first.error
+    stopped_at = len(seen)
+    assert 3 <= stopped_at < 6 and seen == list(range(1, stopped_at + 1))
+    checkpoint = Path(cfg.output_dir) / "checkpoints" / f"checkpoint-{stopped_at}"
+    assert (checkpoint / ADALORA_STATE).exists()
+
+    seen.clear()
+    cfg.train.resume_from = "latest"
+    resumed_sink = ListSink()
+    resumed = train(cfg, sinks=[resumed_sink])
+    assert resumed.status == "finished", resumed.error
+    assert seen == list(range(stopped_at + 1, 11)), "the rank schedule restarted instead of continuing"
+    losses = {e["step"]: e["loss"] for e in resumed_sink.of("step")}
+    assert min(losses) == stopped_at + 1
+    for step, loss in losses.items():
+        assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+
+
 # ---- refusals before any weights load -------------------------------------------------------
 
 @pytest.fixture
@@ -357,11 +416,57 @@ def test_compare_methods_writes_one_row_per_method(tiny_model_dir, tmp_path):
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in lines[1:]] == ["lora", "bitfit"]
+    assert lines[0].split("|")[5].strip() == "peak RSS (CPU)"  # the header says what was measured
     lora = lines[1].split("|")
     assert lora[3].strip().endswith("%)") and "MiB" in lora[5]
+    assert "peak resident set size" in table
+    peak = json.loads((tmp_path / "cmp" / "lora" / "compare-peak.json").read_text())
+    assert peak["device"] == "cpu" and peak["peak_bytes"] > 0  # the child measured itself too
     assert "no bias parameters" in lines[2]
     text = doc.read_text()
     assert text.startswith("# Methods\n\nintro") and "Machine:" in text and "| lora |" in text
+
+
+def test_compare_peak_memory_on_cuda_is_max_allocated_reset_per_method(monkeypatch):
+    """On a GPU the peak is torch.cuda.max_memory_allocated(), reset before the method trains, never
+    the allocator's reserved memory (CUDA itself is faked here; tests/gpu run it for real)."""
+    import torch
+
+    from engine import compare
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: calls.append("max") or 3 * 2**30)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a, **k: pytest.fail("reserved memory was read"))
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda *a, **k: pytest.fail("reserved memory was read"))
+    compare.reset_peak_memory("cuda")
+    assert compare.peak_memory("cuda") == 3 * 2**30 and calls == ["reset", "max"]
+    compare.reset_peak_memory("cpu")  # nothing to reset: a process per method
+    assert compare.peak_memory("cpu") > 0 and calls == ["reset", "max"]
+
+
+def test_compare_table_names_the_peak_it_reports(tmp_path):
+    from engine import compare
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "events.jsonl").write_text("\n".join(json.dumps(e) for e in [
+        {"event": "started", "device": "cuda", "trainable_params": 10, "total_params": 1000},
+        {"event": "step", "step": 1, "loss": 2.0, "mem_reserved": 9 * 2**30, "tokens_per_s": 100.0},
+        {"event": "finished", "metrics": {}}]) + "\n", encoding="utf-8")
+    gpu = compare.summarize(compare.Row("lora", 1e-3), run, {"device": "cuda", "peak_bytes": 3 * 2**30})
+    assert (gpu.peak_bytes, gpu.peak_kind) == (3 * 2**30, "cuda")  # not the 9 GiB reserved
+    cpu = compare.summarize(compare.Row("ia3", 1e-2), run, {"device": "cpu", "peak_bytes": 2**30})
+
+    def header(rows):
+        return compare.table(rows, None, False).splitlines()[0].split("|")[5].strip()
+
+    assert header([gpu]) == "peak GPU memory (max allocated)"
+    assert "3.0 GiB" in compare.table([gpu], None, False).splitlines()[2]
+    assert header([cpu]) == "peak RSS (CPU)"
+    mixed = compare.table([gpu, cpu], None, False).splitlines()
+    assert mixed[0].split("|")[5].strip() == "peak memory"
+    assert "3.0 GiB (GPU)" in mixed[2] and "1.0 GiB (RSS)" in mixed[3]
 
 
 def test_docs_list_every_method():

@@ -128,3 +128,23 @@ def test_loraplus_gives_b_matrices_a_higher_lr(tiny_model_dir):
     opt = _loraplus_optimizer(model, cfg)
     lrs = {round(g["lr"], 10) for g in opt.param_groups if g["params"]}
     assert lrs == {1e-4, 16e-4}  # A matrices at lr, B matrices at 16 × lr
+
+
+def test_inspection_lists_target_modules_by_the_kind_each_method_adapts(tiny_model_dir):
+    from engine.models import inspect_model
+
+    c = inspect_model(str(tiny_model_dir))["target_candidates"]
+    assert c["linear"]["auto"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert c["norm"]["names"] == ["input_layernorm", "post_attention_layernorm", "norm"]
+    assert set(c["norm"]["auto"]) <= set(c["norm"]["names"]) and c["norm"]["auto"]
+    assert c["embedding"] == {"names": ["embed_tokens"], "auto": ["embed_tokens"]}
+    assert c["blocks"] == {"names": [], "auto": []}
+
+
+def test_inspection_names_the_methods_the_architecture_cannot_take(tiny_model_dir, tiny_model_bias):
+    from engine.models import inspect_model
+
+    problems = inspect_model(str(tiny_model_dir))["unavailable_methods"]
+    assert "no bias parameters" in problems["bitfit"]
+    assert not {"lora", "bottleneck", "trainable_tokens", "adalora"} & set(problems)  # fields to fill are not "unavailable"
+    assert "bitfit" not in inspect_model(str(tiny_model_bias))["unavailable_methods"]

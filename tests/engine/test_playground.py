@@ -169,3 +169,37 @@ def test_qlora_playground_compares_against_the_4bit_base(tiny_model_dir, tmp_pat
             assert torch.equal(model(input_ids=ids).logits, expected)
         with pg.use("final") as model:
             assert not torch.allclose(model(input_ids=ids).logits, expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("method,fields", [("bitfit", {}), ("selective", {"last_n_layers": 1}),
+                                           ("bottleneck", {}), ("full", {})])
+def test_methods_that_save_themselves_compare_against_the_true_base(method, fields, tiny_model_dir,
+                                                                    tiny_model_bias, tmp_path):
+    """BitFit/selective restore tensors onto the base, bottleneck adds modules, full is its own
+    model: in each case the base side must be the untouched base, whatever was shown before."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine.methods.saved import load_trained
+
+    base_dir = tiny_model_bias if method == "bitfit" else tiny_model_dir
+    run = make_adapter_run(tmp_path / "run", base_dir, method, seed=2, checkpoints=(2,), scale=0.5, **fields)
+    ids = torch.tensor([[1, 5, 9, 14, 20, 3]])
+
+    def run_logits(model):
+        with torch.no_grad():
+            return model(input_ids=ids).logits
+
+    plain = run_logits(AutoModelForCausalLM.from_pretrained(base_dir).eval())
+    final = run_logits(load_trained(AutoModelForCausalLM.from_pretrained(base_dir), run / "adapter").eval())
+    ckpt = run_logits(load_trained(AutoModelForCausalLM.from_pretrained(base_dir),
+                                   run / "checkpoints" / "checkpoint-2").eval())
+    pg = Playground(run).load()
+    assert pg.sources() == [BASE, "final", "checkpoint-2"]
+    for source, expected in [(BASE, plain), ("final", final), (BASE, plain), ("checkpoint-2", ckpt),
+                             ("final", final), (BASE, plain)]:
+        with pg.use(source) as model:
+            got = run_logits(model)
+        assert torch.allclose(got, expected, atol=1e-6), source
+    assert not torch.allclose(final, plain, atol=1e-3) and not torch.allclose(final, ckpt, atol=1e-4)
+    assert pg.generate(BASE, MESSAGES, GREEDY) == plain_base_answer(base_dir)

@@ -159,6 +159,41 @@ def test_resume_reproduces_the_uninterrupted_losses(tiny_model_dir, tmp_path):
         assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
 
 
+@pytest.mark.parametrize("method", ["selective", "bottleneck"])
+def test_self_saving_methods_checkpoint_only_what_trained_and_resume_exactly(method, tiny_model_dir, tmp_path):
+    """BitFit/selective/bottleneck checkpoints hold the method's tensors (not a whole model) and
+    a resume from one continues the uninterrupted run's losses."""
+    from engine.config import RunConfig as Cfg
+
+    def config(sub):
+        (tmp_path / sub).mkdir()
+        base = tiny_config(tiny_model_dir, tmp_path / sub, max_steps=8, lr=2e-3)
+        d = base.to_dict()
+        d["method"] = {"name": method, **({"last_n_layers": 1} if method == "selective" else {"dropout": 0.1})}
+        return Cfg.from_dict(d)
+
+    full_sink = ListSink()
+    assert train(config("a"), sinks=[full_sink]).status == "finished"
+    full = {e["step"]: e["loss"] for e in full_sink.of("step")}
+
+    cfg = config("b")
+    stop = StopFlag()
+    first = train(cfg, sinks=[CallbackSink(lambda ev: ev["event"] == "step" and ev["step"] >= 4 and stop.set())],
+                  stop=stop)
+    assert first.status == "stopped"
+    ckpt = sorted((Path(cfg.output_dir) / "checkpoints").glob("checkpoint-*"))[-1]
+    meta = json.loads((ckpt / "adapter_config.json").read_text())
+    assert meta["studio_method"] == method
+    assert not (ckpt / "model.safetensors").exists(), "a checkpoint must not hold the whole model"
+    cfg.train.resume_from = "latest"
+    resumed_sink = ListSink()
+    assert train(cfg, sinks=[resumed_sink]).status == "finished"
+    resumed = {e["step"]: e["loss"] for e in resumed_sink.of("step")}
+    assert min(resumed) > 4
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+
+
 def test_missing_weights_fail_cleanly(tmp_path, tiny_model_dir):
     import shutil
 
