@@ -76,14 +76,14 @@ class _TensorSides:
         self.model, self.spec, self.paths = base, spec, {}
         self._base_names = {n for n, _ in base.named_parameters(remove_duplicate=False)}
         self._originals: dict = {}
-        self._keep_originals(saved.read_tensors(path))
+        self._keep_originals(saved.tensor_names(path))
         spec.load(base, path)  # attaches added modules (bottleneck) and restores the tensors
         self.model.eval()
         self.paths[label], self.active = path, label
 
-    def _keep_originals(self, tensors: dict) -> None:
+    def _keep_originals(self, names: list[str]) -> None:
         params = dict(self.model.named_parameters(remove_duplicate=False))
-        for name in tensors:
+        for name in names:
             if name in self._base_names and name not in self._originals:
                 self._originals[name] = params[name].detach().clone()
 
@@ -91,7 +91,7 @@ class _TensorSides:
         from engine.methods import saved
 
         if label not in self.paths:  # tensors it changes that no source changed yet still hold base values
-            self._keep_originals(saved.read_tensors(path))
+            self._keep_originals(saved.tensor_names(path))
             self.paths[label] = path
 
     def _restore_originals(self) -> None:
@@ -188,8 +188,7 @@ class Playground:
             import torch
 
             from engine.export.loading import load_base, load_tokenizer_for
-            from engine.methods import effective_quantization, get_method
-            from engine.methods.saved import method_of
+            from engine.methods import effective_quantization
             from engine.models import resolve_dtype
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -203,7 +202,7 @@ class Playground:
             if progress:
                 progress(f"Loading adapter {first}")
             path = self._path(first)
-            spec = get_method(method_of(path) or self.info.config.method.name)
+            spec = self.info.saved_method(path)
             try:
                 if spec.saves_full_model:
                     self._sides = _FullSides(base, first, path)

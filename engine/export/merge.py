@@ -32,14 +32,6 @@ def cannot_merge_message(info: RunInfo) -> str:
     return f"{spec.title} cannot be merged into the base model: {reason}."
 
 
-def _saved_spec(info: RunInfo, src: Path):
-    """The method that wrote ``src`` (a bare folder may differ from run.yaml's: qlora saves lora)."""
-    from engine.methods import get_method
-    from engine.methods.saved import method_of
-
-    return get_method(method_of(src) or info.config.method.name)
-
-
 def merged_model(info: RunInfo, which: str | None = None, dtype: str = "auto",
                  progress: Progress = no_progress, device: str = "cpu"):
     """(merged transformers model, tokenizer, adapter path, dtype name) in memory."""
@@ -50,7 +42,7 @@ def merged_model(info: RunInfo, which: str | None = None, dtype: str = "auto",
     if not info.gives_full_model:
         raise ExportError(cannot_merge_message(info))
     src = info.adapter(which)
-    spec = _saved_spec(info, src)
+    spec = info.saved_method(src)
     dtype = normalize_dtype(dtype)
     if dtype == "auto":
         dtype = native_dtype(info)

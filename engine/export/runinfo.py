@@ -39,6 +39,13 @@ class RunInfo:
 
         return get_method(self.config.method.name)
 
+    def saved_method(self, saved_dir: Path):
+        """The method that wrote ``saved_dir`` (it may differ from run.yaml's: qlora saves lora)."""
+        from engine.methods import get_method
+        from engine.methods.saved import method_of
+
+        return get_method(method_of(saved_dir) or self.config.method.name)
+
     @property
     def gives_full_model(self) -> bool:
         """Whether a merged model / GGUF can be made: the adapter folds into the weights, or the

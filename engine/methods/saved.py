@@ -70,6 +70,14 @@ def read_tensors(directory: Path) -> dict:
     return load_file(str(Path(directory) / ADAPTER_WEIGHTS))
 
 
+def tensor_names(directory: Path) -> list[str]:
+    """The names of the saved tensors, read from the file's header (no tensor data loaded)."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(directory) / ADAPTER_WEIGHTS), framework="pt") as f:
+        return list(f.keys())
+
+
 def trainable_tensors(model) -> dict:
     """The parameters that trained, by their names in the base model (tied weights once)."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
