@@ -345,7 +345,7 @@ def _index_run(run_dir: Path, cfg: RunConfig) -> None:
 
 def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag) -> RunResult:
     cfg.validate()
-    from engine.methods import effective_quantization, get_method, preflight
+    from engine.methods import get_method, preflight
 
     spec = get_method(cfg.method.name)
     # Everything checkable from config files is checked before weights load (seconds, not minutes).
@@ -358,7 +358,7 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     from transformers import set_seed
 
     from engine.data import make_collator, prepare_data
-    from engine.models import count_parameters, load_model, load_tokenizer, resolve_source
+    from engine.models import load_tokenizer, resolve_source
 
     set_seed(cfg.train.seed)
     src = resolve_source(cfg.model.name_or_path, cfg.model.offline)
@@ -374,17 +374,11 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     if not data.train:
         raise ConfigError("data.path", "no usable training examples remain after preparation")
 
-    quant = effective_quantization(cfg)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    reporter.log(f"Loading weights ({quant or 'full precision'}) on {device}")
-    model = load_model(cfg.model, quantization=quant or None, device=device)
-    total_params = count_parameters(model)
-    from engine.methods import prepare_for_training
+    from engine.build import build_for_training
 
-    model = prepare_for_training(model, cfg, quantized=bool(quant), tokenizer_path=src.path)
-    from engine import speed
-
-    speed.configure(model, cfg, packing, quantized=bool(quant), log=reporter.log)  # attention, dtypes
+    built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log)
+    model, total_params, quant = built.model, built.total_params, built.quantization
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     reporter.log(f"{spec.title}: {trainable:,} trainable of {total_params:,} parameters "
                  f"({100 * trainable / max(total_params, 1):.3f}%)")
@@ -415,10 +409,8 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
 
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
         trainer.remove_callback(cb)
-    from engine.loss import make_loss
-
-    trainer.fast_loss, loss_note = make_loss(model, cfg.train.loss_impl, cfg.train.loss_chunk_tokens, device)
-    reporter.log(loss_note)
+    trainer.fast_loss = built.loss
+    reporter.log(built.loss_note)
     if checkpoint:
         reporter.log(f"Resuming from {checkpoint}")
     out = trainer.train(resume_from_checkpoint=checkpoint)

@@ -312,6 +312,7 @@ class MainWindow(QMainWindow):
             self.act_start.setToolTip("Start training (Ctrl+Enter)")
         self.act_stop.setEnabled(self.supervisor.state in ("starting", "running"))
         self.act_kill.setEnabled(active)
+        self.estimate_panel.time.set_run_active(active)
         cfg = self.config_model.config
         out = Path(cfg.output_dir).expanduser() if cfg is not None else None
         self.act_resume.setEnabled(ok and not active and out is not None and has_checkpoint(out))
@@ -529,6 +530,7 @@ class MainWindow(QMainWindow):
             self.settings.set("active/pid", sup.pid)
             sup.detach()
         self._save_layout()
+        self.estimate_panel.time.shutdown()
         sup.shutdown(kill=self._force_close)
         super().closeEvent(e)
 

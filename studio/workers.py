@@ -73,6 +73,12 @@ def _post(callback, value):
     _bridge.sig_call.emit(thunk)
 
 
+def post_to_ui(callback, value) -> None:
+    """Call ``callback(value)`` in the UI thread, from any thread (skipped if its widget is gone).
+    The bridge must exist already (``init_bridge`` in the UI thread)."""
+    _post(callback, value)
+
+
 # ---- threads ----------------------------------------------------------------------------------
 
 _queue: queue.Queue = queue.Queue()

@@ -49,7 +49,8 @@ class PreparedData:
     n_dropped: int = 0
     n_skipped: int = 0
     warnings: list[str] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)  # num_tokens, num_trained_tokens, lengths (train)
+    # num_tokens, num_trained_tokens, lengths (train); examples_available: before data.max_examples
+    stats: dict = field(default_factory=dict)
 
 
 # ---- records ----------------------------------------------------------------------------------
@@ -158,6 +159,7 @@ def prepare_data(data_cfg, tokenizer, seed: int = 42, reporter=None, base_dir=No
             msg = "Too few examples to hold out a validation set; training without evaluation."
             warn(msg)
             warnings.append(msg)
+    available = len(train)
     if data_cfg.max_examples and data_cfg.max_examples > 0 and len(train) > data_cfg.max_examples:
         log(f"Using the first {data_cfg.max_examples} of {len(train)} training examples (data.max_examples).")
         train, train_where = train[: data_cfg.max_examples], train_where[: data_cfg.max_examples]
@@ -186,7 +188,7 @@ def prepare_data(data_cfg, tokenizer, seed: int = 42, reporter=None, base_dir=No
     lengths = [len(e["input_ids"]) for e in train_ex]
     stats = {"num_tokens": sum(lengths),
              "num_trained_tokens": sum(sum(1 for t in e["labels"] if t != IGNORE_INDEX) for e in train_ex),
-             "lengths": lengths}
+             "lengths": lengths, "examples_available": available}
     log(f"Prepared {len(train_ex)} training and {len(eval_ex)} evaluation examples: {stats['num_tokens']} "
         f"training tokens, {stats['num_trained_tokens']} of them trained; longest {max(lengths)} tokens.")
     return PreparedData(train_ex, eval_ex, loaded.format, loaded.reason, n_truncated, n_dropped, n_skipped,

@@ -22,11 +22,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_file", help="run.yaml (may name only model.name_or_path), a model folder, "
                                     "or a config.json")
     p.add_argument("--gpu", default=None, help="GPU to judge against: a size (8GB … 141GB) or a name "
-                                               "(RTX 4090, A100-80GB, H100…); default: this machine's")
+                                               "(RTX 4090, A100-80GB, H100…), or `cpu` (this machine's "
+                                               "RAM); default: this machine's GPU, else its CPU")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run-file field, e.g. --set train.batch_size=8")
-    p.add_argument("--time", action="store_true", help="also time a few real steps on this machine")
+    p.add_argument("--time", action="store_true",
+                   help="also time a few real steps of the run's own data on this machine and "
+                        "extrapolate to the whole run")
+    p.add_argument("--time-only", action="store_true",
+                   help="only the time measurement (what the studio's Measure button runs)")
     p.set_defaults(func=run)
 
 
@@ -67,7 +72,12 @@ def format_table(est) -> str:
     lines.append(f"  {'Peak reserved':<{width}}  {gib(est.peak_reserved):>12}")
     lines.append(f"  {'Device total':<{width}}  {gib(est.device_total):>12}")
     lines.append("")
-    if est.gpu_name:
+    if est.gpu_name and getattr(est, "on_cpu", False):
+        lines.append(f"{est.verdict.upper()} on {est.gpu_name} (no GPU: the run trains on the CPU; "
+                     "--gpu 24GB or a name plans for a GPU)")
+        lines.append(f"  largest batch at this length: {est.max_batch_size or 'none'}; "
+                     f"longest sequence at this batch: {est.max_seq_len or 'none'}")
+    elif est.gpu_name:
         lines.append(f"{est.verdict.upper()} on {est.gpu_name} ({gib(est.gpu_bytes)})")
         mb = est.max_batch_size
         ms = est.max_seq_len
@@ -82,27 +92,55 @@ def format_table(est) -> str:
     return "\n".join(lines)
 
 
+def format_time(t: dict) -> str:
+    """The time probe's result for a person: per step, the run, and what it rests on."""
+    def dur(s):
+        return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+    lines = [f"time on {t['device']} ({t['weights']} weights, attention {t['attention']}): "
+             f"{t['step_s']:.2f} s a step, {t['tokens_per_s']:.0f} tokens/s"]
+    lines.append(f"  the run: {t['total_steps']} steps, {t['tokens']:,} tokens"
+                 + (f" ({t['padding_fraction']:.0%} padding)" if t["padding_fraction"] > 0.005 else "")
+                 + f" → training {dur(t['train_s'])}"
+                 + (f", {t['evaluations']} evaluation{'s' if t['evaluations'] > 1 else ''} {dur(t['eval_s'])}"
+                    if t["evaluations"] else "")
+                 + f", start-up {dur(t['startup_s'])}; about {dur(t['total_s'])} in all")
+    if t["from_data"]:
+        lines.append(f"  from the token lengths of {t['measured_examples']:,} of {t['examples']:,} training "
+                     f"examples; timed {t['steps_timed']} of the run's micro-batches "
+                     f"({', '.join(str(x['tokens']) for x in t['timed'])} tokens)")
+    else:
+        lines.append("  no data could be read: every step assumed full (batch × max_length tokens), so this "
+                     "is an upper bound")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     from engine.estimate.memory import estimate
 
     cfg = load_run(args.run_file, args.set)
-    est = estimate(cfg, args.gpu)
-    out = est.to_dict()
-    if getattr(args, "time", False):
+    want_time = getattr(args, "time", False) or getattr(args, "time_only", False)
+    out: dict = {}
+    est = None
+    if not getattr(args, "time_only", False):
+        est = estimate(cfg, args.gpu)
+        out = est.to_dict()
+    if want_time:
+        import psutil
+
         from engine.estimate.timing import probe_time
 
-        out["time"] = probe_time(cfg)
+        # Progress on stderr (one line each): the studio shows it while the probe runs.
+        out["time"] = probe_time(cfg, progress=lambda msg: print(f"progress: {msg}", file=sys.stderr, flush=True),
+                                 process_start=psutil.Process().create_time())
     if args.json:
-        ordered = {k: out[k] for k in JSON_KEYS}
+        ordered = {k: out[k] for k in JSON_KEYS if k in out}
         ordered.update({k: v for k, v in out.items() if k not in ordered})
         json.dump(ordered, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        print(format_table(est))
+        if est is not None:
+            print(format_table(est))
         if "time" in out:
-            t = out["time"]
-            line = f"time: {t['step_s']:.2f} s a step on {t['device']} ({t['weights']} weights)"
-            if t.get("eta_s"):
-                line += f"; about {t['eta_s'] / 60:.1f} min for {t['total_steps']} steps"
-            print(line)
+            print(format_time(out["time"]))
     return 0

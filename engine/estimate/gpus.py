@@ -21,6 +21,7 @@ class Gpu:
     total_bytes: int
     bf16: bool = True          # pre-Ampere cards train in fp16 instead
     detected: bool = False
+    cpu: bool = False          # this machine's CPU and RAM: no GPU, so the run trains there
 
 
 # name → (MiB as nvidia-smi / CUDA report it, supports bf16)
@@ -61,12 +62,23 @@ def choices() -> list[str]:
     return [f"{g}GB" for g in SIZES_GB] + list(_KNOWN)
 
 
+def this_cpu() -> Gpu:
+    """This machine's CPU, judged against its RAM (where a run without a GPU trains)."""
+    import psutil
+
+    total = int(psutil.virtual_memory().total)
+    return Gpu(f"this machine's CPU and {total / GiB:.0f} GiB of RAM", total, bf16=False, detected=True, cpu=True)
+
+
 def parse_gpu(name: str) -> Gpu:
-    """``"24GB"``, ``"24"``, ``"24 GiB"``, ``"A100-80GB"``, ``"h100"``, ``"RTX 4090"`` → Gpu."""
+    """``"24GB"``, ``"24"``, ``"24 GiB"``, ``"A100-80GB"``, ``"h100"``, ``"RTX 4090"`` → Gpu;
+    ``"cpu"``: this machine's CPU and RAM."""
     raw = str(name).strip()
     if not raw:
         raise ConfigError("gpu", "is empty", raw, choices=choices())
     key = _norm(raw)
+    if key == "CPU":
+        return this_cpu()
     for known, (mib, bf16) in _KNOWN.items():
         if _norm(known) == key:
             return Gpu(known, mib * MiB, bf16)

@@ -14,6 +14,9 @@ The step is modelled as phases and the peak is the largest:
   at a time to multiply with it.
 * **step** — the optimizer update: weights, gradients, states and the update's temporaries
   (torch's foreach AdamW materialises one state-sized temporary).
+* **eval** — when the run evaluates: weights and optimizer state, and the model's own loss over
+  a batch's full logits (no gradients, no saved activations). With the chunked training loss
+  this can be the peak for a large vocabulary.
 
 ``components`` is the breakdown of the peak phase (a component that is not alive then is 0,
 with its size in ``sizes``). Reserved memory adds the caching allocator's fragmentation; the
@@ -27,7 +30,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 
 from engine.config import ConfigError
-from engine.estimate.gpus import GiB, Gpu, MiB, detect_gpu, parse_gpu
+from engine.estimate.gpus import GiB, Gpu, MiB, detect_gpu, parse_gpu, this_cpu
 
 # Calibration constants. Until a GPU run of benchmarks/vram_accuracy.py exists they are the
 # usual figures: ~10% fragmentation on memory that churns every step (activations, logits,
@@ -37,11 +40,19 @@ FRAG_DYNAMIC = 0.10
 FRAG_STATIC = 0.01
 FRAG_FIXED = 64 * MiB
 CUDA_CONTEXT = 512 * MiB
+# On the CPU the figure is the process's peak RSS. Beside the modelled tensors it holds the runtime:
+# Python, PyTorch, transformers, peft, accelerate, the tokenizer and the prepared data (533 MiB
+# measured before the model loads, torch 2.13, the demo's tokenizer, 400 examples) and about
+# 0.9 GiB more that the tensor model does not account for. RUNTIME_CPU is fitted to the peak RSS
+# of five demo runs (benchmarks/time_accuracy.py; docs/estimator-accuracy.md, "RAM on the CPU").
+# glibc keeps freed blocks mapped much as the CUDA caching allocator does: the same 10%.
+RUNTIME_CPU = int(1.4 * GiB)
+FRAG_CPU = FRAG_DYNAMIC
 BNB_CONTEXT = 64 * MiB            # bitsandbytes' kernels and code books, when it is used
 TIGHT = 0.90                      # above 90% of the device: "tight"
 
 COMPONENTS = ("frozen_weights", "trainable_params", "gradients", "optimizer_states", "activations",
-              "logits_loss", "transient", "allocator_overhead", "cuda_context", "outside_allocator")
+              "logits_loss", "transient", "allocator_overhead", "cuda_context", "runtime", "outside_allocator")
 LABELS = {
     "frozen_weights": "Frozen weights",
     "trainable_params": "Trainable parameters",
@@ -52,6 +63,7 @@ LABELS = {
     "transient": "Transient buffers",
     "allocator_overhead": "Allocator overhead",
     "cuda_context": "CUDA context",
+    "runtime": "Runtime (Python, PyTorch, data)",
     "outside_allocator": "Outside the allocator",
 }
 
@@ -81,6 +93,7 @@ class Estimate:
     seq_len: int = 0
     tokens_per_step: int = 0
     generic: bool = False
+    on_cpu: bool = False              # judged against this machine's RAM: no GPU, the run trains on the CPU
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +113,7 @@ class _Plan:
     virtual: int
     prompt_based: bool
     notes: list
+    cpu: bool = False
 
 
 def _check_sizes(cfg) -> None:
@@ -117,6 +131,11 @@ def _precision(cfg, gpu: Gpu | None, autocast_on: bool | None = None):
     import torch
 
     want = cfg.model.dtype
+    if gpu is not None and gpu.cpu:
+        # engine.train on the CPU: float32 for `auto` (engine.models.resolve_dtype), never autocast.
+        dt = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
+              "float16": torch.float16}[want]
+        return dt, None
     if want == "auto":
         dt = torch.bfloat16 if (gpu is None or gpu.bf16) else torch.float16
     else:
@@ -153,7 +172,8 @@ def plan(cfg, gpu: Gpu | None = None, autocast: bool | None = None) -> _Plan:
                      f"({spec.title}'s structure depends on layer widths); the activation term is approximate")
     return _Plan(cfg=cfg, arch=arch, params=params, act=act, dtype_name=str(dtype).replace("torch.", ""),
                  dtype_bytes=torch.tensor([], dtype=dtype).element_size(), quant=quant,
-                 virtual=spec.virtual_tokens(cfg.method), prompt_based=spec.prompt_based, notes=notes)
+                 virtual=spec.virtual_tokens(cfg.method), prompt_based=spec.prompt_based, notes=notes,
+                 cpu=bool(gpu is not None and gpu.cpu))
 
 
 # ---- the components ----------------------------------------------------------------------------
@@ -271,6 +291,17 @@ def logits_bytes(p: _Plan, rows: int, pred: dict) -> int:
     return int(max(fwd, bwd))
 
 
+def eval_logits_bytes(p: _Plan, rows: int) -> int:
+    """Working set of an evaluation batch's loss (0 without evaluation): the logits in the
+    compute dtype, their fp32 copy (transformers' ForCausalLMLoss upcasts) and cross-entropy's
+    fp32 log-softmax."""
+    d = p.cfg.data
+    if not (d.validation_path or d.validation_split > 0):
+        return 0
+    upcast = 4 if p.dtype_bytes < 4 else 0
+    return int(rows * p.arch.vocab * (p.dtype_bytes + upcast + 4))
+
+
 def breakdown(p: _Plan, batch: int, seq: int) -> dict:
     """All figures for one (batch, seq): phases, the peak phase's components, sizes."""
     from engine.estimate.activations import Shape
@@ -295,6 +326,11 @@ def breakdown(p: _Plan, batch: int, seq: int) -> dict:
         "backward": static + grads + acts + tr["backward"] + (pred["per_layer"] if gc else 0),
         "step": static + grads + opt_temp,
     }
+    eval_logits = eval_logits_bytes(p, logit_rows)
+    if eval_logits:
+        # Evaluation runs between steps (gradients freed): no saved activations, but the model's
+        # own loss over full logits — the chunked loss is for training only.
+        phases["eval"] = static + eval_logits
     peak_phase = max(phases, key=phases.get)
     sizes = {"frozen_weights": frozen, "trainable_params": trainable, "gradients": grads,
              "optimizer_states": opt_in + opt_out, "activations": acts, "logits_loss": logits,
@@ -307,6 +343,8 @@ def breakdown(p: _Plan, batch: int, seq: int) -> dict:
             comp["logits_loss"] = logits
         else:
             comp["transient"] = tr["forward"]
+    elif peak_phase == "eval":
+        comp["logits_loss"] = eval_logits
     elif peak_phase == "backward":
         comp.update(gradients=grads, activations=acts + (pred["per_layer"] if gc else 0),
                     transient=tr["backward"])
@@ -314,15 +352,20 @@ def breakdown(p: _Plan, batch: int, seq: int) -> dict:
         comp.update(gradients=grads, transient=opt_temp)
     allocated = phases[peak_phase]
     dynamic = allocated - static
-    overhead = int(FRAG_DYNAMIC * dynamic + FRAG_STATIC * static + FRAG_FIXED)
+    if p.cpu:
+        overhead = int(FRAG_CPU * dynamic)
+        comp["runtime"] = RUNTIME_CPU
+    else:
+        overhead = int(FRAG_DYNAMIC * dynamic + FRAG_STATIC * static + FRAG_FIXED)
+        uses_bnb = bool(p.quant) or cfg.train.optimizer in ("adamw_8bit", "paged_adamw_8bit")
+        comp["cuda_context"] = CUDA_CONTEXT + (BNB_CONTEXT if uses_bnb else 0)
     comp["allocator_overhead"] = overhead
-    uses_bnb = bool(p.quant) or cfg.train.optimizer in ("adamw_8bit", "paged_adamw_8bit")
-    comp["cuda_context"] = CUDA_CONTEXT + (BNB_CONTEXT if uses_bnb else 0)
     comp["outside_allocator"] = opt_out
     comp = {k: int(v) for k, v in comp.items()}
     reserved = int(allocated) + overhead
     return {"components": comp, "peak_allocated": int(allocated), "peak_reserved": reserved,
-            "device_total": reserved + comp["cuda_context"] + opt_out, "phases": {k: int(v) for k, v in
+            "device_total": reserved + comp["cuda_context"] + comp["runtime"] + opt_out,
+            "phases": {k: int(v) for k, v in
                                                                               phases.items()},
             "peak_phase": peak_phase, "sizes": {k: int(v) for k, v in sizes.items()}, "positions": T}
 
@@ -380,10 +423,10 @@ def suggestions(p: _Plan, batch: int, seq: int, gpu: Gpu, total: int) -> list[st
     if seq > 256:
         out.append((saving(data__max_length=seq // 2),
                     f"shorten sequences (data.max_length: {seq // 2})"))
-    if cfg.train.optimizer == "adamw_torch" and sum(n for n, _, _ in p.params.trainable) > 0:
+    if cfg.train.optimizer == "adamw_torch" and sum(n for n, _, _ in p.params.trainable) > 0 and not p.cpu:
         out.append((saving(train__optimizer="paged_adamw_8bit"),
                     "keep optimizer state in 8 bits (train.optimizer: adamw_8bit or paged_adamw_8bit)"))
-    if not p.quant and cfg.method.name in ("lora", "dora"):
+    if not p.quant and cfg.method.name in ("lora", "dora") and not p.cpu:   # bitsandbytes 4-bit needs a GPU
         from engine.estimate.quantsim import quantized_weight_bytes
 
         nf4 = sum(quantized_weight_bytes(r, c, "nf4", True) for r, c, _ in p.params.frozen_linear)
@@ -403,10 +446,12 @@ def suggestions(p: _Plan, batch: int, seq: int, gpu: Gpu, total: int) -> list[st
 # ---- entry point -------------------------------------------------------------------------------
 
 def resolve_gpu(gpu: str | Gpu | None) -> Gpu | None:
+    """A Gpu to judge against. None / "auto": this machine — its GPU, or without one its CPU and
+    RAM, where engine.train then runs."""
     if isinstance(gpu, Gpu):
         return gpu
     if gpu is None or str(gpu).strip().lower() in ("", "auto", "detect"):
-        return detect_gpu()
+        return detect_gpu() or this_cpu()
     return parse_gpu(gpu)
 
 
@@ -441,7 +486,7 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
                    gpu_name=g.name if g else None, gpu_bytes=g.total_bytes if g else None,
                    notes=notes, sizes=b["sizes"], phases=b["phases"], peak_phase=b["peak_phase"],
                    dtype=p.dtype_name, quantization=p.quant, batch_size=batch, seq_len=seq,
-                   tokens_per_step=batch * seq * cfg.train.grad_accum, generic=p.arch.generic)
+                   tokens_per_step=batch * seq * cfg.train.grad_accum, generic=p.arch.generic, on_cpu=p.cpu)
     if g is not None:
         cap = g.total_bytes
         est.max_batch_size = _largest(lambda n: breakdown(p, n, seq)["device_total"] <= cap, 1, 4096)

@@ -1,5 +1,6 @@
 """Estimate panel: predicted GPU memory by component as a stacked bar, and the fits / tight /
-exceeds verdict against the detected or a chosen GPU.
+exceeds verdict against the detected or a chosen GPU; below it the measured time of the run
+(studio/panels/estimate_time.py).
 
 Recomputed in the job helper process shortly after any change (the engine's estimator needs
 no weights). Without the estimator (an engine that predates it) the panel says so and shows
@@ -14,6 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from studio.lazy import np
+from studio.panels.estimate_time import TimeSection
 from studio.widgets import InfoGrid, PlotSlot, fmt_bytes, fmt_count, muted
 from studio.workers import LatestJob, run_job
 
@@ -28,7 +30,8 @@ VERDICT_WORDS = {"fits": "Fits", "tight": "Tight", "exceeds": "Exceeds"}
 
 def gpu_choices(known: list | None = None) -> list[tuple[str, object]]:
     """(label, value passed as ``gpu=``): the estimator's own list when it publishes one."""
-    out: list[tuple[str, object]] = [("This machine's GPU (detected)", None)]
+    # None: the engine judges against this machine — its GPU, or without one its CPU and RAM.
+    out: list[tuple[str, object]] = [("This machine (detected)", None)]
     for name, size in known or [(n, None) for n in FALLBACK_GPUS]:
         if name.upper().endswith("GB"):
             out.append((f"Any {name[:-2]} GB GPU", name))
@@ -45,7 +48,7 @@ class EstimatePanel(QWidget):
         lay = QVBoxLayout(self)
 
         top = QHBoxLayout()
-        top.addWidget(QLabel("GPU:"))
+        top.addWidget(QLabel("Device:"))
         self.gpu = QComboBox()
         self._fill_gpus(None)
         self.gpu.currentIndexChanged.connect(self._gpu_changed)
@@ -90,6 +93,9 @@ class EstimatePanel(QWidget):
         lay.addWidget(self.advice_box)
         self.advice_box.hide()
 
+        self.time = TimeSection()
+        lay.addWidget(self.time)
+
         counts_box = QGroupBox("Parameters")
         cl = QVBoxLayout(counts_box)
         self.counts = InfoGrid(["Total", "Trainable", "Adapter size"])
@@ -128,6 +134,7 @@ class EstimatePanel(QWidget):
 
     # -- estimating --------------------------------------------------------------------------
     def update_estimate(self, cfg) -> None:
+        self.time.set_config(cfg)
         if cfg is None:
             return
         self._cfg = cfg
@@ -143,13 +150,20 @@ class EstimatePanel(QWidget):
         need, cap = out.get("device_total"), out.get("gpu_bytes")
         self._show_bars(comps, cap)
         verdict = out.get("verdict") or ""
+        on_cpu = bool(out.get("on_cpu"))
+        of = f"of {fmt_bytes(cap)} RAM" if on_cpu else f"of {fmt_bytes(cap)}"
         if verdict in VERDICT_WORDS:
-            self._set_verdict(verdict, f"{VERDICT_WORDS[verdict]}: needs {fmt_bytes(need)} of {fmt_bytes(cap)}")
+            self._set_verdict(verdict, f"{VERDICT_WORDS[verdict]}: needs {fmt_bytes(need)} {of}")
         else:
             self._set_verdict("", f"Needs about {fmt_bytes(need)}")
-        where = out.get("gpu_name") or "no GPU here — choose one above to compare"
-        lines = [f"Peak {fmt_bytes(out.get('peak_allocated'))} allocated, {fmt_bytes(out.get('peak_reserved'))} "
-                 f"reserved; GPU: {where}."]
+        if on_cpu:
+            lines = [f"No GPU here, so the run trains on this machine's CPU: peak memory of the process "
+                     f"(tensors {fmt_bytes(out.get('peak_allocated'))} plus the runtime). Choose a GPU above "
+                     "to plan for one."]
+        else:
+            where = out.get("gpu_name") or "no GPU here — choose one above to compare"
+            lines = [f"Peak {fmt_bytes(out.get('peak_allocated'))} allocated, {fmt_bytes(out.get('peak_reserved'))} "
+                     f"reserved; GPU: {where}."]
         if out.get("max_batch_size"):
             lines.append(f"Largest batch that fits: {out['max_batch_size']}; longest max_length: "
                          f"{out.get('max_seq_len') or '—'}.")

@@ -32,8 +32,8 @@ def test_probe_time_on_tiny_model(tiny_model_dir):
     cfg = RunConfig.from_dict({"model": {"name_or_path": str(tiny_model_dir)},
                                "train": {"batch_size": 2, "max_steps": 10}, "data": {"max_length": 32}})
     t = probe_time(cfg, steps=1)
-    assert t["step_s"] > 0 and t["total_steps"] == 10 and t["eta_s"] == pytest.approx(10 * t["step_s"])
-    assert t["weights"] == "real"
+    assert t["step_s"] > 0 and t["total_steps"] == 10 and t["train_s"] == pytest.approx(10 * t["step_s"])
+    assert t["weights"] == "real" and t["from_data"]   # the default data set: the bundled demo
 
 
 def test_components_add_up():
@@ -98,8 +98,33 @@ def test_verdicts_and_limits():
     assert big.gpu_name == "RTX 4090" and big.gpu_bytes < 24 * GiB
     assert big.suggestions and any("gradient checkpointing" in s for s in big.suggestions)
     assert big.max_batch_size is None or big.max_batch_size < 8
-    none = _est("smollm2-135m", gpu=None)
-    assert none.verdict in ("unknown", "fits", "tight", "exceeds")   # "unknown" without a GPU here
+    here = _est("smollm2-135m", gpu=None)            # this machine: its GPU, or its CPU and RAM
+    assert here.verdict in ("fits", "tight", "exceeds") and here.gpu_bytes > 0
+
+
+def test_without_a_gpu_this_machine_means_its_cpu_and_ram():
+    """On the CPU engine.train loads `auto` weights in float32 and never autocasts, and the
+    figure is the process's RAM: no CUDA context, the runtime instead, judged against RAM."""
+    import psutil
+    import torch
+
+    from engine.estimate.memory import RUNTIME_CPU, resolve_gpu
+
+    cpu = _est("smollm2-135m", gpu="cpu", train={"batch_size": 2}, data={"max_length": 256})
+    gpu = _est("smollm2-135m", gpu="24GB", train={"batch_size": 2}, data={"max_length": 256})
+    assert cpu.on_cpu and not gpu.on_cpu and cpu.dtype == "float32" and gpu.dtype == "bfloat16"
+    c = cpu.components
+    assert c["cuda_context"] == 0 and c["runtime"] == RUNTIME_CPU > 0
+    assert c["frozen_weights"] == 2 * gpu.components["frozen_weights"]        # fp32 vs bf16
+    assert cpu.sizes["activations"] > gpu.sizes["activations"]               # no autocast on the CPU
+    assert cpu.gpu_bytes == psutil.virtual_memory().total and "RAM" in cpu.gpu_name
+    assert cpu.device_total == cpu.peak_reserved + c["runtime"] + c["outside_allocator"]
+    if not torch.cuda.is_available():
+        assert resolve_gpu(None).cpu
+    # Advice that needs a GPU (bitsandbytes 4-bit bases, 8-bit optimizers) is not given for the CPU.
+    tiny_ram = _est("llama-3-8b", gpu="cpu", train={"batch_size": 8}, data={"max_length": 4096})
+    if tiny_ram.verdict != "fits":
+        assert tiny_ram.suggestions and not any("qlora" in s or "8 bits" in s for s in tiny_ram.suggestions)
 
 
 def test_prompt_methods_lengthen_sequences():
@@ -238,3 +263,24 @@ def test_cli_json_and_table(tmp_path, capsys):
     assert "Peak reserved" in table and "Activations" in table and "8GB" in table
     assert main(["estimate", str(run), "--gpu", "Voodoo 5"]) == 2
     assert "unknown GPU" in capsys.readouterr().err
+    assert main(["estimate", str(run), "--gpu", "cpu"]) == 0
+    cpu_table = capsys.readouterr().out
+    assert "Runtime (Python, PyTorch, data)" in cpu_table and "this machine's CPU" in cpu_table
+    assert "weights in float32" in cpu_table
+
+
+def test_evaluation_is_a_phase_when_the_run_evaluates():
+    """Evaluation takes the model's own loss over full logits: with the chunked training loss and
+    a large vocabulary it can be the run's peak; without a validation set it does not exist."""
+    from engine.estimate.memory import eval_logits_bytes, plan
+
+    with_eval = _est("qwen2.5-0.5b", train={"batch_size": 8, "gradient_checkpointing": True},
+                     data={"max_length": 1024, "validation_split": 0.1})
+    without = _est("qwen2.5-0.5b", train={"batch_size": 8, "gradient_checkpointing": True},
+                   data={"max_length": 1024, "validation_split": 0.0})
+    assert "eval" in with_eval.phases and "eval" not in without.phases
+    assert with_eval.peak_phase == "eval" and with_eval.device_total > without.device_total
+    # bf16 logits, their fp32 copy and the fp32 log-softmax: 10 bytes a logit for 8192 rows.
+    p = plan(_cfg("qwen2.5-0.5b", data={"validation_split": 0.1}))
+    assert eval_logits_bytes(p, 8192) == 8192 * 151936 * 10
+    assert with_eval.components["logits_loss"] == eval_logits_bytes(p, 8 * 1024)

@@ -1,0 +1,49 @@
+"""The estimate panel: the engine's estimate through the job helper, for this machine (its CPU and
+RAM when there is no GPU) or a chosen GPU, with the breakdown and the verdict."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.panels.estimate import EstimatePanel
+
+
+@pytest.fixture
+def panel(qtbot):
+    p = EstimatePanel()
+    qtbot.addWidget(p)
+    yield p
+    p.time.shutdown()
+
+
+def _settle(qtbot, panel, before: str):
+    qtbot.waitUntil(lambda: panel.verdict.text() not in ("—", before) and "Estimating" not in panel.verdict.text(),
+                    timeout=120_000)
+
+
+def test_this_machine_without_a_gpu_is_its_cpu_and_ram(qtbot, panel, tiny_config):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: 'This machine' means it")
+    panel.update_estimate(tiny_config())
+    _settle(qtbot, panel, "—")
+    assert panel.gpu.currentText() == "This machine (detected)"
+    assert "RAM" in panel.verdict.text() and panel.verdict.property("verdict") == "fits"
+    legend = panel.legend.text()
+    assert "Runtime (Python, PyTorch, data)" in legend and "CUDA context" not in legend
+    assert "trains on this machine's CPU" in panel.summary.text()
+    assert "float32" in panel.notes.text()
+
+
+def test_a_chosen_gpu_is_judged_as_a_gpu(qtbot, panel, tiny_config):
+    panel.update_estimate(tiny_config())
+    _settle(qtbot, panel, "—")
+    first = panel.verdict.text()
+    i = panel.gpu.findData("24GB")
+    assert i > 0
+    panel.gpu.setCurrentIndex(i)
+    qtbot.waitUntil(lambda: "24 GiB" in panel.verdict.text(), timeout=120_000)
+    assert panel.verdict.text() != first and "RAM" not in panel.verdict.text()
+    assert "CUDA context" in panel.legend.text() and "Runtime" not in panel.legend.text()
+    assert "bfloat16" in panel.notes.text()
