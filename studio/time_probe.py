@@ -65,9 +65,13 @@ class TimeProbe(QObject):
         self.cancel()
         self._generation += 1
         gen = self._generation
-        tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="peft-studio-time-", delete=False)
-        tmp.close()
-        cfg.save(tmp.name)
+        try:
+            tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="peft-studio-time-", delete=False)
+            tmp.close()
+            cfg.save(tmp.name)
+        except OSError as e:
+            self.sig_failed.emit(f"Could not write the run file for the measurement: {e.strerror or e}")
+            return
         try:
             proc = subprocess.Popen(probe_command(tmp.name), cwd=cwd or os.getcwd(), env=child_env(),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

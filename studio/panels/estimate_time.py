@@ -98,10 +98,11 @@ class TimeSection(QGroupBox):
         if self._cfg is None or self._run_active:
             return
         self._measured_for = _relevant(self._cfg)
-        self.probe.start(self._cfg)
+        # The UI first: a start that fails at once reports through _on_failed, which must win.
         self.measure_btn.setEnabled(False)
         self.cancel_btn.show()
         self.status.setText("Starting: loading the libraries…")
+        self.probe.start(self._cfg)
 
     def cancel(self) -> None:
         self.probe.cancel()

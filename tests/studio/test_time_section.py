@@ -121,3 +121,20 @@ def _no_probe_left(qtbot):
     for w in QApplication.allWidgets():
         if isinstance(w, TimeSection):
             w.shutdown()
+
+
+def test_no_temp_space_is_a_message(qtbot, tiny_config, monkeypatch):
+    import tempfile
+
+    sec = TimeSection()
+    qtbot.addWidget(sec)
+    sec.set_config(tiny_config())
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", full)
+    with qtbot.waitSignal(sec.probe.sig_failed, timeout=5_000) as failed:
+        sec.measure()
+    assert "No space left" in failed.args[0] and sec.measure_btn.isEnabled()
+    assert sec.status.text().startswith("Could not measure:")
