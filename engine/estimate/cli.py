@@ -72,13 +72,10 @@ def format_table(est) -> str:
     lines.append(f"  {'Peak reserved':<{width}}  {gib(est.peak_reserved):>12}")
     lines.append(f"  {'Device total':<{width}}  {gib(est.device_total):>12}")
     lines.append("")
-    if est.gpu_name and getattr(est, "on_cpu", False):
-        lines.append(f"{est.verdict.upper()} on {est.gpu_name} (no GPU: the run trains on the CPU; "
-                     "--gpu 24GB or a name plans for a GPU)")
-        lines.append(f"  largest batch at this length: {est.max_batch_size or 'none'}; "
-                     f"longest sequence at this batch: {est.max_seq_len or 'none'}")
-    elif est.gpu_name:
-        lines.append(f"{est.verdict.upper()} on {est.gpu_name} ({gib(est.gpu_bytes)})")
+    if est.gpu_name:
+        where = ("(no GPU: the run trains on the CPU; --gpu 24GB or a name plans for a GPU)"
+                 if getattr(est, "on_cpu", False) else f"({gib(est.gpu_bytes)})")
+        lines.append(f"{est.verdict.upper()} on {est.gpu_name} {where}")
         mb = est.max_batch_size
         ms = est.max_seq_len
         lines.append(f"  largest batch at this length: {mb if mb else 'none'}; "
@@ -94,8 +91,7 @@ def format_table(est) -> str:
 
 def format_time(t: dict) -> str:
     """The time probe's result for a person: per step, the run, and what it rests on."""
-    def dur(s):
-        return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+    from engine.estimate.timing import human_duration as dur
 
     lines = [f"time on {t['device']} ({t['weights']} weights, attention {t['attention']}): "
              f"{t['step_s']:.2f} s a step, {t['tokens_per_s']:.0f} tokens/s"]

@@ -132,10 +132,9 @@ def _precision(cfg, gpu: Gpu | None, autocast_on: bool | None = None):
 
     want = cfg.model.dtype
     if gpu is not None and gpu.cpu:
-        # engine.train on the CPU: float32 for `auto` (engine.models.resolve_dtype), never autocast.
-        dt = {"auto": torch.float32, "float32": torch.float32, "bfloat16": torch.bfloat16,
-              "float16": torch.float16}[want]
-        return dt, None
+        from engine.models import resolve_dtype
+
+        return resolve_dtype(want, "cpu"), None      # engine.train on the CPU never autocasts
     if want == "auto":
         dt = torch.bfloat16 if (gpu is None or gpu.bf16) else torch.float16
     else:

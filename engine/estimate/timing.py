@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -53,16 +52,16 @@ def count_examples(data_cfg) -> int | None:
     return n
 
 
-def total_steps(cfg, examples: int | None) -> int | None:
-    """Optimizer steps of the run with the Trainer's arithmetic (None when the size is unknown)."""
-    t = cfg.train
-    if t.max_steps and t.max_steps > 0:
-        return t.max_steps
-    if examples is None:
-        return None
-    micro = math.ceil(examples / t.batch_size)
-    per_epoch = max(micro // t.grad_accum + int(micro % t.grad_accum > 0), 1)
-    return math.ceil(t.epochs * per_epoch)
+def human_duration(seconds) -> str:
+    """A duration as a person says it: 4.2 s, 42 s, 3.3 min, 25 min, 2 h 10 min."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "—"
+    if seconds < 90:
+        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
+    h, m = divmod(int(round(seconds / 60)), 60)
+    return f"{h} h {m} min" if m else f"{h} h"
 
 
 def _optimizer(cfg, params):
@@ -225,7 +224,8 @@ def probe_time(cfg, steps: int = 3, device: str | None = None, progress=None,
     eval_s, evals = 0.0, 0
     if data is not None and data.eval:
         evals = (work.steps // cfg.train.eval_steps if cfg.train.eval_steps > 0 else 0) + 1
-        eval_s = evals * _eval_seconds(model, data.eval, collate, cfg, device, dtype, use_amp, sync, progress)
+        eval_s = evals * _eval_seconds(model, data.eval, collate, cfg, packed, virtual, device, dtype, use_amp,
+                                       sync, progress)
 
     scale_data = (run_examples / len(data.train)) if data is not None else 1.0
     startup_s = imports_s + t_data * scale_data + t_build
@@ -246,15 +246,20 @@ def probe_time(cfg, steps: int = 3, device: str | None = None, progress=None,
     return out
 
 
-def _eval_seconds(model, eval_examples, collate, cfg, device, dtype, use_amp, sync, progress) -> float:
+def _eval_seconds(model, eval_examples, collate, cfg, packed, virtual, device, dtype, use_amp, sync,
+                  progress) -> float:
     """One evaluation pass: forward only with full logits (the Trainer's eval path), timed on one
     batch and scaled by tokens."""
     import torch
 
+    from engine.estimate.workload import FULL_ROW, _micro_figures
+
     b = cfg.train.batch_size
+    lengths = [len(e["input_ids"]) for e in eval_examples]
     batches = [eval_examples[i:i + b] for i in range(0, len(eval_examples), b)]
-    # The Trainer evaluates in order; the positions computed are the collated batches' sizes.
-    sizes = [int(collate(bt)["input_ids"].numel()) for bt in batches]
+    # The Trainer evaluates in order; the positions computed are each batch's, padding included.
+    sizes = [_micro_figures(range(i, min(i + b, len(lengths))), lengths, packed, virtual, FULL_ROW, 0.0)[0]
+             for i in range(0, len(lengths), b)]
     i = sorted(range(len(batches)), key=lambda j: sizes[j])[len(batches) // 2]
     progress("Timing an evaluation batch")
     inputs = {k: v.to(device) for k, v in collate(batches[i]).items()}

@@ -14,22 +14,11 @@ import time
 
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout
 
+from engine.estimate.timing import human_duration as fmt_span
 from studio.time_probe import TimeProbe
 from studio.widgets import InfoGrid, fmt_count, muted
 
 ROWS = ["Per step", "Speed", "The run", "Training", "Evaluation", "Start-up", "In all"]
-
-
-def fmt_span(seconds) -> str:
-    """A duration as a person says it: 42 s, 3.5 min, 2 h 10 min."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "—"
-    if seconds < 90:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
-    h, m = divmod(int(round(seconds / 60)), 60)
-    return f"{h} h {m} min" if m else f"{h} h"
 
 
 def _relevant(cfg) -> dict | None:
