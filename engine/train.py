@@ -228,6 +228,29 @@ def _make_trainer_class():
                 self.counters["trained"] += int((labels != -100).sum())
             return super().training_step(model, inputs, *args, **kwargs)
 
+        # The length-grouped sampler reads the lengths prepare_data already has, instead of reading every
+        # example's tokens to measure them (the Trainer does that for data that is not a datasets.Dataset).
+        def _get_train_sampler(self, train_dataset=None):
+            return self._grouped_sampler(train_dataset or self.train_dataset, self.args.train_batch_size
+                                         * self.args.gradient_accumulation_steps, None) \
+                or super()._get_train_sampler(train_dataset)
+
+        def _get_eval_sampler(self, eval_dataset):
+            import torch
+
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return self._grouped_sampler(eval_dataset, self.args.eval_batch_size,
+                                         torch.Generator().manual_seed(seed)) or super()._get_eval_sampler(eval_dataset)
+
+        def _grouped_sampler(self, dataset, batch_size, generator):
+            if self.args.train_sampling_strategy != "group_by_length" or getattr(dataset, "lengths", None) is None:
+                return None
+            if self.args.world_size > 1:
+                return None  # the Trainer's own distributed handling
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            return LengthGroupedSampler(batch_size, lengths=dataset.lengths.tolist(), generator=generator)
+
         # Methods that save themselves (BitFit, selective, bottleneck, full) checkpoint in their own
         # format: a BitFit checkpoint of a 7B model is its biases (megabytes), not the 14 GB model
         # the Trainer would write, and export/playground read checkpoints like final adapters.
@@ -399,8 +422,9 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     from engine.methods.peft_auto import trainer_callbacks  # AdaLoRA's schedule follows the global step
 
     trainer = trainer_cls(
-        model=model, args=args, train_dataset=_ListDataset(data.train),
-        eval_dataset=_ListDataset(data.eval) if data.eval else None,
+        # Examples: sequences over memory-mapped Arrow rows (engine/data/examples.py), read a batch at a time.
+        model=model, args=args, train_dataset=data.train,
+        eval_dataset=data.eval if data.eval else None,
         data_collator=make_collator(tokenizer, packing=packing, max_length=cfg.data.max_length),
         callbacks=[_make_callback(reporter, stop, counters, info), *trainer_callbacks(model, checkpoint)],
         optimizers=optimizers,
@@ -435,19 +459,6 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     reporter.emit("finished", adapter_dir=str(adapter_dir), run_dir=str(run_dir), metrics=metrics,
                   step=trainer.state.global_step)
     return RunResult("finished", run_dir, adapter_dir, metrics)
-
-
-class _ListDataset:
-    """A plain indexable dataset of tokenized examples (the Trainer needs only len/getitem)."""
-
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
 
 
 def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, packing: bool):

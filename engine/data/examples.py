@@ -50,7 +50,7 @@ class Examples(Sequence):
 
     def __getitem__(self, key):
         if isinstance(key, slice):
-            return [self[i] for i in range(*key.indices(len(self)))]
+            return self.__getitems__(list(range(*key.indices(len(self)))))
         if isinstance(key, (list, tuple)):
             return self.__getitems__(list(key))
         if key < 0:

@@ -77,17 +77,18 @@ class NormOptions:
 # ---- detection --------------------------------------------------------------------------------
 
 def plan_format(fmt: str, found: list[str], rows: list[dict], mapping: dict | None, source: str,
-                caps=None) -> Plan:
+                caps=None, skip_bad_lines: bool = False) -> Plan:
     """Decide the format (``fmt`` may be 'auto') and the column for each internal field.
 
     ``rows`` is a sample of parsed records. ``caps`` (template.TemplateCaps, optional) says what
-    the chat template renders; with it, a tools column the template cannot render is refused.
+    the chat template renders; with it, a tools column the template cannot render is refused
+    (with ``skip_bad_lines``: left unread, and the rows that use tools are skipped one by one).
     Raises DataError (field data.format / data.columns) when the columns fit no format, or when
     a column that changes what is learned is not mapped (tasks.refuse_unmapped)."""
     from engine.data.tasks import refuse_unmapped
 
     mapping = _check_mapping(mapping or {}, found, source)
-    refuse_unmapped(found, rows, mapping, source, caps)
+    refuse_unmapped(found, rows, mapping, source, caps, skip_tools=skip_bad_lines)
     plan = _choose(fmt, found, rows, mapping, source)
     for name in ("tools", "label", "assistant"):
         if name in mapping:
@@ -97,6 +98,9 @@ def plan_format(fmt: str, found: list[str], rows: list[dict], mapping: dict | No
         if col is not None and (caps is None or caps.tools):
             plan.columns["tools"] = col
             plan.notes.append(f"column {col}: the tools schema, given to the chat template")
+        elif col is not None:
+            plan.notes.append(f"column {col} is not read: the chat template cannot render tools, so the rows "
+                              "that call tools or hold tool results are skipped (data.skip_bad_lines)")
     plan.ignored = [c for c in found if c not in set(plan.columns.values())]
     return plan
 

@@ -313,7 +313,7 @@ def prepare_data(data_cfg, tokenizer, seed: int = 42, reporter=None, base_dir=No
         train_sel = _kept(enc, rows=train_rows)
         if val_raw is not None:
             vplan = plan_format(plan.format, val_raw.columns, _sample_rows(val_raw), specs[0].columns,
-                                val_raw.source, caps)
+                                val_raw.source, caps, skip)
             venc = ctx.encode(val_raw, vplan, None)
             encoded.append(venc)
             val_sel = _kept(venc)
@@ -343,7 +343,8 @@ def prepare_data(data_cfg, tokenizer, seed: int = 42, reporter=None, base_dir=No
         val_order: list = []
         val_raw = _validation_raw(data_cfg, None, base_dir) if data_cfg.validation_path else None
         if val_raw is not None:
-            vplan = plan_format("auto", val_raw.columns, _sample_rows(val_raw), specs[0].columns, val_raw.source, caps)
+            vplan = plan_format("auto", val_raw.columns, _sample_rows(val_raw), specs[0].columns, val_raw.source,
+                                caps, skip)
             venc = ctx.encode(val_raw, vplan, None)
             encoded.append(venc)
             val_order = [(len(encoded) - 1, int(p)) for p in _kept(venc)]
@@ -430,7 +431,7 @@ class _Context:
                 e = DataError(e.problem, file=e.file, field=spec.field, hint=e.hint)
             raise e from None
         rows = _sample_rows(raw, self.skip)
-        plan = plan_format(spec.format, raw.columns, rows, spec.columns, raw.source, self.caps)
+        plan = plan_format(spec.format, raw.columns, rows, spec.columns, raw.source, self.caps, self.skip)
         if self.long_mode == "chunk" and plan.format != "text":
             raise DataError(f"data.long_examples: chunk cuts plain text into windows, but {raw.source} is "
                             f"{plan.format} data", field="data.long_examples",
@@ -501,16 +502,23 @@ class _Context:
         return max(1, min(cores, _MAX_PROC))
 
     def _fail_fast(self, raw: RawSource, plan: Plan) -> None:
-        """Normalise and render the sample here: a systematic problem is named at once."""
+        """Normalise and render the sample here: a systematic problem is named at once, before
+        the whole file is tokenized (the sample is the whole file when it is small)."""
         if self.skip:
             return
         opts = NormOptions(self.caps.part_separator)
+        errors = []
         for r in raw.samples:
-            if r.error is not None:
-                raise r.error
-            record = normalize(r.row, plan, r.where, opts)
-            if label_of(r.row, plan, r.where) is not False:
-                render(record, self.tokenizer, self.render_cfg, r.where, self.caps)
+            try:
+                if r.error is not None:
+                    raise r.error
+                record = normalize(r.row, plan, r.where, opts)
+                if label_of(r.row, plan, r.where) is not False:
+                    render(record, self.tokenizer, self.render_cfg, r.where, self.caps)
+            except DataError as e:
+                errors.append(e)
+        if errors:
+            raise _first_of(errors, exact=len(raw.samples) == len(raw))
 
 
 class _quiet_datasets:
@@ -665,13 +673,23 @@ def _raise_or_warn_bad(encoded: list[_Encoded], skip: bool, warn, strict: bool =
             raise DataError(f"no usable records: all {len(bad)} were bad (first: {first.location}: {first.problem})",
                             file=enc.raw.source, hint="Fix the file; the first bad record is named above.")
         if not skip:
-            if len(bad) > 1:
-                unit = "line" if first.line is not None else "record"
-                raise DataError(first.problem + f" ({len(bad) - 1} more bad {unit}s: "
-                                f"{_places(errors[1:], total=len(bad) - 1)})", file=first.file, line=first.line,
-                                record=first.record, field=first.field, hint=first.hint)
-            raise first
+            raise _first_of(errors, total=len(bad))
         warn(_skipped_message(enc.raw.source, errors, total=len(bad)))
+
+
+def _first_of(errors: list[DataError], total: int | None = None, exact: bool = True) -> DataError:
+    """The first error, saying how many more there are and where (``exact``: False when only a
+    sample was read, so there may be more)."""
+    first = errors[0]
+    total = len(errors) if total is None else total
+    if total == 1:
+        return first
+    unit = "line" if first.line is not None else "record"
+    n = total - 1
+    more = (f"{n} more bad {unit}{'s' if n > 1 else ''}" + ("" if exact else " among the first records read")
+            + f": {_places(errors[1:], total=n)}")
+    return DataError(f"{first.problem} ({more})", file=first.file, line=first.line, record=first.record,
+                     field=first.field, hint=first.hint)
 
 
 def _errors(enc: _Encoded, positions) -> list[DataError]:

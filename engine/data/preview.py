@@ -93,7 +93,8 @@ def preview(data_cfg, tokenizer=None, n: int = 20, base_dir=None) -> Preview:
         if not sample:
             raise rows[0].error if rows else DataError("the file is empty (no records)", file=spec.path)
         caps = template_caps(tokenizer) if tokenizer is not None else None
-        plan = plan_format(spec.format, out.columns, sample, spec.columns, spec.path, caps)
+        plan = plan_format(spec.format, out.columns, sample, spec.columns, spec.path, caps,
+                           bool(data_cfg.skip_bad_lines))
     except DataError as e:
         out.error, out.error_field = str(e), e.field
         out.detected = e.detected.to_dict() if e.detected is not None else None
@@ -199,7 +200,7 @@ def iter_statistics(data_cfg, tokenizer, every: int = 2000, cancel=None, base_di
             raise head[0].error
         raise DataError("the file is empty (no records)", file=spec.path)
     columns = list(dict.fromkeys(str(k) for row in sample for k in row))
-    plan = plan_format(spec.format, columns, sample, spec.columns, spec.path, caps)
+    plan = plan_format(spec.format, columns, sample, spec.columns, spec.path, caps, bool(data_cfg.skip_bad_lines))
 
     def rows():
         yield from head

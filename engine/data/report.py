@@ -24,8 +24,9 @@ from engine.data.encode import (
 
 ISSUES = {"empty_turn": "empty or whitespace-only turns", "no_answer": "prompts without an answer",
           "placeholder": "template placeholders such as {{name}}"}
-_REASONS = {TRUNCATED: "longer than the token limit: truncated", DROPPED_LONG: "longer than the token limit: dropped",
-            DROPPED_UNTRAINED: "no answer token left within the token limit: dropped",
+_REASONS = {TRUNCATED: "{n} tokens, longer than the limit of {limit}: truncated to {limit}",
+            DROPPED_LONG: "{n} tokens, longer than the limit of {limit}: dropped",
+            DROPPED_UNTRAINED: "{n} tokens and no answer token within the limit of {limit}: dropped",
             FILTERED: "labelled false (data.columns maps label): not trained"}
 _BINS = 40
 
@@ -243,8 +244,9 @@ def build_report(encoded, train_parts, val_parts, specs, caps, data_cfg, limit, 
                 reason = e["problem"] + (f" ({e['hint']})" if e.get("hint") else "")
                 problems.append(_entry(raw, cols["line"][i], status=STATUS[st[i]], reason=reason, field=e.get("field")))
             else:
-                problems.append(_entry(raw, cols["line"][i], status=STATUS[st[i]], reason=_REASONS[int(st[i])],
-                                       field=None, tokens=int(cols["full_length"][i])))
+                n = int(cols["full_length"][i])
+                problems.append(_entry(raw, cols["line"][i], status=STATUS[st[i]], field=None, tokens=n,
+                                       reason=_REASONS[int(st[i])].format(n=n, limit=limit)))
         # Roles, turns, lengths: records that rendered (not skipped or filtered), first windows.
         good = first & (st != SKIPPED) & (st != FILTERED)
         for r in ROLE_COLUMNS:

@@ -138,9 +138,12 @@ def _mapping_text(mapping: dict) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in mapping.items()) + "}"
 
 
-def refuse_unmapped(found: list[str], rows: list[dict], mapping: dict, source: str, caps=None) -> None:
+def refuse_unmapped(found: list[str], rows: list[dict], mapping: dict, source: str, caps=None,
+                    skip_tools: bool = False) -> None:
     """Raise a DataError (field data.columns, ``.detected`` set) for a column that changes what is
-    learned and that ``mapping`` (data.columns) does not decide. See the module docstring."""
+    learned and that ``mapping`` (data.columns) does not decide. See the module docstring.
+    ``skip_tools`` (data.skip_bad_lines): a tools column the template cannot render is not refused;
+    the rows that use tools are skipped one by one instead."""
     used = set(mapping.values())
     shape = detect_preference(found, rows)
     if shape is not None and shape.task == "paired" and "chosen" not in used:
@@ -166,7 +169,7 @@ def refuse_unmapped(found: list[str], rows: list[dict], mapping: dict, source: s
                         "trained and would be dropped", file=source, field="data.columns",
                         hint="Map the text columns with data.columns (e.g. {messages: messages}) to train on the "
                              f"text alone; {media[0]} is then listed as ignored.")
-    if caps is not None and not caps.tools:
+    if caps is not None and not caps.tools and not skip_tools:
         from engine.data.formats import TOOLS_COLUMNS
 
         tools = next((c for c in TOOLS_COLUMNS if c in found and c not in used), None)
