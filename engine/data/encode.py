@@ -64,7 +64,7 @@ class EncodeSpec:
     source: str
     unit: str                        # line | record
     typed: bool                      # the raw rows are the file's own columns (else __raw)
-    known_columns: list[str]         # columns detection saw (others are reported as extra keys)
+    known_columns: list[str]         # columns the plan reads (others are counted per record as extra keys)
     limit: int                       # tokens per example (max_length minus virtual tokens)
     long_mode: str = "truncate"
     part_separator: str = ""

@@ -444,7 +444,8 @@ class _Context:
         return self._tok_digest
 
     def spec(self, raw: RawSource, plan: Plan, row_ids) -> EncodeSpec:
-        return EncodeSpec(plan, raw.source, raw.unit, raw.typed, list(raw.columns), self.limit, self.long_mode,
+        # Keys outside the plan's columns are counted per record by the workers (report: ignored columns).
+        return EncodeSpec(plan, raw.source, raw.unit, raw.typed, plan.used, self.limit, self.long_mode,
                           self.caps.part_separator, self.render_cfg, row_ids)
 
     def encode(self, raw: RawSource, plan: Plan, subset: list[int] | None) -> _Encoded:

@@ -278,14 +278,15 @@ def build_report(encoded, train_parts, val_parts, specs, caps, data_cfg, limit, 
                 for key in keys:
                     extra[key] += 1
         plan = enc.plan
-        ignored = {c: raw.column_counts.get(c) for c in plan.ignored}
+        ignored = {c: extra.get(c, raw.column_counts.get(c)) for c in plan.ignored}
+        beyond = {k: n for k, n in extra.items() if k not in raw.columns}
         sample = [r.row for r in raw.samples if r.row is not None]
         pref = detect_preference(raw.columns, sample)
         spec = spec_by_source.get(raw.source)
         kept = (st == OK) | (st == TRUNCATED)
         sources.append({
             "source": raw.source, "kind": raw.kind, "shape": raw.shape, "format": plan.format, "reason": plan.reason,
-            "columns_used": plan.used, "columns_ignored": ignored, "extra_keys": dict(extra), "notes": plan.notes,
+            "columns_used": plan.used, "columns_ignored": ignored, "extra_keys": beyond, "notes": plan.notes,
             "weight": spec.weight if spec is not None else None, "records": int(first.sum()),
             "examples": int(kept.sum()), "skipped": int((st == SKIPPED).sum()),
             "dropped": int(((st == DROPPED_LONG) | (st == DROPPED_UNTRAINED)).sum()),

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from engine.config import DataConfig
-from engine.data import IGNORE_INDEX, DataError, detect_preference, load_records, preference_record, prepare_data
+from engine.data import (
+    IGNORE_INDEX,
+    DataError,
+    detect_preference,
+    load_records,
+    preference_record,
+    prepare_data,
+)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "data" / "templates"
 
@@ -120,7 +127,7 @@ def test_media_parts_and_columns_are_refused(tmp_path, tiny_tokenizer):
         prepare(tmp_path, tiny_tokenizer, rows)
     assert e.value.field == "data.columns" and "images holds media" in e.value.problem
     prepared = prepare(tmp_path, tiny_tokenizer, rows, columns={"messages": "messages"})
-    assert prepared.report.sources[0]["columns_ignored"] == {"images": None}
+    assert prepared.report.sources[0]["columns_ignored"] == {"images": 1}
 
 
 # ---- plain text, chunking, line endings ---------------------------------------------------------
@@ -292,7 +299,7 @@ def test_report_counts_roles_empty_turns_duplicates_and_unanswered_prompts(tmp_p
     assert [(r["line"], r["detail"]) for r in report.issues["empty_turn"]["rows"]] == [(2, "user turn 1 is whitespace only")]
     assert [r["line"] for r in report.issues["no_answer"]["rows"]] == [4]
     assert report.duplicates["rows"] == 1 and [[g["line"] for g in grp] for grp in report.duplicates["groups"]] == [[1, 3]]
-    assert report.sources[0]["extra_keys"] == {"id": 1}  # a key beyond the detected columns is named
+    assert report.sources[0]["columns_ignored"] == {"id": 1}  # named, with how many records have it
     share = report.tokens["trained"] / report.tokens["total"]
     assert 0 < share < 1 and report.tokens["trained_share"] == pytest.approx(share)
     text = report.text()
