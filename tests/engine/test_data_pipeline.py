@@ -19,8 +19,8 @@ from engine.data import (
     Examples,
     cache,
     iter_statistics,
-    preview,
     prepare_data,
+    preview,
 )
 
 REPO = Path(__file__).resolve().parents[2]
