@@ -71,9 +71,9 @@ def measure_activations(model_dir, method, batch, seq, packing, dtype_name="floa
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine.estimate.activations import Shape, fit_activation_model
-    from engine.estimate.arch import load_arch
     from engine.estimate.trace import trace_model
     from engine.methods import apply_method, get_method
+    from engine.models.arch import load_arch
 
     dtype = getattr(torch, dtype_name)
     cfg = run_cfg(model_dir, method, train={"packing": packing}, **mkw)
@@ -89,7 +89,7 @@ def measure_activations(model_dir, method, batch, seq, packing, dtype_name="floa
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)), dtype=dtype)
     if quant:
-        from engine.estimate.quantsim import quantize_in_place
+        from engine.models.quant import quantize_in_place
 
         quantize_in_place(model, cfg, dtype)
     model = apply_method(model, cfg)
@@ -220,7 +220,7 @@ def nvml_used() -> int | None:
 
 
 def measure_gpu(case: dict, steps: int = 4) -> dict:
-    """Train ``steps`` optimizer steps the way engine.train does and read the peaks."""
+    """Train ``steps`` optimizer steps the way engine.training does and read the peaks."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -255,7 +255,7 @@ def measure_gpu(case: dict, steps: int = 4) -> dict:
             ids = torch.randint(0, vocab, (1, B * L), device="cuda")
             batch = {"input_ids": ids, "labels": ids.clone(),
                      "position_ids": (torch.arange(B * L, device="cuda") % L)[None]}
-        from engine.loss import make_loss
+        from engine.training.loss import make_loss
 
         fast, _note = make_loss(model, cfg.train.loss_impl, cfg.train.loss_chunk_tokens, "cuda")
         for _ in range(steps):

@@ -71,7 +71,7 @@ class _TensorSides:
     the model) and put back for the base side; modules the method added are bypassed there."""
 
     def __init__(self, base, spec, label: str, path: Path):
-        from engine.methods import saved
+        from engine.methods import storage as saved
 
         self.model, self.spec, self.paths = base, spec, {}
         self._base_names = {n for n, _ in base.named_parameters(remove_duplicate=False)}
@@ -88,20 +88,20 @@ class _TensorSides:
                 self._originals[name] = params[name].detach().clone()
 
     def add(self, label: str, path: Path) -> None:
-        from engine.methods import saved
+        from engine.methods import storage as saved
 
         if label not in self.paths:  # tensors it changes that no source changed yet still hold base values
             self._keep_originals(saved.tensor_names(path))
             self.paths[label] = path
 
     def _restore_originals(self) -> None:
-        from engine.methods import saved
+        from engine.methods import storage as saved
 
         saved.restore_tensors(self.model, self._originals, "the base model")
         self.active = None
 
     def tuned(self, label: str):
-        from engine.methods import saved
+        from engine.methods import storage as saved
 
         if self.active != label:
             saved.restore_tensors(self.model, saved.read_tensors(self.paths[label]), self.paths[label])
@@ -131,11 +131,11 @@ class _FullSides:
         self.paths[label] = path
 
     def tuned(self, label: str):
-        from engine.methods.full import load_folder
+        from engine.methods.storage import load_model_folder
 
         if self.loaded is None or self.loaded[0] != label:
             self.loaded = None  # let the previous one go before loading the next
-            self.loaded = (label, load_folder(self.paths[label], self.base_model.dtype, str(self.base_model.device)))
+            self.loaded = (label, load_model_folder(self.paths[label], self.base_model.dtype, str(self.base_model.device)))
         return self.loaded[1]
 
     @contextmanager

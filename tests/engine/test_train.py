@@ -13,7 +13,7 @@ import pytest
 
 from engine.config import RunConfig
 from engine.events import CallbackSink, ListSink, read_events
-from engine.train import StopFlag, hint_for, train
+from engine.training import StopFlag, hint_for, train
 
 REPO = Path(__file__).resolve().parents[2]
 

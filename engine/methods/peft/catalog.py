@@ -1,7 +1,10 @@
-"""Run-file fields of the methods beyond issue 2's: bottleneck adapters, BitFit, selective
-fine-tuning, full fine-tuning, and the rest of peft (generated from peft's config dataclasses).
+"""The peft tuners offered as methods, one line each, and their run-file fields generated from
+peft's own config dataclasses (read from source by ``schema``: no torch, no peft import).
 
-No torch or peft import here: ``peft_schema`` reads peft's config classes from source.
+What differs per tuner is declared on its line in ``PEFT_METHODS`` (title, the fields shown
+outside "advanced", what ``target_modules`` names, merging, prompt kind, quantized bases, a
+package it needs, a starting learning rate); ``engine.methods.peft.tuners`` turns each line
+into a registered MethodSpec.
 """
 
 from __future__ import annotations
@@ -9,77 +12,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from engine.config import F, MethodConfig
-from engine.methods import peft_schema
-from engine.methods.params import TARGET_HELP, register_params
-
-
-def _name(n: str):
-    return F(n, "The fine-tuning method.")
-
-
-# ---- methods written here ---------------------------------------------------------------------
-
-@register_params("bottleneck")
-@dataclass
-class BottleneckParams(MethodConfig):
-    """Bottleneck adapters: small down-project → nonlinearity → up-project blocks with a residual,
-    after the attention and/or MLP of every layer (Houlsby / Pfeiffer)."""
-
-    name: str = _name("bottleneck")
-
-    reduction_factor: int = F(16, "Bottleneck width = hidden size / this (16 on a 576-wide model: 36).",
-                              minimum=1, maximum=4096)
-    placement: str = F("houlsby", "Where adapters go: houlsby (after attention and after the MLP), "
-                       "pfeiffer (after the MLP only) or attention (after attention only).",
-                       choices=["houlsby", "pfeiffer", "attention"])
-    nonlinearity: str = F("relu", "Activation inside the bottleneck.", choices=["relu", "gelu", "silu", "tanh"])
-    scaling: float = F(1.0, "The adapter's output is multiplied by this before the residual add.",
-                       minimum=0.0, advanced=True)
-    dropout: float = F(0.0, "Dropout inside the bottleneck during training.", minimum=0.0, maximum=0.9,
-                       advanced=True)
-
-
-@register_params("bitfit")
-@dataclass
-class BitFitParams(MethodConfig):
-    """BitFit: train only the bias terms (all of them, or a chosen subset); every weight stays frozen."""
-
-    name: str = _name("bitfit")
-
-    subset: list | str = F("all", "Which biases train: `all`, or a list of name parts such as "
-                           "[q_proj, v_proj] or [mlp] (a bias trains when its name contains one).")
-
-
-@register_params("selective")
-@dataclass
-class SelectiveParams(MethodConfig):
-    """Selective fine-tuning: train chosen layers (the last N, or by name) or parameter types in full;
-    everything else stays frozen."""
-
-    name: str = _name("selective")
-
-    last_n_layers: int = F(2, "Train the last N decoder layers (0: every layer; narrow it with param_types).",
-                           minimum=0, maximum=10_000)
-    param_types: list = F(default_factory=list, help="Inside those layers, only these kinds of parameters: "
-                          "attention, mlp, norm, bias (empty: all kinds). E.g. last_n_layers 0 + [norm] trains "
-                          "every normalisation layer.")
-    name_patterns: list = F(default_factory=list, help="Instead of layers: train exactly the parameters whose "
-                            "name matches one of these regular expressions, e.g. [lm_head, 'layers\\.0\\.'].",
-                            advanced=True)
-
-
-SELECTIVE_TYPES = ["attention", "mlp", "norm", "bias"]
-
-
-@register_params("full")
-@dataclass
-class FullParams(MethodConfig):
-    """Full fine-tuning: every weight trains. The baseline; pair it with an 8-bit optimizer and
-    gradient checkpointing to fit in memory."""
-
-    name: str = _name("full")
-
+from engine.fields import F
+from engine.methods.peft import schema as peft_schema
+from engine.methods.spec import MethodParams, name_field
+from engine.methods.targets import TARGET_HELP
 
 # ---- the rest of peft: one line per method ----------------------------------------------------
 
@@ -95,13 +31,14 @@ class PeftMethod:
     targets: str = "linear"      # what target_modules names: linear/norm/embedding/blocks (targets.py); none
     can_merge: bool = True
     merge_note: str = ""
-    prompt_based: bool = False
+    prompt: str | None = None    # None | "input" | "kv_prefix" (engine.methods.spec.PROMPT_KINDS)
     quantized: bool | None = None  # None: whether peft ships bitsandbytes layers for the tuner
     requires: str | None = None  # a package the tuner imports that peft does not depend on
     note: str = ""
     meta_ok: bool = True         # can be built on a meta-device model (for preflight and counts;
-                                 # SHiRA and FRoD through stand-ins, engine/methods/peft_meta.py)
+                                 # SHiRA and FRoD through stand-ins, engine/methods/peft/meta.py)
     defaults: dict = field(default_factory=dict)  # our defaults where peft's cannot fit small models
+    lr: float | None = None      # a starting learning rate when a LoRA-tuned one does not suit (compare)
 
     @property
     def peft_type(self) -> str:
@@ -119,19 +56,19 @@ PEFT_METHODS: dict[str, PeftMethod] = {m.name: m for m in [
     PeftMethod("lokr", "LoKrConfig", "LoKr", "Low-rank Kronecker product update; very few parameters.",
                main=("r", "alpha")),
     PeftMethod("vera", "VeraConfig", "VeRA", "Shared frozen random matrices with tiny trainable scaling "
-               "vectors per layer.", main=("r",)),
+               "vectors per layer.", main=("r",), lr=1e-2),
     PeftMethod("oft", "OFTConfig", "OFT", "Orthogonal fine-tuning: rotates the frozen weights with "
                "block-diagonal orthogonal matrices, preserving their geometry.", main=("oft_block_size",)),
     PeftMethod("boft", "BOFTConfig", "BOFT", "Orthogonal fine-tuning with butterfly-factorised rotations.",
                main=("boft_block_size", "boft_n_butterfly_factor")),
     PeftMethod("ln_tuning", "LNTuningConfig", "LN tuning", "Trains only the normalisation layers; tiny "
-               "and fast.", targets="norm", quantized=True),
+               "and fast.", targets="norm", quantized=True, lr=1e-2),
     PeftMethod("hra", "HRAConfig", "HRA", "Householder reflection adaptation: an orthogonal update built "
                "from r reflections.", main=("r",)),
     PeftMethod("miss", "MissConfig", "MiSS", "Matrix shard sharing: a small trainable shard expanded over "
                "each weight.", main=("r",)),
     PeftMethod("fourierft", "FourierFTConfig", "FourierFT", "Learns a few spectral coefficients of the "
-               "weight update (inverse Fourier transform).", main=("n_frequency", "scaling")),
+               "weight update (inverse Fourier transform).", main=("n_frequency", "scaling"), lr=1e-2),
     PeftMethod("waveft", "WaveFTConfig", "WaveFT", "Learns sparse wavelet coefficients of the weight "
                "update.", main=("n_frequency", "scaling")),
     PeftMethod("vblora", "VBLoRAConfig", "VB-LoRA", "LoRA whose vectors are mixed from a shared vector "
@@ -143,7 +80,7 @@ PEFT_METHODS: dict[str, PeftMethod] = {m.name: m for m in [
     PeftMethod("shira", "ShiraConfig", "SHiRA", "Sparse high-rank adapter: trains a sparse subset of the "
                "weights themselves.", main=("r",)),
     PeftMethod("road", "RoadConfig", "RoAd", "2D rotary adaptation: learned rotations of output "
-               "channel pairs; very cheap.", main=("variant", "group_size")),
+               "channel pairs; very cheap.", main=("variant", "group_size"), lr=1e-2),
     PeftMethod("delora", "DeloraConfig", "DeLoRA", "Decoupled LoRA: normalised low-rank update with a "
                "bounded learned strength.", main=("r", "delora_lambda")),
     PeftMethod("gralora", "GraloraConfig", "GraLoRA", "Granular LoRA: the weight is split into k×k blocks, "
@@ -162,11 +99,11 @@ PEFT_METHODS: dict[str, PeftMethod] = {m.name: m for m in [
     PeftMethod("psoft", "PsoftConfig", "PSOFT", "Orthogonal fine-tuning inside the weight's principal "
                "subspace (SVD-initialised).", main=("r",)),
     PeftMethod("pvera", "PveraConfig", "PVeRA", "Probabilistic VeRA: VeRA with sampled scaling vectors.",
-               main=("r",)),
+               main=("r",), lr=1e-2),
     PeftMethod("tinylora", "TinyLoraConfig", "TinyLoRA", "A handful of parameters projected into "
-               "low-rank updates by frozen random maps.", main=("r", "u")),
+               "low-rank updates by frozen random maps.", main=("r", "u"), lr=1e-2),
     PeftMethod("unilora", "UniLoraConfig", "Uni-LoRA", "All LoRA parameters of the model drawn from one "
-               "shared trainable vector.", main=("r", "theta_d_length")),
+               "shared trainable vector.", main=("r", "theta_d_length"), lr=1e-2),
     PeftMethod("frod", "FrodConfig", "FRoD", "Full-rank sparse updates in a rotated basis.",
                main=("sparse_rate",)),
     PeftMethod("osf", "OSFConfig", "OSF", "Orthogonal subspace fine-tuning: trains the low singular "
@@ -182,15 +119,15 @@ PEFT_METHODS: dict[str, PeftMethod] = {m.name: m for m in [
                merge_note="its correction depends on the input, not a weight change"),
     PeftMethod("trainable_tokens", "TrainableTokensConfig", "Trainable tokens", "Trains the embeddings "
                "of chosen token ids only (e.g. new special tokens).", main=("token_indices",),
-               targets="embedding", quantized=True),
+               targets="embedding", quantized=True, lr=1e-2),
     PeftMethod("adaption_prompt", "AdaptionPromptConfig", "Adaption prompt", "LLaMA-Adapter: learned "
                "prompts with zero-init gated attention in the top layers (Llama-style models).",
                main=("adapter_len", "adapter_layers"), targets="none", can_merge=False, merge_note=_NOT_WEIGHTS,
-               prompt_based=True, quantized=True, defaults={"adapter_len": 10, "adapter_layers": 1}),
+               prompt="input", quantized=True, defaults={"adapter_len": 10, "adapter_layers": 1}, lr=1e-2),
     PeftMethod("cartridge", "CartridgeConfig", "Cartridge", "A trainable key/value cache prefix (like "
                "prefix tuning without the encoder).", main=("num_virtual_tokens",), targets="none",
-               can_merge=False, merge_note=_NOT_WEIGHTS, prompt_based=True, quantized=True,
-               defaults={"num_virtual_tokens": 20}),
+               can_merge=False, merge_note=_NOT_WEIGHTS, prompt="input", quantized=True,
+               defaults={"num_virtual_tokens": 20}, lr=1e-2),
     PeftMethod("adamss", "AdamssConfig", "AdaMSS", "Adaptive multi-subspace adaptation (SVD-clustered "
                "subspaces).", main=("r", "num_subspaces"), requires="sklearn", meta_ok=False,
                note="needs scikit-learn"),
@@ -233,13 +170,13 @@ def _field_spec(m: PeftMethod, f: peft_schema.PeftField):
     return f.name, tp, F(default, **md)
 
 
-def _generate(m: PeftMethod, found: list | None) -> type[MethodConfig] | None:
+def _generate(m: PeftMethod, found: list | None) -> type[MethodParams] | None:
     if found is None:
         return None
-    specs = [("name", str, _name(m.name))]
+    specs = [("name", str, name_field(m.name))]
     specs += [_field_spec(m, f) for f in found if f.name not in _SKIP and f.name != "name"
               and not (f.name == "target_modules" and m.targets == "none")]
-    klass = dataclasses.make_dataclass(f"{m.config.removesuffix('Config')}Params", specs, bases=(MethodConfig,))
+    klass = dataclasses.make_dataclass(f"{m.config.removesuffix('Config')}Params", specs, bases=(MethodParams,))
     klass.__doc__ = f"{m.title}: {m.description}"
     klass.__module__ = __name__
     klass.peft_fields = {f.name: f for f in found}  # peft's own types, for converting values at build
@@ -250,14 +187,15 @@ def peft_field_names(klass) -> list[str]:
     return [f.name for f in dataclasses.fields(klass) if f.name != "name"]
 
 
-# Generated at import from peft's sources (cached per peft version; no torch): see peft_schema's
+# Generated at import from peft's sources (cached per peft version; no torch): see schema's
 # docstring for why they are not imported.
 # A peft without one of these classes (older or newer) simply does not offer that method.
 UNAVAILABLE: dict[str, str] = {}
+PARAMS: dict[str, type[MethodParams]] = {}   # the generated parameter classes, by method name
 _SCHEMA = peft_schema.schema({m.name: m.config for m in PEFT_METHODS.values()})
 for _m in PEFT_METHODS.values():
     _klass = _generate(_m, _SCHEMA.get(_m.name))
     if _klass is None:
         UNAVAILABLE[_m.name] = f"the installed peft ({peft_schema.peft_version()}) has no {_m.config}"
         continue
-    globals()[_klass.__name__] = register_params(_m.name)(_klass)
+    PARAMS[_m.name] = globals()[_klass.__name__] = _klass

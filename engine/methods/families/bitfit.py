@@ -3,17 +3,29 @@
 peft has no BitFit: its nearest tuner, BEFT (registered as `beft`), adds *new* bias vectors to
 linear layers, which also works on bias-free models but is a different method. Training the
 model's own biases needs no tuner at all, only requires_grad, so this reuses selective
-fine-tuning's changed-tensors save/load.
+fine-tuning's changed-tensors save/load (engine/methods/storage.py).
 """
 
 from __future__ import annotations
 
-from engine.config import ConfigError
-from engine.methods import MethodSpec, register
-from engine.methods.selective import freeze_except, load_changed, merged, save_changed
+from dataclasses import dataclass
 
-NO_BIAS = ("this model has no bias parameters; choose another method (e.g. beft, which adds trainable "
-           "biases to bias-free models)")
+from engine.errors import ConfigError
+from engine.fields import F
+from engine.methods.apply import NO_BIAS, prepare_quantized
+from engine.methods.registry import register
+from engine.methods.spec import MethodParams, MethodSpec, name_field
+from engine.methods.storage import freeze_except, load_changed, merged, save_changed
+
+
+@dataclass
+class BitFitParams(MethodParams):
+    """BitFit: train only the bias terms (all of them, or a chosen subset); every weight stays frozen."""
+
+    name: str = name_field("bitfit")
+
+    subset: list | str = F("all", "Which biases train: `all`, or a list of name parts such as "
+                           "[q_proj, v_proj] or [mlp] (a bias trains when its name contains one).")
 
 
 def biases(names: list[str], subset) -> list[str]:
@@ -41,8 +53,6 @@ def _chosen(cfg, names: list[str], model_type: str) -> list[str]:
 
 
 def build(model, cfg, ctx):
-    from engine.methods.lora import prepare_quantized
-
     model = prepare_quantized(model, ctx)  # biases stay full precision in bitsandbytes layers
     names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
     freeze_except(model, _chosen(cfg, names, ctx.model_type), "bitfit", cfg.method)
@@ -54,7 +64,8 @@ def check(cfg, ctx):
 
 
 register(MethodSpec(
-    name="bitfit", title="BitFit", family="partial", build=build, can_merge=True, check=check,
-    save=save_changed, load=load_changed, merge=merged,
+    name="bitfit", title="BitFit", family="partial", params=BitFitParams, build=build, can_merge=True,
+    check=check, save=save_changed, load=load_changed, merge=merged, needs_biases=True, saved_as="tensors",
+    suggested_lr=1e-3,
     description="Trains only the bias terms: tiny, mergeable, and needs a model with biases "
                 "(GPT-2, OPT, Qwen2 attention …; not Llama)."))

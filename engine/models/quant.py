@@ -12,6 +12,8 @@ compute dtype, and peft's ``prepare_model_for_kbit_training`` then casts those t
 
 from __future__ import annotations
 
+from engine.models.introspect import LINEAR_SKIP
+
 BLOCK_4BIT = 64
 BLOCK_NESTED = 256
 CODEBOOK_BYTES = 256 * 4 + 16 * 4 + 4   # nested code book + NF4 code + offset, per tensor
@@ -31,21 +33,18 @@ def is_quantizable(name: str, module) -> bool:
     """transformers' bitsandbytes integration quantizes every nn.Linear except the output head."""
     import torch
 
-    from engine.models import LINEAR_SKIP
-
     return isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in LINEAR_SKIP
 
 
-def quantize_in_place(model, run_cfg, compute_dtype) -> None:
-    """Swap the model's linear layers for bitsandbytes ones, as ``from_pretrained`` with a
-    BitsAndBytesConfig would, and mark the model as loaded in k-bit so the method applies
-    peft's k-bit preparation. Used at tiny width on the CPU only."""
+def quantize_in_place(model, quant: str | None, double_quant: bool, compute_dtype) -> None:
+    """Swap the model's linear layers for bitsandbytes ones (``quant``: nf4, fp4 or int8; None
+    means nf4), as ``from_pretrained`` with a BitsAndBytesConfig would, and mark the model as
+    loaded in k-bit so the method applies peft's k-bit preparation. Used at tiny width on the
+    CPU only."""
     import bitsandbytes as bnb
     import torch
 
-    from engine.methods import effective_quantization
-
-    quant = effective_quantization(run_cfg) or "nf4"
+    quant = quant or "nf4"
     targets = [(n, m) for n, m in model.named_modules() if is_quantizable(n, m)]
     for name, lin in targets:
         parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
@@ -55,7 +54,7 @@ def quantize_in_place(model, run_cfg, compute_dtype) -> None:
                                       has_fp16_weights=False)
             new.weight = bnb.nn.Int8Params(w.clone(), requires_grad=False, has_fp16_weights=False)
         else:
-            dq = bool(run_cfg.model.double_quant)
+            dq = bool(double_quant)
             new = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=lin.bias is not None,
                                     compute_dtype=compute_dtype, quant_type=quant, compress_statistics=dq)
             new.weight = bnb.nn.Params4bit(w.clone(), requires_grad=False, quant_type=quant,

@@ -4,8 +4,8 @@ Why not ``dataclasses.fields(peft.VeraConfig)``: importing peft imports torch an
 (about 8 s here), and the run file, the CLI's ``--set`` and the studio's method list must work
 before that (the studio builds its method list on the GUI thread at start-up). Parsing the
 config modules with ``ast`` takes about 60 ms for all of peft, so the parameter classes of the
-peft methods are generated eagerly at import and ``engine.config.method_params_class`` stays a
-plain dict lookup. tests/engine/test_methods_more.py checks every generated field against the
+peft methods are generated eagerly at import (``engine.methods.peft.catalog``) and looking up a
+method's parameter class stays a plain dict lookup. tests/engine/test_methods_more.py checks every generated field against the
 imported dataclass (names, defaults, choices), so a peft release that changes a config shows up
 as a failing test, not as a silently wrong default.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import os
 import re
 import types
 import typing
@@ -27,6 +26,8 @@ from dataclasses import asdict, dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
+
+from engine import atomic, paths
 
 _MISSING = object()
 
@@ -156,10 +157,7 @@ def schema(methods: dict[str, str]) -> dict[str, list[PeftField] | None]:
         data = {"methods": methods, "fields": {k: None if v is None else [asdict(f) for f in v]
                                                for k, v in out.items()}}
         try:  # a read-only cache only costs the parse next time
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic.write_text(path, json.dumps(data))
         except OSError:
             pass
     return out
@@ -169,11 +167,8 @@ def _cache_path(version: str | None) -> Path | None:
     root = peft_root()
     if root is None or version is None:
         return None
-    # Same location rule as engine.models.cache_dir (not imported: it is heavier than this module).
-    base = os.environ.get("PEFT_STUDIO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "peft-studio")
     stamp = int((root / "tuners").stat().st_mtime)  # a reinstall of the same version re-parses
-    return Path(base) / f"peft-schema-{version}-{stamp}-v{SCHEMA_VERSION}.json"
+    return paths.cache_dir() / f"peft-schema-{version}-{stamp}-v{SCHEMA_VERSION}.json"
 
 
 def _mro(found) -> list[tuple[Path, ast.ClassDef]]:

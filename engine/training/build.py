@@ -1,14 +1,22 @@
 """The model exactly as a training run uses it: weights loaded, method applied, speed levers
 set (attention, frozen-embedding dtype) and the loss chosen.
 
-One sequence for ``engine.train`` and the time probe (``engine.estimate.timing``), so that a
-probe times what training runs — the attention kernel and the chunked loss change a step's time
+One sequence for training (``engine.training.run``) and the time probe
+(``engine.estimate.timing``), so that a probe times what training runs — the attention kernel and the chunked loss change a step's time
 by several times, and a probe that skipped them was off by that much.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import ConfigError
+from engine.methods import effective_quantization, prepare_for_training
+from engine.models import count_parameters, has_weights, load_model, resolve_dtype, resolve_source
+from engine.models.arch import load_arch
+from engine.training import speed
+from engine.training.loss import make_loss
 
 
 @dataclass
@@ -17,7 +25,7 @@ class Built:
     total_params: int
     quantization: str | None
     attention: str
-    loss: object | None        # engine.loss.LinearCrossEntropyLoss, or None: the model's own loss
+    loss: object | None        # engine.training.loss.LinearCrossEntropyLoss, or None: the model's own loss
     loss_note: str
     weights: str               # "real" | "random" (a folder with only config.json, for timing)
 
@@ -28,12 +36,6 @@ def build_for_training(cfg, device: str, packing: bool, tokenizer_path: str | No
 
     ``allow_random``: a model folder with a config.json but no weights gets random weights of the
     same shapes (speed does not depend on the values); quantized bases need real weights."""
-    from engine import speed
-    from engine.config import ConfigError
-    from engine.loss import make_loss
-    from engine.methods import effective_quantization, prepare_for_training
-    from engine.models import count_parameters, load_model
-
     log = log or (lambda msg: None)
     quant = effective_quantization(cfg)
     weights = "real"
@@ -53,22 +55,15 @@ def build_for_training(cfg, device: str, packing: bool, tokenizer_path: str | No
 
 
 def _has_real_weights(cfg) -> bool:
-    from pathlib import Path
-
-    from engine.models import _has_weights, resolve_source
-
     try:
         src = resolve_source(cfg.model.name_or_path, cfg.model.offline)
     except Exception:  # load_model will say what is wrong with the name
         return True
-    return src.kind == "gguf" or _has_weights(Path(src.path))
+    return src.kind == "gguf" or has_weights(Path(src.path))
 
 
 def _random_model(cfg, device: str):
     from transformers import AutoModelForCausalLM
-
-    from engine.estimate.arch import load_arch
-    from engine.models import resolve_dtype
 
     arch = load_arch(cfg.model)
     model = AutoModelForCausalLM.from_config(arch.hf_config, dtype=resolve_dtype(cfg.model.dtype, device))

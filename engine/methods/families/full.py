@@ -7,7 +7,19 @@ method itself only unfreezes everything.
 
 from __future__ import annotations
 
-from engine.methods import MethodSpec, register
+from dataclasses import dataclass
+
+from engine.methods.registry import register
+from engine.methods.spec import MethodParams, MethodSpec, name_field
+from engine.methods.storage import load_model_folder
+
+
+@dataclass
+class FullParams(MethodParams):
+    """Full fine-tuning: every weight trains. The baseline; pair it with an 8-bit optimizer and
+    gradient checkpointing to fit in memory."""
+
+    name: str = name_field("full")
 
 
 def build(model, cfg, ctx):
@@ -27,28 +39,22 @@ def save(model, directory):
         model.config.use_cache = cache
 
 
-def load_folder(directory, dtype=None, device: str | None = None):
-    """The saved model at ``dtype`` (a torch dtype or its name; None: as saved) for inference."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype or "auto")
-    if device is not None:
-        model = model.to(device)
-    model.eval()
-    return model
-
-
 def load(base_model, directory):
     """The saved folder is a whole model; ``base_model`` only lends its dtype and device (it may
     be None)."""
     if base_model is None:
-        return load_folder(directory)
-    return load_folder(directory, base_model.dtype, str(base_model.device))
+        return load_model_folder(directory)
+    return load_model_folder(directory, base_model.dtype, str(base_model.device))
+
+
+def _head(params) -> str:
+    return "trained"  # every weight trains, the output head's too
 
 
 register(MethodSpec(
-    name="full", title="Full fine-tuning", family="full", build=build, can_merge=False, save=save, load=load,
-    supports_quantized_base=False, saves_full_model=True,
+    name="full", title="Full fine-tuning", family="full", params=FullParams, build=build, can_merge=False,
+    save=save, load=load, supports_quantized_base=False, saves_full_model=True, saved_as="model", head=_head,
+    suggested_lr=5e-5,
     merge_note="full fine-tuning already saves a complete model; there is no adapter to merge",
     description="Trains every weight: the baseline the other methods are measured against. In fp32 with "
                 "AdamW it needs about 4× the weights' memory (weights, gradients, two Adam moments); "

@@ -8,11 +8,33 @@ restored model *is* the merged model, so merging is free and exact.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from dataclasses import dataclass
 
-from engine.config import ConfigError
-from engine.methods import MethodSpec, register
-from engine.methods import saved as store
+from engine.errors import ConfigError
+from engine.fields import F
+from engine.methods.registry import register
+from engine.methods.spec import MethodParams, MethodSpec, name_field
+from engine.methods.storage import freeze_except, load_changed, merged, save_changed
+
+SELECTIVE_TYPES = ["attention", "mlp", "norm", "bias"]
+
+
+@dataclass
+class SelectiveParams(MethodParams):
+    """Selective fine-tuning: train chosen layers (the last N, or by name) or parameter types in full;
+    everything else stays frozen."""
+
+    name: str = name_field("selective")
+
+    last_n_layers: int = F(2, "Train the last N decoder layers (0: every layer; narrow it with param_types).",
+                           minimum=0, maximum=10_000)
+    param_types: list = F(default_factory=list, help="Inside those layers, only these kinds of parameters: "
+                          "attention, mlp, norm, bias (empty: all kinds). E.g. last_n_layers 0 + [norm] trains "
+                          "every normalisation layer.")
+    name_patterns: list = F(default_factory=list, help="Instead of layers: train exactly the parameters whose "
+                            "name matches one of these regular expressions, e.g. [lm_head, 'layers\\.0\\.'].",
+                            advanced=True)
+
 
 # `...layers.7.mlp...`, GPT-2's `h.7.`, others' `blocks.7.`: the decoder layer index.
 LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
@@ -50,8 +72,6 @@ def select(names: list[str], params) -> list[str]:
 
 
 def _check_params(params, names: list[str], model_type: str) -> list[str]:
-    from engine.methods.params_more import SELECTIVE_TYPES
-
     bad = [t for t in params.param_types if t not in SELECTIVE_TYPES]
     if bad:
         raise ConfigError("method.param_types", "unknown parameter type", bad, choices=SELECTIVE_TYPES)
@@ -72,14 +92,6 @@ def _check_params(params, names: list[str], model_type: str) -> list[str]:
     return chosen
 
 
-def freeze_except(model, chosen: list[str], method: str, params) -> None:
-    keep = set(chosen)
-    for n, p in model.named_parameters(remove_duplicate=False):
-        p.requires_grad_(n in keep)
-    # save() needs the method's parameters; the trainable set itself is read from requires_grad.
-    model.studio_method = {"name": method, "params": asdict(params)}
-
-
 def build(model, cfg, ctx):
     names = [n for n, _ in model.named_parameters(remove_duplicate=False)]
     chosen = _check_params(cfg.method, names, ctx.model_type)
@@ -91,26 +103,9 @@ def check(cfg, ctx):
     _check_params(cfg.method, ctx.param_names, ctx.model_type)
 
 
-def save_changed(model, directory):
-    info = getattr(model, "studio_method", None) or {"name": "selective", "params": {}}
-    store.write_tensors(directory, info["name"], info["params"], store.trainable_tensors(model),
-                        store.base_name(model))
-
-
-def load_changed(base_model, directory):
-    tensors = store.read_tensors(directory)
-    store.restore_tensors(base_model, tensors, directory)
-    for p in base_model.parameters():
-        p.requires_grad_(False)
-    return base_model
-
-
-def merged(model):
-    return model  # the restored tensors are already in the base weights
-
-
 register(MethodSpec(
-    name="selective", title="Selective", family="partial", build=build, can_merge=True, check=check,
-    save=save_changed, load=load_changed, merge=merged, supports_quantized_base=False,
+    name="selective", title="Selective", family="partial", params=SelectiveParams, build=build, can_merge=True,
+    check=check, save=save_changed, load=load_changed, merge=merged, supports_quantized_base=False,
+    saved_as="tensors", suggested_lr=5e-4,
     description="Trains the last N layers (or layers/parameters chosen by name or type) in full; saves only "
                 "those tensors."))

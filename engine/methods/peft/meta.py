@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 
 # Tuners whose size depends on the weight values themselves: why they cannot be sized on meta.
 WEIGHT_DEPENDENT = {

@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine.errors import ConfigError, ModelError
+from engine.models.source import resolve_model_config
 
 # Alternative spellings of the size fields across config.json files (GPT-2, OPT, Falcon, T5...).
 _ALIASES = {
@@ -138,8 +139,6 @@ def load_arch(model_cfg) -> Arch:
                     f"({type(e).__name__}); sized as a Llama-style decoder from its config fields")
             return arch_from_hf_config(config, str(path), generic=True, notes=[note])
         return arch_from_hf_config(config, str(path))
-    from engine.models import ModelError, resolve_model_config
-
     try:
         config = resolve_model_config(name, model_cfg.trust_remote_code, model_cfg.offline)
     except ModelError as e:

@@ -8,7 +8,7 @@ to the output of each layer's attention output projection and/or MLP output proj
 after the sublayer and before the decoder's own residual add. A forward hook applies it, so
 the base model's modules and parameter names stay exactly as they were.
 
-Saved like the other non-peft methods (engine/methods/saved.py): the adapter tensors and the
+Saved like the other non-peft methods (engine/methods/storage.py): the adapter tensors and the
 sites they sit at. Not mergeable: the nonlinearity cannot be folded into a linear weight.
 """
 
@@ -16,11 +16,34 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 
-from engine.config import ConfigError
-from engine.methods import MethodSpec, register
-from engine.methods import saved as store
+from engine.errors import ConfigError
+from engine.fields import F
+from engine.methods import storage as store
+from engine.methods.apply import prepare_quantized
+from engine.methods.registry import register
+from engine.methods.spec import MethodParams, MethodSpec, name_field
+
+
+@dataclass
+class BottleneckParams(MethodParams):
+    """Bottleneck adapters: small down-project → nonlinearity → up-project blocks with a residual,
+    after the attention and/or MLP of every layer (Houlsby / Pfeiffer)."""
+
+    name: str = name_field("bottleneck")
+
+    reduction_factor: int = F(16, "Bottleneck width = hidden size / this (16 on a 576-wide model: 36).",
+                              minimum=1, maximum=4096)
+    placement: str = F("houlsby", "Where adapters go: houlsby (after attention and after the MLP), "
+                       "pfeiffer (after the MLP only) or attention (after attention only).",
+                       choices=["houlsby", "pfeiffer", "attention"])
+    nonlinearity: str = F("relu", "Activation inside the bottleneck.", choices=["relu", "gelu", "silu", "tanh"])
+    scaling: float = F(1.0, "The adapter's output is multiplied by this before the residual add.",
+                       minimum=0.0, advanced=True)
+    dropout: float = F(0.0, "Dropout inside the bottleneck during training.", minimum=0.0, maximum=0.9,
+                       advanced=True)
+
 
 CHILD = "bottleneck_adapter"
 # The attention output / MLP output projection of a decoder layer, across common architectures
@@ -120,8 +143,6 @@ def attach(model, params, targets: list[str]):
 
 def build(model, cfg, ctx):
     if ctx.quantized:
-        from engine.methods.lora import prepare_quantized
-
         model = prepare_quantized(model, ctx)
     names = [n for n, _ in model.named_modules() if n]
     targets = _sites_or_fail(names, cfg.method.placement, ctx.model_type)
@@ -140,8 +161,6 @@ def save(model, directory):
 
 
 def load(base_model, directory):
-    from engine.methods.params_more import BottleneckParams
-
     meta = store.read_meta(directory)
     known = {f.name for f in fields(BottleneckParams)}
     params = BottleneckParams(**{k: v for k, v in meta["params"].items() if k in known})
@@ -153,8 +172,8 @@ def load(base_model, directory):
 
 
 register(MethodSpec(
-    name="bottleneck", title="Bottleneck adapters", family="adapter", build=build, can_merge=False, check=check,
-    save=save, load=load, disable=disabled,
+    name="bottleneck", title="Bottleneck adapters", family="adapter", params=BottleneckParams, build=build,
+    can_merge=False, check=check, save=save, load=load, disable=disabled, saved_as="modules", suggested_lr=1e-3,
     merge_note="the adapter has a nonlinearity, so it cannot be folded into the base weights; ship the "
                "adapter with the base model",
     description="Houlsby/Pfeiffer adapters: a small down-projection → nonlinearity → up-projection with a "

@@ -1,6 +1,6 @@
-"""The rest of peft: every tuner listed in params_more.PEFT_METHODS becomes a method.
+"""The rest of peft: every tuner listed in ``catalog.PEFT_METHODS`` becomes a registered method.
 
-The parameter classes are generated from peft's config dataclasses (params_more/peft_schema);
+The parameter classes are generated from peft's config dataclasses (``catalog``/``schema``);
 this module turns a run file's values back into peft's config class and calls get_peft_model.
 Saving, loading and merging are peft's own. What differs per tuner is declared on its line in
 PEFT_METHODS; the few tuners that need more than a config get a hook below.
@@ -13,9 +13,14 @@ import importlib.util
 import weakref
 from pathlib import Path
 
-from engine.config import ConfigError
-from engine.methods import MethodSpec, peft_schema, register, resolve_targets
-from engine.methods.params_more import PEFT_METHODS, UNAVAILABLE, PeftMethod, peft_field_names
+from engine.errors import ConfigError
+from engine.methods.apply import prepare_quantized
+from engine.methods.peft import schema as peft_schema
+from engine.methods.peft.catalog import PARAMS, PEFT_METHODS, UNAVAILABLE, PeftMethod, peft_field_names
+from engine.methods.peft.meta import standin
+from engine.methods.registry import register
+from engine.methods.spec import MethodSpec
+from engine.methods.targets import resolve_targets
 
 
 def peft_config_class(m: PeftMethod):
@@ -98,7 +103,7 @@ class _AdaLoraSchedule:
     the model is gone.
 
     The step is the budget schedule's clock (warm-up ``tinit``, final phase ``tfinal``, re-allocation
-    every ``deltaT``). Under engine.train's Trainer it is the trainer's global step, which a resume
+    every ``deltaT``). Under engine.training's Trainer it is the trainer's global step, which a resume
     restores from the checkpoint (see ``trainer_callbacks``); in any other loop, the optimizer steps
     this hook has seen."""
 
@@ -134,7 +139,8 @@ ADALORA_STATE = "adalora_schedule.pt"  # in a checkpoint: the rank pattern and i
 
 
 def trainer_callbacks(model, resume_from: str | None = None) -> list:
-    """transformers TrainerCallbacks that ``model``'s method needs from engine.train's Trainer.
+    """transformers TrainerCallbacks that ``model``'s method needs from engine.training's Trainer
+    (``MethodSpec.trainer_callbacks`` of every peft tuner).
 
     AdaLoRA, so that a run resumed from a checkpoint continues its rank budget where it stopped:
     the schedule follows the trainer's global step (restored from the checkpoint) rather than a
@@ -204,9 +210,6 @@ def _build_for(m: PeftMethod):
     def build(model, cfg, ctx):
         from peft import get_peft_model
 
-        from engine.methods.lora import prepare_quantized
-        from engine.methods.peft_meta import standin
-
         conf = peft_config(m, cfg, ctx)
         model = prepare_quantized(model, ctx)
         with standin(m.name, m.title, conf, model):  # tuners that read the weights, on a meta model
@@ -238,8 +241,9 @@ for _m in PEFT_METHODS.values():
     if _m.name in UNAVAILABLE:
         continue
     register(MethodSpec(
-        name=_m.name, title=_m.title, family="peft", build=_build_for(_m), can_merge=_m.can_merge,
-        description=_m.description, prompt_based=_m.prompt_based, check=_check_for(_m),
+        name=_m.name, title=_m.title, family="peft", params=PARAMS[_m.name], build=_build_for(_m),
+        can_merge=_m.can_merge, description=_m.description, prompt=_m.prompt, can_pack=_m.prompt is None,
+        check=_check_for(_m),
         supports_quantized_base=_m.quantized if _m.quantized is not None else peft_schema.has_bnb_layer(_m.name),
-        merge_note=_m.merge_note, note=_m.note, preflight_build=_m.meta_ok,
-        target_kind=_m.targets if _m.targets != "none" else "linear"))
+        merge_note=_m.merge_note, note=_m.note, preflight_build=_m.meta_ok, suggested_lr=_m.lr,
+        trainer_callbacks=trainer_callbacks, target_kind=_m.targets if _m.targets != "none" else "linear"))

@@ -9,15 +9,21 @@ look so that every tool that recognises an adapter folder recognises theirs:
   its parameters and the base model. ``load_trained`` restores them onto a freshly loaded base.
 * full fine-tuning: a complete model folder that plain ``AutoModelForCausalLM`` loads.
 
-Only standard formats (JSON, safetensors) are written; no pickles.
+Every save goes through :func:`save_adapter_atomic` (a temporary folder renamed into place,
+``engine.atomic``), so a crash never leaves half an adapter. Only standard formats (JSON,
+safetensors) are written; no pickles.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine import atomic
+from engine.errors import ConfigError
+from engine.methods.peft.catalog import PEFT_METHODS
+from engine.methods.registry import get_method
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -26,8 +32,8 @@ FORMAT_VERSION = 1
 
 
 class _Saver:
-    """The object ``engine.train.save_adapter_atomic`` saves when a method saves itself:
-    it only needs ``save_pretrained(dir, **kwargs)``."""
+    """The object :func:`save_adapter_atomic` saves when a method saves itself: it only needs
+    ``save_pretrained(dir, **kwargs)``."""
 
     def __init__(self, model, spec):
         self.model, self.spec = model, spec
@@ -41,7 +47,62 @@ def saveable(model, spec):
     return _Saver(model, spec) if spec.save is not None else model
 
 
+def save_adapter_atomic(model, tokenizer, target: Path, extra_files: dict[str, str] | None = None) -> Path:
+    """Save ``model`` (anything with ``save_pretrained``: a peft model, or :func:`saveable`'s
+    wrapper) and ``tokenizer`` into ``target`` atomically; ``extra_files`` maps file names to
+    text written beside them. Returns ``target``."""
+    with atomic.replace_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    return target
+
+
+def load_model_folder(directory, dtype=None, device: str | None = None):
+    """A complete model folder (what full fine-tuning saves) at ``dtype`` (a torch dtype or its
+    name; None: as saved), on ``device``, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype or "auto")
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model
+
+
 # ---- the changed-tensors format (BitFit, selective, bottleneck) ------------------------------
+
+def freeze_except(model, chosen: list[str], method: str, params) -> None:
+    """Train exactly the parameters named in ``chosen`` (full names, the model's own tensors)."""
+    keep = set(chosen)
+    for n, p in model.named_parameters(remove_duplicate=False):
+        p.requires_grad_(n in keep)
+    # save() needs the method's parameters; the trainable set itself is read from requires_grad.
+    model.studio_method = {"name": method, "params": asdict(params)}
+
+
+def save_changed(model, directory):
+    """``MethodSpec.save`` of methods that train the model's own tensors (BitFit, selective):
+    those tensors alone, named as in the base model."""
+    info = getattr(model, "studio_method", None) or {"name": "selective", "params": {}}
+    write_tensors(directory, info["name"], info["params"], trainable_tensors(model), base_name(model))
+
+
+def load_changed(base_model, directory):
+    """``MethodSpec.load`` for :func:`save_changed`'s folders: the tensors copied onto the base."""
+    tensors = read_tensors(directory)
+    restore_tensors(base_model, tensors, directory)
+    for p in base_model.parameters():
+        p.requires_grad_(False)
+    return base_model
+
+
+def merged(model):
+    """``MethodSpec.merge`` for :func:`load_changed`: the restored tensors already are the weights."""
+    return model
+
 
 def write_tensors(directory: Path, method: str, params: dict, tensors: dict, base_model: str | None,
                   extra: dict | None = None) -> None:
@@ -130,8 +191,6 @@ def method_of(directory: str | Path) -> str | None:
             return "dora"
         if ptype in _PEFT_TYPES:
             return _PEFT_TYPES[ptype]
-        from engine.methods.params_more import PEFT_METHODS
-
         for name, entry in PEFT_METHODS.items():
             if entry.peft_type == ptype:
                 return name
@@ -143,8 +202,6 @@ def method_of(directory: str | Path) -> str | None:
 
 def load_trained(base_model, directory: str | Path):
     """Put a saved adapter onto ``base_model`` (or load a full fine-tune's folder) for inference."""
-    from engine.methods import get_method
-
     d = Path(directory)
     name = method_of(d)
     if name is not None:
@@ -160,8 +217,6 @@ def load_trained(base_model, directory: str | Path):
 
 def check_merge(method: str) -> None:
     """Refuse, before any weights load, to merge a method that cannot be merged."""
-    from engine.methods import get_method
-
     spec = get_method(method)
     if not spec.can_merge:
         why = spec.merge_note or "its adapter is not a change to the base weights"
@@ -170,8 +225,6 @@ def check_merge(method: str) -> None:
 
 def merge_trained(model, method: str):
     """A plain transformers model with the method folded into the weights."""
-    from engine.methods import get_method
-
     check_merge(method)
     spec = get_method(method)
     if spec.merge is not None:
