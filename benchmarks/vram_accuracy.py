@@ -72,14 +72,14 @@ def measure_activations(model_dir, method, batch, seq, packing, dtype_name="floa
 
     from engine.estimate.activations import Shape, fit_activation_model
     from engine.estimate.trace import trace_model
-    from engine.methods import apply_method, get_method
+    from engine.methods import apply_method, effective_quantization, get_method
     from engine.models.arch import load_arch
 
     dtype = getattr(torch, dtype_name)
     cfg = run_cfg(model_dir, method, train={"packing": packing}, **mkw)
     spec = get_method(method)
     arch = load_arch(cfg.model)
-    packed = packing and not spec.prompt_based
+    packed = packing and spec.can_pack
     am = fit_activation_model(arch, cfg, dtype=dtype, attn=None, quantized=quant, packing=packed,
                               padded=not packed)
     s = Shape(arch.hidden, arch.intermediate, arch.heads, arch.kv_heads, arch.head_dim, arch.vocab, arch.layers)
@@ -91,7 +91,7 @@ def measure_activations(model_dir, method, batch, seq, packing, dtype_name="floa
     if quant:
         from engine.models.quant import quantize_in_place
 
-        quantize_in_place(model, cfg, dtype)
+        quantize_in_place(model, effective_quantization(cfg), cfg.model.double_quant, dtype)
     model = apply_method(model, cfg)
     model.train()
     real = trace_model(model, arch.vocab, batch, seq, packing=packed, padded=not packed,
@@ -225,7 +225,7 @@ def measure_gpu(case: dict, steps: int = 4) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine.estimate.timing import _optimizer
-    from engine.methods import effective_quantization, prepare_for_training
+    from engine.methods import effective_quantization, get_method, prepare_for_training
     from engine.models import load_model
 
     cfg = run_cfg(case["model"], case["method"],
@@ -247,8 +247,7 @@ def measure_gpu(case: dict, steps: int = 4) -> dict:
         opt = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
         B, L = cfg.train.batch_size, cfg.data.max_length
         vocab = model.get_input_embeddings().weight.shape[0]
-        prompt = cfg.method.name in ("prompt_tuning", "p_tuning", "prefix_tuning")
-        if prompt:
+        if not get_method(cfg.method.name).can_pack:  # virtual tokens: padded rows, not one packed row
             ids = torch.randint(0, vocab, (B, L), device="cuda")
             batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
         else:

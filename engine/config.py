@@ -22,6 +22,7 @@ import yaml
 
 from engine import atomic
 from engine import fields as fieldlib
+from engine.data import FORMATS
 from engine.errors import ConfigError
 from engine.fields import F, coerce_value, field_help
 from engine.methods import MethodParams as MethodConfig
@@ -33,7 +34,7 @@ __all__ = ["ConfigError", "DataConfig", "F", "MethodConfig", "ModelConfig", "Run
 
 QUANTIZATIONS = [None, "nf4", "fp4", "int8"]
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
-DATA_FORMATS = ["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
+DATA_FORMATS = ["auto", *FORMATS]  # the data pipeline's formats (engine/data/formats.py)
 OPTIMIZERS = ["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"]
 SCHEDULERS = ["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"]
 ATTENTION = ["auto", "sdpa", "sdpa_varlen", "eager", "flash_attention_2"]
