@@ -6,64 +6,39 @@ this metadata, the CLI's ``--set`` parses through it, and ``validate()`` checks 
 new field appears everywhere at once.
 
 Method fields are the method's own: ``method: {name: lora, r: 16}`` is parsed into the
-dataclass the method registry declares for ``lora``. Method parameter classes live in
-``engine/methods/params.py`` so that reading a run file never imports torch or peft.
+dataclass the method registry declares for ``lora`` (``engine.methods``: each family module owns
+its parameter class; importing them imports neither torch nor peft, so reading a run file stays
+cheap). Field helpers and coercion live in ``engine.fields``, ConfigError in ``engine.errors``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
-import tempfile
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from engine import atomic
+from engine import fields as fieldlib
+from engine.data import FORMATS
+from engine.errors import ConfigError
+from engine.fields import F, coerce_value, field_help
+from engine.methods import MethodParams as MethodConfig
+from engine.methods import params_class, validate_params
 
-class ConfigError(ValueError):
-    """A run file or override is invalid. ``path`` names the field, e.g. ``train.lr``."""
-
-    def __init__(self, path: str, message: str, value: Any = dataclasses.MISSING, choices=None):
-        self.path = path
-        self.value = value
-        self.choices = list(choices) if choices is not None else None
-        text = f"{path}: {message}" if path else message
-        if value is not dataclasses.MISSING:
-            text += f" (got {value!r})"
-        if self.choices:
-            text += f"; valid: {', '.join(map(str, self.choices))}"
-        self.message = message
-        super().__init__(text)
-
-
-def F(default=dataclasses.MISSING, help: str = "", choices=None, default_factory=dataclasses.MISSING,
-      minimum=None, maximum=None, advanced: bool = False):
-    """A config field with its help text and constraints (shown by the GUI, checked by validate)."""
-    md = {"help": help}
-    if choices is not None:
-        md["choices"] = list(choices)
-    if minimum is not None:
-        md["min"] = minimum
-    if maximum is not None:
-        md["max"] = maximum
-    md["advanced"] = advanced
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=md)
-    return field(default=default, metadata=md)
+__all__ = ["ConfigError", "DataConfig", "F", "MethodConfig", "ModelConfig", "RunConfig", "TrainConfig",
+           "coerce_value", "field_help", "method_params_class"]
 
 
 QUANTIZATIONS = [None, "nf4", "fp4", "int8"]
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
-DATA_FORMATS = ["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
+DATA_FORMATS = ["auto", *FORMATS]  # the data pipeline's formats (engine/data/formats.py)
 OPTIMIZERS = ["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"]
 SCHEDULERS = ["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"]
 ATTENTION = ["auto", "sdpa", "sdpa_varlen", "eager", "flash_attention_2"]
-LOSS_IMPLS = ["auto", "chunked", "liger", "standard"]  # engine/loss.py
+LOSS_IMPLS = ["auto", "chunked", "liger", "standard"]  # engine/training/loss.py
 
 
 @dataclass
@@ -148,13 +123,6 @@ class DataConfig:
 
 
 @dataclass
-class MethodConfig:
-    """Base of every method's parameters. Subclasses add the method's own fields."""
-
-    name: str = F("lora", "The fine-tuning method.")
-
-
-@dataclass
 class TrainConfig:
     epochs: float = F(1.0, "Passes over the training data (ignored when max_steps > 0).", minimum=0.0)
     max_steps: int = F(-1, "Stop after this many optimizer steps (-1: run the full epochs).", minimum=-1)
@@ -203,7 +171,7 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     # The folder of the run file this was loaded from (None when built in code); not a field.
-    source_dir: typing.ClassVar[str | None] = None
+    source_dir: ClassVar[str | None] = None
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -215,10 +183,10 @@ class RunConfig:
     # ---- dict / YAML round trip -------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
-            "model": _dc_to_dict(self.model),
-            "data": _dc_to_dict(self.data),
-            "method": _dc_to_dict(self.method),
-            "train": _dc_to_dict(self.train),
+            "model": fieldlib.to_dict(self.model),
+            "data": fieldlib.to_dict(self.data),
+            "method": fieldlib.to_dict(self.method, first="name"),  # name first reads better in YAML
+            "train": fieldlib.to_dict(self.train),
             "output_dir": self.output_dir,
         }
 
@@ -234,13 +202,13 @@ class RunConfig:
                 raise ConfigError(key, "unknown section", choices=allowed)
         kwargs: dict[str, Any] = {}
         for name, klass in sections.items():
-            kwargs[name] = _dc_from_dict(klass, d.get(name) or {}, name)
+            kwargs[name] = fieldlib.from_dict(klass, d.get(name) or {}, name)
         mdict = dict(d.get("method") or {})
         if not isinstance(mdict, dict):
             raise ConfigError("method", "must be a mapping like {name: lora, r: 16}", mdict)
         mname = mdict.pop("name", "lora")
         mklass = method_params_class(mname, path="method.name")
-        kwargs["method"] = _dc_from_dict(mklass, mdict, "method")
+        kwargs["method"] = fieldlib.from_dict(mklass, mdict, "method")
         if "output_dir" in d:
             kwargs["output_dir"] = "" if d["output_dir"] is None else str(d["output_dir"])
         return cls(**kwargs)
@@ -288,7 +256,7 @@ class RunConfig:
         return self
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(Path(path), self.to_yaml())
+        atomic.write_text(Path(path), self.to_yaml())
 
     # ---- overrides --------------------------------------------------------------------------
     def with_overrides(self, items: list[str]) -> RunConfig:
@@ -319,7 +287,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Check every field; raise ConfigError naming the first bad one. Returns self."""
         for section in ("model", "data", "method", "train"):
-            _validate_dc(getattr(self, section), section)
+            fieldlib.validate(getattr(self, section), section)
         if not self.output_dir or not str(self.output_dir).strip():
             raise ConfigError("output_dir", "must name a folder")
         t = self.train
@@ -327,16 +295,14 @@ class RunConfig:
             raise ConfigError("train.epochs", "must be > 0 when train.max_steps is -1", t.epochs)
         if t.max_steps == 0:
             raise ConfigError("train.max_steps", "must be -1 (use epochs) or a positive number", 0)
-        from engine.methods.params import validate_method_params
-
-        validate_method_params(self)
+        validate_params(self)
         return self
 
     def errors(self) -> list[ConfigError]:
         """All problems at once (the GUI marks every bad field), in field order."""
         out: list[ConfigError] = []
         for section in ("model", "data", "method", "train"):
-            out.extend(_collect_dc_errors(getattr(self, section), section))
+            out.extend(fieldlib.errors(getattr(self, section), section))
         if not out:
             try:
                 self.validate()
@@ -364,177 +330,5 @@ def _from_base(base: Path, path):
 
 
 def method_params_class(name: str, path: str = "method.name") -> type[MethodConfig]:
-    from engine.methods.params import PARAMS
-
-    if name not in PARAMS:
-        raise ConfigError(path, "unknown method", name, choices=sorted(PARAMS))
-    return PARAMS[name]
-
-
-def field_help(klass, name: str) -> str:
-    for f in fields(klass):
-        if f.name == name:
-            return f.metadata.get("help", "")
-    return ""
-
-
-def _dc_to_dict(obj) -> dict:
-    out = {}
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
-    if isinstance(obj, MethodConfig):  # name first reads better in YAML
-        out = {"name": out.pop("name"), **out}
-    return out
-
-
-def _type_info(tp) -> tuple[set[type], bool]:
-    """The accepted base types of an annotation, and whether None is allowed."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        allowed, nullable = set(), False
-        for a in args:
-            if a is type(None):
-                nullable = True
-            else:
-                allowed |= _type_info(a)[0]
-        return allowed, nullable
-    if origin is not None:
-        return {origin}, False
-    if tp is Any:
-        return {object}, True
-    return {tp}, False
-
-
-@functools.cache  # get_type_hints re-evaluates annotations each call; forms validate on every keystroke
-def _resolved_types(klass) -> dict[str, Any]:
-    return typing.get_type_hints(klass)
-
-
-def coerce_value(klass, fname: str, value, path: str):
-    """Convert ``value`` to the field's type or raise ConfigError. Used by from_dict and the GUI."""
-    tp = _resolved_types(klass)[fname]
-    allowed, nullable = _type_info(tp)
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")
-                         and str not in allowed):
-        if nullable:
-            return None
-        raise ConfigError(path, "must not be empty", value)
-    if object in allowed:
-        return value
-    if bool in allowed:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        if int not in allowed:
-            raise ConfigError(path, "must be true or false", value)
-    if int in allowed and float not in allowed:
-        if isinstance(value, bool):
-            raise ConfigError(path, "must be a whole number", value)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        if str not in allowed:
-            raise ConfigError(path, "must be a whole number", value)
-    if float in allowed:
-        if isinstance(value, bool):
-            raise ConfigError(path, "must be a number", value)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        if str not in allowed:
-            raise ConfigError(path, "must be a number", value)
-    if list in allowed:
-        if isinstance(value, (list, tuple)):
-            return [v if isinstance(v, dict) else str(v) for v in value]  # data.sources holds mappings
-        if isinstance(value, str) and (str not in allowed or "," in value):
-            return [s.strip() for s in value.split(",") if s.strip()]
-        if str not in allowed:
-            raise ConfigError(path, "must be a list", value)
-    if dict in allowed:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(path, "must be a mapping", value)
-    if str in allowed:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, list) and list in allowed:
-            return value
-        raise ConfigError(path, "must be text", value)
-    raise ConfigError(path, f"has an unsupported type {tp}", value)
-
-
-def _dc_from_dict(klass, d: dict, prefix: str):
-    if not isinstance(d, dict):
-        raise ConfigError(prefix, "must be a mapping of fields", d)
-    names = [f.name for f in fields(klass)]
-    kwargs = {}
-    for key, value in d.items():
-        if key not in names:
-            raise ConfigError(f"{prefix}.{key}", "unknown field", choices=[n for n in names if n != "name"])
-        kwargs[key] = coerce_value(klass, key, value, f"{prefix}.{key}")
-    return klass(**kwargs)
-
-
-def _check_field(obj, f, path: str):
-    v = getattr(obj, f.name)
-    md = f.metadata
-    coerce_value(type(obj), f.name, v, path)
-    if "choices" in md and v not in md["choices"]:
-        raise ConfigError(path, "is not one of the choices", v,
-                          choices=["null" if c is None else c for c in md["choices"]])
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if "min" in md and v < md["min"]:
-            raise ConfigError(path, f"must be ≥ {md['min']}", v)
-        if "max" in md and v > md["max"]:
-            raise ConfigError(path, f"must be ≤ {md['max']}", v)
-
-
-def _validate_dc(obj, prefix: str):
-    for f in fields(obj):
-        _check_field(obj, f, f"{prefix}.{f.name}")
-
-
-def _collect_dc_errors(obj, prefix: str) -> list[ConfigError]:
-    out = []
-    for f in fields(obj):
-        try:
-            _check_field(obj, f, f"{prefix}.{f.name}")
-        except ConfigError as e:
-            out.append(e)
-    return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the new one, never a half-written one."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """The parameter dataclass of method ``name``; ConfigError (naming ``path``) when unknown."""
+    return params_class(name, path)

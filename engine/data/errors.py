@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-try:  # issue 12 adds one UserError base for every mistake a user can fix
-    from engine.errors import UserError as _Base
-except ImportError:  # pragma: no cover - until engine/errors.py lands
-    _Base = ValueError
+from engine.errors import UserError
 
 SKIP_HINT = "or set data.skip_bad_lines: true to skip bad lines."
 
 
-class DataError(_Base):
+class DataError(UserError):
     """A data file cannot be used as it is.
 
     ``str(e)`` is complete on its own, e.g. ``data/train.jsonl line 17: not valid JSON (Expecting

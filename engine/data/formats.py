@@ -20,7 +20,7 @@ Text parts are joined with ``part_separator`` (prepare_data passes the chat temp
 endings inside text become ``\\n``.
 
 ``data.columns`` maps internal names to the file's columns ({prompt: question}) and wins over
-detection. Auto-detection records a ``reason`` the GUI shows ("columns instruction, output → alpaca").
+detection (detect.plan_format). Auto-detection records a ``reason`` the GUI shows ("columns instruction, output → alpaca").
 Columns that change what the model learns (preference pairs, a boolean label, tools a template
 cannot render, images) are refused until mapped: see tasks.py.
 """
@@ -76,19 +76,15 @@ class NormOptions:
 
 # ---- detection --------------------------------------------------------------------------------
 
-def plan_format(fmt: str, found: list[str], rows: list[dict], mapping: dict | None, source: str,
-                caps=None, skip_bad_lines: bool = False) -> Plan:
+def choose_plan(fmt: str, found: list[str], rows: list[dict], mapping: dict | None, source: str,
+                caps=None) -> Plan:
     """Decide the format (``fmt`` may be 'auto') and the column for each internal field.
 
     ``rows`` is a sample of parsed records. ``caps`` (template.TemplateCaps, optional) says what
-    the chat template renders; with it, a tools column the template cannot render is refused
-    (with ``skip_bad_lines``: left unread, and the rows that use tools are skipped one by one).
-    Raises DataError (field data.format / data.columns) when the columns fit no format, or when
-    a column that changes what is learned is not mapped (tasks.refuse_unmapped)."""
-    from engine.data.tasks import refuse_unmapped
-
-    mapping = _check_mapping(mapping or {}, found, source)
-    refuse_unmapped(found, rows, mapping, source, caps, skip_tools=skip_bad_lines)
+    the chat template renders: a tools column is read only when it can render tools. Raises
+    DataError (field data.format / data.columns) when the columns fit no format. Callers go
+    through detect.plan_format, which first refuses columns that change what is learned."""
+    mapping = check_mapping(mapping or {}, found, source)
     plan = _choose(fmt, found, rows, mapping, source)
     for name in ("tools", "label", "assistant"):
         if name in mapping:
@@ -168,7 +164,8 @@ def _choose(fmt: str, found: list[str], rows: list[dict], mapping: dict, source:
                     hint=f"Set data.format and map your columns with data.columns, e.g. {{{example}}}.")
 
 
-def _check_mapping(mapping: dict, found: list[str], source: str) -> dict:
+def check_mapping(mapping: dict, found: list[str], source: str) -> dict:
+    """data.columns checked against the file's columns (DataError naming the bad key)."""
     if not isinstance(mapping, dict):
         raise DataError("must map internal names to your columns, e.g. {prompt: question}",
                         field="data.columns")

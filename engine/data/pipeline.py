@@ -3,7 +3,7 @@
 The steps (each source of ``data.sources``, or ``data.path``):
 
 1. ``readers.open_raw``: the file as a memory-mapped Arrow dataset, one row per record (cached).
-2. ``formats.plan_format`` on a sample: the format and the columns, and a refusal for columns that
+2. ``detect.plan_format`` on a sample: the format and the columns, and a refusal for columns that
    change what is learned (tasks.py). Then a fail-fast pass over the sample in this process, so a
    systematic problem is named in a second, not after the whole file.
 3. ``Dataset.map(Encoder, batched=True, num_proc=…)``: normalise, render, tokenize and mask every
@@ -26,6 +26,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from engine.data.detect import plan_format
 from engine.data.encode import (
     DROPPED_LONG,
     DROPPED_UNTRAINED,
@@ -41,7 +42,7 @@ from engine.data.encode import (
 )
 from engine.data.errors import DataError, Where
 from engine.data.examples import Examples
-from engine.data.formats import NormOptions, Plan, label_of, normalize, plan_format
+from engine.data.formats import NormOptions, Plan, label_of, normalize
 from engine.data.readers import RawSource, Table, open_raw, read_table
 from engine.data.render import (
     Rendered,
@@ -452,7 +453,7 @@ class _Context:
         """Encode ``raw`` (or its rows ``subset``), from the cache when it has this exact result."""
         import datasets
 
-        from engine.data import cache
+        import engine.data.cache as cache
         from engine.data.encode import features
 
         spec = self.spec(raw, plan, subset)
@@ -540,7 +541,7 @@ class _quiet_datasets:
 
 def tokenizer_digest(tokenizer) -> str:
     """A hash of what tokenizing depends on: the vocabulary and rules, special tokens, template."""
-    from engine.data import cache
+    import engine.data.cache as cache
     from engine.data.template import chat_template_for
 
     backend = getattr(tokenizer, "backend_tokenizer", None)

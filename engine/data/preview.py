@@ -20,9 +20,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
+from engine.data.detect import plan_format
 from engine.data.encode import IGNORE_INDEX, ROLE_COLUMNS, analyse
 from engine.data.errors import DataError, Where
-from engine.data.formats import NormOptions, label_of, normalize, plan_format
+from engine.data.formats import NormOptions, label_of, normalize
 from engine.data.readers import iter_rows
 from engine.data.render import render, segments, template_caps, tokenize_rendered
 

@@ -428,7 +428,7 @@ class RawSource:
 
 def open_raw(path: str, base_dir=None, sample_by: str = "document") -> RawSource:
     """The data file at ``path`` as a memory-mapped Arrow dataset, read once and cached."""
-    from engine.data import cache
+    import engine.data.cache as cache
 
     if not str(path or "").strip():
         raise DataError("no training data given", field="data.path",
@@ -489,7 +489,7 @@ def _typed_source(source: str, p: Path, kind: str, shape: str, ds, key: str) -> 
 
 
 def _saved_source(p: Path, source: str) -> RawSource:
-    from engine.data import cache
+    import engine.data.cache as cache
 
     train, name, val, val_name = _load_saved(p, source)
     fp = cache.digest(cache.file_fingerprint(p))
@@ -505,7 +505,7 @@ def _build_raw(p: Path, source: str, kind: str, sample_by: str, key: str) -> Pat
     """Read the file once into raw.arrow in a new cache entry; returns the entry's folder."""
     import pyarrow as pa
 
-    from engine.data import cache
+    import engine.data.cache as cache
 
     with cache.Building("raw", key) as b:
         target = b.path / "raw.arrow"

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from engine.data.errors import DataError, Where
+from engine.data.formats import TOOLS_COLUMNS, NormOptions, _maybe_json_list, _turns, clean_text
 
 PREFERENCE_TRAINING = "preference training (train.task: dpo, orpo or simpo)"
 KTO_TRAINING = "unpaired preference training (train.task: kto)"
@@ -66,8 +67,6 @@ class PreferenceShape:
 
 
 def _style(value) -> str:
-    from engine.data.formats import _maybe_json_list
-
     value = _maybe_json_list(value)
     if isinstance(value, list):
         return "messages"
@@ -170,8 +169,6 @@ def refuse_unmapped(found: list[str], rows: list[dict], mapping: dict, source: s
                         hint="Map the text columns with data.columns (e.g. {messages: messages}) to train on the "
                              f"text alone; {media[0]} is then listed as ignored.")
     if caps is not None and not caps.tools and not skip_tools:
-        from engine.data.formats import TOOLS_COLUMNS
-
         tools = next((c for c in TOOLS_COLUMNS if c in found and c not in used), None)
         if tools is not None and "tools" not in mapping:
             raise DataError(f"the column {tools} holds tool schemas, but {caps.tools_problem()}", file=source,
@@ -186,8 +183,6 @@ def preference_record(row: dict, shape: PreferenceShape, where: Where | None = N
     (the shared beginning split off). Unpaired: ``{"prompt": [...], "completion": [...],
     "label": bool}``. Raises DataError naming the record for a row that does not fit the shape.
     """
-    from engine.data.formats import NormOptions, _turns, clean_text
-
     where = where or Where("data")
     c = shape.columns
     opts = NormOptions()
@@ -199,8 +194,6 @@ def preference_record(row: dict, shape: PreferenceShape, where: Where | None = N
             if not isinstance(v, str):
                 raise where.error("expected text or a message", field=col)
             return [{"role": "assistant", "content": clean_text(v)}]
-        from engine.data.formats import _maybe_json_list
-
         v = _maybe_json_list(v)
         return _turns(v if isinstance(v, list) else [v], col, where, opts, need_answer=False)
 

@@ -75,7 +75,7 @@ def train_without_weights(cfg, monkeypatch):
     import transformers
 
     from engine.events import ListSink
-    from engine.train import train
+    from engine.training import train
 
     def no_weights(*a, **k):
         raise AssertionError("model weights were loaded")
