@@ -1,13 +1,15 @@
 """The prepared-data cache: Arrow files keyed by a fingerprint of everything that shaped them.
 
-Layout under ``cache_root()`` (``$PEFT_STUDIO_DATA_CACHE``, else ``$PEFT_STUDIO_CACHE/data``, else
-``$XDG_CACHE_HOME/peft-studio/data``, else ``~/.cache/peft-studio/data``)::
+Layout under ``cache_root()`` (engine.paths.data_cache_dir: ``$PEFT_STUDIO_DATA_CACHE``, else
+``$PEFT_STUDIO_CACHE/data``, else ``$XDG_CACHE_HOME/peft-studio/data``, else
+``~/.cache/peft-studio/data``)::
 
     raw/<key>/        a data file split into records (Arrow), + meta.json
     prepared/<key>/   its records rendered and tokenized (Arrow shards from Dataset.map), + meta.json
 
 An entry is complete when its ``meta.json`` exists: it is written last, and an entry is built in
-a temporary folder and renamed into place, so a crash or a second process never sees half of one.
+a temporary folder beside its place and renamed into it (engine.atomic), so a crash or a second
+process never sees half of one.
 Keys hash the input files (resolved path, size, modification time and the first and last MiB),
 the options that shape the records, the tokenizer and chat template, and the source of the data
 package itself (a code change invalidates old entries). The cache keeps under a size limit
@@ -24,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import atomic, paths
+
 META = "meta.json"
 KINDS = ("raw", "prepared")
 DEFAULT_LIMIT_GB = 20.0
@@ -32,12 +36,7 @@ _SAMPLE = 1 << 20  # bytes hashed from each end of a file
 
 def cache_root() -> Path:
     """The data cache folder (not created here)."""
-    explicit = os.environ.get("PEFT_STUDIO_DATA_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("PEFT_STUDIO_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "peft-studio")
-    return Path(base).expanduser() / "data"
+    return paths.data_cache_dir()
 
 
 def limit_bytes() -> int:
@@ -129,28 +128,23 @@ class Building:
     def __init__(self, kind: str, key: str):
         self.kind, self.key = kind, key
         self.final = entry_dir(kind, key)
-        self.path = self.final.parent / f".tmp-{key}-{os.getpid()}-{time.time_ns()}"
+        self.path: Path | None = None
 
     def __enter__(self) -> Building:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = atomic.temp_dir_beside(self.final)
         return self
 
     def commit(self, meta: dict) -> Path:
         meta = {**meta, "kind": self.kind, "key": self.key, "created": time.time()}
-        (self.path / META).write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8")
-        if self.final.exists():  # an older incomplete or concurrent entry
-            if (self.final / META).exists():
-                shutil.rmtree(self.path, ignore_errors=True)
-                return self.final
-            shutil.rmtree(self.final, ignore_errors=True)
-        try:
-            os.replace(self.path, self.final)
-        except OSError:  # another process won the race with a complete entry
+        atomic.write_text(self.path / META, json.dumps(meta, indent=1, default=str))
+        if (self.final / META).exists():  # a concurrent process finished first: same content
             shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            atomic.swap_into_place(self.path, self.final)
         return self.final
 
     def __exit__(self, *exc) -> None:
-        if self.path.exists():
+        if self.path is not None and self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -196,7 +190,7 @@ def clear(older_than_days: float | None = None) -> tuple[int, int]:
     for kind in KINDS:
         base = cache_root() / kind
         if base.is_dir():
-            for d in base.glob(".tmp-*"):
+            for d in base.glob(".*.partial-*"):
                 if older_than_days is None or now - d.stat().st_mtime > 86400:
                     freed += _size(d)
                     shutil.rmtree(d, ignore_errors=True)
