@@ -80,6 +80,9 @@ class Examples(Sequence):
     def __repr__(self) -> str:
         return f"Examples({len(self)} rows)"
 
+    def __getstate__(self):  # DataLoader workers started by spawn: the Arrow data goes by its file path
+        return {**self.__dict__, "_wheres": None}
+
     def where(self, i: int):
         """The Where (file, line or record) of row ``i``, or None when not recorded."""
         return self._wheres(i) if self._wheres is not None else None
