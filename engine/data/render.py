@@ -26,6 +26,7 @@ Slow tokenizers (no offsets) fall back to tokenizing the pieces one after anothe
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -177,7 +178,7 @@ def _chat_spans(chat: list[dict], messages: list[dict], tokenizer, where: Where 
         assistant = message["role"] == "assistant"
         try:
             before = apply(chat[:i], gen=True) if assistant else (apply(chat[:i]) if i else "")
-            upto = apply(chat[: i + 1])
+            upto = whole if i == len(chat) - 1 else apply(chat[: i + 1])  # the last turn ends the whole
         except Exception:  # some templates refuse a prefix (e.g. one that must end with a user turn)
             before = upto = None
         if upto is not None and upto.startswith(before) and whole.startswith(upto) and len(before) >= cursor:
@@ -240,23 +241,17 @@ def tokenize_rendered(items: list[Rendered], tokenizer, want_offsets: bool = Tru
 
 
 def _flags(offsets, spans) -> list[bool]:
-    if len(spans) == 1 and spans[0][0] == 0:  # the usual text and train_on_prompt case: no search
-        end = spans[0][1]
-        flags, prev = [], False
-        for start, stop in offsets:
-            if start != stop:
-                prev = start < end
-            flags.append(prev)
-        return flags
-    flags, k, prev = [], 0, False
-    for start, end in offsets:
-        if start == end:  # a token with no text (an added BOS): it follows its neighbour
-            flags.append(prev)
-            continue
-        while k < len(spans) and spans[k][1] <= start:
-            k += 1
-        prev = k < len(spans) and spans[k][0] <= start < spans[k][1]
-        flags.append(prev)
+    """Trained or not per token: a token is trained when its first character lies in a span; a
+    token with no text (an added BOS) follows the token before it. Spans are found by bisection
+    over the tokens' first characters (this runs for every token of every example)."""
+    starts = [o[0] for o in offsets]
+    flags = [False] * len(starts)
+    for a, b in spans:
+        i0, i1 = bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)
+        flags[i0:i1] = [True] * (i1 - i0)
+    empty = [k for k, o in enumerate(offsets) if o[0] == o[1]]
+    for k in empty:  # in order, so a run of empty tokens follows the last real one
+        flags[k] = flags[k - 1] if k else False
     return flags
 
 
