@@ -188,36 +188,46 @@ class Encoder:
         return out
 
     def _finish(self, out: dict, meta: dict, ids: list[int], flags: list[bool]) -> None:
+        import numpy as np
+
         limit, mode = self.spec.limit, self.spec.long_mode
-        labels = [t if f else IGNORE_INDEX for t, f in zip(ids, flags)]
+        # numpy per example: these run for every token of every record.
+        ids = np.asarray(ids, dtype=np.int32)
+        trained = np.asarray(flags, dtype=bool)
+        labels = np.where(trained, ids, np.int32(IGNORE_INDEX)).astype(np.int32)
         n = len(ids)
         if mode == "chunk" and meta["text"] and n > limit:
             for c, start in enumerate(range(0, n, limit)):
-                window_ids, window_labels = ids[start:start + limit], labels[start:start + limit]
-                if len(window_ids) < 2:  # one token teaches nothing (nothing predicts it)
+                if n - start < 2:  # one token teaches nothing (nothing predicts it)
                     continue
-                self._emit(out, meta, OK, window_ids, window_labels, full=n, chunk=c)
+                self._emit(out, meta, OK, ids[start:start + limit], labels[start:start + limit],
+                           trained[start:start + limit], full=n, chunk=c)
             return
         status = OK
         if n > limit:
             if mode == "drop":
                 self._emit(out, meta, DROPPED_LONG, full=n)
                 return
-            ids, labels, status = ids[:limit], labels[:limit], TRUNCATED
+            ids, labels, trained, status = ids[:limit], labels[:limit], trained[:limit], TRUNCATED
         # labels[0] never carries loss (nothing predicts the first token), so it does not count.
-        if all(t == IGNORE_INDEX for t in labels[1:]):
+        if not trained[1:].any():
             self._emit(out, meta, DROPPED_UNTRAINED, full=n)
             return
-        self._emit(out, meta, status, ids, labels, full=n)
+        self._emit(out, meta, status, ids, labels, trained, full=n)
 
     @staticmethod
-    def _emit(out: dict, meta: dict, status: int, ids=(), labels=(), full: int = 0, chunk: int = 0,
+    def _emit(out: dict, meta: dict, status: int, ids=None, labels=None, trained=(), full: int = 0, chunk: int = 0,
               error: DataError | None = None) -> None:
-        out["input_ids"].append(list(ids))
-        out["labels"].append(list(labels))
+        import numpy as np
+
+        # A record not trained keeps no tokens; an empty int32 array, so the batch has one type.
+        empty = np.zeros(0, dtype=np.int32)
+        ids = empty if ids is None else ids
+        out["input_ids"].append(ids)
+        out["labels"].append(empty if labels is None else labels)
         out["length"].append(len(ids))
         out["full_length"].append(full)
-        out["n_trained"].append(sum(1 for t in labels if t != IGNORE_INDEX))
+        out["n_trained"].append(int(sum(trained)) if not hasattr(trained, "sum") else int(trained.sum()))
         out["status"].append(status)
         out["row"].append(meta["row"])
         out["line"].append(meta["line"])

@@ -60,6 +60,7 @@ __all__ = ["IGNORE_INDEX", "LoadedData", "PreparedData", "load_records", "prepar
 MIX_STOPPING = ("first_exhausted", "all_exhausted")
 _PARALLEL_MIN_ROWS = 4000   # below this, worker start-up costs more than it saves
 _MAX_PROC = 8
+_FAIL_FAST_ROWS = 200       # records of a big file rendered up front
 
 
 @dataclass
@@ -504,13 +505,14 @@ class _Context:
         return max(1, min(cores, _MAX_PROC))
 
     def _fail_fast(self, raw: RawSource, plan: Plan) -> None:
-        """Normalise and render the sample here: a systematic problem is named at once, before
-        the whole file is tokenized (the sample is the whole file when it is small)."""
-        if self.skip:
+        """Normalise and render the first records here: a systematic problem in a big file is
+        named at once, not after the whole file is tokenized. (A file no bigger than the sample
+        is tokenized in a moment anyway; its errors come from the map, all of them.)"""
+        if self.skip or len(raw) <= len(raw.samples):
             return
         opts = NormOptions(self.caps.part_separator)
         errors = []
-        for r in raw.samples:
+        for r in raw.samples[:_FAIL_FAST_ROWS]:
             try:
                 if r.error is not None:
                     raise r.error
@@ -520,7 +522,7 @@ class _Context:
             except DataError as e:
                 errors.append(e)
         if errors:
-            raise _first_of(errors, exact=len(raw.samples) == len(raw))
+            raise _first_of(errors, exact=False)
 
 
 class _quiet_datasets:
