@@ -118,8 +118,9 @@ class DataConfig:
                           advanced=True)
     num_proc: int = F(0, "Processes that tokenize the data (0: one per CPU core for large data sets).",
                       minimum=0, advanced=True)
-    cache: bool = F(True, "Keep the prepared data in the data cache, so that a rerun with the same inputs "
-                    "skips straight to training (`peft-studio cache` lists and clears it).", advanced=True)
+    cache: bool = F(True, "Reuse prepared data from the data cache, so that a rerun with the same inputs "
+                    "skips straight to training (`peft-studio cache` lists and clears it). Off: prepare "
+                    "again every time (the prepared files still live in the cache folder).", advanced=True)
 
 
 @dataclass

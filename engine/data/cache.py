@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,26 @@ def load_entry(kind: str, key: str) -> dict | None:
     return meta
 
 
+@contextmanager
+def lock(kind: str, key: str):
+    """Hold an exclusive lock on ``key`` while checking and building it: a second process (another
+    rank of ``accelerate launch``, the studio's report beside a training run) waits, then finds
+    the entry the first one committed instead of preparing the same data again."""
+    folder = cache_root() / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock; both build, the first commit wins
+        yield
+        return
+    with open(folder / f".{key}.lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class Building:
     """A temporary folder for a new entry; ``commit(meta)`` moves it into place atomically.
 
@@ -190,10 +211,13 @@ def clear(older_than_days: float | None = None) -> tuple[int, int]:
     for kind in KINDS:
         base = cache_root() / kind
         if base.is_dir():
-            for d in base.glob(".*.partial-*"):
+            for d in [*base.glob(".*.partial-*"), *base.glob(".*.lock")]:
                 if older_than_days is None or now - d.stat().st_mtime > 86400:
-                    freed += _size(d)
-                    shutil.rmtree(d, ignore_errors=True)
+                    if d.is_dir():
+                        freed += _size(d)
+                        shutil.rmtree(d, ignore_errors=True)
+                    else:
+                        d.unlink(missing_ok=True)
     return n, freed
 
 

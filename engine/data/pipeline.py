@@ -282,91 +282,19 @@ def prepare_data(data_cfg, tokenizer, seed: int = 42, reporter=None, base_dir=No
     skip = bool(data_cfg.skip_bad_lines) or not strict
     caps = template_caps(tokenizer)
     specs = source_specs(data_cfg)
-    if len(specs) > 1 and str(data_cfg.path or "").strip():
+    if getattr(data_cfg, "sources", None):
         log("data.sources is set, so data.path is not used.")
     nproc = num_proc if num_proc is not None else int(getattr(data_cfg, "num_proc", 0) or 0)
     ctx = _Context(data_cfg, tokenizer, caps, limit, long_mode, skip, nproc, base_dir, log)
 
     # One source: hold out and cap records before encoding, so a capped run (the estimator's
     # sample) encodes only what it uses. Several: encode each, mix, then hold out.
-    single = len(specs) == 1
     sources = [ctx.open(s) for s in specs]
-    available = 0
-    val_from = None
-    if single:
-        raw = sources[0][0]
-        plan = sources[0][1]
-        val_raw = _validation_raw(data_cfg, raw, base_dir)
-        n = len(raw)
-        train_rows, val_rows = list(range(n)), []
-        if val_raw is None and data_cfg.validation_split > 0:
-            train_rows, val_rows = split_records(n, data_cfg.validation_split, seed)
-        available = len(train_rows)
-        subset = None
-        if data_cfg.max_examples and data_cfg.max_examples > 0 and len(train_rows) > data_cfg.max_examples:
-            log(f"Using the first {data_cfg.max_examples} of {len(train_rows)} training examples "
-                "(data.max_examples).")
-            train_rows = train_rows[: data_cfg.max_examples]
-            subset = sorted(train_rows + val_rows)
-        log(f"Data: {_n(n, 'example')} from {raw.source}, format {plan.format} ({plan.reason}).")
-        log(_render_message(plan.format, tokenizer, data_cfg))
-        enc = ctx.encode(raw, plan, subset)
-        encoded = [enc]
-        train_sel = _kept(enc, rows=train_rows)
-        if val_raw is not None:
-            vplan = plan_format(plan.format, val_raw.columns, _sample_rows(val_raw), specs[0].columns,
-                                val_raw.source, caps, skip)
-            venc = ctx.encode(val_raw, vplan, None)
-            encoded.append(venc)
-            val_sel = _kept(venc)
-            val_from = data_cfg.validation_path or "the validation split"
-            log(f"Validation: {len(val_raw)} examples from {val_from}.")
-        else:
-            venc = enc
-            val_sel = _kept(enc, rows=val_rows) if val_rows else []
-            if val_rows:
-                log(f"Validation: held out {len(val_rows)} of {n} examples "
-                    f"(validation_split={data_cfg.validation_split}, seed {seed}).")
-        train_parts = [(enc, train_sel)]
-        val_parts = [(venc, val_sel)] if val_from or val_rows else []
-        if data_cfg.validation_split > 0 and val_raw is None and not val_rows:
-            warn_("Too few examples to hold out a validation set; training without evaluation.")
-    else:
-        encoded = []
-        for raw, plan in sources:
-            log(f"Data: {_n(len(raw), 'example')} from {raw.source}, format {plan.format} ({plan.reason}).")
-            encoded.append(ctx.encode(raw, plan, None))
-        log(_render_message(sources[0][1].format, tokenizer, data_cfg))
-        mixed = _mix(encoded, [s.weight for s in specs], seed, getattr(data_cfg, "mix_stopping", "first_exhausted"))
-        log("Mixed " + ", ".join(f"{len(sel)} from {e.raw.source} (weight {s.weight:g})"
-                                 for e, s, sel in zip(encoded, specs, mixed.per_source))
-            + f" ({getattr(data_cfg, 'mix_stopping', 'first_exhausted')}).")
-        order = mixed.order  # list of (source index, position)
-        val_order: list = []
-        val_raw = _validation_raw(data_cfg, None, base_dir) if data_cfg.validation_path else None
-        if val_raw is not None:
-            vplan = plan_format("auto", val_raw.columns, _sample_rows(val_raw), specs[0].columns, val_raw.source,
-                                caps, skip)
-            venc = ctx.encode(val_raw, vplan, None)
-            encoded.append(venc)
-            val_order = [(len(encoded) - 1, int(p)) for p in _kept(venc)]
-            val_from = data_cfg.validation_path
-            log(f"Validation: {len(val_raw)} examples from {val_from}.")
-        elif data_cfg.validation_split > 0:
-            keep, held = split_records(len(order), data_cfg.validation_split, seed)
-            val_order, order = [order[i] for i in held], [order[i] for i in keep]
-            if val_order:
-                log(f"Validation: held out {len(val_order)} of {len(order) + len(val_order)} mixed examples "
-                    f"(validation_split={data_cfg.validation_split}, seed {seed}).")
-            else:
-                warn_("Too few examples to hold out a validation set; training without evaluation.")
-        available = len(order)
-        if data_cfg.max_examples and data_cfg.max_examples > 0 and len(order) > data_cfg.max_examples:
-            log(f"Using the first {data_cfg.max_examples} of {len(order)} training examples (data.max_examples).")
-            order = order[: data_cfg.max_examples]
-        train_parts = _group(encoded, order)
-        val_parts = _group(encoded, val_order)
-        plan = sources[0][1]
+    single = len(specs) == 1
+    sel = (_select_one(ctx, specs[0], *sources[0], seed, warn_) if single
+           else _select_mixed(ctx, specs, sources, seed, warn_))
+    encoded, train_parts, val_parts = sel.encoded, sel.train_parts, sel.val_parts
+    plan = sources[0][1]
 
     _raise_or_warn_bad(encoded, skip, warn_, strict)
     counts = _counts(encoded, train_parts, val_parts)
@@ -382,13 +310,13 @@ def prepare_data(data_cfg, tokenizer, seed: int = 42, reporter=None, base_dir=No
     fmt = plan.format if single or len({p.format for _, p in sources}) == 1 else "mixed"
     reason = plan.reason if single else "; ".join(f"{r.source}: {p.reason}" for r, p in sources)
     report = build_report(encoded, train_parts, val_parts, specs, caps, data_cfg, limit, long_mode,
-                          mixed=None if single else mixed, validation_from=val_from)
+                          mixed=sel.mixed, validation_from=sel.val_from)
     for line in report.log_lines():
         log(line)
     for msg in report.advice():
         warn_(msg)
     stats = {"num_tokens": train.num_tokens(), "num_trained_tokens": train.num_trained_tokens(),
-             "lengths": train.lengths.tolist(), "examples_available": available,
+             "lengths": train.lengths.tolist(), "examples_available": sel.available,
              "prepare_s": time.perf_counter() - t_start, "cached": all(e.cached for e in encoded)}
     longest = int(train.lengths.max()) if len(train) else 0
     log(f"Prepared {len(train)} training and {len(evaluation)} evaluation examples: {stats['num_tokens']} "
@@ -397,6 +325,92 @@ def prepare_data(data_cfg, tokenizer, seed: int = 42, reporter=None, base_dir=No
     n_skipped = counts["skipped"]
     return PreparedData(train, evaluation, fmt, reason, counts["truncated"],
                         counts["untrained"] + counts["dropped_long"], n_skipped, warnings, stats, report)
+
+
+
+@dataclass
+class _Selection:
+    """What a run reads: the encoded sources and, in order, the positions it trains and evaluates."""
+
+    encoded: list                    # _Encoded, one per source (and one for a validation file)
+    train_parts: list                # [(encoded, positions)] in training order
+    val_parts: list
+    available: int                   # training records (or mixed examples) before data.max_examples
+    val_from: str | None = None      # a validation file or split, when not held out
+    mixed: _Mixed | None = None
+
+
+def _select_one(ctx: _Context, spec: SourceSpec, raw: RawSource, plan: Plan, seed: int, warn) -> _Selection:
+    """One source: the seeded hold-out and data.max_examples on records, then encode what is used."""
+    data_cfg, log = ctx.data_cfg, ctx.log
+    val_raw = _validation_raw(data_cfg, raw, ctx.base_dir)
+    n = len(raw)
+    train_rows, val_rows = list(range(n)), []
+    if val_raw is None and data_cfg.validation_split > 0:
+        train_rows, val_rows = split_records(n, data_cfg.validation_split, seed)
+    available = len(train_rows)
+    subset = None
+    if data_cfg.max_examples and data_cfg.max_examples > 0 and len(train_rows) > data_cfg.max_examples:
+        log(f"Using the first {data_cfg.max_examples} of {len(train_rows)} training examples (data.max_examples).")
+        train_rows = train_rows[: data_cfg.max_examples]
+        subset = sorted(train_rows + val_rows)
+    log(f"Data: {_n(n, 'example')} from {raw.source}, format {plan.format} ({plan.reason}).")
+    log(_render_message(plan.format, ctx.tokenizer, data_cfg))
+    enc = ctx.encode(raw, plan, subset)
+    sel = _Selection([enc], [(enc, _kept(enc, rows=train_rows))], [], available)
+    if val_raw is not None:
+        vplan = plan_format(plan.format, val_raw.columns, _sample_rows(val_raw), spec.columns, val_raw.source,
+                            ctx.caps, ctx.skip)
+        venc = ctx.encode(val_raw, vplan, None)
+        sel.encoded.append(venc)
+        sel.val_parts = [(venc, _kept(venc))]
+        sel.val_from = data_cfg.validation_path or "the validation split"
+        log(f"Validation: {len(val_raw)} examples from {sel.val_from}.")
+    elif val_rows:
+        sel.val_parts = [(enc, _kept(enc, rows=val_rows))]
+        log(f"Validation: held out {len(val_rows)} of {n} examples "
+            f"(validation_split={data_cfg.validation_split}, seed {seed}).")
+    elif data_cfg.validation_split > 0:
+        warn("Too few examples to hold out a validation set; training without evaluation.")
+    return sel
+
+
+def _select_mixed(ctx: _Context, specs: list, sources: list, seed: int, warn) -> _Selection:
+    """Several sources: encode each whole, interleave by weight, then hold out and cap the mix."""
+    data_cfg, log = ctx.data_cfg, ctx.log
+    encoded = []
+    for raw, plan in sources:
+        log(f"Data: {_n(len(raw), 'example')} from {raw.source}, format {plan.format} ({plan.reason}).")
+        encoded.append(ctx.encode(raw, plan, None))
+    log(_render_message(sources[0][1].format, ctx.tokenizer, data_cfg))
+    stopping = getattr(data_cfg, "mix_stopping", "first_exhausted")
+    mixed = _mix(encoded, [s.weight for s in specs], seed, stopping)
+    log("Mixed " + ", ".join(f"{len(used)} from {e.raw.source} (weight {s.weight:g})"
+                             for e, s, used in zip(encoded, specs, mixed.per_source)) + f" ({stopping}).")
+    order = mixed.order  # (source index, position) in training order
+    val_order: list = []
+    val_from = None
+    if data_cfg.validation_path:
+        val_raw = _validation_raw(data_cfg, None, ctx.base_dir)
+        vplan = plan_format("auto", val_raw.columns, _sample_rows(val_raw), specs[0].columns, val_raw.source,
+                            ctx.caps, ctx.skip)
+        encoded.append(ctx.encode(val_raw, vplan, None))
+        val_order = [(len(encoded) - 1, int(p)) for p in _kept(encoded[-1])]
+        val_from = data_cfg.validation_path
+        log(f"Validation: {len(val_raw)} examples from {val_from}.")
+    elif data_cfg.validation_split > 0:
+        keep, held = split_records(len(order), data_cfg.validation_split, seed)
+        val_order, order = [order[i] for i in held], [order[i] for i in keep]
+        if val_order:
+            log(f"Validation: held out {len(val_order)} of {len(order) + len(val_order)} mixed examples "
+                f"(validation_split={data_cfg.validation_split}, seed {seed}).")
+        else:
+            warn("Too few examples to hold out a validation set; training without evaluation.")
+    available = len(order)
+    if data_cfg.max_examples and data_cfg.max_examples > 0 and len(order) > data_cfg.max_examples:
+        log(f"Using the first {data_cfg.max_examples} of {len(order)} training examples (data.max_examples).")
+        order = order[: data_cfg.max_examples]
+    return _Selection(encoded, _group(encoded, order), _group(encoded, val_order), available, val_from, mixed)
 
 
 def _long_mode(data_cfg) -> str:
@@ -455,7 +469,6 @@ class _Context:
         import datasets
 
         import engine.data.cache as cache
-        from engine.data.encode import features
 
         spec = self.spec(raw, plan, subset)
         settings = {"plan": [plan.format, plan.columns], "limit": self.limit, "long": self.long_mode,
@@ -464,27 +477,11 @@ class _Context:
         key = cache.digest("prepared", raw.key, settings, self.tokenizer_digest(),
                            cache.digest(subset) if subset is not None else None, cache.code_version())
         use_cache = bool(getattr(self.data_cfg, "cache", True))
-        meta = cache.load_entry("prepared", key) if use_cache else None
-        cached = meta is not None
-        if meta is None:
-            self._fail_fast(raw, plan)
-            source = raw.dataset if subset is None else raw.dataset.select(subset, keep_in_memory=True,
-                                                                            new_fingerprint=key + "-in")
-            nproc = self._procs(len(source))
-            t0 = time.perf_counter()
-            self.log(f"Tokenizing {_n(len(source), 'record')} of {raw.source}"
-                     + (f" in {nproc} processes." if nproc > 1 else "."))
-            with cache.Building("prepared", key) as b, _quiet_datasets():
-                source.map(Encoder(spec, self.tokenizer), batched=True, with_indices=True, batch_size=256,
-                           remove_columns=source.column_names, features=features(),
-                           num_proc=nproc if nproc > 1 else None, cache_file_name=str(b.path / "encoded.arrow"),
-                           new_fingerprint=key, writer_batch_size=1000, load_from_cache_file=False)
-                files = sorted(f.name for f in b.path.glob("encoded*.arrow"))
-                b.commit({"source": raw.source, "path": str(raw.path), "files": files, "records": len(source),
-                          "seconds": time.perf_counter() - t0, "procs": nproc})
-            meta = cache.load_entry("prepared", key)
-            self.log(f"Tokenized in {time.perf_counter() - t0:.1f} s; kept in the data cache.")
-            cache.enforce_limit(keep={key, raw.key})
+        with cache.lock("prepared", key):
+            meta = cache.load_entry("prepared", key) if use_cache else None
+            cached = meta is not None
+            if meta is None:
+                meta = self._build(raw, plan, spec, subset, key)
         folder = cache.entry_dir("prepared", key)
         parts = [datasets.Dataset.from_file(str(folder / f)) for f in meta["files"]]
         ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
@@ -492,6 +489,30 @@ class _Context:
         cols = {c: table.column(c).to_numpy() for c in ("status", "row", "line", "length", "full_length",
                                                         "n_trained", "chunk")}
         return _Encoded(raw, plan, ds, cols, cached, key, len(subset) if subset is not None else len(raw))
+
+    def _build(self, raw: RawSource, plan: Plan, spec: EncodeSpec, subset, key: str) -> dict:
+        """Run the map into a new cache entry; returns its meta."""
+        import engine.data.cache as cache
+        from engine.data.encode import features
+
+        self._fail_fast(raw, plan)
+        source = raw.dataset if subset is None else raw.dataset.select(subset, keep_in_memory=True,
+                                                                        new_fingerprint=key + "-in")
+        nproc = self._procs(len(source))
+        t0 = time.perf_counter()
+        self.log(f"Tokenizing {_n(len(source), 'record')} of {raw.source}"
+                 + (f" in {nproc} processes." if nproc > 1 else "."))
+        with cache.Building("prepared", key) as b, _quiet_datasets():
+            source.map(Encoder(spec, self.tokenizer), batched=True, with_indices=True, batch_size=256,
+                       remove_columns=source.column_names, features=features(),
+                       num_proc=nproc if nproc > 1 else None, cache_file_name=str(b.path / "encoded.arrow"),
+                       new_fingerprint=key, writer_batch_size=1000, load_from_cache_file=False)
+            files = sorted(f.name for f in b.path.glob("encoded*.arrow"))
+            b.commit({"source": raw.source, "path": str(raw.path), "files": files, "records": len(source),
+                      "seconds": time.perf_counter() - t0, "procs": nproc})
+        self.log(f"Tokenized in {time.perf_counter() - t0:.1f} s; kept in the data cache.")
+        cache.enforce_limit(keep={key, raw.key})
+        return cache.load_entry("prepared", key)
 
     def _procs(self, n: int) -> int:
         if self.nproc and self.nproc > 0:

@@ -417,14 +417,6 @@ class RawSource:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def where(self, row: int) -> Where:
-        """Where raw row ``row`` (0-based) came from (typed sources: its record number)."""
-        if self.typed:
-            return Where(self.source, record=row + 1)
-        line = self.dataset[row]["__line"]
-        rec = self.dataset[row]["__record"]
-        return Where(self.source, line=line) if self.unit == "line" else Where(self.source, record=rec)
-
 
 def open_raw(path: str, base_dir=None, sample_by: str = "document") -> RawSource:
     """The data file at ``path`` as a memory-mapped Arrow dataset, read once and cached."""
@@ -449,10 +441,11 @@ def open_raw(path: str, base_dir=None, sample_by: str = "document") -> RawSource
             return _typed_source(source, p, "arrow", "Arrow IPC stream", ds, cache.digest(cache.file_fingerprint(p)))
     key = cache.digest("raw", cache.file_fingerprint(p), kind, sample_by if kind == "text" else None,
                        cache.code_version())
-    meta = cache.load_entry("raw", key)
-    if meta is None:
-        _build_raw(p, source, kind, sample_by, key)
+    with cache.lock("raw", key):
         meta = cache.load_entry("raw", key)
+        if meta is None:
+            _build_raw(p, source, kind, sample_by, key)
+            meta = cache.load_entry("raw", key)
     import datasets
 
     ds = datasets.Dataset.from_file(str(cache.entry_dir("raw", key) / "raw.arrow"))

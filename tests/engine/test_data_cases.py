@@ -321,6 +321,13 @@ def test_relative_paths_resolve_at_load_for_every_verb(tmp_path, monkeypatch):
                                 {"path": str(folder / "data" / "train.jsonl"), "weight": 2}]
     # Overrides from the command line keep the recorded folder; the bundled demo default still works.
     assert cfg.with_overrides(["train.lr=0.1"]).source_dir == str(folder)
+    # Every verb reads run files through RunConfig.load: train, data and compare (load_config),
+    # estimate (load_run); export reads the run folder's copy, written with these absolute paths.
+    from engine.cli.common import load_config
+    from engine.cli.estimate import load_run
+
+    for loaded in (load_config("project/run.yaml", ["train.lr=0.1"]), load_run("project/run.yaml")):
+        assert loaded.data.path == str(folder / "data" / "train.jsonl")
     assert RunConfig.load(_write(tmp_path / "x.yaml", "train: {lr: 0.1}\n")).data.path == "resources/demo/train.jsonl"
 
 

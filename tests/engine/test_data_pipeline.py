@@ -101,7 +101,7 @@ def test_cache_keeps_under_its_size_limit(tmp_path, tiny_tokenizer, private_cach
     assert sum(e.size for e in removed) == sum(sizes.values()) - newest.size
 
 
-def test_cache_off_writes_no_prepared_entry(tmp_path, tiny_tokenizer, private_cache):
+def test_cache_off_prepares_again(tmp_path, tiny_tokenizer, private_cache):
     path = jsonl(tmp_path / "d.jsonl", [chat(i) for i in range(5)])
     a = prepare_data(DataConfig(path=path, cache=False), tiny_tokenizer)
     b = prepare_data(DataConfig(path=path, cache=False), tiny_tokenizer)
