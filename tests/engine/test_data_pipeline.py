@@ -101,6 +101,24 @@ def test_cache_keeps_under_its_size_limit(tmp_path, tiny_tokenizer, private_cach
     assert sum(e.size for e in removed) == sum(sizes.values()) - newest.size
 
 
+def test_two_preparations_at_once_prepare_once(tmp_path, tiny_tokenizer, private_cache):
+    # As two ranks of `accelerate launch` do: the second waits for the first one's entry.
+    path = jsonl(tmp_path / "d.jsonl", [chat(i) for i in range(60)])
+    results = []
+
+    def prepare():
+        results.append(prepare_data(DataConfig(path=path), tiny_tokenizer))
+
+    threads = [threading.Thread(target=prepare) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.stats["cached"] for r in results) == [False, True]
+    assert rows_of(results[0].train) == rows_of(results[1].train)
+    assert sorted(e.kind for e in cache.entries()) == ["prepared", "raw"]
+
+
 def test_cache_off_prepares_again(tmp_path, tiny_tokenizer, private_cache):
     path = jsonl(tmp_path / "d.jsonl", [chat(i) for i in range(5)])
     a = prepare_data(DataConfig(path=path, cache=False), tiny_tokenizer)
