@@ -68,6 +68,7 @@ class TreeMonitor(threading.Thread):
         self.root = psutil.Process(pid)
         self.interval = interval
         self.peak_rss = self.peak_pss = 0
+        self.series: list[tuple[float, int, int, int]] = []  # (time, tree RSS, tree PSS, root RSS)
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.worker_cpu: dict[int, float] = {}   # pid → CPU seconds last seen (processes below the root)
@@ -110,9 +111,14 @@ class TreeMonitor(threading.Thread):
                         self.worker_cpu[p.pid] = t.user + t.system
                 except psutil.Error:
                     continue
+            try:
+                root_rss = self.root.memory_info().rss
+            except psutil.Error:
+                root_rss = 0
             with self.lock:
                 self.peak_rss = max(self.peak_rss, rss)
                 self.peak_pss = max(self.peak_pss, pss)
+                self.series.append((time.time(), rss, pss, root_rss))
             self.stop.wait(self.interval)
 
 
@@ -147,6 +153,12 @@ def run_once(run_file: Path, env: dict, code: Path, label: str) -> dict:
         out["prep_s"] = t_b - t_a
         out["prep_cpu_s"] = c_b - c_a
         out["prep_cores"] = (c_b - c_a) / max(t_b - t_a, 1e-9)
+        # Where the peak is: while preparing the data, or after (model, optimizer, the step).
+        during = [x for x in mon.series if t_a <= x[0] <= t_b]
+        after = [x for x in mon.series if x[0] > t_b]
+        out["prep_peak_rss_gb"] = max((x[1] for x in during), default=0) / 1e9
+        out["prep_peak_engine_rss_gb"] = max((x[3] for x in during), default=0) / 1e9
+        out["after_peak_rss_gb"] = max((x[1] for x in after), default=0) / 1e9
     # Worker processes that did real work (tokenizing workers; DataLoader workers are off here).
     out["workers_cpu_s"] = sorted((round(v, 1) for v in mon.worker_cpu.values() if v >= 1.0), reverse=True)
     return out
