@@ -22,7 +22,6 @@ through the optional reporter (``.log`` and ``.warn``).
 from __future__ import annotations
 
 import os
-import random
 import time
 from dataclasses import dataclass, field
 
@@ -229,14 +228,21 @@ def _render_message(fmt: str, tokenizer, data_cfg) -> str:
 
 def split_records(records, fraction: float, seed: int = 42) -> tuple[list[int], list[int]]:
     """Indices (train, validation) of a seeded random hold-out of ``records`` (a sequence or its
-    length); both keep the original order."""
-    n = records if isinstance(records, int) else len(records)
+    length); both keep the original order. ``round(n × fraction)`` are held out, at least one and
+    never all (none when ``fraction`` is 0 or there are fewer than two)."""
+    train, held = _split_rows(records if isinstance(records, int) else len(records), fraction, seed)
+    return train.tolist(), held.tolist()
+
+
+def _split_rows(n: int, fraction: float, seed: int):
+    """split_records in numpy (a million rows need no Python lists)."""
+    import numpy as np
+
     n_val = min(max(round(n * fraction), 1), n - 1) if fraction > 0 and n >= 2 else 0
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    val = sorted(order[:n_val])
-    held = set(val)
-    return [i for i in range(n) if i not in held], val
+    held = np.sort(np.random.default_rng(seed).permutation(n)[:n_val])
+    keep = np.ones(n, dtype=bool)
+    keep[held] = False
+    return np.nonzero(keep)[0], held
 
 
 # ---- tokens -------------------------------------------------------------------------------------
@@ -344,16 +350,18 @@ def _select_one(ctx: _Context, spec: SourceSpec, raw: RawSource, plan: Plan, see
     """One source: the seeded hold-out and data.max_examples on records, then encode what is used."""
     data_cfg, log = ctx.data_cfg, ctx.log
     val_raw = _validation_raw(data_cfg, raw, ctx.base_dir)
+    import numpy as np
+
     n = len(raw)
-    train_rows, val_rows = list(range(n)), []
+    train_rows, val_rows = None, np.zeros(0, dtype=np.int64)   # None: every record trains
     if val_raw is None and data_cfg.validation_split > 0:
-        train_rows, val_rows = split_records(n, data_cfg.validation_split, seed)
-    available = len(train_rows)
+        train_rows, val_rows = _split_rows(n, data_cfg.validation_split, seed)
+    available = n if train_rows is None else len(train_rows)
     subset = None
-    if data_cfg.max_examples and data_cfg.max_examples > 0 and len(train_rows) > data_cfg.max_examples:
-        log(f"Using the first {data_cfg.max_examples} of {len(train_rows)} training examples (data.max_examples).")
-        train_rows = train_rows[: data_cfg.max_examples]
-        subset = sorted(train_rows + val_rows)
+    if data_cfg.max_examples and data_cfg.max_examples > 0 and available > data_cfg.max_examples:
+        log(f"Using the first {data_cfg.max_examples} of {available} training examples (data.max_examples).")
+        train_rows = (np.arange(n) if train_rows is None else train_rows)[: data_cfg.max_examples]
+        subset = np.sort(np.concatenate([train_rows, val_rows])).tolist()
     log(f"Data: {_n(n, 'example')} from {raw.source}, format {plan.format} ({plan.reason}).")
     log(_render_message(plan.format, ctx.tokenizer, data_cfg))
     enc = ctx.encode(raw, plan, subset)
@@ -366,7 +374,7 @@ def _select_one(ctx: _Context, spec: SourceSpec, raw: RawSource, plan: Plan, see
         sel.val_parts = [(venc, _kept(venc))]
         sel.val_from = data_cfg.validation_path or "the validation split"
         log(f"Validation: {len(val_raw)} examples from {sel.val_from}.")
-    elif val_rows:
+    elif len(val_rows):
         sel.val_parts = [(enc, _kept(enc, rows=val_rows))]
         log(f"Validation: held out {len(val_rows)} of {n} examples "
             f"(validation_split={data_cfg.validation_split}, seed {seed}).")
@@ -399,7 +407,7 @@ def _select_mixed(ctx: _Context, specs: list, sources: list, seed: int, warn) ->
         val_from = data_cfg.validation_path
         log(f"Validation: {len(val_raw)} examples from {val_from}.")
     elif data_cfg.validation_split > 0:
-        keep, held = split_records(len(order), data_cfg.validation_split, seed)
+        keep, held = _split_rows(len(order), data_cfg.validation_split, seed)
         val_order, order = [order[i] for i in held], [order[i] for i in keep]
         if val_order:
             log(f"Validation: held out {len(val_order)} of {len(order) + len(val_order)} mixed examples "
