@@ -368,7 +368,7 @@ def _select_one(ctx: _Context, spec: SourceSpec, raw: RawSource, plan: Plan, see
     sel = _Selection([enc], [(enc, _kept(enc, rows=train_rows))], [], available)
     if val_raw is not None:
         vplan = plan_format(plan.format, val_raw.columns, _sample_rows(val_raw), spec.columns, val_raw.source,
-                            ctx.caps, ctx.skip)
+                            ctx.caps, ctx.skip_tools)
         venc = ctx.encode(val_raw, vplan, None)
         sel.encoded.append(venc)
         sel.val_parts = [(venc, _kept(venc))]
@@ -401,7 +401,7 @@ def _select_mixed(ctx: _Context, specs: list, sources: list, seed: int, warn) ->
     if data_cfg.validation_path:
         val_raw = _validation_raw(data_cfg, None, ctx.base_dir)
         vplan = plan_format("auto", val_raw.columns, _sample_rows(val_raw), specs[0].columns, val_raw.source,
-                            ctx.caps, ctx.skip)
+                            ctx.caps, ctx.skip_tools)
         encoded.append(ctx.encode(val_raw, vplan, None))
         val_order = [(len(encoded) - 1, int(p)) for p in _kept(encoded[-1])]
         val_from = data_cfg.validation_path
@@ -440,6 +440,9 @@ class _Context:
     def __init__(self, data_cfg, tokenizer, caps, limit, long_mode, skip, nproc, base_dir, log):
         self.data_cfg, self.tokenizer, self.caps = data_cfg, tokenizer, caps
         self.limit, self.long_mode, self.skip, self.nproc = limit, long_mode, skip, nproc
+        # A tools column the template cannot render is tolerated only when the user asked to skip
+        # bad rows (the report, which lists bad rows anyway, refuses it as training would).
+        self.skip_tools = bool(data_cfg.skip_bad_lines)
         self.base_dir, self.log = base_dir, log
         self.render_cfg = RenderConfig(getattr(data_cfg, "system_prompt", None) or None,
                                        bool(data_cfg.train_on_prompt),
@@ -455,7 +458,7 @@ class _Context:
                 e = DataError(e.problem, file=e.file, field=spec.field, hint=e.hint)
             raise e from None
         rows = _sample_rows(raw, self.skip)
-        plan = plan_format(spec.format, raw.columns, rows, spec.columns, raw.source, self.caps, self.skip)
+        plan = plan_format(spec.format, raw.columns, rows, spec.columns, raw.source, self.caps, self.skip_tools)
         if self.long_mode == "chunk" and plan.format != "text":
             raise DataError(f"data.long_examples: chunk cuts plain text into windows, but {raw.source} is "
                             f"{plan.format} data", field="data.long_examples",

@@ -334,3 +334,25 @@ def test_relative_paths_resolve_at_load_for_every_verb(tmp_path, monkeypatch):
 def _write(p: Path, text: str) -> Path:
     p.write_text(text)
     return p
+
+
+# ---- `peft-studio data` on every case ----------------------------------------------------------
+
+@pytest.mark.parametrize("name,code,needle", [
+    ("content-parts-value", 0, "Tokens trained:"),
+    ("tool-calls-in-messages", 0, "tools.jsonl line 2: uses tools (tool results)"),
+    ("sharegpt-tool-calls", 2, "cannot render tools"),
+    ("preference-data-as-sft", 2, "this is preference data"),
+    ("csv-cr-and-pandas-json", 0, "Source "),
+    ("dropped-examples-by-line", 0, "trunc.jsonl line 2: "),
+    ("relative-data-path", 0, "columns used: prompt, completion"),
+])
+def test_data_verb_on_every_case(tmp_path, tiny_model_dir, capsys, name, code, needle):
+    from engine.cli import main
+
+    _, run = case(name, tmp_path, tiny_model_dir)
+    assert main(["data", str(run), "--quiet"]) == code
+    out = capsys.readouterr()
+    assert needle in (out.out if code == 0 else out.err)
+    if code == 0:
+        assert "Format:" in out.out and "Token lengths (before truncation)" in out.out
