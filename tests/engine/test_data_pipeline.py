@@ -263,3 +263,30 @@ def test_data_verb_prints_the_report_and_preference_data_as_json(tmp_path, tiny_
     out = run_cli("data", "pref.yaml", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "preference data" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# ---- every file type through the Arrow pipeline ---------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["json", "json_columns", "csv", "parquet", "arrow_file", "arrow_stream", "saved"])
+def test_every_file_type_prepares_what_json_lines_prepares(tmp_path, tiny_tokenizer, kind):
+    from tests.engine.test_data_readers import RAW, write_records
+
+    for fmt in ("messages", "sharegpt", "alpaca", "prompt_completion"):
+        want = prepare_data(DataConfig(path=write_records(RAW[fmt], "jsonl", tmp_path / fmt / "jsonl"),
+                                       validation_split=0), tiny_tokenizer)
+        got = prepare_data(DataConfig(path=write_records(RAW[fmt], kind, tmp_path / fmt / kind),
+                                      validation_split=0), tiny_tokenizer)
+        assert rows_of(got.train) == rows_of(want.train), (fmt, kind)
+        assert got.format == fmt
+
+
+def test_bad_records_found_while_reading_are_listed_in_order(tmp_path, tiny_tokenizer):
+    p = tmp_path / "d.csv"
+    p.write_text("prompt,completion\nQ1,A1\nQ2,A2,extra\nQ3,A3\n\"multi\nline\",A4\nQ5\n")
+    prepared = prepare_data(DataConfig(path=str(p), validation_split=0, skip_bad_lines=True), tiny_tokenizer)
+    assert [(e["record"], e["status"]) for e in prepared.report.problems] == [(2, "skipped"), (5, "skipped")]
+    assert "more values than the 2 columns" in prepared.report.problems[0]["reason"]
+    assert len(prepared.train) == 3
+    with pytest.raises(DataError) as e:
+        prepare_data(DataConfig(path=str(p), validation_split=0), tiny_tokenizer)
+    assert e.value.record == 2 and "1 more bad record: record 5" in str(e.value)
