@@ -24,38 +24,9 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A run file or override is invalid. ``path`` names the field, e.g. ``train.lr``."""
-
-    def __init__(self, path: str, message: str, value: Any = dataclasses.MISSING, choices=None):
-        self.path = path
-        self.value = value
-        self.choices = list(choices) if choices is not None else None
-        text = f"{path}: {message}" if path else message
-        if value is not dataclasses.MISSING:
-            text += f" (got {value!r})"
-        if self.choices:
-            text += f"; valid: {', '.join(map(str, self.choices))}"
-        self.message = message
-        super().__init__(text)
-
-
-def F(default=dataclasses.MISSING, help: str = "", choices=None, default_factory=dataclasses.MISSING,
-      minimum=None, maximum=None, advanced: bool = False):
-    """A config field with its help text and constraints (shown by the GUI, checked by validate)."""
-    md = {"help": help}
-    if choices is not None:
-        md["choices"] = list(choices)
-    if minimum is not None:
-        md["min"] = minimum
-    if maximum is not None:
-        md["max"] = maximum
-    md["advanced"] = advanced
-    if default_factory is not dataclasses.MISSING:
-        return field(default_factory=default_factory, metadata=md)
-    return field(default=default, metadata=md)
-
+from engine.distributed.config import DistributedConfig, validate_distributed
+from engine.errors import ConfigError  # noqa: F401  (re-exported: most of the engine imports it from here)
+from engine.fields import F  # noqa: F401  (re-exported: method parameter classes import it from here)
 
 QUANTIZATIONS = [None, "nf4", "fp4", "int8"]
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
@@ -170,6 +141,8 @@ class TrainConfig:
                                "a chunk).", minimum=0, advanced=True)
     torch_compile: bool = F(False, "Compile the model with torch.compile: faster steps on GPUs after a "
                             "slow first step (and a recompile when batch shapes change).", advanced=True)
+    distributed: DistributedConfig = F(default_factory=DistributedConfig, help="Where the run trains: one "
+                                       "process, or several with DDP, FSDP or DeepSpeed (engine.distributed).")
 
 
 @dataclass
@@ -257,13 +230,18 @@ class RunConfig:
             if parts[0] == "output_dir" and len(parts) == 1:
                 d["output_dir"] = value
                 continue
-            if len(parts) != 2 or parts[0] not in ("model", "data", "method", "train"):
+            if len(parts) < 2 or parts[0] not in ("model", "data", "method", "train"):
                 raise ConfigError(key, "unknown field; use section.field",
                                   choices=["model.*", "data.*", "method.*", "train.*", "output_dir"])
             if parts == ["method", "name"] and value != d["method"].get("name"):
                 d["method"] = {"name": value}  # a new method starts from its own defaults
                 continue
-            d[parts[0]][parts[1]] = value
+            target = d[parts[0]]
+            for i, part in enumerate(parts[1:-1], start=1):   # a nested section: train.distributed.strategy
+                if not isinstance(target.get(part), dict):
+                    raise ConfigError(".".join(parts[:i + 1]), "is not a section with fields")
+                target = target[part]
+            target[parts[-1]] = value
         return RunConfig.from_dict(d, "overrides")
 
     # ---- validation -------------------------------------------------------------------------
@@ -278,6 +256,7 @@ class RunConfig:
             raise ConfigError("train.epochs", "must be > 0 when train.max_steps is -1", t.epochs)
         if t.max_steps == 0:
             raise ConfigError("train.max_steps", "must be -1 (use epochs) or a positive number", 0)
+        validate_distributed(t.distributed)
         from engine.methods.params import validate_method_params
 
         validate_method_params(self)
@@ -317,6 +296,9 @@ def _dc_to_dict(obj) -> dict:
     out = {}
     for f in fields(obj):
         v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):   # a nested section, e.g. train.distributed
+            out[f.name] = _dc_to_dict(v)
+            continue
         out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
     if isinstance(obj, MethodConfig):  # name first reads better in YAML
         out = {"name": out.pop("name"), **out}
@@ -350,6 +332,10 @@ def _resolved_types(klass) -> dict[str, Any]:
 def coerce_value(klass, fname: str, value, path: str):
     """Convert ``value`` to the field's type or raise ConfigError. Used by from_dict and the GUI."""
     tp = _resolved_types(klass)[fname]
+    if dataclasses.is_dataclass(tp):      # a nested section: a mapping of its own fields
+        if isinstance(value, tp):
+            return value
+        return _dc_from_dict(tp, value if value is not None else {}, path)
     allowed, nullable = _type_info(tp)
     if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")
                          and str not in allowed):
@@ -439,12 +425,20 @@ def _check_field(obj, f, path: str):
 
 def _validate_dc(obj, prefix: str):
     for f in fields(obj):
-        _check_field(obj, f, f"{prefix}.{f.name}")
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            _validate_dc(v, f"{prefix}.{f.name}")
+        else:
+            _check_field(obj, f, f"{prefix}.{f.name}")
 
 
 def _collect_dc_errors(obj, prefix: str) -> list[ConfigError]:
     out = []
     for f in fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            out.extend(_collect_dc_errors(v, f"{prefix}.{f.name}"))
+            continue
         try:
             _check_field(obj, f, f"{prefix}.{f.name}")
         except ConfigError as e:

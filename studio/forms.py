@@ -282,7 +282,9 @@ class DataclassForm(QWidget):
         outer.addWidget(self.advanced_box)
         has_adv = False
         for f in dataclasses.fields(klass):
-            if f.name in exclude:
+            # A nested section (train.distributed) is a group of its own with its own panel,
+            # not one row of this form.
+            if f.name in exclude or _is_section(f):
                 continue
             adv = bool(f.metadata.get("advanced"))
             has_adv |= adv
@@ -376,6 +378,11 @@ class DataclassForm(QWidget):
         path = self.editors[name].path
         label = self._errors[path]
         return label.text() if not label.isHidden() else ""
+
+
+def _is_section(f: dataclasses.Field) -> bool:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return dataclasses.is_dataclass(default)
 
 
 def _invalid_style(w: QWidget) -> str:
