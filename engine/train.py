@@ -105,12 +105,15 @@ def find_checkpoint(run_dir: Path, resume_from: str | None) -> str | None:
     return str(p)
 
 
-def save_adapter_atomic(model, tokenizer, target: Path, extra_files: dict[str, str] | None = None) -> Path:
-    """Save into a temporary sibling folder, then rename: a crash never leaves half an adapter."""
+def save_adapter_atomic(model, tokenizer, target: Path, extra_files: dict[str, str] | None = None,
+                        state_dict: dict | None = None) -> Path:
+    """Save into a temporary sibling folder, then rename: a crash never leaves half an adapter.
+    ``state_dict``: the gathered tensors of a sharded run (peft keeps the adapter's keys)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        extra = {"state_dict": state_dict} if state_dict is not None else {}
+        model.save_pretrained(tmp, safe_serialization=True, **extra)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         for name, text in (extra_files or {}).items():
@@ -216,6 +219,26 @@ def _make_trainer_class():
         """Trainer that counts real (non-padding) and trained tokens for tokens/s."""
 
         counters: dict = {}
+
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            from engine.distributed.runtime import enable_cpu_fsdp
+
+            if enable_cpu_fsdp(self.accelerator):  # FSDP on CPU ranks (gloo): see its docstring
+                self.is_fsdp_enabled = True
+
+        def save_model(self, output_dir=None, _internal_call=False):
+            """Under FSDP every checkpoint also gets a standard peft adapter, gathered from the
+            shards onto rank 0 (the Trainer writes one only for FULL_STATE_DICT, and then gathers
+            the frozen base as well). Collective: every rank calls it."""
+            from engine.distributed.runtime import gathered_trainable_state_dict
+
+            if not self.is_fsdp_enabled:
+                return super().save_model(output_dir, _internal_call)
+            sd = gathered_trainable_state_dict(self.model_wrapped, self.accelerator)
+            if self.args.should_save:
+                self._save(output_dir or self.args.output_dir, state_dict=sd)
+            return None
 
         def training_step(self, model, inputs, *args, **kwargs):
             ids = inputs.get("input_ids")
@@ -353,6 +376,9 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
     if reporter.enabled:
         cfg.save(run_dir / RUN_FILE)
+    from engine.distributed.runtime import places_weights, world
+
+    _start_distributed(cfg, reporter)
 
     import torch
     from transformers import set_seed
@@ -377,7 +403,8 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     from engine.build import build_for_training
 
-    built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log)
+    built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log,
+                               sharded=places_weights(cfg.train.distributed))
     model, total_params, quant = built.model, built.total_params, built.quantization
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     reporter.log(f"{spec.title}: {trainable:,} trainable of {total_params:,} parameters "
@@ -389,7 +416,8 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     info = {"config": cfg.to_dict(), "total_params": total_params, "trainable_params": trainable,
             "device": device, "run_dir": str(run_dir), "method": spec.name, "quantization": quant,
             "train_examples": len(data.train), "eval_examples": len(data.eval),
-            "data_format": data.format, "pid": os.getpid()}
+            "data_format": data.format, "pid": os.getpid(),
+            "strategy": cfg.train.distributed.strategy, "world_size": world().size}
     trainer_cls = _make_trainer_class()
     trainer_cls.counters = counters
     trainer_cls.method_spec = spec
@@ -409,6 +437,10 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
 
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
         trainer.remove_callback(cb)
+    # What accelerate really set up (NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED): a run file asking
+    # for FSDP that ends up replicated would otherwise go unnoticed.
+    info["distributed_type"] = str(getattr(trainer.accelerator.distributed_type, "value",
+                                           trainer.accelerator.distributed_type))
     trainer.fast_loss = built.loss
     reporter.log(built.loss_note)
     if checkpoint:
@@ -423,10 +455,16 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     if last_losses:
         metrics["final_loss"] = last_losses[-1]
     adapter_dir = run_dir / ADAPTER_DIR
+    from engine.distributed.runtime import gathered_trainable_state_dict, is_sharded
+
+    # Sharded (FSDP/ZeRO): every rank hands its slice to rank 0, which writes a whole adapter.
+    gathered = gathered_trainable_state_dict(trainer.model_wrapped, trainer.accelerator) \
+        if is_sharded(trainer.accelerator) else None
     if trainer.is_world_process_zero():  # one writer; the other ranks wait for it
         from engine.methods.saved import saveable  # non-peft methods (BitFit, bottleneck…) save themselves
 
-        save_adapter_atomic(saveable(trainer.model, spec), tokenizer, adapter_dir)
+        model_out = trainer.accelerator.unwrap_model(trainer.model)
+        save_adapter_atomic(saveable(model_out, spec), tokenizer, adapter_dir, state_dict=gathered)
     trainer.accelerator.wait_for_everyone()
     if stopped:
         reporter.emit("stopped", step=trainer.state.global_step, adapter_dir=str(adapter_dir),
@@ -435,6 +473,30 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     reporter.emit("finished", adapter_dir=str(adapter_dir), run_dir=str(run_dir), metrics=metrics,
                   step=trainer.state.global_step)
     return RunResult("finished", run_dir, adapter_dir, metrics)
+
+
+def _start_distributed(cfg: RunConfig, reporter: MultiReporter) -> None:
+    """The run file's train.distributed in force in this rank, before any weights load
+    (engine.distributed.runtime explains the order)."""
+    from engine.distributed.runtime import apply_strategy, init_process_group, world
+
+    d = cfg.train.distributed
+    if d.strategy != "single" and not world().launched:
+        raise ConfigError("train.distributed.strategy", f"{d.strategy} runs as several processes: start it "
+                          "with `peft-studio launch run.yaml` (or `accelerate launch -m engine train "
+                          "run.yaml`), or set strategy: single", d.strategy)
+    if not world().launched:
+        return
+    layers: list[str] = []
+    if d.strategy == "fsdp":
+        from engine.distributed.layers import decoder_layer_classes_for
+
+        layers = decoder_layer_classes_for(cfg.model)
+    from engine.methods import effective_quantization
+
+    for msg in apply_strategy(d, quantized=bool(effective_quantization(cfg)), layer_classes=layers):
+        reporter.warn(msg)
+    init_process_group(d)
 
 
 class _ListDataset:
@@ -469,6 +531,9 @@ def _training_args(cfg: RunConfig, run_dir: Path, has_eval: bool, packing: bool)
         save_total_limit=t.save_total_limit, report_to=[], remove_unused_columns=False,
         dataloader_num_workers=t.dataloader_workers, disable_tqdm=True,
         dataloader_pin_memory=_cuda(),
+        # Without it, ranks on a machine with no GPU each train alone (accelerate's state is NO
+        # unless told "cpu"), instead of as one data-parallel run over gloo.
+        use_cpu=not _cuda(),
         train_sampling_strategy="group_by_length" if (t.group_by_length and not packing) else "random",
         label_names=["labels"], torch_compile=t.torch_compile,
         # fp32 on the CPU; on GPUs bf16/fp16 autocast follows the weights' dtype.
