@@ -15,7 +15,7 @@ import os
 import sys
 
 # Optional verbs live in their own modules, each exposing add_parser(subparsers) and run(args).
-_PLUGIN_VERBS = ["engine.estimate.cli", "engine.export_cli", "engine.compare"]
+_PLUGIN_VERBS = ["engine.estimate.cli", "engine.export_cli", "engine.compare", "engine.distributed.cli"]
 
 
 def _offline_env() -> None:

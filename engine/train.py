@@ -424,13 +424,15 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     optimizers = (None, None)
     if cfg.train.loraplus_lr_ratio > 0:
         optimizers = (_loraplus_optimizer(model, cfg), None)
+    from engine.distributed.measure import make_callback as make_held_bytes_callback
     from engine.methods.peft_auto import trainer_callbacks  # AdaLoRA's schedule follows the global step
 
     trainer = trainer_cls(
         model=model, args=args, train_dataset=_ListDataset(data.train),
         eval_dataset=_ListDataset(data.eval) if data.eval else None,
         data_collator=make_collator(tokenizer, packing=packing, max_length=cfg.data.max_length),
-        callbacks=[_make_callback(reporter, stop, counters, info), *trainer_callbacks(model, checkpoint)],
+        callbacks=[_make_callback(reporter, stop, counters, info), *trainer_callbacks(model, checkpoint),
+                   make_held_bytes_callback(counters)],
         optimizers=optimizers,
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -447,6 +449,9 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
         reporter.log(f"Resuming from {checkpoint}")
     out = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {"train_loss": out.training_loss, "global_step": trainer.state.global_step}
+    if counters.get("rank_bytes"):
+        # Parameters, gradients and optimizer state each rank held (engine.distributed.measure).
+        metrics["rank_bytes"] = counters["rank_bytes"]
     stopped = stop.is_set() and trainer.state.global_step < trainer.state.max_steps
     if data.eval and not stopped:
         ev = trainer.evaluate()
@@ -478,9 +483,11 @@ def _fit(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
 def _start_distributed(cfg: RunConfig, reporter: MultiReporter) -> None:
     """The run file's train.distributed in force in this rank, before any weights load
     (engine.distributed.runtime explains the order)."""
-    from engine.distributed.runtime import apply_strategy, init_process_group, world
+    from engine.distributed.preflight import check_strategy
+    from engine.distributed.runtime import apply_strategy, cuda_available, init_process_group, world
 
     d = cfg.train.distributed
+    check_strategy(cfg, on_gpu=cuda_available())
     if d.strategy != "single" and not world().launched:
         raise ConfigError("train.distributed.strategy", f"{d.strategy} runs as several processes: start it "
                           "with `peft-studio launch run.yaml` (or `accelerate launch -m engine train "

@@ -58,6 +58,9 @@ def fsdp_settings(d: DistributedConfig, *, quantized: bool, layer_classes: list[
         "fsdp_offload_params": bool(f.cpu_offload),
         "fsdp_state_dict_type": _STATE_DICT[f.state_dict_type],
         "fsdp_cpu_ram_efficient_loading": ram_efficient,
+        # accelerate's launcher requires it with RAM-efficient loading (rank 0's weights are
+        # broadcast); FSDP2 ignores it.
+        "fsdp_sync_module_states": ram_efficient,
         "fsdp_activation_checkpointing": False,   # train.gradient_checkpointing does it (transformers')
     }
     if version == 1:

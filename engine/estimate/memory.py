@@ -94,6 +94,12 @@ class Estimate:
     tokens_per_step: int = 0
     generic: bool = False
     on_cpu: bool = False              # judged against this machine's RAM: no GPU, the run trains on the CPU
+    # Spread over processes (train.distributed): the figures above are then per GPU (per rank).
+    layout: str = "one GPU"           # e.g. "FSDP", "ZeRO-3 (CPU offload)"
+    processes: int = 1
+    resident: dict = field(default_factory=dict)   # per rank: parameters, gradients, optimizer_states (bytes)
+    cpu_offloaded: int = 0            # bytes per rank kept in CPU memory instead (offload)
+    sharding_options: list = field(default_factory=list)   # layouts over several GPUs that would fit
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -460,11 +466,23 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
 
     ``autocast`` (default: what engine.train does, i.e. on for half-precision weights) lets the
     accuracy harness model other training loops, such as peft's benchmark without AMP."""
+    from engine.estimate import sharding
+
     g = resolve_gpu(gpu)
     p = plan(cfg, g, autocast)
     batch, seq = cfg.train.batch_size, cfg.data.max_length
-    b = breakdown(p, batch, seq)
+    lay = sharding.layout_of(cfg.train.distributed)
+
+    def per_rank(b_: int, s_: int) -> dict:
+        return sharding.breakdown(p, lay, b_, s_)
+
+    b = per_rank(batch, seq)
     notes = list(p.notes)
+    if lay.kind != "single":
+        notes.append(f"per GPU: {lay.label} over {lay.processes} processes; each runs batch_size "
+                     f"{batch} (effective batch × {lay.processes})")
+        if b["cpu_offloaded"]:
+            notes.append(f"{b['cpu_offloaded'] / GiB:.1f} GiB per process kept in CPU memory (offload)")
     if p.prompt_based and cfg.train.packing:
         notes.append("prompt-based methods cannot pack examples; estimated with padded batches")
     if p.virtual and cfg.method.name != "prefix_tuning":
@@ -485,13 +503,20 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
                    gpu_name=g.name if g else None, gpu_bytes=g.total_bytes if g else None,
                    notes=notes, sizes=b["sizes"], phases=b["phases"], peak_phase=b["peak_phase"],
                    dtype=p.dtype_name, quantization=p.quant, batch_size=batch, seq_len=seq,
-                   tokens_per_step=batch * seq * cfg.train.grad_accum, generic=p.arch.generic, on_cpu=p.cpu)
+                   tokens_per_step=batch * seq * cfg.train.grad_accum, generic=p.arch.generic, on_cpu=p.cpu,
+                   layout=lay.label, processes=lay.processes, resident=b["resident"],
+                   cpu_offloaded=b["cpu_offloaded"])
     if g is not None:
         cap = g.total_bytes
-        est.max_batch_size = _largest(lambda n: breakdown(p, n, seq)["device_total"] <= cap, 1, 4096)
+        est.max_batch_size = _largest(lambda n: per_rank(n, seq)["device_total"] <= cap, 1, 4096)
         max_pos = int(getattr(p.arch.hf_config, "max_position_embeddings", 0) or 131072)
-        est.max_seq_len = _largest(lambda n: breakdown(p, batch, n)["device_total"] <= cap, 8,
+        est.max_seq_len = _largest(lambda n: per_rank(batch, n)["device_total"] <= cap, 8,
                                    max(8, min(max_pos, 1 << 20)))
         if est.verdict != "fits":
-            est.suggestions = suggestions(p, batch, seq, g, b["device_total"])
+            if lay.kind == "single":
+                est.suggestions = suggestions(p, batch, seq, g, b["device_total"])
+            if not p.cpu:
+                # Which strategy and how many GPUs of this kind would hold it.
+                est.sharding_options = [o["text"] for o in sharding.fitting(p, g, batch, seq)]
+                est.suggestions += [f"spread it over GPUs: {t} (train.distributed)" for t in est.sharding_options]
     return est

@@ -61,6 +61,14 @@ class MethodSpec:
     def params(self):
         return PARAMS[self.name]
 
+    @property
+    def can_shard(self) -> bool:
+        """FSDP or DeepSpeed ZeRO may split this method's parameters over processes: true for
+        peft tuners, whose adapter rank 0 writes from the gathered trainable tensors. Methods
+        that save themselves (``save``) read whole tensors from the model, so they train on one
+        process or with DDP (engine.distributed.preflight refuses the rest)."""
+        return self.save is None
+
     def virtual_tokens(self, params) -> int:
         """Extra positions each sequence gets (prompt-based methods); prefix tuning adds them
         as key/value prefixes in every layer rather than input positions."""
