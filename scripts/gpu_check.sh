@@ -14,7 +14,10 @@ if [ -z "$PY" ]; then
 fi
 
 SITE=""
-if compgen -G ".whl/*.whl" > /dev/null; then
+DRY=0
+for a in "$@"; do [ "$a" = "--cpu-dry-run" ] && DRY=1; done
+# The wheels are for the GPU machine's Python 3.12; a dry run uses this machine's own packages.
+if [ "$DRY" = 0 ] && compgen -G ".whl/*.whl" > /dev/null; then
   echo "installing $(ls .whl/*.whl | wc -l) carried wheels into /tmp/site"
   if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl; then
