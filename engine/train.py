@@ -484,7 +484,13 @@ def _start_distributed(cfg: RunConfig, reporter: MultiReporter) -> None:
     """The run file's train.distributed in force in this rank, before any weights load
     (engine.distributed.runtime explains the order)."""
     from engine.distributed.preflight import check_strategy
-    from engine.distributed.runtime import apply_strategy, cuda_available, init_process_group, world
+    from engine.distributed.runtime import (
+        apply_strategy,
+        cuda_available,
+        die_with_launcher,
+        init_process_group,
+        world,
+    )
 
     d = cfg.train.distributed
     check_strategy(cfg, on_gpu=cuda_available())
@@ -494,6 +500,7 @@ def _start_distributed(cfg: RunConfig, reporter: MultiReporter) -> None:
                           "run.yaml`), or set strategy: single", d.strategy)
     if not world().launched:
         return
+    die_with_launcher()
     layers: list[str] = []
     if d.strategy == "fsdp":
         from engine.distributed.layers import decoder_layer_classes_for

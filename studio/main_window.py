@@ -72,6 +72,8 @@ class MainWindow(QMainWindow):
         self._make_statusbar()
         self.config_model = ConfigModel(self.model_panel, self.data_panel, self.method_panel,
                                         self.training_panel, self)
+        # "Write cluster script" writes the whole current run configuration.
+        self.training_panel.where.config_source = lambda: self.config_model.validate_now()[0]
         self._wire()
         self._restore_layout()
         self.config_model.set_config(initial or self._last_config())

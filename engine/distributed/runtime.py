@@ -17,6 +17,7 @@ Order inside ``engine.train`` (each step needs the one before):
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 from engine.distributed.config import DistributedConfig
@@ -93,6 +94,27 @@ def _launcher_strategy() -> str | None:
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
         return "deepspeed"
     return None
+
+
+def die_with_launcher() -> None:
+    """End this rank if its launcher dies (Linux: PR_SET_PDEATHSIG).
+
+    torchrun starts each rank in a session of its own, so killing the launcher's process group
+    (the studio's Kill, a terminal's Ctrl+\\) would leave the ranks running, holding their GPUs.
+    A graceful stop never relies on this: ``stop`` on stdin and SIGTERM/SIGINT reach every rank
+    and they stop together at a step boundary."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)       # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        return
+    if os.getppid() == 1:                                 # the launcher died before we asked
+        os._exit(1)
 
 
 def init_process_group(d: DistributedConfig) -> None:
