@@ -93,6 +93,16 @@ class WhereToRun(QGroupBox):
         group.addButton(self.cluster)
         self.here.setChecked(True)
 
+        # The strategy applies to both: processes on this machine, or nodes of a cluster.
+        top = QFormLayout()
+        self.strategy = QComboBox()
+        self.strategy.setObjectName("field:train.distributed.strategy")
+        for key, label in STRATEGY_LABELS.items():
+            self.strategy.addItem(label, key)
+        self.strategy.setToolTip(DistributedConfig.__dataclass_fields__["strategy"].metadata["help"])
+        top.addRow("Strategy:", self.strategy)
+        lay.addLayout(top)
+
         # -- this machine ------------------------------------------------------------------
         lay.addWidget(self.here)
         self.here_box = QWidget()
@@ -105,12 +115,6 @@ class WhereToRun(QGroupBox):
         self.gpu_layout.addWidget(self.gpu_note)
         self.gpu_layout.addStretch(1)
         hf.addRow("GPUs:", self.gpu_row)
-        self.strategy = QComboBox()
-        self.strategy.setObjectName("field:train.distributed.strategy")
-        for key, label in STRATEGY_LABELS.items():
-            self.strategy.addItem(label, key)
-        self.strategy.setToolTip(DistributedConfig.__dataclass_fields__["strategy"].metadata["help"])
-        hf.addRow("Strategy:", self.strategy)
         self.processes = QSpinBox()
         self.processes.setObjectName("field:train.distributed.num_processes")
         self.processes.setRange(1, 1024)
@@ -238,6 +242,8 @@ class WhereToRun(QGroupBox):
         self.here_box.setEnabled(here)
         self.cluster_box.setEnabled(not here)
         self.processes.setEnabled(here and strategy != "single")
+        if not here and strategy == "single":
+            self.strategy.setToolTip("Several nodes are several processes: one process means DDP there.")
         self.fsdp_box.setVisible(strategy == "fsdp")
         self.ds_box.setVisible(strategy == "deepspeed")
 
@@ -288,7 +294,7 @@ class WhereToRun(QGroupBox):
         """Mark the train.distributed.* problems (others are not this section's)."""
         self.fsdp_form.set_errors(errors)
         self.ds_form.set_errors(errors)
-        mine = [f"{p.removeprefix('train.distributed.')}: {m}" for p, m in errors.items()
+        mine = [m for p, m in errors.items()
                 if p.startswith("train.distributed") and not p.startswith(("train.distributed.fsdp.",
                                                                            "train.distributed.deepspeed."))]
         self.error.setText("\n".join(mine))
