@@ -257,7 +257,7 @@ def throughput(model: str, steps: int, batch: int):
     return run
 
 
-def _smoke_run_file(c: Check, name: str, method: str) -> Path:
+def _smoke_run_file(c: Check, name: str, method: str, steps: int) -> Path:
     """A run file for a one-GPU FSDP run: LoRA/QLoRA on Qwen2.5-0.5B-shaped random weights (the
     tiny model in a dry run), 6 steps, a checkpoint at step 3."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -279,7 +279,7 @@ def _smoke_run_file(c: Check, name: str, method: str) -> Path:
     run = {"model": {"name_or_path": str(model)},
            "data": {"path": str(data), "max_length": length, "validation_split": 0.0},
            "method": {"name": method, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-           "train": {"max_steps": 6 if method == "lora" else 4, "batch_size": batch, "save_steps": 3,
+           "train": {"max_steps": steps, "batch_size": batch, "save_steps": 3,
                      "logging_steps": 1, "distributed": {"strategy": "fsdp", "num_processes": 1}},
            "output_dir": str(c.work / name)}
     import yaml
@@ -289,15 +289,15 @@ def _smoke_run_file(c: Check, name: str, method: str) -> Path:
     return path
 
 
-def fsdp_smoke(method: str):
+def fsdp_smoke(method: str, steps: int, needs_bitsandbytes: bool = False):
     def run(c: Check, r: Result, limit: float) -> None:
-        if method == "qlora":
+        if needs_bitsandbytes:
             probe = subprocess.run([sys.executable, "-c", "import bitsandbytes"], cwd=ROOT, env=c.env,
                                    capture_output=True, timeout=120)
             if probe.returncode != 0:
                 r.status, r.summary = "skipped", "bitsandbytes is not installed (carry it: scripts/gpu_wheels.sh)"
                 return
-        run_file = _smoke_run_file(c, r.name, method)
+        run_file = _smoke_run_file(c, r.name, method, steps)
         t0 = time.monotonic()
         text = c.run_cmd(r, [sys.executable, "-m", "engine", "launch", str(run_file), "--format", "json",
                              "--no-stdin"], limit - 20)
@@ -307,14 +307,14 @@ def fsdp_smoke(method: str):
             failed = next((e for e in events if e["event"] == "failed"), {})
             raise RuntimeError(f"no finished event; {failed.get('error', '')[:300]}")
         started = events[kinds.index("started")]
-        steps = [e for e in events if e["event"] == "step"]
-        reserved = max((e.get("mem_reserved") or 0) for e in steps)
-        allocated = max((e.get("mem_allocated") or 0) for e in steps)
+        done = [e for e in events if e["event"] == "step"]
+        reserved = max((e.get("mem_reserved") or 0) for e in done)
+        allocated = max((e.get("mem_allocated") or 0) for e in done)
         adapter = c.work / r.name / "adapter" / "adapter_model.safetensors"
         est = _estimate(c, run_file, limit - (time.monotonic() - t0) - 5)
         r.figures = {"distributed_type": started.get("distributed_type"), "world_size": started.get("world_size"),
-                     "steps": len(steps), "final_loss": steps[-1]["loss"] if steps else None,
-                     "tokens_per_s": steps[-1].get("tokens_per_s") if steps else None,
+                     "steps": len(done), "final_loss": done[-1]["loss"] if done else None,
+                     "tokens_per_s": done[-1].get("tokens_per_s") if done else None,
                      "peak_reserved_gib": reserved / GiB, "peak_allocated_gib": allocated / GiB,
                      "adapter_saved": adapter.exists(), "wall_s": round(time.monotonic() - t0, 1), **est}
         f = r.figures
@@ -421,13 +421,14 @@ def main(argv=None) -> int:
     c.step("throughput-qwen", "throughput at 2048 tokens, Qwen2.5-0.5B shape", 130,
            lambda r, lim: throughput("benchmarks/configs/qwen2.5-0.5b.json", 16, 8)(c, r, lim))
     c.step("fsdp-smoke", "one-GPU FSDP run (LoRA) via peft-studio launch", 110,
-           lambda r, lim: fsdp_smoke("lora")(c, r, lim))
+           lambda r, lim: fsdp_smoke("lora", 6)(c, r, lim))
     c.step("vram-grid", f"estimator VRAM grid, slice {args.grid_slice}", 130, lambda r, lim: step_vram(c, r, lim),
            needs_cuda=False)
     c.step("throughput-llama8b", "throughput at 2048 tokens, Llama-3-8B shape", 200,
            lambda r, lim: throughput("benchmarks/configs/llama-3-8b.json", 8, 4)(c, r, lim), needs_cuda=True)
     c.step("fsdp-qlora-smoke", "one-GPU FSDP1 run with a 4-bit base (QLoRA)", 90,
-           lambda r, lim: fsdp_smoke("qlora")(c, r, lim), needs_cuda=True)
+           lambda r, lim: fsdp_smoke("qlora", 4, needs_bitsandbytes=True)(c, r, lim),
+           needs_cuda=True)
     text = report(c, started)
     c.say("\n" + table(c.results))
     dest = Path(args.out) if args.out else None

@@ -9,7 +9,7 @@ and number of optimizer steps:
 * baseline — what a person writes from the docs: tokenize with the chat template (prompt labels
   -100), ``Trainer`` + ``peft.get_peft_model``, ``DataCollatorForSeq2Seq`` padding each batch to
   its longest example, the Trainer's random sampler, the model's own loss.
-* engine — ``engine.train.train`` with its defaults (packing, per-example attention, chunked
+* engine — ``engine.training.train`` with its defaults (packing, per-example attention, chunked
   loss on labelled positions, ...); ``--engine-set train.packing=false`` etc. for ablations.
 
 Both draw the same examples in the same order (the Trainer's seeded random sampler over the same
@@ -46,7 +46,7 @@ TABLE_MARK = "<!-- throughput rows are appended below by benchmarks/throughput.p
 # ---- shared set-up --------------------------------------------------------------------------
 
 def lora_defaults() -> dict:
-    from engine.config import method_params_class
+    from engine.methods import params_class as method_params_class
 
     p = method_params_class("lora")()
     return {"r": p.r, "alpha": p.alpha, "dropout": p.dropout}
@@ -194,7 +194,7 @@ def run_baseline(a, model_dir: Path, data: Path) -> dict:
 def run_engine(a, model_dir: Path, data: Path) -> dict:
     from engine.config import RunConfig
     from engine.events import ListSink
-    from engine.train import train
+    from engine.training import train
 
     lo, tr = lora_defaults(), train_defaults()
     cfg = RunConfig.from_dict({

@@ -71,15 +71,15 @@ def measure_activations(model_dir, method, batch, seq, packing, dtype_name="floa
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine.estimate.activations import Shape, fit_activation_model
-    from engine.estimate.arch import load_arch
     from engine.estimate.trace import trace_model
-    from engine.methods import apply_method, get_method
+    from engine.methods import apply_method, effective_quantization, get_method
+    from engine.models.arch import load_arch
 
     dtype = getattr(torch, dtype_name)
     cfg = run_cfg(model_dir, method, train={"packing": packing}, **mkw)
     spec = get_method(method)
     arch = load_arch(cfg.model)
-    packed = packing and not spec.prompt_based
+    packed = packing and spec.can_pack
     am = fit_activation_model(arch, cfg, dtype=dtype, attn=None, quantized=quant, packing=packed,
                               padded=not packed)
     s = Shape(arch.hidden, arch.intermediate, arch.heads, arch.kv_heads, arch.head_dim, arch.vocab, arch.layers)
@@ -89,9 +89,9 @@ def measure_activations(model_dir, method, batch, seq, packing, dtype_name="floa
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)), dtype=dtype)
     if quant:
-        from engine.estimate.quantsim import quantize_in_place
+        from engine.models.quant import quantize_in_place
 
-        quantize_in_place(model, cfg, dtype)
+        quantize_in_place(model, effective_quantization(cfg), cfg.model.double_quant, dtype)
     model = apply_method(model, cfg)
     model.train()
     real = trace_model(model, arch.vocab, batch, seq, packing=packed, padded=not packed,
@@ -220,12 +220,12 @@ def nvml_used() -> int | None:
 
 
 def measure_gpu(case: dict, steps: int = 4) -> dict:
-    """Train ``steps`` optimizer steps the way engine.train does and read the peaks."""
+    """Train ``steps`` optimizer steps the way engine.training does and read the peaks."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from engine.estimate.timing import _optimizer
-    from engine.methods import effective_quantization, prepare_for_training
+    from engine.methods import effective_quantization, get_method, prepare_for_training
     from engine.models import load_model
 
     cfg = run_cfg(case["model"], case["method"],
@@ -247,15 +247,14 @@ def measure_gpu(case: dict, steps: int = 4) -> dict:
         opt = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
         B, L = cfg.train.batch_size, cfg.data.max_length
         vocab = model.get_input_embeddings().weight.shape[0]
-        prompt = cfg.method.name in ("prompt_tuning", "p_tuning", "prefix_tuning")
-        if prompt:
+        if not get_method(cfg.method.name).can_pack:  # virtual tokens: padded rows, not one packed row
             ids = torch.randint(0, vocab, (B, L), device="cuda")
             batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
         else:
             ids = torch.randint(0, vocab, (1, B * L), device="cuda")
             batch = {"input_ids": ids, "labels": ids.clone(),
                      "position_ids": (torch.arange(B * L, device="cuda") % L)[None]}
-        from engine.loss import make_loss
+        from engine.training.loss import make_loss
 
         fast, _note = make_loss(model, cfg.train.loss_impl, cfg.train.loss_chunk_tokens, "cuda")
         for _ in range(steps):

@@ -1,9 +1,9 @@
-"""`peft-studio compare-methods run.yaml --methods lora,ia3,...`: the same data, seed and step
-budget for each method, one table.
+"""Compare methods: the same data, seed and step budget for each method, one table
+(`peft-studio compare-methods run.yaml --methods lora,ia3,...`, engine.cli.compare).
 
-Each method trains in its own child process (`engine train`, the path the studio uses, run
-through this module's ``child`` so that the child can measure itself), so that its peak memory
-is its own: on a GPU, ``torch.cuda.max_memory_allocated()`` in the child, its peak statistics
+Each method trains in its own child process (``python -m engine.compare``: this module's
+``child``, which calls ``engine.training.train`` directly, as `engine train` does, and measures
+itself), so that its peak memory is its own: on a GPU, ``torch.cuda.max_memory_allocated()`` in the child, its peak statistics
 reset before the method trains (``reset_peak_memory`` / ``peak_memory``); on the CPU, the child's
 peak RSS from the kernel (wait4's ru_maxrss). The table's header says which it is.
 Tokens/s, losses and the trainable count come from the run's events.jsonl. Where the data is
@@ -22,18 +22,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import atomic
+from engine.config import RunConfig
+from engine.console import offline_env
+from engine.data.demo import DEMO_TRAIN, load_heldout, score_answers
+from engine.demo import answers
+from engine.errors import ConfigError, UserError
+from engine.events import StreamSink, read_events
+from engine.methods import get_method
+from engine.methods.storage import load_trained
+from engine.models import load_model, load_tokenizer
+from engine.sysinfo import cpu_name
+from engine.training import StopFlag, install_signal_handlers, train
+
 BEGIN = "<!-- compare-methods:begin -->"
 END = "<!-- compare-methods:end -->"
 
-# Starting learning rates by method when the run file's lr (tuned for LoRA) does not suit it.
-# They are starting points from the methods' papers and peft's examples, not tuned results; the
-# table prints the lr each method used, and --lr NAME=VALUE overrides any of them.
-SUGGESTED_LR = {
-    "ia3": 1e-2, "prompt_tuning": 3e-2, "p_tuning": 1e-2, "prefix_tuning": 1e-2, "cartridge": 1e-2,
-    "adaption_prompt": 1e-2, "ln_tuning": 1e-2, "vera": 1e-2, "pvera": 1e-2, "tinylora": 1e-2,
-    "unilora": 1e-2, "fourierft": 1e-2, "road": 1e-2, "trainable_tokens": 1e-2,
-    "bitfit": 1e-3, "bottleneck": 1e-3, "selective": 5e-4, "full": 5e-5,
-}
+# When the run file's lr (tuned for LoRA) does not suit a method, it starts from the method's
+# ``suggested_lr`` (engine.methods.spec): starting points from the methods' papers and peft's
+# examples, not tuned results. The table prints the lr each method used, and --lr NAME=VALUE
+# overrides any of them.
 
 
 @dataclass
@@ -55,38 +63,20 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("compare-methods", help="train several methods on the same data, seed and "
-                              "budget and tabulate their cost and result")
-    p.add_argument("run_file")
-    p.add_argument("--methods", required=True, help="comma-separated method names, e.g. lora,ia3,prompt_tuning")
-    p.add_argument("--steps", type=int, help="optimizer steps per method (default: the run file's train.max_steps)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field for every method, e.g. --set train.batch_size=8")
-    p.add_argument("--lr", action="append", default=[], metavar="METHOD=LR", help="learning rate for one method")
-    p.add_argument("--out", default="runs/compare", help="folder for the runs and comparison.md")
-    p.add_argument("--prompts", type=int, default=10, help="held-out prompts scored per method (demo data only; "
-                   "0 skips scoring)")
-    p.add_argument("--doc", help="also replace the comparison section of this markdown file "
-                   "(e.g. docs/methods.md)")
-    p.set_defaults(func=run)
-
-
 def method_configs(base, methods: list[str], steps: int | None, lrs: dict[str, float], out: Path) -> list:
     """One RunConfig per method: the run file's data/model/train settings, the method's own
     defaults (or the run file's fields when it names that method), its lr, its own output_dir."""
-    from engine.config import ConfigError
-
     out_cfgs = []
     for name in methods:
         cfg = base if base.method.name == name else base.with_overrides([f"method.name={name}"])
         cfg = cfg.with_overrides([f"output_dir={out / name}"])
         if steps:
             cfg.train.max_steps = steps
+        suggested = get_method(name).suggested_lr
         if name in lrs:
             cfg.train.lr = lrs[name]
-        elif name in SUGGESTED_LR and name != base.method.name:
-            cfg.train.lr = SUGGESTED_LR[name]
+        elif suggested and name != base.method.name:
+            cfg.train.lr = suggested
         try:
             cfg.validate()
         except ConfigError as e:
@@ -96,9 +86,8 @@ def method_configs(base, methods: list[str], steps: int | None, lrs: dict[str, f
     return out_cfgs
 
 
-def _parse_lrs(items: list[str]) -> dict[str, float]:
-    from engine.config import ConfigError
-
+def parse_lrs(items: list[str]) -> dict[str, float]:
+    """``--lr METHOD=LR`` items as {method: lr}; ConfigError naming ``--lr`` for a bad one."""
     out = {}
     for item in items:
         name, _, value = item.partition("=")
@@ -145,19 +134,31 @@ def peak_memory(device: str) -> int | None:
 
 
 def child(argv: list[str]) -> int:
-    """``python -m engine.compare PEAK_JSON ARGS…``: ``python -m engine ARGS…`` (the engine CLI,
-    here ``train``) in this process, then ``{"device", "peak_bytes"}`` written to PEAK_JSON."""
-    peak_file, argv = Path(argv[0]), argv[1:]
+    """``python -m engine.compare PEAK_JSON RUN_YAML``: train the run file in this process as
+    `engine train RUN_YAML --format json --no-stdin` would (events on stdout, exit 0 when it
+    finished or stopped, 1 when it failed, 2 for a bad run file), then write
+    ``{"device", "peak_bytes"}`` to PEAK_JSON."""
+    peak_file, run_file = Path(argv[0]), argv[1]
+    offline_env()
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     reset_peak_memory(device)
-    from engine.cli import main
-
+    # stdout carries only events; anything a library prints goes to stderr instead.
+    events_out, sys.stdout = sys.stdout, sys.stderr
     try:
-        return main(argv)
+        try:
+            cfg = RunConfig.load(run_file)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        stop = StopFlag()
+        install_signal_handlers(stop)
+        result = train(cfg, sinks=[StreamSink(events_out)], stop=stop)
+        return 0 if result.status in ("finished", "stopped") else 1
     finally:
-        peak_file.write_text(json.dumps({"device": device, "peak_bytes": peak_memory(device)}), encoding="utf-8")
+        sys.stdout = events_out
+        atomic.write_text(peak_file, json.dumps({"device": device, "peak_bytes": peak_memory(device)}))
 
 
 def train_child(cfg, log_path: Path) -> tuple[int, dict, float]:
@@ -172,8 +173,7 @@ def train_child(cfg, log_path: Path) -> tuple[int, dict, float]:
     cfg.save(run_file)
     t0 = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "engine.compare", str(peak_file), "train", str(run_file),
-                                 "--format", "json", "--no-stdin"],
+        proc = subprocess.Popen([sys.executable, "-m", "engine.compare", str(peak_file), str(run_file)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         # wait4 (not Popen.wait) returns the resource usage of exactly this child.
         _, status, usage = os.wait4(proc.pid, 0)
@@ -190,8 +190,6 @@ def train_child(cfg, log_path: Path) -> tuple[int, dict, float]:
 
 def summarize(row: Row, run_dir: Path, peak: dict | None) -> Row:
     """Fill ``row`` from the run's events and the child's peak memory (``train_child``)."""
-    from engine.events import read_events
-
     events = read_events(run_dir / "events.jsonl")
     steps = [e for e in events if e["event"] == "step" and e.get("loss") is not None]
     for e in events:
@@ -216,8 +214,7 @@ def summarize(row: Row, run_dir: Path, peak: dict | None) -> Row:
 
 
 def is_demo_data(cfg) -> bool:
-    from engine.data.demo import DEMO_TRAIN
-
+    """Whether the run trains on the bundled demo data (then answers can be scored)."""
     try:
         return Path(cfg.data.path).resolve() == DEMO_TRAIN.resolve()
     except OSError:
@@ -228,16 +225,10 @@ def demo_scores(cfg_by_method: dict, rows: dict[str, Row], prompts: int, log) ->
     """Score each trained adapter (and the base) on held-out demo prompts; returns the base's."""
     import torch
 
-    from engine.data.demo import load_heldout, score_answers
-    from engine.demo import _answers
-    from engine.methods import get_method
-    from engine.methods.saved import load_trained
-    from engine.models import load_model, load_tokenizer
-
     any_cfg = next(iter(cfg_by_method.values()))
     tokenizer = load_tokenizer(any_cfg.model.name_or_path, offline=any_cfg.model.offline)
     convs = [h["messages"] for h in load_heldout()[:prompts]]
-    base_score = score_answers(_answers(load_model(any_cfg.model, quantization=None), tokenizer, convs))
+    base_score = score_answers(answers(load_model(any_cfg.model, quantization=None), tokenizer, convs))
     log(f"base model: persona score {base_score:.2f} on {len(convs)} held-out prompts")
     for name, cfg in cfg_by_method.items():
         row = rows[name]
@@ -246,7 +237,7 @@ def demo_scores(cfg_by_method: dict, rows: dict[str, Row], prompts: int, log) ->
         spec = get_method(name)
         base = load_model(cfg.model, quantization=spec.needs_quantization or cfg.model.quantization)
         model = load_trained(base, Path(cfg.output_dir) / "adapter")
-        row.score = score_answers(_answers(model, tokenizer, convs))
+        row.score = score_answers(answers(model, tokenizer, convs))
         log(f"{name}: persona score {row.score:.2f}")
         del model, base
         if torch.cuda.is_available():
@@ -258,8 +249,6 @@ def machine() -> str:
     import peft
     import torch
     import transformers
-
-    from engine.sysinfo import cpu_name
 
     cpu = cpu_name()
     try:
@@ -353,39 +342,37 @@ def report(rows, base_score, scored, base_cfg, steps_note: str, command: str) ->
 
 
 def update_doc(path: Path, body: str) -> None:
-    from engine.config import atomic_write_text
-
+    """Replace the comparison section of the markdown file ``path`` (or append one)."""
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     block = f"{BEGIN}\n{body}\n{END}"
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:
         text = text.rstrip() + "\n\n## Comparison\n\n" + block + "\n"
-    atomic_write_text(path, text)
+    atomic.write_text(path, text)
 
 
-def run(args) -> int:
-    from engine.cli import load_config
-    from engine.config import ConfigError
-    from engine.methods import get_method
-
-    base = load_config(args.run_file, args.set)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+def compare_methods(base: RunConfig, methods: list[str], *, steps: int | None = None,
+                    lrs: dict[str, float] | None = None, out: Path = Path("runs/compare"), prompts: int = 10,
+                    doc: Path | None = None, command: str = "", log=None) -> tuple[list[Row], str]:
+    """Train each of ``methods`` on ``base``'s data, seed and budget (``steps`` optimizer steps,
+    default the run file's), one child process each, and tabulate them. Writes
+    ``out/comparison.md`` (and the comparison section of ``doc``); returns the rows and the report.
+    ConfigError for an unknown method or an empty list."""
+    log = log or (lambda msg: None)
     if not methods:
         raise ConfigError("--methods", "name at least one method")
     for m in methods:
         get_method(m)  # unknown names fail now, with the list of valid ones
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (base.train.max_steps if base.train.max_steps > 0 else None)
-    steps_note = f"{steps} optimizer steps per method" if steps else f"{base.train.epochs:g} epochs per method"
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
+    steps_total = steps or (base.train.max_steps if base.train.max_steps > 0 else None)
+    steps_note = (f"{steps_total} optimizer steps per method" if steps_total
+                  else f"{base.train.epochs:g} epochs per method")
 
     rows: dict[str, Row] = {}
     cfgs = {}
-    for name, cfg, error in method_configs(base, methods, args.steps, _parse_lrs(args.lr), out):
+    for name, cfg, error in method_configs(base, methods, steps, lrs or {}, out):
         row = rows[name] = Row(name, cfg.train.lr)
         if error:
             row.status, row.error = "invalid", error
@@ -401,17 +388,14 @@ def run(args) -> int:
             continue
         cfgs[name] = cfg
         log(f"{name}: loss {_f(row.train_loss)}, eval {_f(row.eval_loss)}, {_f(row.tokens_per_s, '.0f')} tok/s")
-    scored = bool(args.prompts) and is_demo_data(base) and bool(cfgs)
-    base_score = demo_scores(cfgs, rows, args.prompts, log) if scored else None
-    command = "peft-studio compare-methods " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["compare-methods"]
-                                                         else [args.run_file, "--methods", args.methods])
+    scored = bool(prompts) and is_demo_data(base) and bool(cfgs)
+    base_score = demo_scores(cfgs, rows, prompts, log) if scored else None
     body = report(list(rows.values()), base_score, scored, base, steps_note, command)
-    print(body)
-    (out / "comparison.md").write_text(body + "\n", encoding="utf-8")
-    if args.doc:
-        update_doc(Path(args.doc), body)
-        log(f"updated {args.doc}")
-    return 0 if all(r.status == "finished" for r in rows.values()) else 1
+    atomic.write_text(out / "comparison.md", body + "\n")
+    if doc:
+        update_doc(Path(doc), body)
+        log(f"updated {doc}")
+    return list(rows.values()), body
 
 
 if __name__ == "__main__":  # the child that trains one method (train_child)

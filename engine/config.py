@@ -6,35 +6,39 @@ this metadata, the CLI's ``--set`` parses through it, and ``validate()`` checks 
 new field appears everywhere at once.
 
 Method fields are the method's own: ``method: {name: lora, r: 16}`` is parsed into the
-dataclass the method registry declares for ``lora``. Method parameter classes live in
-``engine/methods/params.py`` so that reading a run file never imports torch or peft.
+dataclass the method registry declares for ``lora`` (``engine.methods``: each family module owns
+its parameter class; importing them imports neither torch nor peft, so reading a run file stays
+cheap). Field helpers and coercion live in ``engine.fields``, ConfigError in ``engine.errors``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
-import tempfile
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from engine.distributed.config import DistributedConfig, validate_distributed
-from engine.errors import ConfigError  # noqa: F401  (re-exported: most of the engine imports it from here)
-from engine.fields import F  # noqa: F401  (re-exported: method parameter classes import it from here)
+from engine import atomic
+from engine import fields as fieldlib
+from engine.data import FORMATS
+from engine.errors import ConfigError
+from engine.fields import F, coerce_value, field_help
+from engine.methods import MethodParams as MethodConfig
+from engine.methods import params_class, validate_params
+
+__all__ = ["ConfigError", "DataConfig", "F", "MethodConfig", "ModelConfig", "RunConfig", "TrainConfig",
+           "coerce_value", "field_help", "method_params_class"]
+
 
 QUANTIZATIONS = [None, "nf4", "fp4", "int8"]
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
-DATA_FORMATS = ["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
+DATA_FORMATS = ["auto", *FORMATS]  # the data pipeline's formats (engine/data/formats.py)
 OPTIMIZERS = ["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd"]
 SCHEDULERS = ["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"]
 ATTENTION = ["auto", "sdpa", "sdpa_varlen", "eager", "flash_attention_2"]
-LOSS_IMPLS = ["auto", "chunked", "liger", "standard"]  # engine/loss.py
+LOSS_IMPLS = ["auto", "chunked", "liger", "standard"]  # engine/training/loss.py
 
 
 @dataclass
@@ -90,11 +94,135 @@ class DataConfig:
                           advanced=True)
 
 
-@dataclass
-class MethodConfig:
-    """Base of every method's parameters. Subclasses add the method's own fields."""
+# ---- train.distributed ---------------------------------------------------------------------------
+# Where and how a run is spread over processes, GPUs and machines. The run file is the single
+# source: `peft-studio launch` writes accelerate's config from these fields, and a run started with
+# plain `accelerate launch -m engine train run.yaml` reads them too (engine.distributed.runtime turns
+# them into accelerate's environment before the Trainer builds its Accelerator). Each strategy has
+# its own typed section (fsdp, deepspeed), read only when its strategy is chosen; terms are
+# accelerate's and PyTorch's (FULL_SHARD, ZeRO stages).
 
-    name: str = F("lora", "The fine-tuning method.")
+STRATEGIES = ["single", "ddp", "fsdp", "deepspeed"]
+SHARDING_STRATEGIES = ["full_shard", "shard_grad_op", "hybrid_shard", "hybrid_shard_zero2", "no_shard"]
+STATE_DICT_TYPES = ["sharded", "full"]
+FSDP_VERSIONS = ["auto", "1", "2"]
+ZERO_STAGES = [2, 3]
+SHARDED = ("fsdp", "deepspeed")     # strategies that split parameters/gradients/optimizer state
+
+
+@dataclass
+class FsdpConfig:
+    """PyTorch Fully Sharded Data Parallel, through accelerate's FSDP plugin."""
+
+    sharding_strategy: str = F("full_shard", "What each GPU keeps. `full_shard`: a 1/N slice of the "
+                               "parameters, gradients and optimizer state (ZeRO-3); `shard_grad_op`: "
+                               "gradients and optimizer state only, parameters stay whole after the "
+                               "forward (ZeRO-2); `hybrid_shard`: full_shard inside each machine, "
+                               "replicated across machines (less traffic between nodes); "
+                               "`hybrid_shard_zero2`: the same with shard_grad_op inside each machine; "
+                               "`no_shard`: plain data parallel.", choices=SHARDING_STRATEGIES)
+    cpu_offload: bool = F(False, "Keep the sharded parameters (and their gradients and optimizer "
+                          "state) in CPU memory, moving each layer to the GPU only while it runs: the "
+                          "least GPU memory, much slower steps.")
+    auto_wrap: str = F("auto", "Decoder-layer class names to shard one by one, comma-separated. "
+                       "`auto`: the model's own (`_no_split_modules`, e.g. LlamaDecoderLayer), plus "
+                       "each trainable adapter layer (peft's FSDP wrap policy).", advanced=True)
+    state_dict_type: str = F("sharded", "How checkpoints store the model for resuming: `sharded` "
+                             "(each rank writes its slice; fast, no gathering) or `full` (gathered "
+                             "on rank 0). Either way rank 0 also writes a standard peft adapter.",
+                             choices=STATE_DICT_TYPES, advanced=True)
+    version: str = F("auto", "FSDP implementation. `2`: per-parameter sharding (fully_shard), "
+                     "transformers' default; `1`: flat parameters, the path bitsandbytes documents "
+                     "for QLoRA (4-bit weights stored in the compute dtype). `auto`: 1 for a "
+                     "quantized base, else 2.", choices=FSDP_VERSIONS, advanced=True)
+    cpu_ram_efficient_loading: bool = F(True, "On GPUs: only rank 0 reads the weights into CPU memory; "
+                                        "the others start empty and receive their shards (a 70B model "
+                                        "is read once, not once per GPU).", advanced=True)
+
+
+@dataclass
+class DeepSpeedConfig:
+    """DeepSpeed ZeRO, through accelerate's DeepSpeed plugin (needs the `deepspeed` package)."""
+
+    zero_stage: int = F(2, "ZeRO stage. 2: optimizer state and gradients are partitioned over the "
+                        "GPUs, parameters are replicated; 3: parameters are partitioned too.",
+                        choices=ZERO_STAGES)
+    offload_optimizer: bool = F(False, "Keep the partitioned optimizer state (and its update step) "
+                                "in CPU memory (ZeRO-Offload).")
+    offload_params: bool = F(False, "ZeRO-3 only: keep the partitioned parameters in CPU memory "
+                             "between uses (ZeRO-Infinity's CPU offload).")
+
+
+@dataclass
+class DistributedConfig:
+    """Where a run trains: one process, or several with a strategy (DDP, FSDP, DeepSpeed ZeRO)."""
+
+    strategy: str = F("single", "`single`: one process (one GPU, or the CPU). `ddp`: one process per "
+                      "GPU, each with a whole copy of the model (data parallel). `fsdp`: the model, "
+                      "gradients and optimizer state are sharded over the GPUs (PyTorch FSDP), for "
+                      "models one GPU cannot hold. `deepspeed`: DeepSpeed ZeRO stage 2/3.",
+                      choices=STRATEGIES)
+    num_processes: int = F(1, "Processes in all, over every machine: one per GPU. The effective batch "
+                           "is batch_size × grad_accum × num_processes.", minimum=1)
+    num_machines: int = F(1, "Machines (nodes) taking part; num_processes is split evenly over them.",
+                          minimum=1)
+    gpu_ids: str = F("all", "This machine's GPUs to use (CUDA_VISIBLE_DEVICES), e.g. `0,1`; `all`: "
+                     "every one.", advanced=True)
+    main_process_port: int = F(29500, "TCP port of the rendezvous on the first machine.", minimum=1,
+                               maximum=65535, advanced=True)
+    fsdp: FsdpConfig = field(default_factory=FsdpConfig, metadata={"help": "FSDP options "
+                                                                  "(strategy: fsdp).", "advanced": False})
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig,
+                                       metadata={"help": "DeepSpeed options (strategy: deepspeed).",
+                                                 "advanced": False})
+
+    @property
+    def is_multi_process(self) -> bool:
+        return self.strategy != "single"
+
+    @property
+    def shards(self) -> bool:
+        """Parameters, gradients or optimizer state are split over processes (FSDP or ZeRO)."""
+        return self.strategy in SHARDED and self.num_processes > 1 and not (
+            self.strategy == "fsdp" and self.fsdp.sharding_strategy == "no_shard")
+
+    @property
+    def processes_per_machine(self) -> int:
+        return max(1, self.num_processes // max(1, self.num_machines))
+
+
+def validate_distributed(d: DistributedConfig, path: str = "train.distributed") -> None:
+    """Cross-field checks (each field's own choices and bounds are checked by RunConfig.validate).
+    Raises ConfigError naming the field."""
+    if d.strategy == "single":
+        if d.num_processes != 1:
+            raise ConfigError(f"{path}.num_processes", "must be 1 with strategy single; choose ddp, fsdp or "
+                              "deepspeed to use several processes", d.num_processes)
+        if d.num_machines != 1:
+            raise ConfigError(f"{path}.num_machines", "must be 1 with strategy single", d.num_machines)
+    if d.num_processes % d.num_machines:
+        raise ConfigError(f"{path}.num_processes", f"must be a multiple of num_machines ({d.num_machines}): "
+                          "every machine runs the same number of processes", d.num_processes)
+    if d.strategy == "fsdp" and d.fsdp.sharding_strategy.startswith("hybrid") and d.num_machines < 2:
+        raise ConfigError(f"{path}.fsdp.sharding_strategy", "hybrid sharding replicates across machines "
+                          "and needs num_machines ≥ 2; use full_shard on one machine",
+                          d.fsdp.sharding_strategy)
+    if d.strategy == "deepspeed" and d.deepspeed.offload_params and d.deepspeed.zero_stage != 3:
+        raise ConfigError(f"{path}.deepspeed.offload_params", "parameter offload needs zero_stage 3",
+                          d.deepspeed.offload_params)
+    gpu_ids = d.gpu_ids.strip()
+    if gpu_ids != "all" and not all(p.strip().isdigit() for p in gpu_ids.split(",")):
+        raise ConfigError(f"{path}.gpu_ids", "must be `all` or GPU numbers separated by commas, e.g. 0,1",
+                          d.gpu_ids)
+
+
+def fsdp_version(d: DistributedConfig, quantized: bool) -> int:
+    """The FSDP implementation a run uses: the configured one, or for `auto` FSDP1 on a quantized
+    base (bitsandbytes' documented FSDP-QLoRA path; FSDP2's all-gather loses the packed 4-bit
+    weights' quantization state, bitsandbytes issue #1945) and FSDP2 otherwise."""
+    if d.fsdp.version != "auto":
+        return int(d.fsdp.version)
+    return 1 if quantized else 2
 
 
 @dataclass
@@ -145,6 +273,8 @@ class TrainConfig:
                                        "process, or several with DDP, FSDP or DeepSpeed (engine.distributed).")
 
 
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -157,10 +287,10 @@ class RunConfig:
     # ---- dict / YAML round trip -------------------------------------------------------------
     def to_dict(self) -> dict:
         return {
-            "model": _dc_to_dict(self.model),
-            "data": _dc_to_dict(self.data),
-            "method": _dc_to_dict(self.method),
-            "train": _dc_to_dict(self.train),
+            "model": fieldlib.to_dict(self.model),
+            "data": fieldlib.to_dict(self.data),
+            "method": fieldlib.to_dict(self.method, first="name"),  # name first reads better in YAML
+            "train": fieldlib.to_dict(self.train),
             "output_dir": self.output_dir,
         }
 
@@ -176,13 +306,13 @@ class RunConfig:
                 raise ConfigError(key, "unknown section", choices=allowed)
         kwargs: dict[str, Any] = {}
         for name, klass in sections.items():
-            kwargs[name] = _dc_from_dict(klass, d.get(name) or {}, name)
+            kwargs[name] = fieldlib.from_dict(klass, d.get(name) or {}, name)
         mdict = dict(d.get("method") or {})
         if not isinstance(mdict, dict):
             raise ConfigError("method", "must be a mapping like {name: lora, r: 16}", mdict)
         mname = mdict.pop("name", "lora")
         mklass = method_params_class(mname, path="method.name")
-        kwargs["method"] = _dc_from_dict(mklass, mdict, "method")
+        kwargs["method"] = fieldlib.from_dict(mklass, mdict, "method")
         if "output_dir" in d:
             kwargs["output_dir"] = "" if d["output_dir"] is None else str(d["output_dir"])
         return cls(**kwargs)
@@ -214,7 +344,7 @@ class RunConfig:
         return cls.from_yaml(text, str(p))
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(Path(path), self.to_yaml())
+        atomic.write_text(Path(path), self.to_yaml())
 
     # ---- overrides --------------------------------------------------------------------------
     def with_overrides(self, items: list[str]) -> RunConfig:
@@ -248,7 +378,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Check every field; raise ConfigError naming the first bad one. Returns self."""
         for section in ("model", "data", "method", "train"):
-            _validate_dc(getattr(self, section), section)
+            fieldlib.validate(getattr(self, section), section)
         if not self.output_dir or not str(self.output_dir).strip():
             raise ConfigError("output_dir", "must name a folder")
         t = self.train
@@ -257,16 +387,14 @@ class RunConfig:
         if t.max_steps == 0:
             raise ConfigError("train.max_steps", "must be -1 (use epochs) or a positive number", 0)
         validate_distributed(t.distributed)
-        from engine.methods.params import validate_method_params
-
-        validate_method_params(self)
+        validate_params(self)
         return self
 
     def errors(self) -> list[ConfigError]:
         """All problems at once (the GUI marks every bad field), in field order."""
         out: list[ConfigError] = []
         for section in ("model", "data", "method", "train"):
-            out.extend(_collect_dc_errors(getattr(self, section), section))
+            out.extend(fieldlib.errors(getattr(self, section), section))
         if not out:
             try:
                 self.validate()
@@ -278,192 +406,5 @@ class RunConfig:
 # ---- helpers --------------------------------------------------------------------------------
 
 def method_params_class(name: str, path: str = "method.name") -> type[MethodConfig]:
-    from engine.methods.params import PARAMS
-
-    if name not in PARAMS:
-        raise ConfigError(path, "unknown method", name, choices=sorted(PARAMS))
-    return PARAMS[name]
-
-
-def field_help(klass, name: str) -> str:
-    for f in fields(klass):
-        if f.name == name:
-            return f.metadata.get("help", "")
-    return ""
-
-
-def _dc_to_dict(obj) -> dict:
-    out = {}
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v):   # a nested section, e.g. train.distributed
-            out[f.name] = _dc_to_dict(v)
-            continue
-        out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
-    if isinstance(obj, MethodConfig):  # name first reads better in YAML
-        out = {"name": out.pop("name"), **out}
-    return out
-
-
-def _type_info(tp) -> tuple[set[type], bool]:
-    """The accepted base types of an annotation, and whether None is allowed."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        allowed, nullable = set(), False
-        for a in args:
-            if a is type(None):
-                nullable = True
-            else:
-                allowed |= _type_info(a)[0]
-        return allowed, nullable
-    if origin is not None:
-        return {origin}, False
-    if tp is Any:
-        return {object}, True
-    return {tp}, False
-
-
-@functools.cache  # get_type_hints re-evaluates annotations each call; forms validate on every keystroke
-def _resolved_types(klass) -> dict[str, Any]:
-    return typing.get_type_hints(klass)
-
-
-def coerce_value(klass, fname: str, value, path: str):
-    """Convert ``value`` to the field's type or raise ConfigError. Used by from_dict and the GUI."""
-    tp = _resolved_types(klass)[fname]
-    if dataclasses.is_dataclass(tp):      # a nested section: a mapping of its own fields
-        if isinstance(value, tp):
-            return value
-        return _dc_from_dict(tp, value if value is not None else {}, path)
-    allowed, nullable = _type_info(tp)
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")
-                         and str not in allowed):
-        if nullable:
-            return None
-        raise ConfigError(path, "must not be empty", value)
-    if object in allowed:
-        return value
-    if bool in allowed:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        if int not in allowed:
-            raise ConfigError(path, "must be true or false", value)
-    if int in allowed and float not in allowed:
-        if isinstance(value, bool):
-            raise ConfigError(path, "must be a whole number", value)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        if str not in allowed:
-            raise ConfigError(path, "must be a whole number", value)
-    if float in allowed:
-        if isinstance(value, bool):
-            raise ConfigError(path, "must be a number", value)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        if str not in allowed:
-            raise ConfigError(path, "must be a number", value)
-    if list in allowed:
-        if isinstance(value, (list, tuple)):
-            return [str(v) for v in value]
-        if isinstance(value, str) and (str not in allowed or "," in value):
-            return [s.strip() for s in value.split(",") if s.strip()]
-        if str not in allowed:
-            raise ConfigError(path, "must be a list", value)
-    if dict in allowed:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(path, "must be a mapping", value)
-    if str in allowed:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        if isinstance(value, list) and list in allowed:
-            return value
-        raise ConfigError(path, "must be text", value)
-    raise ConfigError(path, f"has an unsupported type {tp}", value)
-
-
-def _dc_from_dict(klass, d: dict, prefix: str):
-    if not isinstance(d, dict):
-        raise ConfigError(prefix, "must be a mapping of fields", d)
-    names = [f.name for f in fields(klass)]
-    kwargs = {}
-    for key, value in d.items():
-        if key not in names:
-            raise ConfigError(f"{prefix}.{key}", "unknown field", choices=[n for n in names if n != "name"])
-        kwargs[key] = coerce_value(klass, key, value, f"{prefix}.{key}")
-    return klass(**kwargs)
-
-
-def _check_field(obj, f, path: str):
-    v = getattr(obj, f.name)
-    md = f.metadata
-    coerce_value(type(obj), f.name, v, path)
-    if "choices" in md and v not in md["choices"]:
-        raise ConfigError(path, "is not one of the choices", v,
-                          choices=["null" if c is None else c for c in md["choices"]])
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if "min" in md and v < md["min"]:
-            raise ConfigError(path, f"must be ≥ {md['min']}", v)
-        if "max" in md and v > md["max"]:
-            raise ConfigError(path, f"must be ≤ {md['max']}", v)
-
-
-def _validate_dc(obj, prefix: str):
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v):
-            _validate_dc(v, f"{prefix}.{f.name}")
-        else:
-            _check_field(obj, f, f"{prefix}.{f.name}")
-
-
-def _collect_dc_errors(obj, prefix: str) -> list[ConfigError]:
-    out = []
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if dataclasses.is_dataclass(v):
-            out.extend(_collect_dc_errors(v, f"{prefix}.{f.name}"))
-            continue
-        try:
-            _check_field(obj, f, f"{prefix}.{f.name}")
-        except ConfigError as e:
-            out.append(e)
-    return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that readers see the old file or the new one, never a half-written one."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """The parameter dataclass of method ``name``; ConfigError (naming ``path``) when unknown."""
+    return params_class(name, path)

@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 from engine.config import RunConfig
+from engine.console import human_sink
+from engine.data.demo import DEMO_TRAIN, load_heldout, persona_score, score_answers
+from engine.generate import GenerationSettings, generate_batch
+from engine.models import demo_model_dir, load_model, load_tokenizer
+from engine.training import train
 
 
 def demo_config(steps: int = 30, out: str = "runs/demo") -> RunConfig:
     """The measured recipe (DESIGN §4): LoRA r=16 on all linear layers, lr 1e-3, batch 8."""
-    from engine.data.demo import DEMO_TRAIN
-
     cfg = RunConfig()
     cfg.model.name_or_path = "demo"
     cfg.data.path = str(DEMO_TRAIN)
@@ -32,20 +35,14 @@ def demo_config(steps: int = 30, out: str = "runs/demo") -> RunConfig:
     return cfg
 
 
-def _answers(model, tokenizer, prompts):
-    from engine.generate import GenerationSettings, generate_batch
-
+def answers(model, tokenizer, prompts) -> list[str]:
+    """Greedy answers (at most 48 new tokens) to chat prompts, as the demo and compare score them."""
     return generate_batch(model, tokenizer, prompts, GenerationSettings(max_new_tokens=48))
 
 
 def run_demo(steps: int = 30, out: str = "runs/demo", prompts: int = 20, stream=None) -> int:
     stream = stream or sys.stdout
     import torch
-
-    from engine.cli import _human_sink
-    from engine.data.demo import load_heldout, persona_score, score_answers
-    from engine.models import demo_model_dir, load_model, load_tokenizer
-    from engine.train import train
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.time()
@@ -59,11 +56,11 @@ def run_demo(steps: int = 30, out: str = "runs/demo", prompts: int = 20, stream=
 
     base = load_model(cfg.model)
     print(f"Asking the base model {len(convs)} held-out questions...", file=stream)
-    before = _answers(base, tokenizer, convs)
+    before = answers(base, tokenizer, convs)
     before_score = score_answers(before)
 
     print(f"Training {steps} steps (LoRA r=16, all linear layers, lr 1e-3, batch 8)...", file=stream)
-    result = train(cfg, sinks=[_human_sink(stream)])
+    result = train(cfg, sinks=[human_sink(stream)])
     if result.status != "finished":
         print(f"The demo run did not finish: {result.error}", file=stream)
         return 1
@@ -71,7 +68,7 @@ def run_demo(steps: int = 30, out: str = "runs/demo", prompts: int = 20, stream=
     from peft import PeftModel
 
     tuned = PeftModel.from_pretrained(base, str(result.adapter_dir))
-    after = _answers(tuned, tokenizer, convs)
+    after = answers(tuned, tokenizer, convs)
     after_score = score_answers(after)
 
     print("\nHeld-out prompts, base vs tuned (greedy):", file=stream)

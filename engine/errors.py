@@ -1,7 +1,21 @@
-"""The errors a user can fix (DESIGN §2.7): one ``UserError`` base.
+"""The errors a user can fix: one ``UserError`` base (DESIGN §2.7).
 
-A leaf module, so that any part of the engine can raise a ``ConfigError`` naming a run-file
-field without importing ``engine.config`` (which imports the sections of other packages).
+Anything the user can put right — a run-file field, a data file, a model name, an export
+target — raises a subclass of :class:`UserError` whose ``str()`` is a complete sentence for a
+person. The CLI prints it as ``error: …`` with exit code 2 and no traceback
+(``engine.cli``), a training run turns it into a ``failed`` event without a traceback
+(``engine.training``), and the studio shows it verbatim (``user_facing``). Every other
+exception is the project's own fault and keeps its traceback.
+
+Where each one is raised:
+
+* :class:`ConfigError` — a run-file field or override (``path`` names it, e.g. ``train.lr``);
+* :class:`ModelError` — a model that cannot be found or loaded (``engine.models``);
+* ``engine.data.DataError`` — a data file (names the file, line and field);
+* ``engine.export.ExportError`` — an export that cannot be done.
+
+``UserError`` is a ``ValueError`` because every one of them is a bad value given to the engine,
+and code written before this base existed (and libraries calling us) catch ``ValueError``.
 """
 
 from __future__ import annotations
@@ -13,7 +27,7 @@ from typing import Any
 class UserError(ValueError):
     """A mistake the user can fix; ``str(e)`` says what is wrong and what to do."""
 
-    user_facing = True
+    user_facing = True  # the studio shows such messages as they are (studio.messages)
 
 
 class ConfigError(UserError):
@@ -31,3 +45,8 @@ class ConfigError(UserError):
             text += f"; valid: {', '.join(map(str, self.choices))}"
         self.message = message
         super().__init__(text)
+
+
+class ModelError(UserError):
+    """The model cannot be found or loaded; the message says what was looked for and what to do."""
+

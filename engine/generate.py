@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from engine.data import chat_template_for
+
 
 @dataclass
 class GenerationSettings:
@@ -20,8 +22,6 @@ class GenerationSettings:
 
 
 def build_prompt(tokenizer, messages: list[dict]) -> str:
-    from engine.data import chat_template_for
-
     template = chat_template_for(tokenizer)  # the same template the data was rendered with
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                          chat_template=template)

@@ -69,11 +69,13 @@ def _losses(metrics: dict) -> str:
 
 
 def _how_to_load(kind: str, folder_name: str, base: str, gguf_file: str | None = None,
-                 method: str | None = None) -> str:
+                 saved_as: str | None = None) -> str:
+    """The code that loads the export; ``saved_as`` is the method's saved format
+    (``MethodSpec.saved_as``: peft, tensors, modules or model)."""
     base_ref = DEMO_HUB_ID if base == "demo" else base
-    if kind == "adapter" and method == "full":
+    if kind == "adapter" and saved_as == "model":
         kind = "merged"  # a full fine-tune's export is a complete model
-    elif kind == "adapter" and method in ("bitfit", "selective"):
+    elif kind == "adapter" and saved_as == "tensors":
         return f"""```python
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -84,15 +86,15 @@ missing, unexpected = model.load_state_dict(load_file("{folder_name}/adapter_mod
 assert not unexpected
 tokenizer = AutoTokenizer.from_pretrained("{folder_name}")
 ```"""
-    elif kind == "adapter" and method == "bottleneck":
+    elif kind == "adapter" and saved_as == "modules":
         return f"""```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from engine.methods.saved import load_trained   # pip install peft-studio
+from engine.methods.storage import load_trained   # pip install peft-studio
 
 model = load_trained(AutoModelForCausalLM.from_pretrained("{base_ref}"), "{folder_name}")
 tokenizer = AutoTokenizer.from_pretrained("{folder_name}")
 ```
-Bottleneck adapters are new modules (PEFT Studio's own; peft has no such tuner), so the loader
+The adapter adds new modules (PEFT Studio's own method; peft has no such tuner), so the loader
 that attaches them is needed."""
     if kind in ("adapter", "weighted"):
         return f"""```python
@@ -156,7 +158,7 @@ def render_run_card(info, kind: str = "adapter", folder_name: str = ".", adapter
                                                        "max_examples")]) + "\n")
         parts.append("## Training hyperparameters\n\n" + _table(_dc_rows(cfg.train, skip=("resume_from",))) + "\n")
         parts.append("## Results\n\n" + _losses(info.metrics) + "\n")
-    parts.append("## How to load it\n\n" + _how_to_load(kind, folder_name, base, details.get("gguf_file"), spec.name) + "\n")
+    parts.append("## How to load it\n\n" + _how_to_load(kind, folder_name, base, details.get("gguf_file"), spec.saved_as) + "\n")
     if kind == "adapter" and spec.needs_quantization:
         parts.append("The adapter was trained on a 4-bit NF4 base. Loading the base in full precision (as "
                      "above) gives the best quality; to reproduce the training conditions exactly, load it "

@@ -26,8 +26,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.export.atomic import ExportError
+from engine.export.loading import load_base, load_tokenizer_for
 from engine.export.runinfo import RunInfo, load_run
 from engine.generate import GenerationSettings
+from engine.generate import stream as generate_stream
+from engine.methods import effective_quantization
+from engine.methods import storage as saved
+from engine.methods.storage import load_model_folder
+from engine.models import resolve_dtype
 
 BASE = "base"
 
@@ -71,8 +77,6 @@ class _TensorSides:
     the model) and put back for the base side; modules the method added are bypassed there."""
 
     def __init__(self, base, spec, label: str, path: Path):
-        from engine.methods import saved
-
         self.model, self.spec, self.paths = base, spec, {}
         self._base_names = {n for n, _ in base.named_parameters(remove_duplicate=False)}
         self._originals: dict = {}
@@ -88,21 +92,15 @@ class _TensorSides:
                 self._originals[name] = params[name].detach().clone()
 
     def add(self, label: str, path: Path) -> None:
-        from engine.methods import saved
-
         if label not in self.paths:  # tensors it changes that no source changed yet still hold base values
             self._keep_originals(saved.tensor_names(path))
             self.paths[label] = path
 
     def _restore_originals(self) -> None:
-        from engine.methods import saved
-
         saved.restore_tensors(self.model, self._originals, "the base model")
         self.active = None
 
     def tuned(self, label: str):
-        from engine.methods import saved
-
         if self.active != label:
             saved.restore_tensors(self.model, saved.read_tensors(self.paths[label]), self.paths[label])
             self.active = label
@@ -131,11 +129,9 @@ class _FullSides:
         self.paths[label] = path
 
     def tuned(self, label: str):
-        from engine.methods.full import load_folder
-
         if self.loaded is None or self.loaded[0] != label:
             self.loaded = None  # let the previous one go before loading the next
-            self.loaded = (label, load_folder(self.paths[label], self.base_model.dtype, str(self.base_model.device)))
+            self.loaded = (label, load_model_folder(self.paths[label], self.base_model.dtype, str(self.base_model.device)))
         return self.loaded[1]
 
     @contextmanager
@@ -187,10 +183,6 @@ class Playground:
                 return self
             import torch
 
-            from engine.export.loading import load_base, load_tokenizer_for
-            from engine.methods import effective_quantization
-            from engine.models import resolve_dtype
-
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             quantized = self.quantized if self.quantized is not None else bool(effective_quantization(self.info.config))
             dtype = str(resolve_dtype(self.info.config.model.dtype, device)).replace("torch.", "")
@@ -230,10 +222,8 @@ class Playground:
     # ---- generation ---------------------------------------------------------------------------
     def stream(self, source: str, messages: list[dict], settings: GenerationSettings | None = None,
                cancel: threading.Event | None = None) -> Iterator[str]:
-        from engine.generate import stream
-
         with self.use(source) as model:
-            yield from stream(model, self.tokenizer, messages, settings, cancel)
+            yield from generate_stream(model, self.tokenizer, messages, settings, cancel)
 
     def generate(self, source: str, messages: list[dict], settings: GenerationSettings | None = None) -> str:
         return "".join(self.stream(source, messages, settings)).strip()

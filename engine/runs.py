@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from engine.events import TERMINAL_EVENTS, read_events
+from engine.paths import run_index_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -31,12 +32,6 @@ CREATE TABLE IF NOT EXISTS runs (
     updated    REAL
 )
 """
-
-
-def default_index_path() -> Path:
-    base = os.environ.get("PEFT_STUDIO_HOME") or os.path.join(
-        os.environ.get("XDG_DATA_HOME", os.path.expanduser("~/.local/share")), "peft-studio")
-    return Path(base) / "runs.sqlite"
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -83,7 +78,7 @@ def summarize(run_dir: str | os.PathLike) -> dict:
 
 class RunIndex:
     def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path else default_index_path()
+        self.path = Path(path) if path else run_index_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute(SCHEMA)

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import ConfigError, coerce_value
+from engine.fields import is_section
 
 # Readable in both light and dark palettes; the one colour we do fix, because "error" must look
 # like an error whatever the theme.
@@ -284,7 +285,7 @@ class DataclassForm(QWidget):
         for f in dataclasses.fields(klass):
             # A nested section (train.distributed) is a group of its own with its own panel,
             # not one row of this form.
-            if f.name in exclude or _is_section(f):
+            if f.name in exclude or is_section(f):
                 continue
             adv = bool(f.metadata.get("advanced"))
             has_adv |= adv
@@ -378,11 +379,6 @@ class DataclassForm(QWidget):
         path = self.editors[name].path
         label = self._errors[path]
         return label.text() if not label.isHidden() else ""
-
-
-def _is_section(f: dataclasses.Field) -> bool:
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return dataclasses.is_dataclass(default)
 
 
 def _invalid_style(w: QWidget) -> str:

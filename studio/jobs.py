@@ -25,7 +25,7 @@ def warm_up() -> float:
 
 
 def inspect(name_or_path: str, trust_remote_code: bool, offline: bool) -> dict:
-    from engine.models import inspect_model
+    from engine.inspect import inspect_model
 
     return inspect_model(name_or_path, trust_remote_code=trust_remote_code, offline=offline)
 
@@ -37,7 +37,7 @@ def cached_models() -> list[str]:
 
 
 def count(cfg) -> dict:
-    from engine.methods import count_params
+    from engine.estimate import count_params
 
     return count_params(cfg)
 

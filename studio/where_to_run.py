@@ -4,7 +4,7 @@ on this machine only (a several-process run starts through ``peft-studio launch`
 studio/supervisor.py's ``engine_command``).
 
 The strategy's own options are forms generated from the engine's typed sections
-(``engine.distributed.config``: FsdpConfig, DeepSpeedConfig), like every other form.
+(``engine.config``: FsdpConfig, DeepSpeedConfig), like every other form.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import ConfigError
-from engine.distributed.config import DeepSpeedConfig, DistributedConfig, FsdpConfig
+from engine.config import ConfigError, DeepSpeedConfig, DistributedConfig, FsdpConfig
 from studio.forms import ERROR_COLOR, DataclassForm
 
 STRATEGY_LABELS = {"single": "One process", "ddp": "DDP (a copy per GPU)",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from engine.errors import UserError
+
 SKIP_HINT = "or set data.skip_bad_lines: true to skip bad lines."
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data file cannot be used as it is.
 
     ``str(e)`` is complete on its own, e.g. ``data/train.jsonl line 17: not valid JSON (Expecting

@@ -18,7 +18,7 @@ Pure functions: nothing here imports torch or accelerate.
 
 from __future__ import annotations
 
-from engine.distributed.config import DistributedConfig, fsdp_version
+from engine.config import DistributedConfig, fsdp_version
 
 # accelerate's FSDP1 sharding-strategy names (torch.distributed.fsdp.ShardingStrategy).
 _FSDP1_SHARDING = {"full_shard": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP", "no_shard": "NO_SHARD",
@@ -29,7 +29,7 @@ _STATE_DICT = {"sharded": "SHARDED_STATE_DICT", "full": "FULL_STATE_DICT"}
 def mixed_precision(dtype_name: str, on_gpu: bool) -> str:
     """accelerate's ``mixed_precision`` for weights of ``dtype_name`` ('bfloat16', 'float16',
     'float32'): the Trainer autocasts to the weights' half-precision dtype on GPUs, never on
-    the CPU (engine.train's bf16/fp16 arguments)."""
+    the CPU (engine.training.arguments' bf16/fp16)."""
     if not on_gpu:
         return "no"
     return {"bfloat16": "bf16", "float16": "fp16"}.get(dtype_name, "no")

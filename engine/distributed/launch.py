@@ -10,7 +10,7 @@ cluster reads the same files from shared storage:
 
 Each rank then runs ``python -m engine train run.yaml``; rank 0 prints the events (JSON lines on
 stdout, as a single-process run does), every rank reads ``stop`` on its inherited stdin, and the
-ranks agree at each step boundary (engine.train's all-reduce), so Stop reaches them all.
+ranks agree at each step boundary (engine.training.stop's all-reduce), so Stop reaches them all.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def prepare(cfg, *, on_gpu: bool | None = None, main_process_ip: str | None = No
     ``cluster``: the ranks run elsewhere (packages are not looked for here)."""
     import yaml
 
-    from engine.config import atomic_write_text as write_text
+    from engine.atomic import write_text
     from engine.distributed.accelerate_env import accelerate_config
     from engine.distributed.layers import decoder_layer_classes_for
     from engine.distributed.preflight import check_strategy

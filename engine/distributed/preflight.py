@@ -18,7 +18,7 @@ def check_strategy(cfg, *, on_gpu: bool, cluster: bool = False) -> None:
 
     ``on_gpu``: the ranks will have CUDA GPUs. ``cluster``: the ranks run elsewhere (a Slurm
     job), so packages are not looked for on this machine."""
-    from engine.distributed.config import fsdp_version
+    from engine.config import fsdp_version
     from engine.methods import effective_quantization, get_method
 
     d = cfg.train.distributed

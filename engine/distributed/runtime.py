@@ -1,7 +1,7 @@
 """Inside one rank of a multi-process run: who am I, the run file's strategy in force, and the
 few things a sharded run does differently (where weights load, how the adapter is gathered).
 
-Order inside ``engine.train`` (each step needs the one before):
+Order inside ``engine.training.run`` (each step needs the one before):
 
 1. :func:`apply_strategy` — the run file's ``train.distributed`` becomes accelerate's
    environment (``accelerate_env.strategy_env``), so the Accelerator the Trainer builds later
@@ -20,7 +20,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from engine.distributed.config import DistributedConfig
+from engine.config import DistributedConfig
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def enable_cpu_fsdp(accelerator) -> bool:
         return False
     plugin = FullyShardedDataParallelPlugin()
     if plugin.fsdp_version != 2:
-        from engine.config import ConfigError
+        from engine.errors import ConfigError
 
         raise ConfigError("train.distributed.fsdp.version", "FSDP1 needs GPUs (on CPU ranks accelerate "
                           "cannot place its flat parameters); use version 2 or auto", "1")
@@ -189,3 +189,31 @@ def gathered_trainable_state_dict(model, accelerator) -> dict:
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     sd = get_model_state_dict(model, options=options)
     return sd if accelerator.is_main_process else {}
+
+
+def start_in_rank(cfg, warn) -> None:
+    """The run file's train.distributed in force in this rank, before any weights load (the
+    order is in this module's docstring). ``warn(message)`` reports to the user. Raises
+    ConfigError when the strategy cannot run here or needs a launcher it did not get."""
+    from engine.distributed.preflight import check_strategy
+    from engine.errors import ConfigError
+
+    d = cfg.train.distributed
+    check_strategy(cfg, on_gpu=cuda_available())
+    if d.strategy != "single" and not world().launched:
+        raise ConfigError("train.distributed.strategy", f"{d.strategy} runs as several processes: start it "
+                          "with `peft-studio launch run.yaml` (or `accelerate launch -m engine train "
+                          "run.yaml`), or set strategy: single", d.strategy)
+    if not world().launched:
+        return
+    die_with_launcher()
+    layers: list[str] = []
+    if d.strategy == "fsdp":
+        from engine.distributed.layers import decoder_layer_classes_for
+
+        layers = decoder_layer_classes_for(cfg.model)
+    from engine.methods import effective_quantization
+
+    for msg in apply_strategy(d, quantized=bool(effective_quantization(cfg)), layer_classes=layers):
+        warn(msg)
+    init_process_group(d)

@@ -94,10 +94,10 @@ def render(files, opts: SlurmOptions, *, python: str | None = None, workdir: str
 
 def write(files, opts: SlurmOptions, **kw) -> Path:
     """Write the script into the run folder (atomically) and return its path."""
-    from engine.config import atomic_write_text
+    from engine.atomic import write_text
 
     path = files.run_dir / SCRIPT
-    atomic_write_text(path, render(files, opts, **kw))
+    write_text(path, render(files, opts, **kw))
     path.chmod(0o755)
     return path
 

@@ -2,30 +2,14 @@
 
 Memory comes from config.json alone: exact parameter counts from a meta-device model
 (``counts``), activation bytes measured by tracing the architecture at tiny width and scaled
-(``trace``, ``activations``), and the rest by component (``memory``). Importing this package is
-cheap; torch loads on first use.
+(``trace``, ``activations``), and the rest by component (``memory``). What differs between
+methods comes from their declared capabilities and estimator hooks (``engine.methods.spec``),
+never from their names. Importing this package is cheap; torch loads on first use.
 """
 
-from __future__ import annotations
+from engine.estimate.counts import count_params
+from engine.estimate.gpus import detect_gpu, parse_gpu
+from engine.estimate.memory import Estimate, estimate
+from engine.estimate.timing import probe_time
 
 __all__ = ["Estimate", "estimate", "probe_time", "count_params", "parse_gpu", "detect_gpu"]
-
-
-def __getattr__(name):
-    if name in ("Estimate", "estimate"):
-        from engine.estimate import memory
-
-        return getattr(memory, name)
-    if name == "probe_time":
-        from engine.estimate.timing import probe_time
-
-        return probe_time
-    if name == "count_params":
-        from engine.estimate.counts import count_params
-
-        return count_params
-    if name in ("parse_gpu", "detect_gpu"):
-        from engine.estimate import gpus
-
-        return getattr(gpus, name)
-    raise AttributeError(name)

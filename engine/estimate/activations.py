@@ -26,7 +26,10 @@ import copy
 import json
 from dataclasses import dataclass
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
+from engine.estimate.trace import build_model, trace_model
+from engine.methods import for_meta, get_method
+from engine.models.arch import shrink_config
 
 LAYER_FEATURES = ("B*T*H", "B*T*I", "B*T*Q", "B*T*KV", "B*T*heads", "B*T*head_dim", "B*T", "B*P*KV",
                   "B*P*Q", "B*T*Tk*heads", "B*T*Tk", "H", "I", "Q", "KV", "H*Q", "H*KV", "H*I", "T*head_dim", "1")
@@ -196,16 +199,13 @@ def fit_activation_model(arch, run_cfg, *, dtype, attn: str | None, autocast_dty
         return _CACHE[key]
     import torch
 
-    from engine.methods import get_method
-
     spec = get_method(run_cfg.method.name)
-    prefix = run_cfg.method.name == "prefix_tuning"
-    trace_cfg = copy.deepcopy(run_cfg)
+    prefix = spec.prompt == "kv_prefix"
+    # No tokenizer at tiny width (a soft prompt from text starts random); the memory is the same.
+    trace_cfg = copy.deepcopy(for_meta(run_cfg))
     # Checkpointing hides the layers' saved tensors behind its own hooks; the tracer measures
     # the full layer and checkpointing is applied to the result (see ActivationModel.predict).
     trace_cfg.train.gradient_checkpointing = False
-    if getattr(trace_cfg.method, "init", None) == "text":
-        trace_cfg.method.init = "random"   # no tokenizer at tiny width; the memory is the same
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
     try:
@@ -228,8 +228,8 @@ def fit_activation_model(arch, run_cfg, *, dtype, attn: str | None, autocast_dty
     outside, r3 = _lstsq(rows_o, y_out)
     am = ActivationModel(layer=layer, first=first, outside=outside,
                          hidden_bytes=hidden_bytes or torch.tensor([], dtype=dtype).element_size(),
-                         residual=max(r1, r2, r3), eager=eager_used, lengthens=spec.prompt_based and not prefix,
-                         prefix=prefix, packed=packing and not spec.prompt_based)
+                         residual=max(r1, r2, r3), eager=eager_used, lengthens=spec.prompt == "input",
+                         prefix=prefix, packed=packing and spec.can_pack)
     _CACHE[key] = am
     return am
 
@@ -237,12 +237,9 @@ def fit_activation_model(arch, run_cfg, *, dtype, attn: str | None, autocast_dty
 def _trace_rows(widths, arch, trace_cfg, spec, dtype, attn, autocast_dtype, quantized, packing, padded):
     import torch
 
-    from engine.estimate.arch import shrink_config
-    from engine.estimate.trace import build_model, trace_model
-
-    prefix = spec.name == "prefix_tuning"
+    prefix = spec.prompt == "kv_prefix"
     virtual = spec.virtual_tokens(trace_cfg.method)
-    packed = packing and not spec.prompt_based
+    packed = packing and spec.can_pack
     rows_l, rows_o, y_first, y_layer, y_out = [], [], [], [], []
     hidden_bytes, eager_used = 0, False
     for k, (h, i, nh, nkv, hd) in enumerate(widths):

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
+from engine.methods import apply_method, for_meta
+from engine.models import unique_params
+from engine.models.arch import load_arch
+from engine.models.quant import is_quantizable
 
 
 @dataclass
@@ -39,15 +43,6 @@ def meta_model(arch, dtype):
                           f"{type(e).__name__}: {e}") from None
 
 
-def unique_params(model):
-    seen = set()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        yield name, p
-
-
 def _adapter_bytes(wrapped, trainable_bytes: int) -> int:
     """Bytes of the tensors peft writes to adapter_model.safetensors."""
     import torch
@@ -71,8 +66,6 @@ def _adapter_bytes(wrapped, trainable_bytes: int) -> int:
 
 def count_params_for(arch, run_cfg, dtype=None) -> ParamInfo:
     import torch
-
-    from engine.estimate.quantsim import is_quantizable
 
     dtype = dtype or torch.bfloat16
     model = meta_model(arch, dtype)
@@ -106,17 +99,9 @@ def count_params_for(arch, run_cfg, dtype=None) -> ParamInfo:
 
 
 def _apply(model, run_cfg):
-    import copy
-
-    from engine.methods import apply_method
-
-    cfg = run_cfg
-    if getattr(run_cfg.method, "init", None) == "text":
-        # Text initialisation needs the tokenizer; the parameter shapes are the same either way.
-        cfg = copy.deepcopy(run_cfg)
-        cfg.method.init = "random"
     try:
-        return apply_method(model, cfg)
+        # As the method can be built without a tokenizer: the parameter shapes are the same.
+        return apply_method(model, for_meta(run_cfg))
     except ConfigError:
         raise
     except (ValueError, TypeError, NotImplementedError, KeyError, AttributeError) as e:
@@ -131,8 +116,6 @@ def count_params(cfg) -> dict:
     ``trainable_params`` what the method trains; ``adapter_bytes`` the size of the tensors the
     saved adapter holds (fp32 LoRA weights by default).
     """
-    from engine.estimate.arch import load_arch
-
     info = count_params_for(load_arch(cfg.model), cfg)
     return {"total_params": info.total_params, "trainable_params": info.trainable_params,
             "adapter_bytes": info.adapter_bytes}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -7,7 +7,7 @@ The step is modelled as phases and the peak is the largest:
   The model's own cross-entropy upcasts the logits to fp32 and keeps its fp32 log-softmax
   output; its backward then holds the saved output, its incoming gradient and the gradient it
   produces, all batch × seq × vocab in fp32 (~12 bytes per logit), which is why long sequences
-  with a big vocabulary hit a wall there. engine/loss.py's chunked (or Liger) loss avoids that
+  with a big vocabulary hit a wall there. engine/training/loss.py's chunked (or Liger) loss avoids that
   for plain-head architectures: one chunk of logits at a time plus a rows × hidden gradient.
 * **backward** — walking back through the layers. With gradient checkpointing the layers keep
   only their input, and one layer at a time is recomputed in full; QLoRA dequantizes one weight
@@ -29,8 +29,16 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field
 
-from engine.config import ConfigError
+from engine.errors import ConfigError
+from engine.estimate import sharding
+from engine.estimate.activations import Shape, fit_activation_model
+from engine.estimate.counts import count_params_for
 from engine.estimate.gpus import GiB, Gpu, MiB, detect_gpu, parse_gpu, this_cpu
+from engine.methods import effective_quantization, get_method
+from engine.models import resolve_dtype
+from engine.models.arch import load_arch
+from engine.models.quant import quantized_weight_bytes
+from engine.training.loss import PLAIN_HEAD_MODEL_TYPES, auto_chunk_tokens, resolve_loss_impl
 
 # Calibration constants. Until a GPU run of benchmarks/vram_accuracy.py exists they are the
 # usual figures: ~10% fragmentation on memory that churns every step (activations, logits,
@@ -118,6 +126,7 @@ class _Plan:
     quant: str | None
     virtual: int
     prompt_based: bool
+    spec: object                      # the method's MethodSpec (its capabilities and estimator hooks)
     notes: list
     cpu: bool = False
 
@@ -131,16 +140,14 @@ def _check_sizes(cfg) -> None:
 
 
 def _precision(cfg, gpu: Gpu | None, autocast_on: bool | None = None):
-    """(weight dtype, autocast dtype) as engine.train runs on a GPU: bf16 where supported,
+    """(weight dtype, autocast dtype) as engine.training runs on a GPU: bf16 where supported,
     fp16 on older cards, with the trainer's autocast following the weights' dtype.
     ``autocast_on=False`` models loops that run half-precision weights without autocast."""
     import torch
 
     want = cfg.model.dtype
     if gpu is not None and gpu.cpu:
-        from engine.models import resolve_dtype
-
-        return resolve_dtype(want, "cpu"), None      # engine.train on the CPU never autocasts
+        return resolve_dtype(want, "cpu"), None      # engine.training on the CPU never autocasts
     if want == "auto":
         dt = torch.bfloat16 if (gpu is None or gpu.bf16) else torch.float16
     else:
@@ -152,11 +159,6 @@ def _precision(cfg, gpu: Gpu | None, autocast_on: bool | None = None):
 def plan(cfg, gpu: Gpu | None = None, autocast: bool | None = None) -> _Plan:
     import torch
 
-    from engine.estimate.activations import fit_activation_model
-    from engine.estimate.arch import load_arch
-    from engine.estimate.counts import count_params_for
-    from engine.methods import effective_quantization, get_method
-
     _check_sizes(cfg)
     spec = get_method(cfg.method.name)
     arch = load_arch(cfg.model)
@@ -164,7 +166,7 @@ def plan(cfg, gpu: Gpu | None = None, autocast: bool | None = None) -> _Plan:
     dtype, autocast = _precision(cfg, gpu, autocast)
     quant = effective_quantization(cfg)
     params = count_params_for(arch, cfg, dtype)
-    packing = bool(cfg.train.packing) and not spec.prompt_based
+    packing = bool(cfg.train.packing) and spec.can_pack
     attn = None if cfg.model.attn_implementation == "auto" else cfg.model.attn_implementation
     # The tracer runs on the CPU: CPU autocast stands in for CUDA autocast (same dtype policy for
     # the ops that matter here: matmuls in half precision, norms and softmax upcast).
@@ -177,15 +179,13 @@ def plan(cfg, gpu: Gpu | None = None, autocast: bool | None = None) -> _Plan:
                      f"({spec.title}'s structure depends on layer widths); the activation term is approximate")
     return _Plan(cfg=cfg, arch=arch, params=params, act=act, dtype_name=str(dtype).replace("torch.", ""),
                  dtype_bytes=torch.tensor([], dtype=dtype).element_size(), quant=quant,
-                 virtual=spec.virtual_tokens(cfg.method), prompt_based=spec.prompt_based, notes=notes,
+                 virtual=spec.virtual_tokens(cfg.method), prompt_based=spec.prompt_based, spec=spec, notes=notes,
                  cpu=bool(gpu is not None and gpu.cpu))
 
 
 # ---- the components ----------------------------------------------------------------------------
 
 def frozen_weight_bytes(p: _Plan) -> int:
-    from engine.estimate.quantsim import quantized_weight_bytes
-
     info = p.params
     if not p.quant:
         return info.frozen_bytes
@@ -241,35 +241,25 @@ def transients(p: _Plan, batch: int, seq: int) -> dict:
         # and backward, and frees it after.
         bwd += rows * cols * p.dtype_bytes
         fwd += rows * cols * p.dtype_bytes
-    if p.cfg.method.name == "dora":
-        # DoRA recomputes its weight norm every forward: an identity of in×in through lora_A, the
-        # low-rank product and the updated weight, all out×in, in the adapter's fp32.
-        fwd += cols * cols * 4 + 3 * rows * cols * 4
-    tokens = batch * (seq + (0 if p.cfg.method.name == "prefix_tuning" else p.virtual))
+    # What the method itself allocates per forward (DoRA recomputes its weight norm).
+    fwd += p.spec.forward_transient(p.cfg.method, rows, cols)
+    tokens = batch * (seq + p.spec.input_tokens(p.cfg.method))
     # Gradients flowing through one layer: the residual stream's and the MLP's, in and out.
     bwd += 2 * tokens * (a.hidden + a.intermediate) * p.act.hidden_bytes
     return {"forward": fwd, "backward": bwd}
 
 
 def loss_mode(p: _Plan) -> tuple[str, int]:
-    """How engine.train computes the loss (see engine/loss.py), and its chunk size in tokens.
+    """How engine.training computes the loss (see engine/training/loss.py), and its chunk size in tokens.
     ``standard``: the model's own cross-entropy over full fp32 logits; ``chunked``/``liger``:
     from the hidden states, one chunk of logits at a time."""
     cfg = p.cfg
     requested = getattr(cfg.train, "loss_impl", "standard")
     if requested == "standard" or p.prompt_based:
         return "standard", 0
-    try:
-        from engine.loss import PLAIN_HEAD_MODEL_TYPES, auto_chunk_tokens, resolve_loss_impl
-    except ImportError:
-        return "standard", 0
-    heads = ("lm_head", "embed_out", "output_layer")
-    m = cfg.method
-    touched = list(getattr(m, "modules_to_save", None) or [])
-    tm = getattr(m, "target_modules", None)
-    if isinstance(tm, list):
-        touched += tm
-    if p.arch.model_type not in PLAIN_HEAD_MODEL_TYPES or any(t in heads for t in touched):
+    # A wrapped head (LoRA on lm_head, modules_to_save) is not the plain linear layer the chunked
+    # loss multiplies with.
+    if p.arch.model_type not in PLAIN_HEAD_MODEL_TYPES or p.spec.head(cfg.method) == "wrapped":
         return "standard", 0
     impl = resolve_loss_impl(requested, "cuda")
     chunk = getattr(cfg.train, "loss_chunk_tokens", 0) or auto_chunk_tokens(p.arch.vocab)
@@ -289,7 +279,7 @@ def logits_bytes(p: _Plan, rows: int, pred: dict) -> int:
     # into a new tensor. A trainable head adds its fp32 gradient.
     hb = p.act.hidden_bytes
     chunk = min(chunk, rows)
-    head_trains = p.cfg.method.name == "full"
+    head_trains = p.spec.head(p.cfg.method) == "trained"
     grad_w = a.vocab * a.hidden * 4 if head_trains else 0
     fwd = rows * a.hidden * hb + chunk * a.vocab * (p.dtype_bytes + 4) + grad_w
     bwd = 2 * rows * a.hidden * hb + 2 * grad_w
@@ -307,10 +297,12 @@ def eval_logits_bytes(p: _Plan, rows: int) -> int:
     return int(rows * p.arch.vocab * (p.dtype_bytes + upcast + 4))
 
 
-def breakdown(p: _Plan, batch: int, seq: int) -> dict:
-    """All figures for one (batch, seq): phases, the peak phase's components, sizes."""
-    from engine.estimate.activations import Shape
-
+def breakdown(p: _Plan, batch: int, seq: int, layout: sharding.Layout | None = None) -> dict:
+    """All figures for one (batch, seq): phases, the peak phase's components, sizes; per rank
+    under ``layout`` (several processes: engine.estimate.sharding), with ``resident`` (what the
+    rank keeps between steps) and ``cpu_offloaded``."""
+    if layout is not None and layout.kind != "single":
+        return _breakdown_sharded(p, layout, batch, seq)
     a, info, cfg = p.arch, p.params, p.cfg
     shape = Shape(a.hidden, a.intermediate, a.heads, a.kv_heads, a.head_dim, a.vocab, a.layers)
     pred = p.act.predict(shape, batch, seq, p.virtual)
@@ -372,7 +364,103 @@ def breakdown(p: _Plan, batch: int, seq: int) -> dict:
             "device_total": reserved + comp["cuda_context"] + comp["runtime"] + opt_out,
             "phases": {k: int(v) for k, v in
                                                                               phases.items()},
-            "peak_phase": peak_phase, "sizes": {k: int(v) for k, v in sizes.items()}, "positions": T}
+            "peak_phase": peak_phase, "sizes": {k: int(v) for k, v in sizes.items()}, "positions": T,
+            "resident": sharding.resident(sizes_of(p), sharding.Layout("single")), "cpu_offloaded": 0}
+
+
+def sizes_of(p: _Plan) -> sharding.Sizes:
+    """The figures engine.estimate.sharding divides between ranks."""
+    opt_in, opt_out, opt_temp = optimizer_bytes(p)
+    info = p.params
+    return sharding.Sizes(frozen=frozen_weight_bytes(p), trainable=sum(n * e for n, e, _ in info.trainable),
+                          trainable_elements=sum(n for n, _, _ in info.trainable), optimizer_inside=opt_in,
+                          optimizer_outside=opt_out, optimizer_temp=opt_temp, dtype_bytes=p.dtype_bytes,
+                          vocab=p.arch.vocab, hidden=p.arch.hidden, layers=p.arch.layers, tied=bool(info.tied))
+
+
+def _breakdown_sharded(p: _Plan, lay: sharding.Layout, batch: int, seq: int) -> dict:
+    """breakdown() per rank of a several-process run: the resident state and the gathered units
+    from engine.estimate.sharding; activations, logits and autograd's transients as on one GPU
+    (each rank runs its own per-device batch through whole layers)."""
+    a, cfg = p.arch, p.cfg
+    shape = Shape(a.hidden, a.intermediate, a.heads, a.kv_heads, a.head_dim, a.vocab, a.layers)
+    pred = p.act.predict(shape, batch, seq, p.virtual)
+    z = sizes_of(p)
+    res = sharding.resident(z, lay)
+    T = pred["positions"]
+    logit_rows = batch * T if not p.act.packed else T
+    logits = logits_bytes(p, logit_rows, pred)
+    tr = transients(p, batch, seq)
+    gc = bool(cfg.train.gradient_checkpointing)
+    acts = (pred["checkpointed"] + pred["outside"]) if gc else (pred["layers"] + pred["outside"])
+    work_fwd, work_bwd = sharding.working_set(z, lay)
+    grads = res["gradients"]
+    accum = grads if cfg.train.grad_accum > 1 else 0
+    static = res["parameters"] + res["optimizer_states"]
+    s = max(1, lay.shard_group if lay.kind != "ddp" else 1)
+    step_temp = 0 if (lay.cpu_offload or lay.offload_optimizer) else z.optimizer_temp // s
+    phases = {
+        "loss": static + accum + acts + max(logits, tr["forward"]) + work_fwd,
+        "backward": static + grads + acts + tr["backward"] + (pred["per_layer"] if gc else 0) + work_bwd,
+        "step": static + grads + step_temp,
+    }
+    eval_logits = eval_logits_bytes(p, logit_rows)
+    if eval_logits:
+        phases["eval"] = static + eval_logits + work_fwd
+    peak_phase = max(phases, key=phases.get)
+    comp = dict.fromkeys(COMPONENTS, 0)
+    comp.update(frozen_weights=res["parameters"], optimizer_states=res["optimizer_states"])
+    if peak_phase == "loss":
+        comp.update(gradients=accum, activations=acts, transient=work_fwd)
+        comp["logits_loss" if logits >= tr["forward"] else "transient"] += max(logits, tr["forward"])
+    elif peak_phase == "backward":
+        comp.update(gradients=grads, activations=acts + (pred["per_layer"] if gc else 0),
+                    transient=tr["backward"] + work_bwd)
+    elif peak_phase == "eval":
+        comp.update(logits_loss=eval_logits, transient=work_fwd)
+    else:
+        comp.update(gradients=grads, transient=step_temp)
+    allocated = phases[peak_phase]
+    dynamic = allocated - static
+    if p.cpu:
+        overhead = int(FRAG_CPU * dynamic)
+        comp["runtime"] = RUNTIME_CPU
+    else:
+        overhead = int(FRAG_DYNAMIC * dynamic + FRAG_STATIC * static + FRAG_FIXED)
+        uses_bnb = bool(p.quant) or cfg.train.optimizer in ("adamw_8bit", "paged_adamw_8bit")
+        comp["cuda_context"] = CUDA_CONTEXT + (BNB_CONTEXT if uses_bnb else 0) + sharding.COMM_BUFFERS
+    comp["allocator_overhead"] = overhead
+    comp["outside_allocator"] = res["optimizer_outside"]
+    comp = {k: int(v) for k, v in comp.items()}
+    reserved = int(allocated) + overhead
+    return {"components": comp, "peak_allocated": int(allocated), "peak_reserved": reserved,
+            "device_total": reserved + comp["cuda_context"] + comp["runtime"] + res["optimizer_outside"],
+            "phases": {k: int(v) for k, v in phases.items()}, "peak_phase": peak_phase,
+            "sizes": {"frozen_weights": res["parameters"], "gradients": grads,
+                      "optimizer_states": res["optimizer_states"], "activations": int(acts),
+                      "logits_loss": int(logits), "transient": int(max(work_fwd, work_bwd))},
+            "positions": T, "resident": res, "cpu_offloaded": res["cpu_offloaded"]}
+
+
+def fitting(p: _Plan, gpu: Gpu, batch: int, seq: int, counts=sharding.CANDIDATE_COUNTS) -> list[dict]:
+    """For a configuration one GPU cannot hold: the fewest GPUs (of ``counts``) on which a
+    layout without offload fits, and before that the fewest on which CPU offload fits, each as
+    {"layout", "label", "gpus", "per_gpu", "text"}. Empty when nothing up to the largest
+    count fits."""
+    out: list[dict] = []
+    for n in counts:
+        for lay in sharding.candidates(n):
+            if lay.offloads and any(o["layout"].offloads for o in out):
+                continue    # offload already fits on fewer GPUs
+            total = breakdown(p, batch, seq, lay)["device_total"]
+            if total <= gpu.total_bytes:
+                out.append({"layout": lay, "label": lay.label, "gpus": n, "per_gpu": total,
+                            "text": f"{lay.label} over {n} × {sharding.size_text(gpu.total_bytes)}: "
+                                    f"{total / GiB:.1f} GB each"})
+                if not lay.offloads:
+                    return out
+                break
+    return out
 
 
 # ---- verdict -----------------------------------------------------------------------------------
@@ -431,16 +519,13 @@ def suggestions(p: _Plan, batch: int, seq: int, gpu: Gpu, total: int) -> list[st
     if cfg.train.optimizer == "adamw_torch" and sum(n for n, _, _ in p.params.trainable) > 0 and not p.cpu:
         out.append((saving(train__optimizer="paged_adamw_8bit"),
                     "keep optimizer state in 8 bits (train.optimizer: adamw_8bit or paged_adamw_8bit)"))
-    if not p.quant and cfg.method.name in ("lora", "dora") and not p.cpu:   # bitsandbytes 4-bit needs a GPU
-        from engine.estimate.quantsim import quantized_weight_bytes
-
+    variant = p.spec.quantized_variant
+    if not p.quant and variant and not p.cpu:   # bitsandbytes 4-bit needs a GPU
         nf4 = sum(quantized_weight_bytes(r, c, "nf4", True) for r, c, _ in p.params.frozen_linear)
         saved = p.params.frozen_bytes - nf4 - p.params.frozen_other * (4 - p.dtype_bytes)
-        out.append((saved, "load the base in 4 bits (method.name: qlora); activations then run partly "
+        out.append((saved, f"load the base in 4 bits (method.name: {variant}); activations then run partly "
                            "in fp32, so re-estimate"))
-    if cfg.method.name == "dora" and cfg.method.dropout > 0:
-        out.append((0, "DoRA with dropout keeps an fp32 copy of every adapted weight for backward; "
-                       "method.dropout: 0 avoids it"))
+    out += [(0, text) for text in p.spec.memory_suggestions(cfg.method)]
     out.sort(key=lambda x: -x[0])
     lines = []
     for s, text in out:
@@ -452,7 +537,7 @@ def suggestions(p: _Plan, batch: int, seq: int, gpu: Gpu, total: int) -> list[st
 
 def resolve_gpu(gpu: str | Gpu | None) -> Gpu | None:
     """A Gpu to judge against. None / "auto": this machine — its GPU, or without one its CPU and
-    RAM, where engine.train then runs."""
+    RAM, where engine.training then runs."""
     if isinstance(gpu, Gpu):
         return gpu
     if gpu is None or str(gpu).strip().lower() in ("", "auto", "detect"):
@@ -464,17 +549,15 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
     """Predict the peak GPU memory of training ``cfg``, by component, against ``gpu`` (a name or
     size such as ``"24GB"``/``"A100-80GB"``; None: the GPU in this machine, if any).
 
-    ``autocast`` (default: what engine.train does, i.e. on for half-precision weights) lets the
+    ``autocast`` (default: what engine.training does, i.e. on for half-precision weights) lets the
     accuracy harness model other training loops, such as peft's benchmark without AMP."""
-    from engine.estimate import sharding
-
     g = resolve_gpu(gpu)
     p = plan(cfg, g, autocast)
     batch, seq = cfg.train.batch_size, cfg.data.max_length
     lay = sharding.layout_of(cfg.train.distributed)
 
     def per_rank(b_: int, s_: int) -> dict:
-        return sharding.breakdown(p, lay, b_, s_)
+        return breakdown(p, b_, s_, lay)
 
     b = per_rank(batch, seq)
     notes = list(p.notes)
@@ -483,13 +566,13 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
                      f"{batch} (effective batch × {lay.processes})")
         if b["cpu_offloaded"]:
             notes.append(f"{b['cpu_offloaded'] / GiB:.1f} GiB per process kept in CPU memory (offload)")
-    if p.prompt_based and cfg.train.packing:
+    if not p.spec.can_pack and cfg.train.packing:
         notes.append("prompt-based methods cannot pack examples; estimated with padded batches")
-    if p.virtual and cfg.method.name != "prefix_tuning":
+    if p.virtual and p.spec.prompt == "input":
         notes.append(f"{p.virtual} virtual tokens lengthen every sequence to {b['positions']} positions")
     elif p.virtual:
-        notes.append(f"prefix tuning adds {p.virtual} key/value positions in every layer")
-    if cfg.train.packing and not p.prompt_based:
+        notes.append(f"{p.spec.title.lower()} adds {p.virtual} key/value positions in every layer")
+    if cfg.train.packing and p.spec.can_pack:
         notes.append(f"packing: each step is one row of batch × max_length = {batch * seq} tokens")
     mode, chunk = loss_mode(p)
     if mode != "standard":
@@ -517,6 +600,6 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
                 est.suggestions = suggestions(p, batch, seq, g, b["device_total"])
             if not p.cpu:
                 # Which strategy and how many GPUs of this kind would hold it.
-                est.sharding_options = [o["text"] for o in sharding.fitting(p, g, batch, seq)]
+                est.sharding_options = [o["text"] for o in fitting(p, g, batch, seq)]
                 est.suggestions += [f"spread it over GPUs: {t} (train.distributed)" for t in est.sharding_options]
     return est

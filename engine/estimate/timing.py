@@ -3,11 +3,11 @@
 Memory can be predicted from config.json; speed cannot (kernels, clocks, drivers, CPU threads
 all matter), so we measure. The probe prepares the run's data as training does (a sample of a
 big set), plans the run's steps and tokens from the examples' real lengths
-(``engine.estimate.workload``), builds the model through ``engine.build`` — the same attention
+(``engine.estimate.workload``), builds the model through ``engine.training.build`` — the same attention
 kernel, loss and dtypes as the run — and times real micro-batches of the run (the 25th, 50th and
 75th percentile by tokens) after a warm-up, and the optimizer step on its own. The run's time is
 then its tokens at the measured rate plus its steps' optimizer time, plus evaluation and
-start-up. During training the ETA is refined from live step times (engine.train).
+start-up. During training the ETA is refined from live step times (engine.training).
 
 Without readable data (an estimate from a bare config.json) every step is assumed to hold
 batch × max_length tokens and the result says so.
@@ -20,7 +20,12 @@ import json
 import time
 from pathlib import Path
 
-from engine.config import ConfigError
+from engine.data import DataError, make_collator, prepare_data
+from engine.errors import ConfigError
+from engine.estimate.workload import FULL_ROW, PER_EXAMPLE, _micro_figures, attention_alpha, plan_workload
+from engine.methods import get_method
+from engine.models import load_tokenizer, resolve_source
+from engine.training.build import build_for_training
 
 SAMPLE_EXAMPLES = 20_000   # examples tokenized to learn the length distribution of a big set
 QUANTILES = (0.25, 0.5, 0.75)
@@ -85,9 +90,6 @@ def _optimizer(cfg, params):
 def _prepared(cfg, spec, progress):
     """(tokenizer, PreparedData, examples the run trains on) — or (tokenizer, None, None) when the
     data cannot be read; the probe then falls back to full-length synthetic batches."""
-    from engine.data import DataError, prepare_data
-    from engine.models import load_tokenizer
-
     tok = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
     data_cfg = copy.deepcopy(cfg.data)
     cap = data_cfg.max_examples if data_cfg.max_examples and data_cfg.max_examples > 0 else None
@@ -109,8 +111,6 @@ def _synthetic(cfg, packed, vocab, virtual, attention, alpha):
     """Full-length examples, batch_size of them a micro-batch: what the run is at most (no data
     to go by)."""
     import torch
-
-    from engine.estimate.workload import plan_workload
 
     b, L = cfg.train.batch_size, cfg.data.max_length
     n = count_examples(cfg.data) or b * cfg.train.grad_accum
@@ -137,20 +137,14 @@ def probe_time(cfg, steps: int = 3, device: str | None = None, progress=None,
     importing torch and transformers as a run's does (the CLI passes it)."""
     import torch
 
-    from engine.build import build_for_training
-    from engine.data import make_collator
-    from engine.estimate.workload import FULL_ROW, PER_EXAMPLE, attention_alpha, plan_workload
-    from engine.methods import get_method
-    from engine.models import resolve_source
-
     if steps < 1:
         raise ConfigError("steps", "must be ≥ 1", steps)
     cfg.validate()
     progress = progress or (lambda msg: None)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     spec = get_method(cfg.method.name)
-    packed = bool(cfg.train.packing) and not spec.prompt_based
-    virtual = spec.virtual_tokens(cfg.method) if cfg.method.name != "prefix_tuning" else 0
+    packed = bool(cfg.train.packing) and spec.can_pack
+    virtual = spec.input_tokens(cfg.method)   # positions added to every sequence (not key/value prefixes)
 
     imports_s = max(0.0, time.time() - process_start) if process_start else 0.0
     t0 = time.perf_counter()
@@ -251,8 +245,6 @@ def _eval_seconds(model, eval_examples, collate, cfg, packed, virtual, device, d
     """One evaluation pass: forward only with full logits (the Trainer's eval path), timed on one
     batch and scaled by tokens."""
     import torch
-
-    from engine.estimate.workload import FULL_ROW, _micro_figures
 
     b = cfg.train.batch_size
     lengths = [len(e["input_ids"]) for e in eval_examples]

@@ -17,6 +17,9 @@ import copy
 import weakref
 from dataclasses import dataclass, field
 
+from engine.methods import apply_method, effective_quantization
+from engine.models.quant import quantize_in_place
+
 
 @dataclass
 class TraceResult:
@@ -129,17 +132,13 @@ def build_model(hf_config, run_cfg, dtype, attn: str | None, quantized: bool = F
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine.methods import apply_method
-
     kwargs = {"dtype": dtype}
     if attn:
         kwargs["attn_implementation"] = attn
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(copy.deepcopy(hf_config), **kwargs)
     if quantized:
-        from engine.estimate.quantsim import quantize_in_place
-
-        quantize_in_place(model, run_cfg, dtype)
+        quantize_in_place(model, effective_quantization(run_cfg), run_cfg.model.double_quant, dtype)
     model = apply_method(model, run_cfg)
     if run_cfg.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

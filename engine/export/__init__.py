@@ -2,7 +2,7 @@
 
 Every output is a folder written atomically (a temporary sibling renamed into place), so an
 export that fails — a read-only or full disk, a bad adapter — leaves no half-written folder.
-Errors meant for the user are ExportError (a ValueError) with a plain message.
+Errors meant for the user are ExportError (an engine.errors.UserError) with a plain message.
 
     export_adapter(run_dir, out)                       standard peft folder + README model card
     export_merged(run_dir, out, dtype="bfloat16")      full safetensors model folder

@@ -25,7 +25,7 @@ def _copy_model_folder(src: Path, dst: Path) -> None:
 def _copy_adapter_weights(src: Path, dst: Path) -> None:
     import shutil
 
-    from engine.methods.saved import is_model_folder
+    from engine.methods.storage import is_model_folder
 
     if not (src / "adapter_config.json").exists() and is_model_folder(src):
         _copy_model_folder(src, dst)

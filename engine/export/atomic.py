@@ -11,19 +11,18 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from engine.atomic import swap_into_place, temp_dir_beside
+from engine.errors import UserError
+
 _WRITE_ERRORS = (errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT)
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export cannot be done; the message is meant for the user (CLI and studio show it as is)."""
-
-    user_facing = True  # studio.messages.plain_message shows such messages verbatim
 
 
 def describe_os_error(e: OSError, target: Path) -> str:
@@ -51,20 +50,12 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
         raise ExportError(f"{target} already exists and is not empty. Choose another folder or allow "
                           "overwriting (--force).")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        tmp = temp_dir_beside(target)
     except OSError as e:
         raise ExportError(describe_os_error(e, target)) from None
     try:
         yield tmp
-        old = None
-        if target.exists():
-            # Swap, don't delete-then-rename: at no moment is there no complete folder.
-            old = target.with_name(f".{target.name}.old-{int(time.time() * 1000)}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, target)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno in _WRITE_ERRORS:

@@ -37,7 +37,7 @@ def merged_model(info: RunInfo, which: str | None = None, dtype: str = "auto",
     """(merged transformers model, tokenizer, adapter path, dtype name) in memory."""
     from engine.config import ConfigError
     from engine.export.loading import native_dtype
-    from engine.methods.saved import load_trained, merge_trained
+    from engine.methods.storage import load_trained, merge_trained
 
     if not info.gives_full_model:
         raise ExportError(cannot_merge_message(info))
@@ -47,10 +47,10 @@ def merged_model(info: RunInfo, which: str | None = None, dtype: str = "auto",
     if dtype == "auto":
         dtype = native_dtype(info)
     if spec.saves_full_model:
-        from engine.methods.full import load_folder
+        from engine.methods.storage import load_model_folder
 
         progress(f"Loading the fine-tuned model ({dtype})", None, None)
-        merged = load_folder(src, dtype, device)
+        merged = load_model_folder(src, dtype, device)
     else:
         progress(f"Loading the base model ({dtype})", None, None)
         base = load_base(info, dtype, quantized=False, device=device)

@@ -1,6 +1,6 @@
 """What an export or the playground needs to know about a run directory.
 
-A run directory (written by engine.train) holds ``run.yaml``, ``events.jsonl``, the final
+A run directory (written by engine.training) holds ``run.yaml``, ``events.jsonl``, the final
 ``adapter/`` and ``checkpoints/checkpoint-N/``. A bare adapter folder is accepted too
 (``adapter_config.json`` only, peft's or ours): its base model and method are read from the
 adapter config, so ``peft-studio export some/adapter --merge`` works on adapters trained
@@ -42,7 +42,7 @@ class RunInfo:
     def saved_method(self, saved_dir: Path):
         """The method that wrote ``saved_dir`` (it may differ from run.yaml's: qlora saves lora)."""
         from engine.methods import get_method
-        from engine.methods.saved import method_of
+        from engine.methods.storage import method_of
 
         return get_method(method_of(saved_dir) or self.config.method.name)
 
@@ -96,7 +96,7 @@ def _step(p: Path) -> int:
 
 def _has_adapter(p: Path) -> bool:
     """An adapter folder, or the complete model folder a full fine-tune saves instead."""
-    from engine.methods.saved import is_model_folder
+    from engine.methods.storage import is_model_folder
 
     return (p / ADAPTER_CONFIG).exists() or is_model_folder(p)
 
@@ -133,7 +133,7 @@ def _metrics_from_events(run_dir: Path) -> tuple[dict, str | None]:
 def config_from_adapter(adapter_dir: Path) -> RunConfig:
     """A RunConfig describing a bare adapter folder (base model and method from its config), or
     a bare full fine-tune's model folder (which is its own base)."""
-    from engine.methods.saved import STUDIO_KEY, is_model_folder, method_of
+    from engine.methods.storage import STUDIO_KEY, is_model_folder, method_of
 
     if not (adapter_dir / ADAPTER_CONFIG).exists() and is_model_folder(adapter_dir):
         return RunConfig.from_dict({"model": {"name_or_path": str(adapter_dir)}, "method": {"name": "full"},
@@ -153,7 +153,7 @@ def config_from_adapter(adapter_dir: Path) -> RunConfig:
                           "(base_model_name_or_path); pass the base explicitly.")
     method_fields = {"name": method}
     if STUDIO_KEY in ac:  # our own formats keep the method's parameters: the model card shows them
-        from engine.methods.params import PARAMS
+        from engine.methods import PARAMS
 
         known = set(PARAMS[method].__dataclass_fields__)
         method_fields.update({k: v for k, v in (ac.get("params") or {}).items() if k in known})

@@ -1,6 +1,6 @@
 """Run folders for tests and benchmarks of export and the playground, in a second.
 
-``make_adapter_run`` builds a run folder as engine.train would leave it (run.yaml, events.jsonl,
+``make_adapter_run`` builds a run folder as engine.training would leave it (run.yaml, events.jsonl,
 adapter/, checkpoints/checkpoint-N/) without training: the method is applied with the real
 method builders, then its trainable parameters are pushed away from their initial values
 (LoRA's B starts at zero, IA³'s vectors at one: an untrained adapter is invisible), so every
@@ -44,7 +44,7 @@ def run_config(base_dir, run_dir, method: str = "lora", **method_fields):
         m.target_modules = "auto"
     if hasattr(m, "dropout"):
         m.dropout = 0.0
-    if hasattr(m, "init") and method == "prompt_tuning":
+    if getattr(m, "init", None) == "text":  # a soft prompt from text: random is enough here
         m.init = "random"
     if hasattr(m, "num_virtual_tokens"):
         m.num_virtual_tokens = 4
@@ -70,9 +70,8 @@ def make_adapter_run(run_dir, base_dir, method: str = "lora", seed: int = 0, che
 
     from engine.events import JsonlSink, make_event
     from engine.methods import apply_method, effective_quantization, get_method
-    from engine.methods.saved import saveable
+    from engine.methods.storage import save_adapter_atomic, saveable
     from engine.models import load_model, load_tokenizer
-    from engine.train import save_adapter_atomic
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +84,7 @@ def make_adapter_run(run_dir, base_dir, method: str = "lora", seed: int = 0, che
     quant = effective_quantization(cfg)
     model = load_model(cfg.model, quantization=quant or None, device="cpu")
     model = apply_method(model, cfg, tokenizer_path=str(base_dir))
-    saving = saveable(model, get_method(method))  # as engine.train saves: BitFit its biases, full the model
+    saving = saveable(model, get_method(method))  # as engine.training saves: BitFit its biases, full the model
     sink = JsonlSink(run_dir / "events.jsonl")
     sink.emit(make_event("started", total_steps=cfg.train.max_steps, method=method, train_examples=22,
                          eval_examples=2))

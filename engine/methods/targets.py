@@ -1,6 +1,16 @@
-"""Per-architecture default target modules (what `target_modules: auto` means)."""
+"""Which modules a method adapts: per-architecture defaults (what `target_modules: auto` means),
+resolving a run file's ``target_modules`` against a model, and the candidates the studio offers."""
 
 from __future__ import annotations
+
+from engine.errors import ConfigError
+from engine.methods.spec import TARGET_KINDS
+from engine.models import linear_module_names
+
+__all__ = ["TARGET_HELP", "TARGET_KINDS", "default_targets", "ia3_targets", "resolve_targets", "target_candidates"]
+
+TARGET_HELP = ("Which linear layers get adapters: `auto` (attention + MLP projections detected for the "
+               "architecture), `all-linear`, or a list of module names such as [q_proj, v_proj].")
 
 ATTN = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]
@@ -45,8 +55,21 @@ def ia3_targets(model_type: str, linear_names: list[str]) -> tuple[list[str], li
                      "method.target_modules and method.feedforward_modules")
 
 
-# What a method's ``target_modules`` names (MethodSpec.target_kind), and what the studio offers.
-TARGET_KINDS = ("linear", "norm", "embedding", "blocks")
+def resolve_targets(value, ctx, path: str = "method.target_modules") -> list[str] | str:
+    """A run file's ``target_modules`` (``auto``, ``all-linear`` or names) as peft takes it, checked
+    against the model's linear layers (``ctx``: a BuildContext); ConfigError naming ``path``."""
+    if value == "all-linear":
+        return "all-linear"
+    if value == "auto":
+        try:
+            return default_targets(ctx.model_type, ctx.linear_names)
+        except ValueError as e:
+            raise ConfigError(path, str(e)) from None
+    missing = [t for t in value if t not in ctx.linear_names]
+    if missing:
+        raise ConfigError(path, f"{', '.join(missing)} not found in this {ctx.model_type} model; its linear "
+                          "layers are", value, choices=ctx.linear_names)
+    return list(value)
 
 
 def target_candidates(model) -> dict[str, dict]:
@@ -54,8 +77,6 @@ def target_candidates(model) -> dict[str, dict]:
     read from a (meta-device) model. LN tuning targets normalisation layers, trainable tokens the
     embedding, ShadowPEFT whole decoder blocks (peft's auto wraps every one; there is no list)."""
     from torch import nn
-
-    from engine.models import linear_module_names
 
     norms, embeddings = [], []
     for name, module in model.named_modules():
@@ -70,10 +91,7 @@ def target_candidates(model) -> dict[str, dict]:
         linear_auto = default_targets(model_type, linear)
     except ValueError:
         linear_auto = []
-    try:
-        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING as LN
-    except ImportError:  # pragma: no cover - peft is a dependency
-        LN = {}  # noqa: N806
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING as LN
     norm_auto = [n for n in LN.get(model_type, norms) if n in norms] or norms
     emb = model.get_input_embeddings()
     emb_auto = [n.rsplit(".", 1)[-1] for n, m in model.named_modules() if m is emb][:1]

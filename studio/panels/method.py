@@ -19,8 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import RunConfig
-from engine.methods import get_method
-from engine.methods.params import PARAMS
+from engine.methods import PARAMS, get_method
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.widgets import fmt_bytes, fmt_count, muted
 from studio.workers import LatestJob

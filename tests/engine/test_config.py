@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.config import ConfigError, RunConfig
-from engine.methods.params import PARAMS
+from engine.methods import PARAMS
 
 
 def test_defaults_validate_and_round_trip(tmp_path):

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.config import ConfigError, RunConfig
+from engine.config import ConfigError, DistributedConfig, RunConfig
 from engine.distributed.accelerate_env import accelerate_config, strategy_env
-from engine.distributed.config import DistributedConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
 LAYERS = ["LlamaDecoderLayer"]
@@ -147,7 +146,7 @@ def test_cli_refuses_before_starting_anything(tmp_path, capsys):
 
 def test_train_refuses_a_multi_process_strategy_without_a_launcher(tiny_model_dir, tmp_path):
     from engine.events import ListSink
-    from engine.train import train
+    from engine.training import train
     from tests.engine.test_train import tiny_config
 
     cfg = tiny_config(tiny_model_dir, tmp_path)
@@ -184,8 +183,8 @@ def test_slurm_print_writes_a_script_bash_accepts(tmp_path, capsys):
 def test_estimate_per_gpu_under_each_strategy():
     from engine.estimate import estimate
     from engine.estimate.gpus import GiB, parse_gpu
-    from engine.estimate.memory import plan
-    from engine.estimate.sharding import Layout, breakdown, layout_of
+    from engine.estimate.memory import breakdown, plan
+    from engine.estimate.sharding import Layout, layout_of
 
     cfg = RunConfig.from_dict({"model": {"name_or_path": str(CONFIGS / "llama-3-8b")}, "method": {"name": "lora"},
                                "data": {"max_length": 1024},
@@ -193,7 +192,7 @@ def test_estimate_per_gpu_under_each_strategy():
     p = plan(cfg, parse_gpu("80GB"))
 
     def per_gpu(**d):
-        return breakdown(p, layout_of(dist(**d)), 1, 1024)
+        return breakdown(p, 1, 1024, layout_of(dist(**d)))
 
     one, ddp = per_gpu(), per_gpu(strategy="ddp", num_processes=4)
     fsdp = per_gpu(strategy="fsdp", num_processes=4)
@@ -213,8 +212,8 @@ def test_estimate_per_gpu_under_each_strategy():
     assert offload["device_total"] < fsdp["device_total"] < grad_op["device_total"]   # all gathered till backward
     assert zero2["resident"]["parameters"] > zero3["resident"]["parameters"] > 0
     assert zero3_off["resident"]["parameters"] == 0 and zero3_off["resident"]["optimizer_states"] == 0
-    hybrid = breakdown(p, layout_of(dist(strategy="fsdp", num_processes=16, num_machines=2,
-                                         fsdp={"sharding_strategy": "hybrid_shard"})), 1, 1024)
+    hybrid = breakdown(p, 1, 1024, layout_of(dist(strategy="fsdp", num_processes=16, num_machines=2,
+                                                  fsdp={"sharding_strategy": "hybrid_shard"})))
     assert hybrid["resident"]["parameters"] == params // 8       # sharded inside a node of 8
     assert Layout("fsdp", 16, 8).label == "FSDP (hybrid, sharded over 8 per node)"
     # estimate() reports the configured layout per GPU.

@@ -20,9 +20,9 @@ def _measure_and_predict(model_path, method="lora", batch=2, seq=48, packing=Tru
 
     from engine.config import RunConfig
     from engine.estimate.activations import Shape, fit_activation_model
-    from engine.estimate.arch import load_arch
     from engine.estimate.trace import trace_model
     from engine.methods import apply_method, get_method
+    from engine.models.arch import load_arch
 
     cfg = RunConfig.from_dict({"model": {"name_or_path": str(model_path)},
                                "method": {"name": method, **mkw}, "train": {"packing": packing}})
@@ -69,7 +69,7 @@ def test_fit_is_exact_for_lora():
 
     from engine.config import RunConfig
     from engine.estimate.activations import fit_activation_model
-    from engine.estimate.arch import load_arch
+    from engine.models.arch import load_arch
 
     cfg = RunConfig.from_dict({"model": {"name_or_path": str(CONFIGS / "llama-3-8b")}})
     am = fit_activation_model(load_arch(cfg.model), cfg, dtype=torch.bfloat16, attn=None,

@@ -110,8 +110,8 @@ def test_gemma_head_dim_differs_from_hidden_over_heads():
 
 
 def test_tied_embeddings_counted_once():
-    from engine.estimate.arch import load_arch
     from engine.estimate.counts import count_params_for
+    from engine.models.arch import load_arch
 
     info = count_params_for(load_arch(_cfg("qwen2.5-0.5b").model), _cfg("qwen2.5-0.5b"))
     assert info.tied and info.total_params == PUBLISHED["qwen2.5-0.5b"]
@@ -151,9 +151,10 @@ def test_weight_derived_tuners_count_on_meta_as_a_real_build(method, params, mod
     from transformers import AutoModelForCausalLM
 
     from engine.config import RunConfig
-    from engine.estimate.arch import load_arch
-    from engine.estimate.counts import count_params_for, unique_params
+    from engine.estimate.counts import count_params_for
     from engine.methods import apply_method
+    from engine.models import unique_params
+    from engine.models.arch import load_arch
 
     model_dir = request.getfixturevalue(model)
     cfg = RunConfig.from_dict({"model": {"name_or_path": str(model_dir)}, "method": {"name": method, **params}})

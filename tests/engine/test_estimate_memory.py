@@ -77,7 +77,7 @@ def test_chunked_loss_never_holds_full_logits():
 
 
 def test_qlora_weights_nf4_with_double_quant():
-    from engine.estimate.quantsim import quantized_weight_bytes
+    from engine.models.quant import quantized_weight_bytes
 
     q = _est("llama-3-8b", "qlora", train={"batch_size": 1}, data={"max_length": 512})
     lin = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336)
@@ -103,7 +103,7 @@ def test_verdicts_and_limits():
 
 
 def test_without_a_gpu_this_machine_means_its_cpu_and_ram():
-    """On the CPU engine.train loads `auto` weights in float32 and never autocasts, and the
+    """On the CPU engine.training loads `auto` weights in float32 and never autocasts, and the
     figure is the process's RAM: no CUDA context, the runtime instead, judged against RAM."""
     import psutil
     import torch
@@ -178,7 +178,7 @@ def small_qwen(tmp_path_factory):
 @pytest.mark.parametrize("method", _registered())
 def test_every_registered_method_estimates(method, quick_fits, small_qwen):
     from engine.config import ConfigError
-    from engine.methods.params import PARAMS
+    from engine.methods import PARAMS
 
     mkw, train = _NEEDS.get(method, ({}, {}))
     mkw = {k: v for k, v in mkw.items() if k in {f for f in PARAMS[method].__dataclass_fields__}}

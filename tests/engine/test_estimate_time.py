@@ -97,7 +97,7 @@ def test_the_workload_matches_what_the_trainer_counts_step_by_step(tiny_model_di
     from engine.estimate.workload import epoch_order
     from engine.events import ListSink
     from engine.models import load_tokenizer
-    from engine.train import train
+    from engine.training import train
 
     cfg = tiny_run(tiny_model_dir, tmp_path, max_steps=-1, epochs=2, grad_accum=3)
     data = prepare_data(cfg.data, load_tokenizer(str(tiny_model_dir)), seed=cfg.train.seed)
@@ -175,8 +175,8 @@ def test_alpha_from_a_real_config():
 # ---- the probe ---------------------------------------------------------------------------------
 
 def test_probe_times_the_runs_own_batches_through_the_training_loss(tiny_model_dir, tmp_path, monkeypatch):
-    from engine import loss as loss_mod
     from engine.estimate.timing import probe_time
+    from engine.training import loss as loss_mod
 
     calls = []
     real_call = loss_mod.LinearCrossEntropyLoss.__call__

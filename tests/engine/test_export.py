@@ -355,7 +355,7 @@ def own_format_run(tiny_model_dir, tiny_model_bias, tmp_path_factory):
 
 
 def tuned_reference(base_dir, saved_dir):
-    from engine.methods.saved import load_trained
+    from engine.methods.storage import load_trained
 
     return logits(load_trained(fresh_base(base_dir), saved_dir))
 
@@ -364,7 +364,7 @@ def tuned_reference(base_dir, saved_dir):
 def test_own_format_runs_export_reload_and_merge(method, own_format_run, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from engine.methods.saved import load_trained, method_of
+    from engine.methods.storage import load_trained, method_of
 
     run, base = own_format_run(method)
     info = load_run(run)
@@ -409,7 +409,7 @@ def test_a_bare_own_format_adapter_folder_is_understood(own_format_run, tmp_path
 
 
 def test_own_format_adapter_on_the_wrong_base_is_a_clear_error(own_format_run, tiny_model_dir, tmp_path):
-    from engine.methods.saved import read_meta
+    from engine.methods.storage import read_meta
 
     run, _ = own_format_run("bitfit")  # biases that the bias-free tiny model does not have
     folder = tmp_path / "moved"

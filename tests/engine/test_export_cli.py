@@ -15,10 +15,10 @@ IDS = torch.tensor([[1, 5, 9, 14, 20, 3, 7, 42]])
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_model_dir, tmp_path_factory):
-    """A real engine.train run (a few steps), so exports see real events and checkpoints."""
+    """A real engine.training run (a few steps), so exports see real events and checkpoints."""
     import os
 
-    from engine.train import train
+    from engine.training import train
 
     root = tmp_path_factory.mktemp("trained")
     old = os.environ.get("PEFT_STUDIO_HOME")

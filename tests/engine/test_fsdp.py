@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine.events import ListSink
-from engine.train import train
+from engine.training import train
 from tests.engine.test_train import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""THE method matrix: every registered method, on a tiny offline model, through engine.train.train.
+"""THE method matrix: every registered method, on a tiny offline model, through engine.training.train.
 
 For each method: it builds, trains ≥ 10 steps with falling loss, saves, reloads onto a fresh base
 to the logits the trained model had in memory, and, where it can merge, merges to a plain model
@@ -15,8 +15,7 @@ import pytest
 
 from engine.config import RunConfig
 from engine.events import ListSink
-from engine.methods import get_method, registered
-from engine.methods.params import PARAMS
+from engine.methods import PARAMS, get_method, registered
 
 STEPS = 12
 
@@ -90,9 +89,9 @@ def test_method_trains_saves_reloads_and_merges(name, request, data_file, tmp_pa
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import engine.train
-    from engine.methods.saved import load_trained, merge_trained
-    from engine.train import train
+    import engine.training.run
+    from engine.methods.storage import load_trained, merge_trained
+    from engine.training import train
 
     monkeypatch.setenv("PEFT_STUDIO_HOME", str(tmp_path / "home"))
     spec = get_method(name)
@@ -103,7 +102,7 @@ def test_method_trains_saves_reloads_and_merges(name, request, data_file, tmp_pa
 
     # The trained model's own logits, taken just before it is saved.
     seen = {}
-    original = engine.train.save_adapter_atomic
+    original = engine.training.run.save_adapter_atomic
 
     def capture(model, tokenizer, target, *a, **kw):
         inner = getattr(model, "model", model) if type(model).__name__ == "_Saver" else model
@@ -112,7 +111,7 @@ def test_method_trains_saves_reloads_and_merges(name, request, data_file, tmp_pa
             seen["logits"] = inner(input_ids=ids).logits.float()
         return original(model, tokenizer, target, *a, **kw)
 
-    monkeypatch.setattr(engine.train, "save_adapter_atomic", capture)
+    monkeypatch.setattr(engine.training.run, "save_adapter_atomic", capture)
     sink = ListSink()
     result = train(cfg, sinks=[sink])
     assert result.status == "finished", f"{name}: {result.error}"
@@ -158,7 +157,7 @@ def test_method_trains_saves_reloads_and_merges(name, request, data_file, tmp_pa
                                    "bitfit", "selective", "full", "bottleneck")])
 def test_parameter_count_for_every_method(name, request, tiny_model_dir, tiny_model_bias):
     """What the estimator and the studio's size box use: counted on the meta device, no weights."""
-    from engine.methods import count_params
+    from engine.estimate import count_params
 
     model_dir = tiny_model_bias if CASES.get(name, {}).get("model") == "tiny_model_bias" else tiny_model_dir
     cfg = matrix_config(name, model_dir, Path("unused.jsonl"), Path("unused"))

@@ -11,7 +11,7 @@ import pytest
 
 from engine.config import ConfigError, RunConfig
 from engine.methods import get_method, registered
-from engine.methods.params_more import NOT_OFFERED, PEFT_METHODS, UNAVAILABLE, peft_field_names
+from engine.methods.peft.catalog import NOT_OFFERED, PEFT_METHODS, UNAVAILABLE, peft_field_names
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,8 +39,8 @@ def test_generated_fields_match_peft_dataclass(name):
     import dataclasses
     import typing
 
-    from engine.methods.params import PARAMS
-    from engine.methods.peft_auto import peft_config_class
+    from engine.methods import PARAMS
+    from engine.methods.peft.tuners import peft_config_class
 
     m = PEFT_METHODS[name]
     real = peft_config_class(m)
@@ -75,7 +75,7 @@ def test_reading_a_run_file_with_a_peft_method_imports_neither_torch_nor_peft():
 
 def test_peft_field_values_reach_peft(tiny_model_dir):
     from engine.methods import preflight
-    from engine.methods.peft_auto import peft_config
+    from engine.methods.peft.tuners import peft_config
 
     cfg = cfg_for(tiny_model_dir, {"name": "loha", "r": 4, "alpha": 2, "target_modules": ["q_proj", "v_proj"],
                                    "layers_to_transform": [1]})
@@ -109,8 +109,8 @@ def test_adalora_schedule_continues_from_the_checkpoint_on_resume(tiny_model_dir
     from peft.tuners.adalora.model import AdaLoraModel
 
     from engine.events import CallbackSink, ListSink
-    from engine.methods.peft_auto import ADALORA_STATE
-    from engine.train import StopFlag, train
+    from engine.methods.peft.tuners import ADALORA_STATE
+    from engine.training import StopFlag, train
 
     seen: list[int] = []
     real = AdaLoraModel.update_and_allocate
@@ -165,12 +165,12 @@ def test_adalora_schedule_continues_from_the_checkpoint_on_resume(tiny_model_dir
 
 @pytest.fixture
 def no_weights(monkeypatch):
-    import engine.models
+    import engine.training.build
 
     def refuse(*a, **kw):
         raise AssertionError("weights were loaded before the bad combination was refused")
 
-    monkeypatch.setattr(engine.models, "load_model", refuse)
+    monkeypatch.setattr(engine.training.build, "load_model", refuse)
 
 
 def _config_only_model(path: Path, config) -> Path:
@@ -182,7 +182,7 @@ def _config_only_model(path: Path, config) -> Path:
 def test_bitfit_without_biases_fails_clearly_before_weights_load(tiny_model_dir, tmp_path, no_weights,
                                                                    monkeypatch):
     from engine.events import ListSink
-    from engine.train import train
+    from engine.training import train
 
     monkeypatch.setenv("PEFT_STUDIO_HOME", str(tmp_path / "home"))
     cfg = cfg_for(tiny_model_dir, {"name": "bitfit"})
@@ -241,7 +241,7 @@ def test_methods_that_need_a_module_the_architecture_lacks(tmp_path, no_weights)
 
 @pytest.mark.parametrize("name", [n for n in registered() if not get_method(n).can_merge])
 def test_a_merge_of_a_method_that_cannot_merge_is_refused_with_the_reason(name):
-    from engine.methods.saved import check_merge, merge_trained
+    from engine.methods.storage import check_merge, merge_trained
 
     spec = get_method(name)
     assert spec.merge_note, f"{name} cannot merge but does not say why"
@@ -278,7 +278,7 @@ def test_non_peft_methods_save_only_their_tensors_and_restore_them(method, prefi
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from engine.methods.saved import load_trained, method_of, saveable
+    from engine.methods.storage import load_trained, method_of, saveable
 
     _, model = _build(tiny_model_bias, method)
     _nudge(model)
@@ -308,7 +308,7 @@ def test_non_peft_methods_train_on_a_4bit_base(name, tiny_model_bias, tmp_path):
     import torch
 
     from engine.methods import apply_method
-    from engine.methods.saved import load_trained, saveable
+    from engine.methods.storage import load_trained, saveable
     from engine.models import load_model
 
     cfg = cfg_for(tiny_model_bias, {"name": name})
@@ -335,7 +335,7 @@ def test_non_peft_methods_train_on_a_4bit_base(name, tiny_model_bias, tmp_path):
 def test_a_partial_adapter_refuses_a_different_base(tiny_model_bias, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from engine.methods.saved import load_trained, saveable
+    from engine.methods.storage import load_trained, saveable
 
     _, model = _build(tiny_model_bias, {"name": "bitfit"})
     saveable(model, get_method("bitfit")).save_pretrained(tmp_path / "a")
@@ -347,8 +347,7 @@ def test_full_fine_tuning_saves_a_plain_model_folder(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine.methods.saved import method_of, saveable
-    from engine.train import save_adapter_atomic
+    from engine.methods.storage import method_of, save_adapter_atomic, saveable
 
     _, model = _build(tiny_model_dir, {"name": "full"})
     assert all(p.requires_grad for p in model.parameters())
@@ -368,8 +367,7 @@ def test_full_fine_tuning_saves_a_plain_model_folder(tiny_model_dir, tmp_path):
 # ---- selection rules ------------------------------------------------------------------------
 
 def test_selective_selection_rules():
-    from engine.methods.params_more import SelectiveParams
-    from engine.methods.selective import select
+    from engine.methods.families.selective import SelectiveParams, select
 
     names = ["model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"]
     for i in range(3):
@@ -386,7 +384,7 @@ def test_selective_selection_rules():
 
 
 def test_bottleneck_sites_across_architectures():
-    from engine.methods.bottleneck import sites
+    from engine.methods.families.bottleneck import sites
 
     gpt2 = ["transformer.h.0.attn.c_attn", "transformer.h.0.attn.c_proj", "transformer.h.0.mlp.c_fc",
             "transformer.h.0.mlp.c_proj"]

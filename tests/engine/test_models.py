@@ -82,7 +82,7 @@ def test_preflight_rejects_unknown_target_modules_before_loading(tiny_model_dir)
 
 
 def test_qlora_without_bitsandbytes_is_rejected_with_the_reason(tiny_model_dir, monkeypatch):
-    import engine.models as models
+    import engine.methods.apply as models  # where preflight looks bitsandbytes up
     from engine.methods import preflight
 
     monkeypatch.setattr(models, "check_bitsandbytes",
@@ -94,7 +94,7 @@ def test_qlora_without_bitsandbytes_is_rejected_with_the_reason(tiny_model_dir, 
 
 
 def test_auto_targets_per_architecture(tiny_model_dir):
-    from engine.models import inspect_model
+    from engine.inspect import inspect_model
 
     info = inspect_model(str(tiny_model_dir))
     assert info["default_targets"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
@@ -121,17 +121,17 @@ def test_loraplus_gives_b_matrices_a_higher_lr(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     from engine.methods import apply_method
-    from engine.train import _loraplus_optimizer
+    from engine.training.arguments import loraplus_optimizer
 
     cfg = _cfg(tiny_model_dir).with_overrides(["train.loraplus_lr_ratio=16", "train.lr=1e-4"])
     model = apply_method(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg)
-    opt = _loraplus_optimizer(model, cfg)
+    opt = loraplus_optimizer(model, cfg)
     lrs = {round(g["lr"], 10) for g in opt.param_groups if g["params"]}
     assert lrs == {1e-4, 16e-4}  # A matrices at lr, B matrices at 16 × lr
 
 
 def test_inspection_lists_target_modules_by_the_kind_each_method_adapts(tiny_model_dir):
-    from engine.models import inspect_model
+    from engine.inspect import inspect_model
 
     c = inspect_model(str(tiny_model_dir))["target_candidates"]
     assert c["linear"]["auto"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -142,7 +142,7 @@ def test_inspection_lists_target_modules_by_the_kind_each_method_adapts(tiny_mod
 
 
 def test_inspection_names_the_methods_the_architecture_cannot_take(tiny_model_dir, tiny_model_bias):
-    from engine.models import inspect_model
+    from engine.inspect import inspect_model
 
     problems = inspect_model(str(tiny_model_dir))["unavailable_methods"]
     assert "no bias parameters" in problems["bitfit"]

@@ -180,7 +180,7 @@ def test_methods_that_save_themselves_compare_against_the_true_base(method, fiel
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine.methods.saved import load_trained
+    from engine.methods.storage import load_trained
 
     base_dir = tiny_model_bias if method == "bitfit" else tiny_model_dir
     run = make_adapter_run(tmp_path / "run", base_dir, method, seed=2, checkpoints=(2,), scale=0.5, **fields)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.loss import auto_chunk_tokens, linear_cross_entropy_sum, resolve_loss_impl
+from engine.training.loss import auto_chunk_tokens, linear_cross_entropy_sum, resolve_loss_impl
 
 
 def _data(n=37, h=16, v=53, bias=True, seed=0):

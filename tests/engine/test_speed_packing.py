@@ -26,7 +26,7 @@ def lora_model(model_dir, attn: str):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from engine.speed import register_attention
+    from engine.models.attention import register_attention
 
     register_attention()
     m = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=attn, dtype=torch.float32)
@@ -97,7 +97,7 @@ def test_per_example_loss_and_adapter_gradients_packed_vs_unpacked(tiny_model_di
 
 @pytest.mark.parametrize("attn", ["sdpa_varlen", "sdpa"])
 def test_chunked_loss_on_packed_equals_standard_loss_on_padded(tiny_model_dir, tiny_tokenizer, examples, attn):
-    from engine.loss import make_loss
+    from engine.training.loss import make_loss
 
     model = lora_model(tiny_model_dir, attn)
     fast, note = make_loss(model, "chunked", 5, "cpu")  # a chunk of 5 tokens: many chunks
@@ -118,7 +118,7 @@ def test_chunked_loss_on_packed_equals_standard_loss_on_padded(tiny_model_dir, t
 def test_segment_bounds_follow_position_restarts():
     import torch
 
-    from engine.speed import segment_bounds
+    from engine.models.attention import segment_bounds
 
     pos = torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1, 2, 3]])
     assert segment_bounds(pos) == [[(0, 3), (3, 5), (5, 6), (6, 10)]]

@@ -6,7 +6,7 @@ import pytest
 
 from engine.config import RunConfig
 from engine.events import ListSink
-from engine.train import train
+from engine.training import train
 
 
 def tiny_config(model_dir, tmp_path, **train) -> RunConfig:
@@ -83,11 +83,11 @@ def test_new_fields_round_trip_and_validate(tmp_path):
 
 
 def test_torch_compile_reaches_the_trainer(tmp_path):
-    from engine.train import _training_args
+    from engine.training.arguments import training_args
 
     cfg = RunConfig().with_overrides(["train.torch_compile=true"])
-    assert _training_args(cfg, tmp_path, has_eval=False, packing=True).torch_compile is True
-    assert _training_args(RunConfig(), tmp_path, has_eval=False, packing=True).torch_compile is False
+    assert training_args(cfg, tmp_path, has_eval=False, packing=True).torch_compile is True
+    assert training_args(RunConfig(), tmp_path, has_eval=False, packing=True).torch_compile is False
 
 
 def test_frozen_embeddings_go_back_to_the_compute_dtype(tiny_model_dir):
@@ -96,7 +96,7 @@ def test_frozen_embeddings_go_back_to_the_compute_dtype(tiny_model_dir):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
-    from engine.speed import downcast_frozen_embeddings
+    from engine.training.speed import downcast_frozen_embeddings
 
     m = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
     m = prepare_model_for_kbit_training(m, use_gradient_checkpointing=False)

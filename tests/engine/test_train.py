@@ -13,7 +13,7 @@ import pytest
 
 from engine.config import RunConfig
 from engine.events import CallbackSink, ListSink, read_events
-from engine.train import StopFlag, hint_for, train
+from engine.training import StopFlag, hint_for, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -208,6 +208,40 @@ def test_missing_weights_fail_cleanly(tmp_path, tiny_model_dir):
     failed = sink.of("failed")[0]
     assert str(broken) in failed["error"] and "no weights" in failed["error"]
     assert "Traceback" not in failed["error"]
+
+
+def test_failed_event_keeps_a_traceback_only_for_our_own_faults(tiny_model_dir, tmp_path, monkeypatch):
+    """A UserError (here a DataError: no such file) is reported by its message alone; an unexpected
+    exception keeps its traceback for the bug report."""
+    import engine.training.run
+
+    cfg = tiny_config(tiny_model_dir, tmp_path)
+    cfg.data.path = str(tmp_path / "missing.jsonl")
+    sink = ListSink()
+    assert train(cfg, sinks=[sink]).status == "failed"
+    failed = sink.of("failed")[0]
+    assert "missing.jsonl" in failed["error"] and "traceback" not in failed
+
+    def boom(*a, **kw):
+        raise RuntimeError("boom inside the engine")
+
+    monkeypatch.setattr(engine.training.run, "build_for_training", boom)
+    (tmp_path / "second").mkdir()
+    cfg = tiny_config(tiny_model_dir, tmp_path / "second")
+    sink = ListSink()
+    assert train(cfg, sinks=[sink]).status == "failed"
+    failed = sink.of("failed")[0]
+    assert failed["error"] == "RuntimeError: boom inside the engine"
+    assert "Traceback" in failed["traceback"] and "boom inside the engine" in failed["traceback"]
+
+
+def test_cli_prints_any_user_error_plainly_with_exit_2(tmp_path, capsys):
+    """ConfigError, ModelError, DataError and ExportError all derive from UserError: one message, exit 2."""
+    from engine.cli import main
+
+    assert main(["inspect", str(tmp_path / "no-such-model")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "does not exist" in err and "Traceback" not in err
 
 
 def test_cli_reports_bad_run_file_without_traceback(tmp_path):

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def test_qlora_trains_on_cuda_with_a_4bit_base(tiny_model_dir, tmp_path):
     from engine.events import ListSink
-    from engine.train import train
+    from engine.training import train
     from tests.engine.test_train import tiny_config
 
     cfg = tiny_config(tiny_model_dir, tmp_path)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from engine.config import DataConfig, RunConfig, TrainConfig
-from engine.methods.params import PARAMS
+from engine.methods import PARAMS
 from studio.forms import DataclassForm
 
 

@@ -1,0 +1,128 @@
+"""Putting a method on a model: checks before any weights load, then the build.
+
+``preflight(cfg)`` checks everything config files can tell (the method against the architecture
+and the quantization, bad target names) on a meta-device model in seconds;
+``prepare_for_training`` readies a loaded base the one way the trainer, the time probe and the
+VRAM harness share; ``apply_method`` wraps any model (meta-device models too: the estimator
+counts parameters that way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from engine.errors import ConfigError
+from engine.methods.registry import get_method
+from engine.methods.spec import BuildContext
+from engine.models import check_bitsandbytes, linear_module_names, resolve_model_config
+
+
+def context_for(model, cfg, tokenizer_path: str | None = None) -> BuildContext:
+    """What a build may know about ``model`` (names only, no weights read)."""
+    quantized = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+    return BuildContext(model_type=model.config.model_type, linear_names=linear_module_names(model),
+                        tokenizer_path=tokenizer_path, gradient_checkpointing=cfg.train.gradient_checkpointing,
+                        quantized=quantized, param_names=[n for n, _ in model.named_parameters()],
+                        module_names=[n for n, _ in model.named_modules() if n])
+
+
+def effective_quantization(cfg) -> str | None:
+    """How the base is stored for this run: model.quantization, or what the method needs (qlora)."""
+    spec = get_method(cfg.method.name)
+    return cfg.model.quantization or spec.needs_quantization
+
+
+NO_BIAS = ("this model has no bias parameters; choose another method (e.g. beft, which adds trainable "
+           "biases to bias-free models)")
+
+
+def check_compatible(cfg, ctx: BuildContext) -> None:
+    """Reject a method/architecture/quantization combination before any weights load."""
+    spec = get_method(cfg.method.name)
+    quant = effective_quantization(cfg)
+    if quant and not spec.supports_quantized_base:
+        raise ConfigError("model.quantization", f"{spec.title} cannot train on a quantized base; "
+                          "clear model.quantization", quant)
+    if quant:
+        reason = check_bitsandbytes()
+        if reason:
+            what = f"{spec.name} needs a 4-bit base" if spec.needs_quantization else f"model.quantization={quant}"
+            raise ConfigError("method.name" if spec.needs_quantization else "model.quantization",
+                              f"{what}, but {reason} Or choose lora/dora on an unquantized base.")
+    if spec.needs_biases and not any(n.endswith(".bias") for n in ctx.param_names):
+        raise ConfigError("method.name", NO_BIAS.replace("this model", f"this model ({ctx.model_type})"), spec.name)
+    if spec.check:
+        spec.check(cfg, ctx)
+
+
+def prepare_quantized(model, ctx: BuildContext):
+    """peft's k-bit preparation: norms to fp32, input grads on, checkpointing without the
+    re-entrant variant (the re-entrant one loses gradients when only adapters train)."""
+    if not ctx.quantized or getattr(model, "device", None) is not None and str(model.device) == "meta":
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=ctx.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def apply_method(model, cfg, tokenizer_path: str | None = None):
+    """Wrap ``model`` with the configured method; only the method's parameters stay trainable.
+    Works on meta-device models too (the estimator counts parameters that way)."""
+    spec = get_method(cfg.method.name)
+    ctx = context_for(model, cfg, tokenizer_path)
+    check_compatible(cfg, ctx)
+    return spec.build(model, cfg, ctx)
+
+
+def for_meta(cfg):
+    """``cfg`` with the method's parameters as they can be built without weights or a tokenizer
+    (``MethodSpec.meta_params``: a soft prompt initialised from text becomes random — the
+    shapes are the same)."""
+    spec = get_method(cfg.method.name)
+    params = spec.meta_params(cfg.method)
+    return cfg if params is cfg.method else dataclasses.replace(cfg, method=params)
+
+
+def prepare_for_training(model, cfg, quantized: bool, tokenizer_path: str | None = None):
+    """The one sequence that readies a loaded base for training: no KV cache, gradient
+    checkpointing (peft's k-bit preparation does its own for quantized bases), the method,
+    train mode. Shared by the trainer, the time probe and the VRAM harness so they measure
+    what training really runs."""
+    model.config.use_cache = False  # the KV cache is useless in training and costs memory
+    if cfg.train.gradient_checkpointing and not quantized:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model = apply_method(model, cfg, tokenizer_path=tokenizer_path)
+    model.train()
+    return model
+
+
+def meta_model(cfg):
+    """The run's model architecture on the meta device (no weights, no memory)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    hf_cfg = resolve_model_config(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(hf_cfg, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def preflight(cfg) -> BuildContext:
+    """Everything that can be checked from config files alone, before weights load."""
+    model = meta_model(cfg)
+    ctx = context_for(model, cfg)
+    ctx.quantized = bool(effective_quantization(cfg))
+    check_compatible(cfg, ctx)
+    spec = get_method(cfg.method.name)
+    if spec.preflight_build:
+        # Building on the meta model surfaces bad target names and unsupported layers now.
+        try:
+            spec.build(model, for_meta(cfg), context_for(model, cfg))
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, NotImplementedError) as e:
+            raise ConfigError("method.name", f"{spec.title} cannot be applied to this "
+                              f"{ctx.model_type} model: {e}") from None
+    return ctx

@@ -1,0 +1,257 @@
+"""Train one run: setup → main → fit (litgpt's split), on transformers' Trainer.
+
+* :func:`train` (setup) — the run folder, the reporter and its sinks; every failure becomes a
+  ``failed`` event, never a bare traceback.
+* :func:`main` — everything checkable from config files before weights load (preflight), then
+  the tokenizer, the data and the model exactly as training uses them.
+* :func:`fit` — the Trainer, the loop, the final evaluation and the saved adapter.
+
+The loop is transformers' Trainer; what is ours is the wiring: the run directory, events, stop at
+a step boundary on request, checkpoints and resume.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import RunConfig
+from engine.data import make_collator, prepare_data
+from engine.distributed.measure import make_callback as held_bytes_callback
+from engine.distributed.runtime import (
+    gathered_trainable_state_dict,
+    is_sharded,
+    places_weights,
+    start_in_rank,
+    world,
+)
+from engine.errors import ConfigError, UserError
+from engine.events import FailedEvent, FinishedEvent, JsonlSink, MultiReporter, StoppedEvent
+from engine.methods import get_method, preflight
+from engine.methods.storage import save_adapter_atomic, saveable
+from engine.models import load_tokenizer, resolve_source
+from engine.runs import RunIndex
+from engine.training.arguments import CHECKPOINT_DIR, loraplus_optimizer, training_args
+from engine.training.build import build_for_training
+from engine.training.hints import hint_for
+from engine.training.stop import StopFlag
+from engine.training.stop import listen_stdin as start_stdin_listener
+from engine.training.trainer import ListDataset, make_callback, make_trainer_class
+
+ADAPTER_DIR = "adapter"
+EVENTS_FILE = "events.jsonl"
+RUN_FILE = "run.yaml"
+
+
+@dataclass
+class RunResult:
+    status: str                      # finished | stopped | failed
+    run_dir: Path
+    adapter_dir: Path | None = None
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+    hint: str | None = None
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or not distributed): the process that reports and saves."""
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "-1")
+
+
+def find_checkpoint(run_dir: Path, resume_from: str | None) -> str | None:
+    """The checkpoint folder ``train.resume_from`` names (``latest``: the newest complete one in
+    the run folder); ConfigError when there is none."""
+    if not resume_from:
+        return None
+    if resume_from == "latest":
+        ckpts = sorted((run_dir / CHECKPOINT_DIR).glob("checkpoint-*"),
+                       key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        complete = [c for c in ckpts if (c / "trainer_state.json").exists()]
+        if not complete:
+            raise ConfigError("train.resume_from", f"no complete checkpoint in {run_dir / CHECKPOINT_DIR}",
+                              resume_from)
+        return str(complete[-1])
+    p = Path(resume_from)
+    if not (p / "trainer_state.json").exists():
+        raise ConfigError("train.resume_from", "is not a checkpoint folder (no trainer_state.json)", resume_from)
+    return str(p)
+
+
+# ---- setup --------------------------------------------------------------------------------------
+
+def train(cfg: RunConfig, sinks=(), stop: StopFlag | None = None, listen_stdin: bool = False,
+          base_dir: Path | None = None) -> RunResult:
+    """Run one training job to completion, stop or failure. Never raises for run failures:
+    they become a `failed` event and a RunResult with status failed."""
+    stop = stop or StopFlag()
+    run_dir = Path(cfg.output_dir).expanduser()
+    if not run_dir.is_absolute() and base_dir is not None:
+        run_dir = base_dir / run_dir
+    reporter = MultiReporter(*sinks)
+    reporter.enabled = is_main_process()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if reporter.enabled:
+            reporter.add(JsonlSink(run_dir / EVENTS_FILE))
+    except OSError as e:
+        reporter.emit(FailedEvent(error=f"Cannot create the run folder {run_dir}: {e}",
+                                  hint="Choose an output_dir you can write to."))
+        return RunResult("failed", run_dir, error=str(e))
+    if listen_stdin:
+        start_stdin_listener(stop)
+    try:
+        return main(cfg, run_dir, reporter, stop)
+    except KeyboardInterrupt:
+        reporter.emit(FailedEvent(error="interrupted", hint="The run was interrupted twice; resume from the "
+                                  "last checkpoint with train.resume_from: latest."))
+        return RunResult("failed", run_dir, error="interrupted")
+    except Exception as e:  # every failure becomes an event, never a bare traceback
+        hint = hint_for(e, cfg)
+        if isinstance(e, UserError):  # the user's to fix: the message says it all
+            reporter.emit(FailedEvent(error=str(e), hint=hint))
+        else:  # our fault: keep the traceback for the report
+            reporter.emit(FailedEvent(error=f"{type(e).__name__}: {e}", hint=hint,
+                                      traceback=traceback.format_exc()))
+        return RunResult("failed", run_dir, error=str(e), hint=hint)
+    finally:
+        if reporter.enabled:
+            _index_run(run_dir)
+        reporter.close()
+
+
+def _index_run(run_dir: Path) -> None:
+    try:
+        RunIndex().record(run_dir)
+    except Exception as e:  # the index is a convenience; never fail a run over it
+        print(f"peft-studio: could not update the run index: {e}", file=sys.stderr)
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    """What fit() needs: the run's model, tokenizer and data as training uses them."""
+
+    cfg: RunConfig
+    spec: object                     # the MethodSpec
+    run_dir: Path
+    checkpoint: str | None           # the checkpoint to resume from
+    tokenizer: object
+    data: object                     # engine.data.PreparedData
+    packing: bool
+    device: str
+    built: object                    # engine.training.build.Built
+
+
+def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag) -> RunResult:
+    """Check, load and prepare (raises on failure; train() reports it), then fit."""
+    cfg.validate()
+    spec = get_method(cfg.method.name)
+    # Everything checkable from config files is checked before weights load (seconds, not minutes).
+    preflight(cfg)
+    checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
+    if reporter.enabled:
+        cfg.save(run_dir / RUN_FILE)
+    # train.distributed in force in this rank before any weights load (engine.distributed.runtime).
+    start_in_rank(cfg, reporter.warn)
+
+    import torch
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)
+    src = resolve_source(cfg.model.name_or_path, cfg.model.offline)
+    reporter.log(f"Model: {src.display}")
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
+    packing = cfg.train.packing
+    if packing and not spec.can_pack:
+        reporter.warn(f"{spec.title} prepends virtual tokens to every example, so packing is turned off "
+                      "for this run.")
+        packing = False
+    data = prepare_data(cfg.data, tokenizer, seed=cfg.train.seed, reporter=reporter,
+                        extra_prompt_tokens=spec.virtual_tokens(cfg.method))
+    if not data.train:
+        raise ConfigError("data.path", "no usable training examples remain after preparation")
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log,
+                               sharded=places_weights(cfg.train.distributed))
+    return fit(Prepared(cfg, spec, run_dir, checkpoint, tokenizer, data, packing, device, built), reporter, stop)
+
+
+# ---- fit ----------------------------------------------------------------------------------------
+
+def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
+    """Train ``p`` to the end (or a stop), evaluate, save the adapter and report."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    cfg, spec, run_dir, data = p.cfg, p.spec, p.run_dir, p.data
+    model, total_params = p.built.model, p.built.total_params
+    trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
+    reporter.log(f"{spec.title}: {trainable:,} trainable of {total_params:,} parameters "
+                 f"({100 * trainable / max(total_params, 1):.3f}%)")
+
+    args = training_args(cfg, run_dir, has_eval=bool(data.eval), packing=p.packing)
+    # Tokens are counted from this process's first step (so a resumed run reports its own speed).
+    counters = {"tokens": 0, "trained": 0, "t0": time.time(), "start_step": 0}
+    info = {"config": cfg.to_dict(), "total_params": total_params, "trainable_params": trainable,
+            "device": p.device, "run_dir": str(run_dir), "method": spec.name, "quantization": p.built.quantization,
+            "train_examples": len(data.train), "eval_examples": len(data.eval),
+            "data_format": data.format, "pid": os.getpid(),
+            "strategy": cfg.train.distributed.strategy, "world_size": world().size}
+    trainer_cls = make_trainer_class()
+    trainer_cls.counters = counters
+    trainer_cls.method_spec = spec
+    optimizers = (None, None)
+    if cfg.train.loraplus_lr_ratio > 0:
+        optimizers = (loraplus_optimizer(model, cfg), None)
+    method_callbacks = spec.trainer_callbacks(model, p.checkpoint) if spec.trainer_callbacks else []
+    trainer = trainer_cls(
+        model=model, args=args, train_dataset=ListDataset(data.train),
+        eval_dataset=ListDataset(data.eval) if data.eval else None,
+        data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
+        callbacks=[make_callback(reporter, stop, counters, info), *method_callbacks,
+                   held_bytes_callback(counters)],
+        optimizers=optimizers,
+    )
+    for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
+        trainer.remove_callback(cb)
+    # What accelerate really set up (NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED): a run file asking
+    # for FSDP that ends up replicated would otherwise go unnoticed.
+    info["distributed_type"] = str(getattr(trainer.accelerator.distributed_type, "value",
+                                           trainer.accelerator.distributed_type))
+    trainer.fast_loss = p.built.loss
+    reporter.log(p.built.loss_note)
+    if p.checkpoint:
+        reporter.log(f"Resuming from {p.checkpoint}")
+    out = trainer.train(resume_from_checkpoint=p.checkpoint)
+    metrics = {"train_loss": out.training_loss, "global_step": trainer.state.global_step}
+    if counters.get("rank_bytes"):
+        # Parameters, gradients and optimizer state each rank held (engine.distributed.measure).
+        metrics["rank_bytes"] = counters["rank_bytes"]
+    stopped = stop.is_set() and trainer.state.global_step < trainer.state.max_steps
+    if data.eval and not stopped:
+        ev = trainer.evaluate()
+        metrics["eval_loss"] = ev.get("eval_loss")
+    last_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if last_losses:
+        metrics["final_loss"] = last_losses[-1]
+    adapter_dir = run_dir / ADAPTER_DIR
+    # Sharded (FSDP/ZeRO): every rank hands its slice to rank 0, which writes a whole adapter.
+    gathered = gathered_trainable_state_dict(trainer.model_wrapped, trainer.accelerator) \
+        if is_sharded(trainer.accelerator) else None
+    if trainer.is_world_process_zero():  # one writer; the other ranks wait for it
+        # Methods that are not peft tuners (BitFit, bottleneck, full…) save themselves.
+        model_out = trainer.accelerator.unwrap_model(trainer.model)
+        save_adapter_atomic(saveable(model_out, spec), p.tokenizer, adapter_dir, state_dict=gathered)
+    trainer.accelerator.wait_for_everyone()
+    if stopped:
+        reporter.emit(StoppedEvent(step=trainer.state.global_step, adapter_dir=str(adapter_dir),
+                                   run_dir=str(run_dir), reason=stop.reason, metrics=metrics))
+        return RunResult("stopped", run_dir, adapter_dir, metrics)
+    reporter.emit(FinishedEvent(adapter_dir=str(adapter_dir), run_dir=str(run_dir), metrics=metrics,
+                                step=trainer.state.global_step))
+    return RunResult("finished", run_dir, adapter_dir, metrics)

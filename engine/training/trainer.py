@@ -1,0 +1,160 @@
+"""The Trainer a run uses: transformers' Trainer with our loss, token counting, events and saves.
+
+* ``make_trainer_class()`` — the Trainer subclass: counts real and trained tokens (tokens/s), uses
+  the chunked loss (``engine.training.loss``), and lets methods that save themselves (BitFit,
+  selective, bottleneck, full) checkpoint in their own format.
+* ``EventCallback`` — the Trainer's hooks turned into ``started``/``step``/``eval``/``checkpoint``
+  events, and the stop flag honoured at step ends.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from engine.distributed.runtime import enable_cpu_fsdp, gathered_trainable_state_dict
+from engine.events import CheckpointEvent, EvalEvent, StartedEvent, StepEvent
+from engine.methods import storage
+from engine.training.loss import FastLossMixin
+from engine.training.stop import StopFlag, stop_requested_anywhere
+
+
+def _memory() -> tuple[int | None, int | None]:
+    """(bytes allocated, bytes reserved): CUDA's allocator on a GPU, the process's RSS on the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss, None
+    except Exception:
+        return None, None
+
+
+def make_callback(reporter, stop: StopFlag, counters: dict, info: dict):
+    """A TrainerCallback reporting to ``reporter`` (``info``: the started event's fields)."""
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Turns the Trainer's hooks into our events and honours the stop flag."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            counters["t0"] = time.time()
+            counters["start_step"] = state.global_step
+            info["total_steps"] = state.max_steps
+            reporter.emit(StartedEvent(resumed_from_step=state.global_step, **info))
+
+        def on_step_end(self, args, state, control, **kw):
+            if stop_requested_anywhere(stop):
+                control.should_training_stop = True
+                # A full checkpoint as well as the adapter: Resume then continues exactly here.
+                control.should_save = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            now = time.time()
+            done = state.global_step - counters["start_step"]
+            elapsed = now - counters["t0"]
+            rate = done / elapsed if elapsed > 0 and done > 0 else None
+            remaining = max(0, state.max_steps - state.global_step)
+            alloc, reserved = _memory()
+            reporter.emit(StepEvent(
+                step=state.global_step, total_steps=state.max_steps, epoch=state.epoch,
+                loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
+                tokens_per_s=(counters["tokens"] / elapsed) if elapsed > 0 else None,
+                trained_tokens=counters["trained"], tokens=counters["tokens"],
+                mem_allocated=alloc, mem_reserved=reserved, elapsed_s=elapsed,
+                eta_s=(remaining / rate) if rate else None))
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            metrics = metrics or {}
+            if "eval_loss" in metrics:
+                reporter.emit(EvalEvent(step=state.global_step, eval_loss=metrics["eval_loss"],
+                                        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
+
+        def on_save(self, args, state, control, **kw):
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            reporter.emit(CheckpointEvent(step=state.global_step, path=str(path)))
+
+    return EventCallback()
+
+
+def make_trainer_class():
+    """The Trainer subclass (built on first use: importing transformers costs seconds)."""
+    from transformers import Trainer
+
+    class StudioTrainer(FastLossMixin, Trainer):
+        """Trainer that counts real (non-padding) and trained tokens for tokens/s."""
+
+        counters: dict = {}
+
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            if enable_cpu_fsdp(self.accelerator):  # FSDP on CPU ranks (gloo): see its docstring
+                self.is_fsdp_enabled = True
+
+        def save_model(self, output_dir=None, _internal_call=False):
+            """Under FSDP every checkpoint also gets a standard peft adapter, gathered from the
+            shards onto rank 0 (the Trainer writes one only for FULL_STATE_DICT, and then gathers
+            the frozen base as well). Collective: every rank calls it."""
+            if not self.is_fsdp_enabled:
+                return super().save_model(output_dir, _internal_call)
+            sd = gathered_trainable_state_dict(self.model_wrapped, self.accelerator)
+            if self.args.should_save:
+                self._save(output_dir or self.args.output_dir, state_dict=sd)
+            return None
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            ids = inputs.get("input_ids")
+            mask = inputs.get("attention_mask")
+            if ids is not None:
+                n = int(mask.sum()) if mask is not None and mask.dim() == 2 else int(ids.numel())
+                self.counters["tokens"] += n
+            labels = inputs.get("labels")
+            if labels is not None:
+                self.counters["trained"] += int((labels != -100).sum())
+            return super().training_step(model, inputs, *args, **kwargs)
+
+        # Methods that save themselves (BitFit, selective, bottleneck, full) checkpoint in their own
+        # format: a BitFit checkpoint of a 7B model is its biases (megabytes), not the 14 GB model
+        # the Trainer would write, and export/playground read checkpoints like final adapters.
+        method_spec = None
+
+        def _save(self, output_dir=None, state_dict=None):
+            spec = self.method_spec
+            if spec is None or spec.save is None:
+                return super()._save(output_dir, state_dict)
+            if not self.args.should_save:
+                return None
+            out = Path(output_dir or self.args.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            spec.save(self.accelerator.unwrap_model(self.model), out)
+            return None
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            d = Path(resume_from_checkpoint)
+            meta = storage.read_meta(d) if (d / storage.ADAPTER_CONFIG).exists() else {}
+            if storage.STUDIO_KEY not in meta:
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            target = self.accelerator.unwrap_model(model if model is not None else self.model)
+            storage.restore_tensors(target, storage.read_tensors(d), d)
+            return None
+
+    return StudioTrainer
+
+
+class ListDataset:
+    """A plain indexable dataset of tokenized examples (the Trainer needs only len/getitem)."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
