@@ -54,7 +54,7 @@ def estimate(cfg, gpu) -> dict:
         r = engine_estimate(cfg)
     keys = ("components", "peak_allocated", "peak_reserved", "device_total", "verdict", "gpu_name",
             "gpu_bytes", "total_params", "trainable_params", "adapter_bytes", "notes", "suggestions",
-            "max_batch_size", "max_seq_len", "on_cpu")
+            "max_batch_size", "max_seq_len", "on_cpu", "layout", "processes")
     out = {k: getattr(r, k, None) for k in keys}
     out["components"] = dict(out["components"] or {})
     try:
