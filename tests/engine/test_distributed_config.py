@@ -240,3 +240,23 @@ def test_estimate_says_which_gpus_would_fit_a_70b_qlora():
     # The fewest GPUs first: with CPU offload two cards are enough; without, more are needed.
     assert e.sharding_options[0].startswith("FSDP (CPU offload) over 2 × 24 GB")
     assert e.sharding_options[-1].startswith("FSDP over ") and " over 2 " not in e.sharding_options[-1]
+
+
+def test_a_sharded_4bit_base_is_stored_in_one_floating_dtype(tiny_model_dir):
+    """FSDP-QLoRA: bnb_4bit_quant_storage = the compute dtype, and no k-bit preparation (its fp32
+    norms would break FSDP's one dtype per unit). On the CPU the compute dtype is fp32."""
+    pytest.importorskip("bitsandbytes")
+    import torch
+
+    from engine.methods import prepare_for_training
+    from engine.models import check_bitsandbytes, load_model
+
+    if check_bitsandbytes():
+        pytest.skip(check_bitsandbytes())
+    cfg = RunConfig.from_dict({"model": {"name_or_path": str(tiny_model_dir)},
+                               "method": {"name": "qlora", "target_modules": ["q_proj", "v_proj"]}})
+    plain = load_model(cfg.model, quantization="nf4", device="cpu")
+    assert any(p.dtype == torch.uint8 for p in plain.parameters())
+    sharded = load_model(cfg.model, quantization="nf4", device="cpu", sharded=True)
+    model = prepare_for_training(sharded, cfg, quantized=True)
+    assert {str(p.dtype) for p in model.parameters()} == {"torch.float32"}
