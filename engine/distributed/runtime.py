@@ -73,7 +73,10 @@ def apply_strategy(d: DistributedConfig, *, quantized: bool, layer_classes: list
     on_gpu = cuda_available() if on_gpu is None else on_gpu
     warnings = []
     w = world()
-    if d.strategy != "single" and w.launched and w.size != d.num_processes:
+    if d.strategy == "single" and w.size > 1:
+        warnings.append(f"train.distributed.strategy is single but the launcher started {w.size} processes: "
+                        "they train data-parallel (DDP), each with a whole copy of the model.")
+    elif d.strategy != "single" and w.launched and w.size != d.num_processes:
         warnings.append(f"train.distributed.num_processes is {d.num_processes} but the launcher started "
                         f"{w.size} processes; the effective batch is batch_size × grad_accum × {w.size}.")
     env = strategy_env(d, quantized=quantized, layer_classes=layer_classes, on_gpu=on_gpu)
