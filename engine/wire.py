@@ -1,4 +1,5 @@
-"""The wire: one JSON object a line between a helper process and its client (no pickle anywhere).
+"""The wire: one JSON object a line between a helper process and its client (JSON only: no format
+that runs code when read crosses a process boundary).
 
 Every helper the studio starts speaks it: the job server (``python -m studio.job_server``,
 requests and replies on stdin/stdout) and the engine's time probe (``engine estimate

@@ -1,4 +1,5 @@
-"""``python -m studio.job_server``: the helper process that runs studio/jobs.py functions.
+"""``python -m studio.job_server [MODULE]``: the helper process that runs studio/jobs.py functions
+(or those of MODULE's ``JOBS`` table: tests serve their own).
 
 It speaks wire (engine/wire.py) on stdin/stdout: ``request`` lines in, ``progress``/``partial``
 lines and one ``result`` or ``error`` per request out; a ``cancel`` line sets the request's
@@ -10,6 +11,7 @@ private copy of fd 1 and fd 1 itself is pointed at stderr. The helper exits when
 
 from __future__ import annotations
 
+import importlib
 import os
 import queue
 import sys
@@ -19,8 +21,9 @@ from engine import wire
 
 
 class _Server:
-    def __init__(self, out):
+    def __init__(self, out, jobs: dict):
         self.out = out
+        self.jobs = jobs
         self._write_lock = threading.Lock()
         self._interrupts: dict[int, threading.Event] = {}
         self._lock = threading.Lock()
@@ -58,7 +61,6 @@ class _Server:
 
     def run(self, msg: dict) -> bool:
         """Run one request and send its reply; False when the studio has gone (stop serving)."""
-        from studio.jobs import JOBS
         from studio.messages import error_message
         from studio.task_state import TaskState
 
@@ -66,7 +68,7 @@ class _Server:
         interrupt = self.interrupt_for(job_id)
         state = TaskState(report=lambda m: self.send({**m, "id": job_id}), interrupt=interrupt)
         try:
-            fn = JOBS.get(msg["job"])
+            fn = self.jobs.get(msg["job"])
             if fn is None:
                 raise KeyError(f"no job called {msg['job']!r}")
             value = fn(state, *msg["args"])
@@ -86,11 +88,11 @@ class _Server:
         return True
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    server = _Server(out)
+    server = _Server(out, importlib.import_module(argv[0] if argv else "studio.jobs").JOBS)
     threading.Thread(target=server.read_requests, args=(sys.stdin,), name="job-server-stdin", daemon=True).start()
     while True:
         msg = server.requests.get()
@@ -99,4 +101,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,4 @@
-"""Helper processes, spoken to in wire messages (engine/wire.py: one JSON object a line, no pickle).
+"""Helper processes, spoken to in wire messages (engine/wire.py: one JSON object a line, JSON only).
 
 Two kinds, both Qt-free (studio/tasks.py turns their messages into a Task's signals):
 

@@ -210,12 +210,17 @@ def helper(lane: str = "fast") -> HelperProcess:
 
 
 def start_job(job: str, *args, lane: str = "fast", key=None, parent: QObject | None = None) -> Task:
-    """Run ``studio.jobs.<job>(state, *args)`` in a helper process. Arguments and the result are
-    JSON values (a RunConfig crosses as ``cfg.to_dict()``). ``key``: a newer job with the same key
-    replaces an older one that has not been sent yet."""
+    """Run ``studio.jobs.<job>(state, *args)`` in the lane's helper process. Arguments and the
+    result are JSON values (a RunConfig crosses as ``cfg.to_dict()``). ``key``: a newer job with
+    the same key replaces an older one that has not been sent yet."""
+    return submit_to(helper(lane), job, *args, key=key, parent=parent)
+
+
+def submit_to(server: HelperProcess, job: str, *args, key=None, parent: QObject | None = None) -> Task:
+    """``start_job`` on a given helper process (one serving another jobs table, in tests)."""
     init_bridge()
     task = Task(job, parent)
-    sub = helper(lane).submit(job, list(args), task.deliver, key=key)
+    sub = server.submit(job, list(args), task.deliver, key=key)
     task._on_cancel = sub.cancel
     return task
 
