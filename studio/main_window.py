@@ -35,6 +35,7 @@ class MainWindow(QMainWindow):
         self.resize(1480, 940)
         self._force_close = False
         self._plot_steps: list | None = None
+        self._plots_built = 0
 
         self.config_model = ConfigModel(self)
         self.files = RunFiles(self.settings, self.config_model, self)

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication, QStyle
 
 from engine.config import ConfigError
 from studio.config_model import ConfigModel
+from studio.messages import plain_message
 from studio.run_dirs import display_path, has_checkpoint, last_pid, prepare_run
 from studio.settings import Settings
 from studio.supervisor import RunSupervisor
@@ -110,7 +111,7 @@ class RunController(QObject):
         if state in ENDED:
             self.sig_ended.emit(state)
             if self._close_when_idle:
-                QTimer.singleShot(0, self.sig_close_ready)
+                QTimer.singleShot(0, self.sig_close_ready.emit)
 
     def _on_failed(self, info: dict) -> None:
         self.sig_log.emit(f"Run failed: {info.get('error')}" + (f" — {info['hint']}" if info.get("hint") else ""))
@@ -129,8 +130,6 @@ class RunController(QObject):
         try:
             run_cfg, run_file = prepare_run(cfg, resume=resume)
         except (OSError, ConfigError) as e:
-            from studio.messages import plain_message
-
             self.sig_error.emit("PEFT Studio", f"Could not prepare the run.\n\n{plain_message(e)}")
             return False
         if Path(run_cfg.output_dir) != Path(cfg.output_dir).expanduser().absolute():
