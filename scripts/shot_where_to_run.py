@@ -30,7 +30,7 @@ def main(path: str) -> int:
     win = MainWindow(settings=Settings(), initial=cfg, reattach=False)
     win.resize(1480, 940)
     win.show()
-    where = win.training_panel.where
+    where = win.panels["training"].where
     where.cluster.setChecked(True)
     where.nodes.setValue(2)
     where.gpus_per_node.setValue(8)

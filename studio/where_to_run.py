@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -33,8 +32,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import ConfigError, DeepSpeedConfig, DistributedConfig, FsdpConfig
+from engine.config import DeepSpeedConfig, DistributedConfig, FsdpConfig
 from studio.forms import ERROR_COLOR, DataclassForm
+from studio.tasks import start_job, start_thread
 
 STRATEGY_LABELS = {"single": "One process", "ddp": "DDP (a copy per GPU)",
                    "fsdp": "FSDP (sharded)", "deepspeed": "DeepSpeed ZeRO"}
@@ -57,12 +57,6 @@ def list_gpus(timeout_s: float = 5.0) -> list[tuple[int, str, int]]:
         if len(parts) >= 3 and parts[0].isdigit():
             gpus.append((int(parts[0]), parts[1], int(float(parts[2]))))
     return gpus
-
-
-class _Result(QObject):
-    """Carries a worker thread's result to the UI thread (a queued signal)."""
-
-    sig_done = Signal(object)
 
 
 class WhereToRun(QGroupBox):
@@ -150,8 +144,7 @@ class WhereToRun(QGroupBox):
         self.write_button.setToolTip("Write run.yaml, accelerate_config.yaml and slurm.sbatch into the run "
                                      "folder; submit the script with sbatch on the cluster")
         self.write_button.clicked.connect(lambda: self.write_script())
-        self._done = _Result(self)          # results of the writer thread, delivered on the UI thread
-        self._done.sig_done.connect(self._script_written)
+        self._write_task = None
         cf.addRow(self.write_button)
         self.script_path = QLabel()
         self.script_path.setWordWrap(True)
@@ -189,10 +182,9 @@ class WhereToRun(QGroupBox):
         self.partition.textChanged.connect(lambda _t: self._sync_visibility())
         self._sync_visibility()
         if probe_gpus:
-            self._probe = _Result(self)
-            self._probe.sig_done.connect(self.set_gpus)
-            threading.Thread(target=lambda: self._probe.sig_done.emit(list_gpus()), name="gpu-probe",
-                             daemon=True).start()
+            # nvidia-smi, not torch: light work for a worker thread of this process.
+            self._probe = start_thread(lambda _state: list_gpus(), parent=self, name="gpu-probe")
+            self._probe.sig_result.connect(self.set_gpus)
         else:
             self.set_gpus([])
 
@@ -304,46 +296,32 @@ class WhereToRun(QGroupBox):
         return self.cluster.isChecked()
 
     # -- the cluster script ------------------------------------------------------------------
-    def write_script(self) -> threading.Thread | None:
-        """Write the run's files and its sbatch script into the run folder (in a worker thread:
-        it reads the model's config and checks the method), then show the script. Returns the
-        thread (tests join it), or None when there is no valid configuration to write."""
+    def write_script(self):
+        """Write the run's files and its sbatch script into the run folder (a job in the helper
+        process: it reads the model's config and checks the method), then show the script.
+        Returns the Task, or None when there is no valid configuration to write."""
         cfg = self.config_source() if self.config_source else None
         if cfg is None:
             self._script_message("Fix the marked fields first: the script is written from the whole run "
                                  "configuration.", error=True)
             return None
-        nodes, per_node = self.nodes.value(), self.gpus_per_node.value()
-        partition, time_limit = self.partition.text().strip(), self.time_limit.text().strip()
         self.write_button.setEnabled(False)
         self._script_message("Writing the cluster script…")
+        task = start_job("cluster_script", cfg.to_dict(), self.nodes.value(), self.gpus_per_node.value(),
+                         self.partition.text().strip(), self.time_limit.text().strip(), parent=self)
+        task.sig_result.connect(self._script_written)
+        task.sig_error.connect(self._script_failed)
+        self._write_task = task
+        return task
 
-        def work():
-            from engine.distributed import launch, slurm
-
-            try:
-                run_cfg = launch.apply_topology(cfg, nodes=nodes, gpus_per_node=per_node)
-                files = launch.prepare(run_cfg, on_gpu=True, absolute=True, cluster=True)
-                path = slurm.write(files, slurm.SlurmOptions(nodes=nodes, gpus_per_node=per_node,
-                                                             partition=partition, time=time_limit))
-                self._done.sig_done.emit(("ok", str(path)))
-            except (ConfigError, OSError) as e:
-                self._done.sig_done.emit(("error", f"Could not write the script: {e}"))
-            except Exception as e:  # the project's own fault: say so rather than lose it
-                self._done.sig_done.emit(("error", f"Could not write the script ({type(e).__name__}): {e}"))
-
-        thread = threading.Thread(target=work, name="cluster-script", daemon=True)
-        thread.start()
-        return thread
-
-    def _script_written(self, result) -> None:
-        kind, text = result
+    def _script_failed(self, err) -> None:
         self.write_button.setEnabled(True)
-        if kind != "ok":
-            self._script_message(text, error=True)
-            return
-        path = Path(text)
-        self.script_view.setPlainText(path.read_text(encoding="utf-8"))
+        self._script_message(f"Could not write the script: {getattr(err, 'message', err)}", error=True)
+
+    def _script_written(self, result: dict) -> None:
+        self.write_button.setEnabled(True)
+        path = Path(result["path"])
+        self.script_view.setPlainText(result["text"])
         self.script_view.show()
         self._script_message(f"Written: {path}\nSubmit it on the cluster with: sbatch {path}")
         self.sig_script.emit(str(path))

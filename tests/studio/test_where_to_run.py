@@ -20,7 +20,7 @@ def test_where_to_run_round_trips_train_distributed(make_window, qtbot, tiny_con
         "strategy": "fsdp", "num_processes": 2, "fsdp": {"cpu_offload": True, "state_dict_type": "full"}}}}
     ).train.distributed
     win.config_model.set_config(cfg)
-    where = win.training_panel.where
+    where = win.panels["training"].where
     assert where.strategy.currentData() == "fsdp" and where.processes.value() == 2
     assert where.fsdp_box.isVisibleTo(where) and not where.ds_box.isVisibleTo(where)
     got, errors = win.config_model.collect()
@@ -42,15 +42,15 @@ def test_two_process_cpu_run_starts_and_stops_on_every_rank(make_window, qtbot, 
     win = make_window()
     cfg = tiny_config(steps=2000)
     win.config_model.set_config(cfg)
-    where = win.training_panel.where
+    where = win.panels["training"].where
     where.strategy.setCurrentIndex(where.strategy.findData("fsdp"))
     where.processes.setValue(2)
     qtbot.waitUntil(win.act_start.isEnabled, timeout=5000)
     events = []
-    win.supervisor.sig_event.connect(events.append)
-    with qtbot.waitSignal(win.supervisor.sig_event, timeout=RUN_TIMEOUT_MS,
+    win.runs.supervisor.sig_event.connect(events.append)
+    with qtbot.waitSignal(win.runs.supervisor.sig_event, timeout=RUN_TIMEOUT_MS,
                           check_params_cb=lambda ev: ev.get("event") == "step" and ev["step"] >= 2):
-        assert win.start_run()
+        assert win.runs.start()
     started = next(e for e in events if e["event"] == "started")
     # Rank 0's events reach the window; the run really is two FSDP ranks.
     assert started["world_size"] == 2 and started["distributed_type"] == "FSDP"
@@ -67,11 +67,11 @@ def test_two_process_cpu_run_starts_and_stops_on_every_rank(make_window, qtbot, 
         return out
 
     assert len(ranks()) == 2
-    with qtbot.waitSignal(win.supervisor.sig_finished, timeout=RUN_TIMEOUT_MS) as blocker:
+    with qtbot.waitSignal(win.runs.supervisor.sig_finished, timeout=RUN_TIMEOUT_MS) as blocker:
         win.act_stop.trigger()
     ev = blocker.args[0]
     assert ev["event"] == "stopped" and 2 <= ev["step"] < 2000
-    assert win.monitor.state_label.text().startswith("Stopped")
+    assert win.panels["monitor"].state_label.text().startswith("Stopped")
     qtbot.waitUntil(lambda: not ranks(), timeout=30_000)       # Stop reached every rank: all exited
     adapter = Path(ev["adapter_dir"])
     assert (adapter / "adapter_model.safetensors").exists() and (adapter / "adapter_config.json").exists()
@@ -80,7 +80,7 @@ def test_two_process_cpu_run_starts_and_stops_on_every_rank(make_window, qtbot, 
 def test_cluster_mode_writes_a_slurm_script_instead_of_starting(make_window, qtbot, tiny_config):
     win = make_window()
     win.config_model.set_config(tiny_config())
-    where = win.training_panel.where
+    where = win.panels["training"].where
     where.cluster.setChecked(True)
     where.nodes.setValue(2)
     where.gpus_per_node.setValue(4)
