@@ -10,11 +10,11 @@ others' figures), in order of importance:
 2. ``cuda-tests`` — ``pytest tests/gpu`` (QLoRA on a real 4-bit CUDA base, bf16 autocast);
 3. ``throughput-qwen`` — benchmarks/throughput.py at sequence length 2048 on the Qwen2.5-0.5B-shaped
    config: engine vs the docs recipe, tokens/s and peak memory (a row in docs/benchmarks.md);
-4. ``fsdp-smoke``  — a one-GPU FSDP run through ``peft-studio launch`` (LoRA on the same
+4. ``throughput-llama8b`` — the same benchmark on the Llama-3-8B-shaped config;
+5. ``fsdp-smoke``  — a one-GPU FSDP run through ``peft-studio launch`` (LoRA on the
    Qwen-shaped weights): finished, sharded, a gathered adapter, peak memory vs the estimate;
-5. ``vram-grid``   — a first slice (every fourth configuration) of the estimator's VRAM grid
+6. ``vram-grid``   — a first slice (every fourth configuration) of the estimator's VRAM grid
    (benchmarks/vram_accuracy.py; the GPU table of docs/estimator-accuracy.md);
-6. ``throughput-llama8b`` — the same benchmark on the Llama-3-8B-shaped config;
 7. ``fsdp-qlora-smoke`` — FSDP1 with a 4-bit base stored in bf16 (bitsandbytes' FSDP-QLoRA path).
 
 It prints a summary table and writes docs/gpu-check.md (the table and each step's figures) and
@@ -440,16 +440,16 @@ def main(argv=None) -> int:
     started = c.started
     c.say(f"GPU check: work folder {c.work}, budget {args.budget} s" + (" (CPU dry run)" if c.dry else ""))
     c.step("env", "GPU, driver and package versions", 60, lambda r, lim: step_env(c, r, lim))
-    c.step("cuda-tests", "pytest tests/gpu", 150, lambda r, lim: step_cuda_tests(c, r, lim))
-    c.step("throughput-qwen", "throughput at 2048 tokens, Qwen2.5-0.5B shape", 130,
+    c.step("cuda-tests", "pytest tests/gpu", 120, lambda r, lim: step_cuda_tests(c, r, lim))
+    c.step("throughput-qwen", "throughput at 2048 tokens, Qwen2.5-0.5B shape", 110,
            lambda r, lim: throughput("benchmarks/configs/qwen2.5-0.5b.json", 16, 8)(c, r, lim))
-    c.step("fsdp-smoke", "one-GPU FSDP run (LoRA) via peft-studio launch", 110,
-           lambda r, lim: fsdp_smoke("lora", 6)(c, r, lim))
-    c.step("vram-grid", f"estimator VRAM grid, slice {args.grid_slice}", 130, lambda r, lim: step_vram(c, r, lim),
-           needs_cuda=False)
-    c.step("throughput-llama8b", "throughput at 2048 tokens, Llama-3-8B shape", 200,
+    c.step("throughput-llama8b", "throughput at 2048 tokens, Llama-3-8B shape", 190,
            lambda r, lim: throughput("benchmarks/configs/llama-3-8b.json", 8, 4)(c, r, lim), needs_cuda=True)
-    c.step("fsdp-qlora-smoke", "one-GPU FSDP1 run with a 4-bit base (QLoRA)", 90,
+    c.step("fsdp-smoke", "one-GPU FSDP run (LoRA) via peft-studio launch", 100,
+           lambda r, lim: fsdp_smoke("lora", 6)(c, r, lim))
+    c.step("vram-grid", f"estimator VRAM grid, slice {args.grid_slice}", 110, lambda r, lim: step_vram(c, r, lim),
+           needs_cuda=False)
+    c.step("fsdp-qlora-smoke", "one-GPU FSDP1 run with a 4-bit base (QLoRA)", 80,
            lambda r, lim: fsdp_smoke("qlora", 4, needs_bitsandbytes=True)(c, r, lim),
            needs_cuda=True)
     save(c, started)

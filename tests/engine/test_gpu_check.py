@@ -25,8 +25,8 @@ def test_cpu_dry_run_runs_every_cpu_capable_step(tmp_path):
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     results = {r["name"]: r for r in json.loads((out / "gpu-check.json").read_text())}
-    assert list(results) == ["env", "cuda-tests", "throughput-qwen", "fsdp-smoke", "vram-grid",
-                             "throughput-llama8b", "fsdp-qlora-smoke"]
+    assert list(results) == ["env", "cuda-tests", "throughput-qwen", "throughput-llama8b", "fsdp-smoke",
+                             "vram-grid", "fsdp-qlora-smoke"]
     for name in ("env", "cuda-tests", "throughput-qwen", "fsdp-smoke", "vram-grid"):
         assert results[name]["status"] == "ok", results[name]
     assert results["throughput-llama8b"]["status"] == results["fsdp-qlora-smoke"]["status"] == "skipped"
