@@ -1,0 +1,93 @@
+"""How large each export will be, before it is made.
+
+Shapes come from the model built on the ``meta`` device (no weights read), so the numbers are
+ready in about a second for any model size:
+
+* adapter: the adapter folder's files (exact);
+* merged: parameters × bytes of the dtype (exact for the weights; plus tokenizer files);
+* GGUF written by the gguf package: the writer's own tensor plan (exact tensor bytes) plus the
+  tokenizer metadata (estimated);
+* GGUF K-quants: llama.cpp's measured bits per weight (on Llama-3-8B, ``gguf_quant``) for the
+  2-D weights, so "about";
+* GGUF LoRA adapter: the adapter's parameter count × 4 or 2 bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass
+class SizeEstimate:
+    format: str          # registry name
+    option: str | None   # the type / dtype, when the format has one
+    bytes: int
+    exact: bool          # False: an estimate ("about")
+    available: bool = True
+    reason: str = ""     # why it is not available
+
+    def text(self) -> str:
+        return ("" if self.exact else "about ") + human_bytes(self.bytes)
+
+
+def human_bytes(n: int | float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def meta_shapes(cfg) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every tensor in the model's state dict, from a ``meta``-device build."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+
+
+def _tokenizer_bytes(vocab_size: int) -> int:
+    # Token strings (~7 bytes + an 8-byte length), a type and a score each, and about as many
+    # merges again for BPE: ~40 bytes a token, measured on SmolLM2's and the tiny test vocabularies.
+    return 40 * vocab_size
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def gguf_size(shapes, cfg, qtype: str) -> tuple[int, bool]:
+    """(bytes, exact) of a GGUF of type ``qtype`` for a model with these shapes."""
+    from engine.export.gguf_quant import get_quant_type
+    from engine.export.to_gguf import plan_tensors
+
+    q = get_quant_type(qtype)
+    if not q.needs_llama_cpp:
+        plan = plan_tensors(shapes, cfg, q)
+        return sum(p.nbytes for p in plan) + _tokenizer_bytes(cfg.vocab_size), True
+    plan = plan_tensors(shapes, cfg, "f32")
+    total = sum(p.nbytes if len(p.shape) < 2 else _numel(p.shape) * q.bits_per_weight / 8 for p in plan)
+    return int(total) + _tokenizer_bytes(cfg.vocab_size), False
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def adapter_numel(adapter_dir: Path) -> int:
+    """Parameters in an adapter's safetensors file, from its header (no tensor read)."""
+    from safetensors import safe_open
+
+    st = Path(adapter_dir) / "adapter_model.safetensors"
+    if not st.exists():
+        return 0
+    with safe_open(str(st), "np") as f:
+        return sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
