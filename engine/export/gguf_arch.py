@@ -147,7 +147,7 @@ def _register(a: GGUFArch) -> None:
     ARCHS[a.model_type] = a
 
 
-_register(GGUFArch("llama", "LLAMA", "Llama (Llama 2/3, SmolLM, TinyLlama)", permute_qk=True))
+_register(GGUFArch("llama", "LLAMA", "Llama-family (Llama 2/3, SmolLM, TinyLlama)", permute_qk=True))
 _register(GGUFArch("mistral", "LLAMA", "Mistral", permute_qk=True))
 _register(GGUFArch("qwen2", "QWEN2", "Qwen2 / Qwen2.5"))
 _register(GGUFArch("qwen3", "QWEN3", "Qwen3"))

@@ -199,6 +199,9 @@ def _save(model_cls, cfg, tok, out_dir, seed: int) -> Path:
     return out
 
 
+_OVERRIDES: dict = {}
+
+
 def _common(tok, **extra) -> dict:
     # initializer_range 0.2 (not 0.02): a random model with sharper preferences, so that a
     # rounding to f16 does not flip its many near-ties between first and second choice.
@@ -206,10 +209,11 @@ def _common(tok, **extra) -> dict:
                num_key_value_heads=2, intermediate_size=128, max_position_embeddings=512, initializer_range=0.2,
                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     out.update(extra)
+    out.update(_OVERRIDES)
     return out
 
 
-def make_tiny_arch(kind: str, out_dir, seed: int = 0) -> Path:
+def make_tiny_arch(kind: str, out_dir, seed: int = 0, **overrides) -> Path:
     """A tiny model of architecture ``kind`` with a fitting tokenizer and chat template:
 
     * ``llama``: byte-level BPE, ChatML, untied (q/k permuted for llama.cpp);
