@@ -216,12 +216,14 @@ def _run_gguf(info, out, option=None, which=None, overwrite=False, progress=None
 
 def _est_gguf_for(name):
     def est(info, which, cfg, shapes):
+        from engine.export.loading import load_tokenizer_for
         from engine.export.sizes import gguf_size
 
+        tokenizer = load_tokenizer_for(info, None if is_base(which) else info.adapter(which))
         out = []
         for q in FORMATS[name].options:
             try:
-                n, exact = gguf_size(shapes, cfg, q)
+                n, exact = gguf_size(shapes, cfg, q, tokenizer)
                 out.append(SizeEstimate(name, q, n, exact))
             except ExportError as e:
                 out.append(SizeEstimate(name, q, 0, False, False, str(e)))

@@ -60,7 +60,7 @@ def preflight(info: RunInfo, qtype: str, which: str | None = None):
 
 
 def verify_file(model, tokenizer, path: Path, label: str, system: str | None = None, lora: Path | None = None,
-                reference=None, progress: Progress = no_progress):
+                progress: Progress = no_progress):
     """The file's ``Agreement`` with ``model``: in llama.cpp when installed, else transformers."""
     from engine.export.chat_tokens import eos_ids
     from engine.export.gguf_quant import llama_cpp_available
@@ -78,7 +78,7 @@ def verify_file(model, tokenizer, path: Path, label: str, system: str | None = N
         progress("Verifying: transformers reads the GGUF back", None, None)
         runtime = TransformersRuntime(path, tokenizer)
     try:
-        return compare(model, tokenizer, runtime, label, system=system, stop_ids=stop, reference=reference)
+        return compare(model, tokenizer, runtime, label, system=system, stop_ids=stop)
     finally:
         runtime.close()
 

@@ -60,8 +60,11 @@ class LlamaCppModel:
         self.path = Path(path)
         try:
             with _quiet_stderr():
+                # An f32 KV cache (llama.cpp's default is f16): the check is about the file, so the
+                # runtime should add no rounding of its own.
                 self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, verbose=False,
                                            n_threads=os.cpu_count() or 1, seed=0,
+                                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32,
                                            lora_path=str(lora) if lora else None)
         except (ValueError, RuntimeError) as e:
             raise ExportError(f"llama.cpp cannot load {self.path.name}: {e}") from None
@@ -80,6 +83,13 @@ class LlamaCppModel:
 
         vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+
+    def end_ids(self) -> list[int]:
+        """Every token llama.cpp ends generation on (EOS, EOT and the end-of-turn texts it knows)."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        return [i for i in range(llama_cpp.llama_vocab_n_tokens(vocab)) if llama_cpp.llama_vocab_is_eog(vocab, i)]
 
     def logits(self, ids: list[int]):
         """(len(ids), vocab) float32 logits for every position, like a transformers forward pass."""

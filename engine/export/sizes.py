@@ -51,10 +51,24 @@ def meta_shapes(cfg) -> list[tuple[str, tuple[int, ...]]]:
     return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
 
 
-def _tokenizer_bytes(vocab_size: int) -> int:
-    # Token strings (~7 bytes + an 8-byte length), a type and a score each, and about as many
-    # merges again for BPE: ~40 bytes a token, measured on SmolLM2's and the tiny test vocabularies.
-    return 40 * vocab_size
+def tokenizer_bytes(tokenizer, vocab_size: int) -> int:
+    """Bytes of the ``tokenizer.ggml.*`` metadata: token strings (8-byte length + text), a type
+    (and a score for SentencePiece) per token, BPE merges, the chat template, ~1 KB of keys."""
+    if tokenizer is None:
+        return 40 * vocab_size   # measured on SmolLM2's and the tiny test vocabularies
+    from engine.data import chat_template_for
+    from engine.export.gguf_vocab import tokenizer_json
+
+    vocab = tokenizer.get_vocab()
+    n = sum(len(t.encode("utf-8")) + 8 for t in vocab) + 16 * max(0, vocab_size - len(vocab))
+    n += 4 * vocab_size
+    model = tokenizer_json(tokenizer).get("model") or {}
+    if model.get("byte_fallback"):
+        n += 4 * vocab_size
+    else:
+        merges = model.get("merges") or []
+        n += sum(len((m if isinstance(m, str) else " ".join(m)).encode("utf-8")) + 8 for m in merges)
+    return n + len(chat_template_for(tokenizer).encode("utf-8")) + 1024
 
 
 def _numel(shape) -> int:
@@ -64,18 +78,19 @@ def _numel(shape) -> int:
     return n
 
 
-def gguf_size(shapes, cfg, qtype: str) -> tuple[int, bool]:
-    """(bytes, exact) of a GGUF of type ``qtype`` for a model with these shapes."""
+def gguf_size(shapes, cfg, qtype: str, tokenizer=None) -> tuple[int, bool]:
+    """(bytes, exact) of a GGUF of type ``qtype`` for a model with these shapes. "Exact" means
+    the tensor bytes are; the metadata is within a few hundred bytes."""
     from engine.export.gguf_quant import get_quant_type
     from engine.export.to_gguf import plan_tensors
 
     q = get_quant_type(qtype)
     if not q.needs_llama_cpp:
         plan = plan_tensors(shapes, cfg, q)
-        return sum(p.nbytes for p in plan) + _tokenizer_bytes(cfg.vocab_size), True
+        return sum(p.nbytes for p in plan) + tokenizer_bytes(tokenizer, cfg.vocab_size), True
     plan = plan_tensors(shapes, cfg, "f32")
     total = sum(p.nbytes if len(p.shape) < 2 else _numel(p.shape) * q.bits_per_weight / 8 for p in plan)
-    return int(total) + _tokenizer_bytes(cfg.vocab_size), False
+    return int(total) + tokenizer_bytes(tokenizer, cfg.vocab_size), False
 
 
 def folder_bytes(path: Path) -> int:

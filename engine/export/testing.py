@@ -199,17 +199,14 @@ def _save(model_cls, cfg, tok, out_dir, seed: int) -> Path:
     return out
 
 
-_OVERRIDES: dict = {}
-
-
-def _common(tok, **extra) -> dict:
+def _common(tok, overrides: dict, **extra) -> dict:
     # initializer_range 0.2 (not 0.02): a random model with sharper preferences, so that a
     # rounding to f16 does not flip its many near-ties between first and second choice.
     out = dict(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                num_key_value_heads=2, intermediate_size=128, max_position_embeddings=512, initializer_range=0.2,
                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     out.update(extra)
-    out.update(_OVERRIDES)
+    out.update(overrides)
     return out
 
 
@@ -244,33 +241,34 @@ def make_tiny_arch(kind: str, out_dir, seed: int = 0, **overrides) -> Path:
 
     from engine.testing import make_tokenizer
 
+    # ``overrides``: config fields, e.g. hidden_size=256 for rows that hold whole K-quant blocks.
     if kind == "qwen2":
         tok = make_tokenizer()
-        return _save(Qwen2ForCausalLM, Qwen2Config(**_common(tok, tie_word_embeddings=True)), tok, out_dir, seed)
+        return _save(Qwen2ForCausalLM, Qwen2Config(**_common(tok, overrides, tie_word_embeddings=True)), tok, out_dir, seed)
     if kind == "qwen3":
         tok = make_tokenizer()
-        return _save(Qwen3ForCausalLM, Qwen3Config(**_common(tok, head_dim=128, tie_word_embeddings=False)), tok,
+        return _save(Qwen3ForCausalLM, Qwen3Config(**_common(tok, overrides, head_dim=128, tie_word_embeddings=False)), tok,
                      out_dir, seed)
     if kind == "llama":
         tok = make_tokenizer()
-        return _save(LlamaForCausalLM, LlamaConfig(**_common(tok, tie_word_embeddings=False)), tok, out_dir, seed)
+        return _save(LlamaForCausalLM, LlamaConfig(**_common(tok, overrides, tie_word_embeddings=False)), tok, out_dir, seed)
     if kind == "smollm":
         tok = make_tokenizer(chat_template=SMOLLM2_TEMPLATE)
-        return _save(LlamaForCausalLM, LlamaConfig(**_common(tok, tie_word_embeddings=True)), tok, out_dir, seed)
+        return _save(LlamaForCausalLM, LlamaConfig(**_common(tok, overrides, tie_word_embeddings=True)), tok, out_dir, seed)
     if kind == "mistral":
         tok = make_spm_tokenizer(chat_template=MISTRAL_TEMPLATE)
-        return _save(MistralForCausalLM, MistralConfig(**_common(tok, sliding_window=None, tie_word_embeddings=False)),
+        return _save(MistralForCausalLM, MistralConfig(**_common(tok, overrides, sliding_window=None, tie_word_embeddings=False)),
                      tok, out_dir, seed)
     if kind == "gemma2":
         tok = make_spm_tokenizer(("<start_of_turn>", "<end_of_turn>"), GEMMA_TEMPLATE, bos="<bos>", eos="<eos>",
                                  space_prefix=False)
-        cfg = Gemma2Config(**_common(tok, num_attention_heads=2, num_key_value_heads=1, head_dim=256,
+        cfg = Gemma2Config(**_common(tok, overrides, num_attention_heads=2, num_key_value_heads=1, head_dim=256,
                                      query_pre_attn_scalar=256, tie_word_embeddings=True))
         return _save(Gemma2ForCausalLM, cfg, tok, out_dir, seed)
     if kind == "gemma3":
         tok = make_spm_tokenizer(("<start_of_turn>", "<end_of_turn>"), GEMMA_TEMPLATE, bos="<bos>", eos="<eos>",
                                  space_prefix=False)
-        cfg = Gemma3TextConfig(**_common(tok, num_attention_heads=2, num_key_value_heads=1, head_dim=256,
+        cfg = Gemma3TextConfig(**_common(tok, overrides, num_attention_heads=2, num_key_value_heads=1, head_dim=256,
                                          query_pre_attn_scalar=256, tie_word_embeddings=True,
                                          layer_types=["sliding_attention", "full_attention"]))
         return _save(Gemma3ForCausalLM, cfg, tok, out_dir, seed)
@@ -278,7 +276,7 @@ def make_tiny_arch(kind: str, out_dir, seed: int = 0, **overrides) -> Path:
         tok = make_spm_tokenizer(("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"),
                                  PHI3_TEMPLATE, add_bos=False)
         tok.eos_token = "<|endoftext|>"
-        cfg = Phi3Config(**_common(tok, original_max_position_embeddings=512, sliding_window=None,
+        cfg = Phi3Config(**_common(tok, overrides, original_max_position_embeddings=512, sliding_window=None,
                                    tie_word_embeddings=False))
         return _save(Phi3ForCausalLM, cfg, tok, out_dir, seed)
     raise ValueError(f"unknown tiny architecture {kind!r}")

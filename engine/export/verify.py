@@ -100,12 +100,10 @@ def _conversations(prompts, system: str | None) -> list[list[dict]]:
 
 
 def compare(model, tokenizer, runtime, label: str, prompts=DEFAULT_PROMPTS, new_tokens: int = DEFAULT_NEW_TOKENS,
-            system: str | None = None, stop_ids: list[int] | None = None,
-            reference: list[tuple[list[int], list[int]]] | None = None) -> Agreement:
+            system: str | None = None, stop_ids: list[int] | None = None) -> Agreement:
     """Compare ``runtime`` (``LlamaCppModel`` or ``TransformersRuntime``) with ``model``.
 
-    ``reference``: the model's (prompt ids, greedy ids) per prompt, when already computed (the
-    same reference serves several files). Returns an ``Agreement``.
+    Both answer until ``stop_ids`` or, for llama.cpp, any token it ends generation on.
     """
     import numpy as np
     import torch
@@ -113,8 +111,11 @@ def compare(model, tokenizer, runtime, label: str, prompts=DEFAULT_PROMPTS, new_
     from engine.generate import build_prompt
 
     convs = _conversations(prompts, system)
-    if reference is None:
-        reference = reference_answers(model, tokenizer, prompts, new_tokens, system, stop_ids)
+    if hasattr(runtime, "end_ids"):
+        # Both sides stop where the runtime would: llama.cpp also ends on tokens such as
+        # <|endoftext|> that the model's generation config may not list.
+        stop_ids = sorted(set(stop_ids or []) | set(runtime.end_ids()))
+    reference = reference_answers(model, tokenizer, prompts, new_tokens, system, stop_ids)
     agreement = Agreement(getattr(runtime, "name", "llama.cpp"), label, new_tokens)
     margins = []
     for prompt, conv, (prompt_ids, ref) in zip(prompts, convs, reference):
