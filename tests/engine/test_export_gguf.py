@@ -414,3 +414,17 @@ def test_demo_modelfile_stops_on_im_end():
     tok = load_tokenizer("demo")
     mf = build_modelfile("demo.q4_k_m.gguf", tok)
     assert mf.stops == ["<|im_end|>"] and mf.template.source is not None
+
+
+def test_cli_ollama_and_gguf_lora(arch_run, tmp_path, capsys):
+    from engine.cli import main
+
+    run, _ = arch_run("smollm")
+    assert main(["export", str(run), "--ollama", "q8_0", "--no-verify", "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "ollama create run -f" in out
+    modelfile = (tmp_path / "o" / "Modelfile").read_text()
+    assert "You are a helpful AI assistant named SmolLM" in modelfile  # the template's default system prompt
+    assert main(["export", str(run), "--gguf-lora", "--out", str(tmp_path / "l")]) == 0
+    assert "GGUF LoRA adapter written" in capsys.readouterr().out
+    assert list((tmp_path / "l").glob("*.lora.f32.gguf"))
