@@ -133,3 +133,44 @@ def tensor_nbytes(ggml_type: str, shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n // block * size
+
+
+# ---- llama.cpp's per-tensor choice, for size estimates ------------------------------------------
+# The main rules of llama.cpp's ``llama_tensor_get_type`` (src/llama-quant.cpp) for the K-quant
+# file types offered here: the base type, the output (and tied embedding) at Q6_K, half of the
+# attn_v / ffn_down layers one step up for the _M types, and the fallback for rows that are not
+# whole 256-value blocks (Q4_K→Q5_0, Q5_K→Q5_1, Q6_K→Q8_0, Q3_K/Q2_K→Q4_0, then F16).
+_K_BASE = {"q6_k": "Q6_K", "q5_k_m": "Q5_K", "q5_k_s": "Q5_K", "q4_k_m": "Q4_K", "q4_k_s": "Q4_K",
+           "q3_k_m": "Q3_K", "q2_k": "Q2_K"}
+_K_FALLBACK = {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def llama_cpp_tensor_type(q: QuantType, gguf_name: str, shape: tuple[int, ...], n_layers: int,
+                          tied: bool) -> str:
+    """The type llama.cpp's quantizer gives a tensor for file type ``q`` (main rules only)."""
+    import gguf
+
+    if len(shape) < 2:
+        return "F32"
+    base = _K_BASE[q.name]
+    t = base
+    layer = int(gguf_name.split(".")[1]) if gguf_name.startswith("blk.") else -1
+    if gguf_name.startswith("output.") or (tied and gguf_name.startswith("token_embd.")):
+        t = "Q6_K"
+    elif (".attn_v." in gguf_name or ".ffn_down." in gguf_name) and q.name in ("q4_k_m", "q5_k_m") \
+            and _use_more_bits(layer, n_layers):
+        t = "Q6_K"
+    elif ".attn_v." in gguf_name and q.name == "q3_k_m":
+        t = "Q5_K" if layer < 2 else "Q4_K"
+    elif ".ffn_down." in gguf_name and q.name == "q3_k_m":
+        t = "Q5_K" if layer < n_layers // 16 else "Q4_K"
+    for _ in range(2):
+        block, _size = gguf.GGML_QUANT_SIZES[getattr(gguf.GGMLQuantizationType, t)]
+        if shape[-1] % block == 0:
+            return t
+        t = _K_FALLBACK.get(t, "F16")
+    return "F16"

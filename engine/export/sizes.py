@@ -7,8 +7,9 @@ ready in about a second for any model size:
 * merged: parameters × bytes of the dtype (exact for the weights; plus tokenizer files);
 * GGUF written by the gguf package: the writer's own tensor plan (exact tensor bytes) plus the
   tokenizer metadata (estimated);
-* GGUF K-quants: llama.cpp's measured bits per weight (on Llama-3-8B, ``gguf_quant``) for the
-  2-D weights, so "about";
+* GGUF K-quants: the main rules of llama.cpp's per-tensor type choice (``gguf_quant.
+  llama_cpp_tensor_type``: Q6_K output, a richer half of attn_v/ffn_down, fallbacks for rows
+  that are not whole blocks), so "about";
 * GGUF LoRA adapter: the adapter's parameter count × 4 or 2 bytes.
 """
 
@@ -88,8 +89,12 @@ def gguf_size(shapes, cfg, qtype: str, tokenizer=None) -> tuple[int, bool]:
     if not q.needs_llama_cpp:
         plan = plan_tensors(shapes, cfg, q)
         return sum(p.nbytes for p in plan) + tokenizer_bytes(tokenizer, cfg.vocab_size), True
+    from engine.export.gguf_quant import llama_cpp_tensor_type, tensor_nbytes
+
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
     plan = plan_tensors(shapes, cfg, "f32")
-    total = sum(p.nbytes if len(p.shape) < 2 else _numel(p.shape) * q.bits_per_weight / 8 for p in plan)
+    total = sum(tensor_nbytes(llama_cpp_tensor_type(q, p.gguf_name, p.shape, cfg.num_hidden_layers, tied), p.shape)
+                for p in plan)
     return int(total) + tokenizer_bytes(tokenizer, cfg.vocab_size), False
 
 

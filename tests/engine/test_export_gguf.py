@@ -218,6 +218,10 @@ def test_llama_cpp_k_quant(arch_run, tmp_path):
     assert a["runtime"] == "llama.cpp" and a["label"] == "Q4_K_M" and a["positions"] > 0
     q8 = export_gguf(run, tmp_path / "q8", "q8_0", verify=False)
     assert res.details["size_bytes"] < q8.details["size_bytes"]
+    from engine.export.formats import estimate_sizes
+
+    est = next(e for e in estimate_sizes(run, formats=["gguf"]) if e.option == "q4_k_m")
+    assert abs(est.bytes - res.details["size_bytes"]) < 0.03 * res.details["size_bytes"]  # llama.cpp's mix
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "phi3"])
