@@ -21,7 +21,7 @@ def arch_run(tmp_path_factory):
     cache = {}
 
     def make(kind, **overrides):
-        key = (kind, tuple(sorted(overrides.items())))
+        key = (kind, repr(sorted(overrides.items())))
         if key not in cache:
             root = tmp_path_factory.mktemp(kind)
             base = make_tiny_arch(kind, root / "base", **overrides)
@@ -202,6 +202,19 @@ def test_llama_cpp_answers_like_the_merged_model(kind, arch_run, tmp_path):
     assert a["top1_agree"] == a["positions"] and a["max_abs_logit_diff"] < 1e-2
     assert "5 of 5 prompts" in a["sentence"] and "splits" not in a["sentence"]  # same tokenization too
     assert a["sentence"] in (tmp_path / "g" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},
+    {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
+], ids=["llama3", "linear"])
+def test_llama_cpp_rope_scaling(rope, arch_run, tmp_path):
+    """Llama 3's rope scaling travels as a rope_freqs tensor, linear scaling as metadata."""
+    pytest.importorskip("llama_cpp")
+    run, _ = arch_run("llama", rope_parameters=rope)
+    a = export_gguf(run, tmp_path / "g", "f32").details["agreement"]
+    assert a["identical"] == 5 and a["max_abs_logit_diff"] < 1e-2, a["sentence"]
 
 
 def test_llama_cpp_k_quant(arch_run, tmp_path):
