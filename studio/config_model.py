@@ -31,6 +31,10 @@ def studio_checks(cfg: RunConfig) -> dict[str, str]:
         errors["data.path"] = "choose a data file"
     if cfg.data.validation_path and find_path(cfg.data.validation_path) is None:
         errors["data.validation_path"] = "file not found"
+    if cfg.train.distributed.num_machines > 1:
+        # Start runs on this machine; several machines start from the script the user submits.
+        errors["train.distributed.num_machines"] = ("a run over several machines starts from its cluster "
+                                                    "script: use Write cluster script, then sbatch it")
     name = cfg.model.name_or_path
     if not name:
         errors["model.name_or_path"] = "choose a model"
@@ -49,15 +53,19 @@ class ConfigModel(QObject):
     sig_config = Signal(object)  # the current RunConfig (or None if it cannot be built at all)
     sig_errors = Signal(object)  # {path: message}; empty when Start may run
 
-    def __init__(self, model, data, method, training, parent=None):
+    def __init__(self, parent=None):
         super().__init__(parent)
-        self.model, self.data, self.method, self.training = model, data, method, training
+        self.model = self.data = self.method = self.training = None
         self.config: RunConfig | None = None
         self.errors: dict[str, str] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
         self._timer.timeout.connect(self.validate_now)
+
+    def bind(self, model, data, method, training) -> None:
+        """The four form panels, once built (each has values, set_values, set_errors, sig_changed)."""
+        self.model, self.data, self.method, self.training = model, data, method, training
         for panel in (model, data, method, training):
             panel.sig_changed.connect(self._timer.start)
 

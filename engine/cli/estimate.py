@@ -60,6 +60,8 @@ def format_table(est) -> str:
            f"({100 * est.trainable_params / max(est.total_params, 1):.3f}%), adapter {gib(est.adapter_bytes)}"
     lines.append(head)
     lines.append(f"batch {est.batch_size} × {est.seq_len} tokens, weights in {est.quantization or est.dtype}")
+    if getattr(est, "processes", 1) > 1:
+        lines.append(f"per GPU: {est.layout} over {est.processes} processes")
     lines.append("")
     width = max(len(v) for v in LABELS.values())
     for key, label in LABELS.items():
@@ -124,10 +126,12 @@ def run(args) -> int:
     if want_time:
         import psutil
 
+        from engine import wire
         from engine.estimate.timing import probe_time
 
-        # Progress on stderr (one line each): the studio shows it while the probe runs.
-        out["time"] = probe_time(cfg, progress=lambda msg: print(f"progress: {msg}", file=sys.stderr, flush=True),
+        # Progress on stderr, one wire message a line (engine/wire.py): the studio shows it while
+        # the probe runs.
+        out["time"] = probe_time(cfg, progress=lambda msg: wire.write(sys.stderr, wire.progress(msg)),
                                  process_start=psutil.Process().create_time())
     if args.json:
         ordered = {k: out[k] for k in JSON_KEYS if k in out}
