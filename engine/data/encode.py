@@ -18,6 +18,7 @@ long text), whatever happened to it, so that the report can name every record by
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -73,10 +74,9 @@ class EncodeSpec:
 
 
 def _hash(record: dict) -> int:
-    import xxhash
-
-    h = xxhash.xxh64_intdigest(json.dumps(record, sort_keys=True, ensure_ascii=False).encode("utf-8"))
-    return h - (1 << 64) if h >= (1 << 63) else h
+    """64 bits of BLAKE2b over the record's canonical JSON, as a signed int64 (an Arrow column)."""
+    data = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
 
 
 def analyse(record: dict) -> tuple[dict, list[str]]:
