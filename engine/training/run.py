@@ -40,7 +40,7 @@ from engine.training.build import build_for_training
 from engine.training.hints import hint_for
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
-from engine.training.trainer import ListDataset, make_callback, make_trainer_class
+from engine.training.trainer import make_callback, make_trainer_class
 
 ADAPTER_DIR = "adapter"
 EVENTS_FILE = "events.jsonl"
@@ -210,8 +210,9 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
         optimizers = (loraplus_optimizer(model, cfg), None)
     method_callbacks = spec.trainer_callbacks(model, p.checkpoint) if spec.trainer_callbacks else []
     trainer = trainer_cls(
-        model=model, args=args, train_dataset=ListDataset(data.train),
-        eval_dataset=ListDataset(data.eval) if data.eval else None,
+        # Examples: sequences over memory-mapped Arrow rows (engine/data/examples.py), read a batch at a time.
+        model=model, args=args, train_dataset=data.train,
+        eval_dataset=data.eval if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
         callbacks=[make_callback(reporter, stop, counters, info), *method_callbacks,
                    held_bytes_callback(counters)],
