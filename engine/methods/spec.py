@@ -28,6 +28,9 @@ Capabilities (fields of :class:`MethodSpec`):
 ``suggested_lr``         a starting learning rate when a run file's (LoRA-tuned) lr does not suit
 ``target_kind``          what ``method.target_modules`` names: linear | norm | embedding | blocks
 ``preflight_build``      safe to build on the meta-device model during preflight
+``cached_generation``    generating with the KV cache gives the answers a full forward per token
+                         gives (``generation_note`` says why not); when False the one generation
+                         path (``engine.inference``) decodes without the cache, one prompt at a time
 =======================  ==========================================================================
 
 Hooks: ``build`` (required), ``validate`` (cross-field checks, no weights), ``check`` (against
@@ -134,6 +137,8 @@ class MethodSpec:
     suggested_lr: float | None = None
     target_kind: str = "linear"             # TARGET_KINDS
     preflight_build: bool = False
+    cached_generation: bool = True
+    generation_note: str = ""
     # ---- hooks ----
     validate: Callable | None = None        # (cfg) -> None, raises ConfigError; no weights, no ML imports
     check: Callable | None = None           # (cfg, ctx) -> None, raises ConfigError
@@ -161,6 +166,8 @@ class MethodSpec:
             raise ValueError(f"{self.name}: target_kind must be one of {TARGET_KINDS}")
         if self.prompt is not None and self.can_pack:
             raise ValueError(f"{self.name}: a method that adds virtual tokens cannot pack examples")
+        if not self.cached_generation and not self.generation_note:
+            raise ValueError(f"{self.name}: say why the KV cache cannot be used (generation_note)")
         if self.params().name != self.name:
             raise ValueError(f"{self.params.__name__}.name defaults to {self.params().name!r}, "
                              f"expected {self.name!r}")

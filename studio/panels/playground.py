@@ -230,7 +230,7 @@ class PlaygroundPanel(QWidget):
 
     # ---- generation -----------------------------------------------------------------------------
     def settings(self):
-        from engine.generate import GenerationSettings
+        from engine.inference import GenerationSettings
 
         return GenerationSettings(max_new_tokens=self.max_new_tokens.value(), temperature=self.temperature.value(),
                                   top_p=self.top_p.value(), seed=self.seed.value())

@@ -246,4 +246,5 @@ for _m in PEFT_METHODS.values():
         check=_check_for(_m),
         supports_quantized_base=_m.quantized if _m.quantized is not None else peft_schema.has_bnb_layer(_m.name),
         merge_note=_m.merge_note, note=_m.note, preflight_build=_m.meta_ok, suggested_lr=_m.lr,
-        trainer_callbacks=trainer_callbacks, target_kind=_m.targets if _m.targets != "none" else "linear"))
+        trainer_callbacks=trainer_callbacks, target_kind=_m.targets if _m.targets != "none" else "linear",
+        cached_generation=not _m.generation_note, generation_note=_m.generation_note))
