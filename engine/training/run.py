@@ -1,13 +1,18 @@
 """Train one run: setup → main → fit (litgpt's split), on transformers' Trainer.
 
-* :func:`train` (setup) — the run folder, the reporter and its sinks; every failure becomes a
-  ``failed`` event, never a bare traceback.
-* :func:`main` — everything checkable from config files before weights load (preflight), then
+* :func:`train` (setup) — the reporter and its sinks; every failure becomes a ``failed`` event,
+  never a bare traceback.
+* :func:`main` — everything checkable from config files before weights load (preflight: the
+  method against the options and the architecture, a resume against the run it continues), then
   the tokenizer, the data and the model exactly as training uses them.
 * :func:`fit` — the Trainer, the loop, the final evaluation and the saved adapter.
 
+The run folder (``run.yaml``, ``events.jsonl``, the index row) is written only once training
+really starts (:class:`RunFolder`): a run refused in preflight, or a resume refused because a
+setting changed, leaves an existing run exactly as it was and creates no folder.
+
 The loop is transformers' Trainer; what is ours is the wiring: the run directory, events, stop at
-a step boundary on request, checkpoints and resume.
+a step boundary on request, checkpoints and resume (``engine.training.resume``).
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ from pathlib import Path
 from engine.config import RunConfig
 from engine.data import make_collator, prepare_data
 from engine.errors import ConfigError, UserError
-from engine.events import FailedEvent, FinishedEvent, JsonlSink, MultiReporter, StoppedEvent
+from engine.events import FailedEvent, FinishedEvent, JsonlSink, LogEvent, MultiReporter, StoppedEvent
 from engine.methods import get_method, preflight
 from engine.methods.storage import save_adapter_atomic, saveable
-from engine.models import load_tokenizer, resolve_source
+from engine.models import BaseTokenizer, load_tokenizer, resolve_source
 from engine.runs import RunIndex
 from engine.training.arguments import CHECKPOINT_DIR, loraplus_optimizer, training_args
 from engine.training.build import build_for_training
 from engine.training.hints import hint_for
+from engine.training.resume import AlreadyComplete, check_resume, completed_run
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
 from engine.training.trainer import ListDataset, make_callback, make_trainer_class
@@ -41,12 +47,17 @@ RUN_FILE = "run.yaml"
 
 @dataclass
 class RunResult:
-    status: str                      # finished | stopped | failed
+    """How a run ended. ``status``: finished | stopped | failed | complete (a resume of a run that
+    had already trained every step: nothing was done). ``user_error``: the failure is the user's
+    to fix (a UserError: the CLI exits 2), not the project's."""
+
+    status: str
     run_dir: Path
     adapter_dir: Path | None = None
     metrics: dict = field(default_factory=dict)
     error: str | None = None
     hint: str | None = None
+    user_error: bool = False
 
 
 def is_main_process() -> bool:
@@ -75,28 +86,66 @@ def find_checkpoint(run_dir: Path, resume_from: str | None) -> str | None:
 
 # ---- setup --------------------------------------------------------------------------------------
 
+class RunFolder:
+    """The run folder's files, written only once training really starts.
+
+    Until :meth:`open`, events are kept in memory (the reporter's other sinks — stdout, the
+    studio — see them at once); ``open`` creates the folder, writes ``run.yaml``, and appends the
+    kept events and every later one to ``events.jsonl``. A run that fails or is refused before
+    it starts leaves no folder, and an existing run's files untouched."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.run_dir, self.enabled = run_dir, enabled
+        self.kept: list[dict] = []
+        self.sink: JsonlSink | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self.sink is not None
+
+    def emit(self, event: dict) -> None:
+        if self.sink is not None:
+            self.sink.emit(event)
+        else:
+            self.kept.append(event)
+
+    def open(self, cfg: RunConfig) -> None:
+        """Create the folder (raises OSError), write the resolved run file, start events.jsonl."""
+        if not self.enabled or self.sink is not None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(self.run_dir / RUN_FILE)
+        self.sink = JsonlSink(self.run_dir / EVENTS_FILE)
+        for event in self.kept:
+            self.sink.emit(event)
+        self.kept = []
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
 def train(cfg: RunConfig, sinks=(), stop: StopFlag | None = None, listen_stdin: bool = False,
           base_dir: Path | None = None) -> RunResult:
     """Run one training job to completion, stop or failure. Never raises for run failures:
-    they become a `failed` event and a RunResult with status failed."""
+    they become a `failed` event and a RunResult with status failed (``user_error`` when the
+    user can fix it). A resume of a run that is already complete returns status ``complete``
+    and changes nothing."""
     stop = stop or StopFlag()
     run_dir = Path(cfg.output_dir).expanduser()
     if not run_dir.is_absolute() and base_dir is not None:
         run_dir = base_dir / run_dir
     reporter = MultiReporter(*sinks)
     reporter.enabled = is_main_process()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if reporter.enabled:
-            reporter.add(JsonlSink(run_dir / EVENTS_FILE))
-    except OSError as e:
-        reporter.emit(FailedEvent(error=f"Cannot create the run folder {run_dir}: {e}",
-                                  hint="Choose an output_dir you can write to."))
-        return RunResult("failed", run_dir, error=str(e))
+    folder = RunFolder(run_dir, enabled=reporter.enabled)
+    reporter.add(folder)
     if listen_stdin:
         start_stdin_listener(stop)
     try:
-        return main(cfg, run_dir, reporter, stop)
+        return main(cfg, run_dir, reporter, stop, folder)
+    except AlreadyComplete as e:  # not a failure: nothing to do, and nothing is written
+        reporter.emit(LogEvent(message=str(e)))
+        return RunResult("complete", run_dir, metrics={"global_step": e.done})
     except KeyboardInterrupt:
         reporter.emit(FailedEvent(error="interrupted", hint="The run was interrupted twice; resume from the "
                                   "last checkpoint with train.resume_from: latest."))
@@ -108,11 +157,11 @@ def train(cfg: RunConfig, sinks=(), stop: StopFlag | None = None, listen_stdin: 
         else:  # our fault: keep the traceback for the report
             reporter.emit(FailedEvent(error=f"{type(e).__name__}: {e}", hint=hint,
                                       traceback=traceback.format_exc()))
-        return RunResult("failed", run_dir, error=str(e), hint=hint)
+        return RunResult("failed", run_dir, error=str(e), hint=hint, user_error=isinstance(e, UserError))
     finally:
-        if reporter.enabled:
-            _index_run(run_dir)
         reporter.close()
+        if folder.opened:
+            _index_run(run_dir)
 
 
 def _index_run(run_dir: Path) -> None:
@@ -120,6 +169,17 @@ def _index_run(run_dir: Path) -> None:
         RunIndex().record(run_dir)
     except Exception as e:  # the index is a convenience; never fail a run over it
         print(f"peft-studio: could not update the run index: {e}", file=sys.stderr)
+
+
+def check_writable(run_dir: Path) -> None:
+    """ConfigError naming output_dir when the run folder could not be created or written (checked
+    without creating anything)."""
+    probe = run_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError("output_dir", f"cannot write the run folder {run_dir}: {probe} is not a folder you "
+                          "may write to; choose another output_dir")
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -139,15 +199,27 @@ class Prepared:
     built: object                    # engine.training.build.Built
 
 
-def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag) -> RunResult:
+def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
+         folder: RunFolder | None = None) -> RunResult:
     """Check, load and prepare (raises on failure; train() reports it), then fit."""
+    folder = folder or RunFolder(run_dir, enabled=False)
     cfg.validate()
     spec = get_method(cfg.method.name)
-    # Everything checkable from config files is checked before weights load (seconds, not minutes).
+    # Everything checkable from config files is checked before weights load (seconds, not minutes),
+    # and before the run folder is touched.
     preflight(cfg)
-    checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
-    if reporter.enabled:
-        cfg.save(run_dir / RUN_FILE)
+    checkpoint = None
+    if cfg.train.resume_from:
+        try:
+            checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
+        except ConfigError:
+            done = completed_run(cfg, run_dir)  # a run saved only at its end has no checkpoint
+            if done:
+                raise AlreadyComplete(done[0], done[1], run_dir) from None
+            raise
+        checkpoint = check_resume(cfg, run_dir, checkpoint).checkpoint
+    if folder.enabled:
+        check_writable(run_dir)
 
     import torch
     from transformers import set_seed
@@ -155,11 +227,12 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     set_seed(cfg.train.seed)
     src = resolve_source(cfg.model.name_or_path, cfg.model.offline)
     reporter.log(f"Model: {src.display}")
-    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline,
+                               log=reporter.log)
     packing = cfg.train.packing
     if packing and not spec.can_pack:
         reporter.warn(f"{spec.title} prepends virtual tokens to every example, so packing is turned off "
-                      "for this run.")
+                      "for this run (train.packing).")
         packing = False
     data = prepare_data(cfg.data, tokenizer, seed=cfg.train.seed, reporter=reporter,
                         extra_prompt_tokens=spec.virtual_tokens(cfg.method))
@@ -168,13 +241,16 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log)
-    return fit(Prepared(cfg, spec, run_dir, checkpoint, tokenizer, data, packing, device, built), reporter, stop)
+    prepared = Prepared(cfg, spec, run_dir, checkpoint, tokenizer, data, packing, device, built)
+    return fit(prepared, reporter, stop, folder)
 
 
 # ---- fit ----------------------------------------------------------------------------------------
 
-def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
-    """Train ``p`` to the end (or a stop), evaluate, save the adapter and report."""
+def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder | None = None) -> RunResult:
+    """Train ``p`` to the end (or a stop), evaluate, save the adapter and report. The run folder
+    is opened (``run.yaml`` written) when the Trainer begins its first step."""
+    folder = folder or RunFolder(p.run_dir, enabled=False)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     cfg, spec, run_dir, data = p.cfg, p.spec, p.run_dir, p.data
@@ -201,7 +277,8 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
         model=model, args=args, train_dataset=ListDataset(data.train),
         eval_dataset=ListDataset(data.eval) if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
-        callbacks=[make_callback(reporter, stop, counters, info), *method_callbacks],
+        callbacks=[make_callback(reporter, stop, counters, info, before_start=lambda: folder.open(cfg)),
+                   *method_callbacks],
         optimizers=optimizers,
     )
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
@@ -222,7 +299,9 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
     adapter_dir = run_dir / ADAPTER_DIR
     if trainer.is_world_process_zero():  # one writer; the other ranks wait for it
         # Methods that are not peft tuners (BitFit, bottleneck, full…) save themselves.
-        save_adapter_atomic(saveable(trainer.model, spec), p.tokenizer, adapter_dir)
+        # The base's tokenizer files unchanged: padding is a training choice, not part of the model.
+        base_tok = BaseTokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
+        save_adapter_atomic(saveable(trainer.model, spec), base_tok, adapter_dir)
     trainer.accelerator.wait_for_everyone()
     if stopped:
         reporter.emit(StoppedEvent(step=trainer.state.global_step, adapter_dir=str(adapter_dir),

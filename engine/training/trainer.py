@@ -32,14 +32,18 @@ def _memory() -> tuple[int | None, int | None]:
         return None, None
 
 
-def make_callback(reporter, stop: StopFlag, counters: dict, info: dict):
-    """A TrainerCallback reporting to ``reporter`` (``info``: the started event's fields)."""
+def make_callback(reporter, stop: StopFlag, counters: dict, info: dict, before_start=None):
+    """A TrainerCallback reporting to ``reporter`` (``info``: the started event's fields;
+    ``before_start()``: called when training really begins, before the ``started`` event — the
+    run folder is written then)."""
     from transformers import TrainerCallback
 
     class EventCallback(TrainerCallback):
         """Turns the Trainer's hooks into our events and honours the stop flag."""
 
         def on_train_begin(self, args, state, control, **kw):
+            if before_start is not None:
+                before_start()
             counters["t0"] = time.time()
             counters["start_step"] = state.global_step
             info["total_steps"] = state.max_steps

@@ -40,6 +40,7 @@ class PeftMethod:
     defaults: dict = field(default_factory=dict)  # our defaults where peft's cannot fit small models
     lr: float | None = None      # a starting learning rate when a LoRA-tuned one does not suit (compare)
     generation_note: str = ""    # non-empty: generation cannot use the KV cache, and why (MethodSpec)
+    no_checkpointing: bool = False  # peft refuses it with gradient checkpointing (a key/value prefix)
 
     @property
     def peft_type(self) -> str:
@@ -140,7 +141,7 @@ PEFT_METHODS: dict[str, PeftMethod] = {m.name: m for m in [
                "prefix tuning without the encoder).", main=("num_virtual_tokens",), targets="none",
                # peft passes its prefix as the attention cache (as for prefix tuning): keys get longer.
                can_merge=False, merge_note=_NOT_WEIGHTS, prompt="kv_prefix", quantized=True,
-               defaults={"num_virtual_tokens": 20}, lr=1e-2),
+               defaults={"num_virtual_tokens": 20}, lr=1e-2, no_checkpointing=True),
     PeftMethod("adamss", "AdamssConfig", "AdaMSS", "Adaptive multi-subspace adaptation (SVD-clustered "
                "subspaces).", main=("r", "num_subspaces"), requires="sklearn", meta_ok=False,
                note="needs scikit-learn"),

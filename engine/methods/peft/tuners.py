@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 from engine.methods.apply import prepare_quantized
+from engine.methods.families.prompt import NO_CHECKPOINTING
 from engine.methods.peft import schema as peft_schema
 from engine.methods.peft.catalog import PARAMS, PEFT_METHODS, UNAVAILABLE, PeftMethod, peft_field_names
 from engine.methods.peft.meta import standin
@@ -247,4 +248,5 @@ for _m in PEFT_METHODS.values():
         supports_quantized_base=_m.quantized if _m.quantized is not None else peft_schema.has_bnb_layer(_m.name),
         merge_note=_m.merge_note, note=_m.note, preflight_build=_m.meta_ok, suggested_lr=_m.lr,
         trainer_callbacks=trainer_callbacks, target_kind=_m.targets if _m.targets != "none" else "linear",
-        cached_generation=not _m.generation_note, generation_note=_m.generation_note))
+        cached_generation=not _m.generation_note, generation_note=_m.generation_note,
+        incompatible=(NO_CHECKPOINTING,) if _m.no_checkpointing else ()))
