@@ -14,7 +14,13 @@ package is cheap: torch and transformers load inside the functions.
 """
 
 from engine.errors import ModelError
-from engine.models.introspect import LINEAR_SKIP, count_parameters, linear_module_names, unique_params
+from engine.models.introspect import (
+    LINEAR_SKIP,
+    count_parameters,
+    linear_module_names,
+    real_numel,
+    unique_params,
+)
 from engine.models.loading import (
     TOKENIZER_FILES,
     BaseTokenizer,
@@ -40,7 +46,7 @@ from engine.models.source import (
 )
 
 __all__ = [
-    "TOKENIZER_FILES", "BaseTokenizer", "load_base_tokenizer", "pad_choice",
+    "TOKENIZER_FILES", "BaseTokenizer", "load_base_tokenizer", "pad_choice", "real_numel",
     "DEMO_NAME", "LINEAR_SKIP", "WEIGHT_FILES", "ModelError", "ModelSource", "check_bitsandbytes",
     "count_parameters", "demo_model_dir", "ensure_pad_token", "has_weights", "hf_cache_root",
     "linear_module_names", "list_cached_models", "load_model", "load_tokenizer", "quantization_config",

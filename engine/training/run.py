@@ -38,7 +38,7 @@ from engine.training.hints import hint_for
 from engine.training.resume import AlreadyComplete, check_resume, completed_run
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
-from engine.training.trainer import ListDataset, make_callback, make_trainer_class
+from engine.training.trainer import ListDataset, make_callback, make_lr_callback, make_trainer_class
 
 ADAPTER_DIR = "adapter"
 EVENTS_FILE = "events.jsonl"
@@ -192,6 +192,7 @@ class Prepared:
     spec: object                     # the MethodSpec
     run_dir: Path
     checkpoint: str | None           # the checkpoint to resume from
+    lr_factor: float                 # train.lr now / the lr the checkpoint's schedule was made with
     tokenizer: object
     data: object                     # engine.data.PreparedData
     packing: bool
@@ -208,7 +209,7 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
     # Everything checkable from config files is checked before weights load (seconds, not minutes),
     # and before the run folder is touched.
     preflight(cfg)
-    checkpoint = None
+    checkpoint, lr_factor = None, 1.0
     if cfg.train.resume_from:
         try:
             checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
@@ -217,7 +218,10 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
             if done:
                 raise AlreadyComplete(done[0], done[1], run_dir) from None
             raise
-        checkpoint = check_resume(cfg, run_dir, checkpoint).checkpoint
+        resume = check_resume(cfg, run_dir, checkpoint)
+        checkpoint = resume.checkpoint
+        if resume.previous is not None and resume.previous.train.lr > 0:
+            lr_factor = cfg.train.lr / resume.previous.train.lr
     if folder.enabled:
         check_writable(run_dir)
 
@@ -241,7 +245,7 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log)
-    prepared = Prepared(cfg, spec, run_dir, checkpoint, tokenizer, data, packing, device, built)
+    prepared = Prepared(cfg, spec, run_dir, checkpoint, lr_factor, tokenizer, data, packing, device, built)
     return fit(prepared, reporter, stop, folder)
 
 
@@ -269,6 +273,7 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
     trainer_cls = make_trainer_class()
     trainer_cls.counters = counters
     trainer_cls.method_spec = spec
+    trainer_cls.warmup_ratio = cfg.train.warmup_ratio
     optimizers = (None, None)
     if cfg.train.loraplus_lr_ratio > 0:
         optimizers = (loraplus_optimizer(model, cfg), None)
@@ -278,7 +283,7 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
         eval_dataset=ListDataset(data.eval) if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
         callbacks=[make_callback(reporter, stop, counters, info, before_start=lambda: folder.open(cfg)),
-                   *method_callbacks],
+                   make_lr_callback(p.lr_factor), *method_callbacks],
         optimizers=optimizers,
     )
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -86,6 +87,28 @@ def make_callback(reporter, stop: StopFlag, counters: dict, info: dict, before_s
     return EventCallback()
 
 
+def make_lr_callback(factor: float):
+    """A TrainerCallback that scales the learning rate by ``factor`` once a resumed run has loaded
+    its checkpoint's schedule (``train.lr`` changed on resume: the checkpoint restores the old peak,
+    which would silently win). The schedule keeps its shape and position."""
+    from transformers import TrainerCallback
+
+    class ResumeLr(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
+            if optimizer is None or lr_scheduler is None or factor == 1.0:
+                return
+            if hasattr(lr_scheduler, "base_lrs"):
+                lr_scheduler.base_lrs = [b * factor for b in lr_scheduler.base_lrs]
+            for group in optimizer.param_groups:
+                group["lr"] = group["lr"] * factor
+                if "initial_lr" in group:
+                    group["initial_lr"] = group["initial_lr"] * factor
+            if hasattr(lr_scheduler, "_last_lr"):
+                lr_scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+    return ResumeLr()
+
+
 def make_trainer_class():
     """The Trainer subclass (built on first use: importing transformers costs seconds)."""
     from transformers import Trainer
@@ -94,6 +117,14 @@ def make_trainer_class():
         """Trainer that counts real (non-padding) and trained tokens for tokens/s."""
 
         counters: dict = {}
+        warmup_ratio: float = 0.0   # train.warmup_ratio
+
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            # train.warmup_ratio is a fraction of the run's optimizer steps. transformers reads a
+            # float warmup_steps below 1 as a ratio but 1.0 as one step, and warmup_ratio is
+            # gone in v5; so the steps are counted here, where the run's total is known.
+            self.args.warmup_steps = math.ceil(num_training_steps * self.warmup_ratio)
+            return super().create_scheduler(num_training_steps, optimizer)
 
         def training_step(self, model, inputs, *args, **kwargs):
             ids = inputs.get("input_ids")
