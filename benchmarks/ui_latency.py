@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     win = MainWindow(settings=settings, initial=cfg, reattach=False, supervisor=RunSupervisor(command=command))
     win.resize(1480, 940)
     win.show()
-    from studio.workers import LatestJob
+    from studio.tasks import LatestJob
 
     deadline = time.time() + 300
     # Measure the stream, not start-up: wait for the plots and for the panels' first background
@@ -152,21 +152,21 @@ def main(argv=None) -> int:
         events[0] += 1
         state["on"] = True  # count from the first event: the stream is what we measure
 
-    win.supervisor.sig_event.connect(on_event)
-    win.supervisor.sig_state.connect(lambda s: app.quit() if s in ("finished", "stopped", "failed") else None)
+    win.runs.supervisor.sig_event.connect(on_event)
+    win.runs.supervisor.sig_state.connect(lambda s: app.quit() if s in ("finished", "stopped", "failed") else None)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    QTimer.singleShot(0, win.start_run)
+    QTimer.singleShot(0, win.runs.start)
     QTimer.singleShot(int((args.seconds + 600) * 1000), app.quit)
     app.exec()
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    state_now = win.supervisor.state
-    win.monitor.refresh_all()
+    state_now = win.runs.supervisor.state
+    win.panels["monitor"].refresh_all()
     win.shutdown()
 
     p50, p99, worst = percentile(late, 50), percentile(late, 99), max(late or [float("nan")])
     print(f"ui_latency: {what}")
     print(f"  run ended: {state_now}; {events[0]} events in {wall:.1f} s; "
-          f"{win.monitor.curve_points('loss')} points on the loss curve")
+          f"{win.panels['monitor'].curve_points('loss')} points on the loss curve")
     print(f"  studio process CPU: {cpu:.2f} s over {wall:.1f} s wall = {100 * cpu / wall:.0f} % of one core "
           f"(machine load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print(f"  timer lateness over {len(late)} ticks: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.1f} ms "

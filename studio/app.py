@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from studio import settings as settings_mod
+    from studio import tasks
     from studio.theme import apply_theme
-    from studio.workers import init_bridge, run_job
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setOrganizationName(settings_mod.ORGANIZATION)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     apply_theme(app, args.theme)
     if args.theme == "system":  # follow the desktop switching between light and dark while open
         app.styleHints().colorSchemeChanged.connect(lambda *_: apply_theme(app, "system"))
-    init_bridge()
+    tasks.init_bridge()
 
     smoke = args.demo_steps is not None
     if smoke or args.screenshot or args.exit_after_show:
@@ -85,12 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         win.resize(w, h)
     elif smoke:
         win.resize(1480, 940)
-    if args.tab:
-        for i in range(win.tabs.count()):
-            if win.tabs.tabText(i).lower() == args.tab.lower():
-                win.tabs.setCurrentIndex(i)
-    if args.dock and args.dock.lower() in win.docks:
-        win.docks[args.dock.lower()].raise_()
+    if args.tab and args.tab.lower() in win.panels:
+        win.placement.show_panel(args.tab.lower())
+    if args.dock and args.dock.lower() in win.placement.docks:
+        win.placement.docks[args.dock.lower()].raise_()
     win.show()
     if os.environ.get("PEFT_STUDIO_TIMING"):
         print(f"studio: window shown after {time.perf_counter() - _T0:.2f} s (since studio.app import)",
@@ -99,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         from studio.errors import show_error
 
         show_error(win, "Open run file", f"{args.run_file} cannot be used.\n\n{load_error}")
-    # The helper process imports torch/transformers/peft now, so the first real job starts warm.
-    run_job("warm_up", on_done=win.set_ml_ready, on_error=win.set_ml_failed, key="warm_up")
-    run_job("warm_up", key="warm_up", lane="data")
+    # The helper processes import torch/transformers/peft now, so the first real job starts warm.
+    warm = tasks.start_job("warm_up", key="warm_up", parent=win)
+    warm.sig_result.connect(win.status.set_ml_ready)
+    warm.sig_error.connect(win.status.set_ml_failed)
+    tasks.start_job("warm_up", key="warm_up", lane="data", parent=win)
     if args.exit_after_show:
         QTimer.singleShot(0, app.quit)
     smoke_run = None
@@ -120,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         code = smoke_run.exit_code
     if win.isVisible():
         win.shutdown()
+    # Every helper process and thread ends before the interpreter does (no QThread left running).
+    from studio.supervisor import wait_orphans
+
+    tasks.shutdown()
+    wait_orphans()
     return code
 
 

@@ -49,15 +49,19 @@ class ConfigModel(QObject):
     sig_config = Signal(object)  # the current RunConfig (or None if it cannot be built at all)
     sig_errors = Signal(object)  # {path: message}; empty when Start may run
 
-    def __init__(self, model, data, method, training, parent=None):
+    def __init__(self, parent=None):
         super().__init__(parent)
-        self.model, self.data, self.method, self.training = model, data, method, training
+        self.model = self.data = self.method = self.training = None
         self.config: RunConfig | None = None
         self.errors: dict[str, str] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
         self._timer.timeout.connect(self.validate_now)
+
+    def bind(self, model, data, method, training) -> None:
+        """The four form panels, once built (each has values, set_values, set_errors, sig_changed)."""
+        self.model, self.data, self.method, self.training = model, data, method, training
         for panel in (model, data, method, training):
             panel.sig_changed.connect(self._timer.start)
 

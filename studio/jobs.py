@@ -1,21 +1,48 @@
-"""The studio's ML jobs, as plain functions (no Qt): run in the job helper process.
+"""The studio's ML jobs, as plain functions (no Qt) run in a job helper process (studio/process.py).
 
-Why a process and not a thread: importing torch/transformers and building meta models holds
-the GIL for seconds at a time, which froze the window for up to 4 s during start-up when these
-ran in threads. In a helper process they cost the UI nothing (DESIGN §2.2's reasoning, applied
-to short jobs too). Arguments and results cross the process boundary pickled.
+Each is ``job(state, *args)`` (studio/task_state.py) and is listed in ``JOBS``. Arguments and
+results cross the process boundary as JSON (engine/wire.py): a RunConfig as ``cfg.to_dict()``,
+results as dicts, lists, strings and numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PREVIEW_ROWS = 40        # examples rendered for the table
 LENGTH_SAMPLE = 20_000   # examples tokenized for the histogram (enough for the shape, bounded time)
 
 
-def warm_up() -> float:
+def jsonable(value):
+    """``value`` with the types JSON lacks made plain: paths and dtypes as text, tuples as lists."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(jsonable(v) for v in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def _config(cfg: dict):
+    from engine.config import RunConfig
+
+    return RunConfig.from_dict(cfg, "the studio")
+
+
+def warm_up(state) -> float:
     t = time.perf_counter()
     import peft  # noqa: F401
     import torch  # noqa: F401
@@ -24,66 +51,56 @@ def warm_up() -> float:
     return time.perf_counter() - t
 
 
-def inspect(name_or_path: str, trust_remote_code: bool, offline: bool) -> dict:
+def inspect(state, name_or_path: str, trust_remote_code: bool, offline: bool) -> dict:
     from engine.inspect import inspect_model
 
-    return inspect_model(name_or_path, trust_remote_code=trust_remote_code, offline=offline)
+    return jsonable(inspect_model(name_or_path, trust_remote_code=trust_remote_code, offline=offline))
 
 
-def cached_models() -> list[str]:
+def cached_models(state) -> list[str]:
     from engine.models import list_cached_models
 
-    return list_cached_models()
+    return list(list_cached_models())
 
 
-def count(cfg) -> dict:
+def count(state, cfg: dict) -> dict:
     from engine.estimate import count_params
 
-    return count_params(cfg)
+    return jsonable(count_params(_config(cfg)))
 
 
-def estimate(cfg, gpu) -> dict:
-    """The engine's estimate as a plain dict, or exact counts when the estimator is missing."""
-    try:
-        from engine.estimate import estimate as engine_estimate
-    except ImportError:
-        return {"missing": True, "counts": count(cfg)}
-    try:
-        r = engine_estimate(cfg, gpu=gpu)
-    except TypeError:  # an estimator without GPU selection
-        r = engine_estimate(cfg)
+def estimate(state, cfg: dict, gpu: str | None) -> dict:
+    """The engine's estimate as a plain dict."""
+    from engine.estimate import estimate as engine_estimate
+    from engine.estimate.memory import LABELS
+
+    r = engine_estimate(_config(cfg), gpu=gpu)
     keys = ("components", "peak_allocated", "peak_reserved", "device_total", "verdict", "gpu_name",
             "gpu_bytes", "total_params", "trainable_params", "adapter_bytes", "notes", "suggestions",
             "max_batch_size", "max_seq_len", "on_cpu")
     out = {k: getattr(r, k, None) for k in keys}
     out["components"] = dict(out["components"] or {})
-    try:
-        from engine.estimate.memory import LABELS
-
-        out["labels"] = dict(LABELS)
-    except ImportError:
-        out["labels"] = {}
-    out["missing"] = False
-    return out
+    out["labels"] = dict(LABELS)
+    return jsonable(out)
 
 
-def gpu_list() -> list:
-    """[(name, bytes)] of the GPUs the estimator knows, or [] when it publishes no list."""
-    try:
-        from engine.estimate.gpus import choices, parse_gpu
-    except ImportError:
-        return []
+def gpu_list(state) -> list:
+    """[[name, bytes]] of the GPUs the estimator knows."""
+    from engine.estimate.gpus import choices, parse_gpu
+
     out = []
     for name in choices():
         try:
-            out.append((name, parse_gpu(name).total_bytes))
-        except Exception:  # an ambiguous alias; the list has the sized names too
+            out.append([name, parse_gpu(name).total_bytes])
+        except ValueError:  # an ambiguous alias; the list has the sized names too
             pass
     return out
 
 
 @dataclass
 class Preview:
+    """What the data panel shows; crosses the wire as ``dataclasses.asdict`` and back."""
+
     format: str = ""
     reason: str = ""
     warnings: list = field(default_factory=list)
@@ -91,7 +108,7 @@ class Preview:
     n_validation: int = 0
     n_skipped: int = 0
     columns: list = field(default_factory=list)
-    rows: list = field(default_factory=list)      # [(text, trained)] per example
+    rows: list = field(default_factory=list)      # [[text, trained], …] per example
     lengths: list = field(default_factory=list)
     error: str = ""
 
@@ -108,11 +125,13 @@ def _tokenizer(name: str, trust: bool, offline: bool):
     return _TOKENIZERS[key]
 
 
-def preview(data_cfg, model: tuple) -> Preview:
-    """Read, detect, render and measure a data set for the data panel."""
+def preview(state, cfg: dict) -> dict:
+    """Read, detect, render and measure a run's data set for the data panel (a Preview as a dict)."""
     from engine.data import DataError, load_records, render_segments, token_lengths
     from studio.messages import plain_message
 
+    run_cfg = _config(cfg)
+    data_cfg, m = run_cfg.data, run_cfg.model
     try:
         loaded = load_records(data_cfg)
     except DataError as e:
@@ -120,21 +139,77 @@ def preview(data_cfg, model: tuple) -> Preview:
         try:  # the columns still let the user fix the mapping
             from engine.data.readers import read_table
 
-            p.columns = read_table(data_cfg.path).columns
-        except Exception:
+            p.columns = list(read_table(data_cfg.path).columns)
+        except (DataError, OSError, ValueError):
             pass
-        return p
+        return dataclasses.asdict(p)
     p = Preview(format=loaded.format, reason=loaded.reason, warnings=list(loaded.warnings),
                 n_train=len(loaded.train), n_validation=len(loaded.validation), n_skipped=loaded.n_skipped,
                 columns=list(getattr(loaded, "columns", []) or []))
     try:
-        tok = _tokenizer(*model)
-    except Exception as e:  # the data is fine; only the rendering needs the model's tokenizer
+        tok = _tokenizer(m.name_or_path, m.trust_remote_code, m.offline)
+    except Exception as e:  # noqa: BLE001 - the data is fine; only the rendering needs the model's tokenizer
         p.error = f"The examples cannot be rendered without the model's tokenizer: {plain_message(e)}"
-        return p
+        return dataclasses.asdict(p)
     p.rows = [render_segments(r, tok, data_cfg) for r in loaded.train[:PREVIEW_ROWS]]
     p.lengths = token_lengths(loaded.train[:LENGTH_SAMPLE], tok, data_cfg)
-    return p
+    return jsonable(dataclasses.asdict(p))
 
 
-JOBS = {f.__name__: f for f in (warm_up, inspect, cached_models, count, estimate, gpu_list, preview)}
+# ---- export -------------------------------------------------------------------------------------------
+
+def export(state, kind: str, kwargs: dict) -> dict:
+    """Run one export (engine.export) with progress; the ExportResult as a dict.
+
+    ``kind``: adapter | merged | gguf | weighted; ``kwargs``: the engine function's own arguments.
+    """
+    from engine import export as ex
+
+    fn = {"adapter": ex.export_adapter, "merged": ex.export_merged, "gguf": ex.export_gguf,
+          "weighted": ex.merge_adapters}[kind]
+
+    def progress(stage, done=None, total=None):
+        state.set_status(stage)
+        state.set_progress_value(done, total)
+
+    r = fn(progress=progress, **kwargs)
+    return {"kind": r.kind, "path": str(r.path), "note": r.note, "details": jsonable(r.details)}
+
+
+# ---- playground --------------------------------------------------------------------------------------
+
+# The playground keeps its model loaded in this process between generations: (key, Playground).
+_PLAYGROUND: dict = {}
+
+
+def generate(state, run_dir: str, signature: list, sources: list[str], messages: list[dict],
+             settings: dict) -> dict:
+    """Stream one prompt through each source in turn (partial results ``{"side", "piece"}`` and
+    ``{"side", "done": true}``); stops at the next token once interrupted.
+
+    The loaded model is reused while ``(run_dir, signature)`` is unchanged; a new signature (the run
+    saved new adapters) loads what is on disk now. Returns ``{"stopped": bool}``.
+    """
+    from engine.inference import GenerationSettings
+    from engine.playground import Playground
+
+    key = [run_dir, signature]
+    if _PLAYGROUND.get("key") != key:
+        _PLAYGROUND.clear()
+        _PLAYGROUND.update(key=key, pg=Playground(Path(run_dir)))
+    pg = _PLAYGROUND["pg"]
+    if not pg.loaded:
+        pg.load(progress=lambda msg: state.set_status(msg + "…"))
+    cancel = state.as_event()
+    for side, source in enumerate(sources):
+        if state.is_interruption_requested():
+            break
+        state.set_status(f"Generating with {source}…")
+        for piece in pg.stream(source, messages, GenerationSettings(**settings), cancel):
+            state.set_partial_result({"side": side, "piece": piece})
+        state.set_partial_result({"side": side, "done": True})
+    return {"stopped": state.is_interruption_requested()}
+
+
+JOBS = {f.__name__: f for f in (warm_up, inspect, cached_models, count, estimate, gpu_list, preview, export,
+                                generate)}

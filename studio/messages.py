@@ -1,16 +1,46 @@
-"""Plain-language messages for exceptions (Qt-free: the job helper process uses it too)."""
+"""Plain-language messages for exceptions, and the one place the studio decides what is a user
+error (Qt-free: the job helper process uses it too)."""
 
 from __future__ import annotations
 
-# Exception types whose str() is already written for people (engine.config/models/data promise it).
-USER_FACING = ("ConfigError", "ModelError", "DataError")
+from engine import wire
+from engine.errors import UserError
+
+
+class TaskError(Exception):
+    """A background task's failure as it crossed back to the UI: already in plain words.
+
+    ``message`` is complete on its own; ``user_error`` says whether the user can fix it (then the
+    window shows it as is, with ``hint``); ``error_type`` is the original exception's class name.
+    """
+
+    def __init__(self, message: str, error_type: str = "Error", user_error: bool = False, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+        self.user_error = user_error
+        self.hint = hint
+
+    @classmethod
+    def from_wire(cls, msg: dict) -> TaskError:
+        return cls(msg.get("message") or "The task failed.", msg.get("error_type") or "Error",
+                   bool(msg.get("user_error")), msg.get("hint") or "")
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True when ``exc`` is the user's to fix (its text is written for people); the only place the
+    studio decides it: a helper process's TaskError says so itself, anything else is a UserError."""
+    if isinstance(exc, TaskError):
+        return exc.user_error
+    return isinstance(exc, UserError)
 
 
 def plain_message(exc: BaseException) -> str:
-    name = type(exc).__name__
+    """What to show for ``exc``: a user error's own text; else a sentence, never a traceback."""
     text = str(exc).strip()
-    if name in USER_FACING or getattr(exc, "user_facing", False):
-        return text
+    if isinstance(exc, TaskError) or is_user_error(exc):
+        return text  # a TaskError was made plain on the side that raised it
+    name = type(exc).__name__
     if isinstance(exc, FileNotFoundError):
         return f"The file {exc.filename or text} does not exist."
     if isinstance(exc, PermissionError):
@@ -26,11 +56,11 @@ def plain_message(exc: BaseException) -> str:
     return f"Something went wrong ({name}){': ' + first if first else '.'}"
 
 
-class JobError(Exception):
-    """An error raised in the job helper process, carried back as its type name and message."""
-
-    user_facing = True
-
-    def __init__(self, type_name: str, message: str):
-        super().__init__(message)
-        self.type_name = type_name
+def error_message(exc: BaseException, id: int | None = None) -> dict:
+    """``exc`` as a wire ``error`` message (engine/wire.py): plain text, user-error flag, hint."""
+    if isinstance(exc, TaskError):
+        return wire.error(exc.message, error_type=exc.error_type, user_error=exc.user_error, hint=exc.hint, id=id)
+    user = is_user_error(exc)
+    hint = getattr(exc, "hint", "") if user else ""
+    return wire.error(plain_message(exc), error_type=type(exc).__name__, user_error=user,
+                      hint=hint if isinstance(hint, str) else "", id=id)

@@ -21,12 +21,12 @@ class SmokeRun(QObject):
         self._deadline.timeout.connect(self._timed_out)
 
     def start(self):
-        sup = self.win.supervisor
-        sup.sig_state.connect(self._on_state)
-        sup.sig_failed.connect(lambda info: print(f"studio smoke: run failed: {info.get('error')} — "
+        runs = self.win.runs
+        runs.sig_state.connect(self._on_state)
+        runs.sig_failed.connect(lambda info: print(f"studio smoke: run failed: {info.get('error')} — "
                                                   f"{info.get('hint')}\n{info.get('log_tail')}", file=sys.stderr))
         self._deadline.start()
-        if not self.win.start_run():
+        if not runs.start():
             print("studio smoke: the demo run could not start: "
                   f"{self.win.config_model.errors}", file=sys.stderr)
             self._finish(1)
@@ -38,7 +38,7 @@ class SmokeRun(QObject):
 
     def _timed_out(self):
         print("studio smoke: timed out", file=sys.stderr)
-        self.win.kill_run()
+        self.win.runs.kill()
         self._finish(2)
 
     def _finish(self, code: int):
@@ -80,7 +80,7 @@ class StillShot(QObject):
         self._timer.start()
 
     def _jobs_busy(self) -> bool:
-        from studio.workers import LatestJob
+        from studio.tasks import LatestJob
 
         return any(j.busy for j in self.win.findChildren(LatestJob))
 

@@ -15,6 +15,7 @@ writes it is alive, followed — that is how the studio re-attaches after a rest
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -26,22 +27,15 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from engine.events import TERMINAL_EVENTS, parse_event_line
+from studio.process import child_env
 
 LOG_TAIL_LINES = 40
 STDERR_FILE = "engine.log"
 
 
 def engine_command(run_yaml: str) -> list[str]:
-    return [sys.executable, "-m", "engine", "train", str(run_yaml)]
-
-
-def child_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"  # events must arrive as they happen, not when a buffer fills
-    # The engine must be importable whatever the child's cwd is (an uninstalled checkout too).
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    return env
+    # JSON-lines events on stdout (the engine prints readable lines unless asked for JSON).
+    return [sys.executable, "-m", "engine", "train", str(run_yaml), "--format", "json"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -94,7 +88,12 @@ def exit_explanation(code: int | None) -> tuple[str, str]:
 
 
 class _ProcessReader(QObject):
-    """Lives in a QThread: starts the child and blocks on its stdout. Never touches widgets."""
+    """Lives in a QThread: starts the child and reads its stdout. Never touches widgets.
+
+    It waits on the pipe with a short ``select`` timeout rather than a blocking read, so that
+    ``cancel`` (detaching with "keep running") ends the thread at once although the child goes on:
+    a QThread still running when Qt destroys it aborts the whole app (SIGABRT).
+    """
 
     sig_spawned = Signal(object)  # subprocess.Popen
     sig_spawn_failed = Signal(str)
@@ -102,9 +101,14 @@ class _ProcessReader(QObject):
     sig_text = Signal(str)
     sig_exited = Signal(object)   # return code
 
-    def __init__(self, argv, cwd, env, stderr_path):
+    def __init__(self, argv, cwd, env, stderr_path, poll_s: float = 0.2):
         super().__init__()
         self.argv, self.cwd, self.env, self.stderr_path = argv, cwd, env, stderr_path
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+
+    def cancel(self):
+        self._stop.set()
 
     @Slot()
     def run(self):
@@ -122,8 +126,12 @@ class _ProcessReader(QObject):
         self.sig_spawned.emit(proc)
         fd, pending = proc.stdout.fileno(), b""
         while True:
-            # os.read returns whatever is there (blocking only when nothing is): a burst of events
-            # becomes one batch and one queued signal instead of hundreds.
+            if self._stop.is_set():
+                return  # detached: the child runs on, unwatched
+            if not select.select([fd], [], [], self.poll_s)[0]:
+                continue
+            # os.read returns whatever is there: a burst of events becomes one batch and one
+            # queued signal instead of hundreds.
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 break
@@ -298,13 +306,23 @@ class RunSupervisor(QObject):
                 pass
 
     def detach(self) -> None:
-        """Stop listening but leave the process running (closing the window with "keep running")."""
+        """Stop listening but leave the process running (closing the window with "keep running").
+
+        The reader thread is ended and waited for; then our ends of the child's pipes are closed.
+        Both are harmless to the run: the engine treats EOF on stdin as "no more commands" and
+        ignores a closed stdout (events.jsonl still gets every event, and a later attach reads it).
+        """
         self._tail_timer.stop()
-        if self.proc is not None:
+        self._kill_timer.stop()
+        proc, self.proc = self.proc, None
+        self._shutdown_thread(wait_ms=10_000)
+        if proc is not None:
             with self._stdin_lock:
-                # Closing our end of stdin is harmless: the engine treats EOF as "no more commands".
-                self.proc = None
-        self._shutdown_thread(wait_ms=500)
+                for pipe in (proc.stdin, proc.stdout):
+                    try:
+                        pipe.close()
+                    except (OSError, ValueError):
+                        pass
 
     def shutdown(self, kill: bool = True, wait_ms: int = 5000) -> None:
         """Release the thread (and kill the process if asked). Safe to call twice."""
@@ -360,13 +378,13 @@ class RunSupervisor(QObject):
         self._thread = self._worker = None
         if thread is None:
             return
-        if isinstance(worker, _FileFollower):
-            worker.cancel()
+        worker.cancel()
         worker.blockSignals(True)  # nothing more from it; queued leftovers are dropped by _stale()
         thread.quit()
         if not thread.wait(wait_ms):
-            # The reader is blocked on a pipe whose writer is still alive (detach); the OS thread
-            # ends when the child exits. Leave it parented so Qt does not destroy it while running.
+            # Both readers poll their stop flag every few hundred ms, so this is a last resort
+            # against an OS that stalls a read: keep the thread referenced and unparented (Qt must
+            # not destroy it running) and wait for it at exit (wait_orphans).
             thread.setParent(None)
             _ORPHANS.append((thread, worker))
             return
@@ -480,8 +498,15 @@ class RunSupervisor(QObject):
             self.kill()
 
 
-# Reader threads still blocked on a detached child's pipe; kept referenced until the app exits.
+# Reader threads that did not end in time; kept referenced and waited for at exit.
 _ORPHANS: list = []
+
+
+def wait_orphans() -> None:
+    """Wait for reader threads that outlived their supervisor (called as the app exits)."""
+    while _ORPHANS:
+        thread, _worker = _ORPHANS.pop()
+        thread.wait()
 
 
 def wait_for_exit(sup: RunSupervisor, timeout_s: float) -> bool:

@@ -1,34 +1,39 @@
 """The time measurement behind the estimate panel's "Measure time" button.
 
-It runs ``python -m engine estimate RUN.yaml --time-only --json`` in its own process: the probe
-loads the model and trains a few real steps, which takes from seconds to minutes and gigabytes
-of memory — neither belongs in the window's process or in the job helper that keeps the memory
-estimate live. A process can also be cancelled at once (killed), whatever it is doing.
+It runs ``python -m engine estimate RUN.yaml --time-only --json`` as a command task
+(studio/tasks.py ``start_command``): the probe loads the model and trains a few real steps, which
+takes from seconds to minutes and gigabytes of memory — neither belongs in the window's process
+or in the job helper that keeps the memory estimate live. A process can also be cancelled at once
+(killed), whatever it is doing.
 
-The engine writes ``progress: …`` lines on stderr while it works and the JSON result on stdout.
+The engine writes wire progress lines (engine/wire.py) on stderr while it works and its JSON
+result on stdout; a failure is its ``error: …`` line (the CLI's message) or, failing that, the
+exit code and its last words.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
-from collections import deque
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from studio.workers import init_bridge, post_to_ui
-
-PROGRESS = "progress: "
+from engine import wire
+from studio.tasks import Task, start_command
 
 
 def probe_command(run_yaml: str) -> list[str]:
     return [sys.executable, "-m", "engine", "estimate", str(run_yaml), "--time-only", "--json"]
+
+
+def _is_wire(line: str) -> bool:
+    try:
+        return wire.decode(line) is not None
+    except wire.WireError:
+        return True
 
 
 def failure_text(code: int | None, stderr_tail: list[str]) -> str:
@@ -38,33 +43,47 @@ def failure_text(code: int | None, stderr_tail: list[str]) -> str:
             return line[len("error: "):]
     if code is not None and code < 0:
         return f"The measurement was ended by signal {-code} (out of memory?)."
-    last = next((ln for ln in reversed(stderr_tail) if ln.strip() and not ln.startswith(PROGRESS)), "")
+    last = next((ln for ln in reversed(stderr_tail) if ln.strip() and not _is_wire(ln)), "")
     return f"The measurement failed (exit code {code})" + (f": {last.strip()}" if last else ".")
+
+
+def probe_failure(code: int | None, stderr_tail: list[str]) -> dict:
+    """``failure_text`` as a wire error; the CLI's ``error:`` line is a user error (a bad run file,
+    a missing model), anything else is not."""
+    said = any(line.startswith("error: ") for line in stderr_tail)
+    return wire.error(failure_text(code, stderr_tail), error_type="ProbeError", user_error=said)
+
+
+def _parse(stdout: str) -> dict:
+    return json.loads(stdout)["time"]
 
 
 class TimeProbe(QObject):
     """One measurement at a time; ``start`` while one runs cancels it first."""
 
     sig_progress = Signal(str)
-    sig_done = Signal(dict)      # the engine's ``time`` result
+    sig_done = Signal(object)    # a dict: the engine's ``time`` result
     sig_failed = Signal(str)     # a plain-language reason
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        init_bridge()   # results come back through it; it must be made in the UI thread
-        self._proc: subprocess.Popen | None = None
-        self._generation = 0
+        self.task: Task | None = None
+        self._command = None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self.task is not None and self.task.running
+
+    @property
+    def process(self):
+        """The probe's process (a Popen) while one was started, else None."""
+        return self._command.proc if self._command is not None else None
 
     def start(self, cfg, cwd: str | None = None) -> None:
-        from studio.supervisor import child_env
-
         self.cancel()
-        self._generation += 1
-        gen = self._generation
+        if self.task is not None:
+            self.task.deleteLater()
+            self.task = self._command = None
         try:
             tmp = tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="peft-studio-time-", delete=False)
             tmp.close()
@@ -73,56 +92,19 @@ class TimeProbe(QObject):
             self.sig_failed.emit(f"Could not write the run file for the measurement: {e.strerror or e}")
             return
         try:
-            proc = subprocess.Popen(probe_command(tmp.name), cwd=cwd or os.getcwd(), env=child_env(),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+            task, command = start_command(probe_command(tmp.name), _parse, probe_failure, name="time-probe",
+                                          cwd=cwd or os.getcwd(), on_exit=lambda: Path(tmp.name).unlink(missing_ok=True),
+                                          parent=self)
         except OSError as e:
             os.unlink(tmp.name)
             self.sig_failed.emit(f"Could not start the measurement: {e.strerror or e}")
             return
-        self._proc = proc
-        threading.Thread(target=self._watch, args=(proc, gen, tmp.name), name="studio-time-probe",
-                         daemon=True).start()
+        self.task, self._command = task, command
+        task.sig_status.connect(self.sig_progress)
+        task.sig_result.connect(self.sig_done)
+        task.sig_error.connect(lambda e: self.sig_failed.emit(e.message))
 
     def cancel(self) -> None:
         """Kill a running measurement (its whole process group); its result is dropped."""
-        self._generation += 1
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    def _watch(self, proc: subprocess.Popen, gen: int, run_yaml: str) -> None:
-        tail: deque[str] = deque(maxlen=40)
-        out: list[bytes] = []
-        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
-        reader.start()
-        for raw in proc.stderr:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            tail.append(line)
-            if line.startswith(PROGRESS):
-                post_to_ui(self._deliver, (gen, "progress", line[len(PROGRESS):]))
-        code = proc.wait()
-        reader.join()
-        Path(run_yaml).unlink(missing_ok=True)
-        if code == 0:
-            try:
-                result = json.loads(b"".join(out).decode("utf-8"))["time"]
-            except (ValueError, KeyError) as e:
-                post_to_ui(self._deliver, (gen, "failed", f"The measurement's result could not be read ({e})."))
-                return
-            post_to_ui(self._deliver, (gen, "done", result))
-        else:
-            post_to_ui(self._deliver, (gen, "failed", failure_text(code, list(tail))))
-
-    def _deliver(self, item) -> None:
-        gen, kind, value = item
-        if gen != self._generation:   # cancelled or superseded
-            return
-        if kind == "progress":
-            self.sig_progress.emit(value)
-            return
-        self._proc = None
-        (self.sig_done if kind == "done" else self.sig_failed).emit(value)
+        if self.task is not None:
+            self.task.cancel()

@@ -124,10 +124,12 @@ def run(args) -> int:
     if want_time:
         import psutil
 
+        from engine import wire
         from engine.estimate.timing import probe_time
 
-        # Progress on stderr (one line each): the studio shows it while the probe runs.
-        out["time"] = probe_time(cfg, progress=lambda msg: print(f"progress: {msg}", file=sys.stderr, flush=True),
+        # Progress on stderr, one wire message a line (engine/wire.py): the studio shows it while
+        # the probe runs.
+        out["time"] = probe_time(cfg, progress=lambda msg: wire.write(sys.stderr, wire.progress(msg)),
                                  process_start=psutil.Process().create_time())
     if args.json:
         ordered = {k: out[k] for k in JSON_KEYS if k in out}

@@ -32,23 +32,17 @@ from PySide6.QtWidgets import (
 
 from engine.config import DataConfig
 from studio import theme
+from studio.choices import data_file_filter, format_roles
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.jobs import Preview
 from studio.lazy import np
+from studio.messages import plain_message
+from studio.panels.base import Area, PanelDefaults, Studio
+from studio.tasks import LatestJob
 from studio.widgets import PlotSlot, heading, muted, scroll
-from studio.workers import LatestJob
 
 CELL_CHARS = 1500        # a very long example is cut in the table (the tooltip says so)
-DATA_FILTER = "Data files (*.jsonl *.ndjson *.json *.csv *.tsv *.parquet *.arrow);;All files (*)"
 
-# Which internal names data.columns can map for each format (engine/data/formats.py: COLUMN_KEYS).
-FORMAT_ROLES = {
-    "alpaca": ("instruction", "input", "output", "system"),
-    "sharegpt": ("conversations",),
-    "messages": ("messages",),
-    "prompt_completion": ("prompt", "completion"),
-    "text": ("text",),
-}
 AUTO_COLUMN = "(detected)"
 
 
@@ -247,8 +241,18 @@ class LengthHistogram(QWidget):
             self.plot.setXRange(0, max(longest, self.max_length) * 1.05, padding=0)
 
 
-class DataPanel(QWidget):
+class DataPanel(QWidget, PanelDefaults):
+    key, title, area = "data", "Data", Area.CENTRAL
     sig_changed = Signal()
+
+    @classmethod
+    def create(cls, studio: Studio) -> DataPanel:
+        panel = cls(studio.settings)
+        studio.config.sig_config.connect(panel.update_preview)
+        return panel
+
+    def plot_steps(self) -> list:
+        return [self.histogram.build_plots]
 
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
@@ -372,7 +376,7 @@ class DataPanel(QWidget):
 
     def browse(self):
         start = self.settings.get("last/data_dir") if self.settings else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Open training data", start, DATA_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open training data", start, data_file_filter())
         if path:
             if self.settings:
                 self.settings.set("last/data_dir", str(Path(path).parent))
@@ -394,13 +398,14 @@ class DataPanel(QWidget):
         key = (repr(data_key), model)
         if key != self._request_key and d.path:
             self._request_key = key
-            self._job.request(d, model)
+            self._job.request(cfg.to_dict())
 
-    def _on_preview(self, p: Preview):
-        self.preview = p
-        roles = FORMAT_ROLES.get(self.form.editors["format"].raw()) or FORMAT_ROLES.get(p.format)
+    def _on_preview(self, result: dict):
+        self.preview = p = Preview(**result)
+        known = format_roles()
+        roles = known.get(self.form.editors["format"].raw()) or known.get(p.format)
         if roles is None:
-            roles = tuple(dict.fromkeys(r for rs in FORMAT_ROLES.values() for r in rs))
+            roles = tuple(dict.fromkeys(r for rs in known.values() for r in rs))
         self.mapping.set_choices(roles, p.columns)
         if p.format:
             self.detected.setText(f"<b>{p.format}</b> — {html.escape(p.reason)}")
@@ -423,8 +428,6 @@ class DataPanel(QWidget):
         self.histogram.set_lengths(p.lengths)
 
     def _on_preview_error(self, exc):
-        from studio.errors import plain_message
-
         self.preview = Preview(error=plain_message(exc))
         self.status.setText(self.preview.error)
         self.table.setRowCount(0)

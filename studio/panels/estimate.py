@@ -3,8 +3,7 @@ exceeds verdict against the detected or a chosen GPU; below it the measured time
 (studio/panels/estimate_time.py).
 
 Recomputed in the job helper process shortly after any change (the engine's estimator needs
-no weights). Without the estimator (an engine that predates it) the panel says so and shows
-the exact parameter counts instead — never a crash.
+no weights).
 """
 
 from __future__ import annotations
@@ -15,9 +14,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from studio.lazy import np
+from studio.messages import plain_message
+from studio.panels.base import Area, PanelDefaults, Studio
 from studio.panels.estimate_time import TimeSection
+from studio.tasks import LatestJob, start_job
 from studio.widgets import InfoGrid, PlotSlot, fmt_bytes, fmt_count, muted
-from studio.workers import LatestJob, run_job
 
 GIB = 1 << 30
 # Until the estimator's own list arrives: sizes any estimator understands.
@@ -40,7 +41,22 @@ def gpu_choices(known: list | None = None) -> list[tuple[str, object]]:
     return out
 
 
-class EstimatePanel(QWidget):
+class EstimatePanel(QWidget, PanelDefaults):
+    key, title, area = "estimate", "Estimate", Area.RIGHT
+
+    @classmethod
+    def create(cls, studio: Studio) -> EstimatePanel:
+        panel = cls(studio.settings)
+        studio.config.sig_config.connect(panel.update_estimate)
+        studio.runs.sig_active.connect(panel.time.set_run_active)
+        return panel
+
+    def plot_steps(self) -> list:
+        return [self.build_plots]
+
+    def shutdown(self) -> None:
+        self.time.shutdown()
+
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
         self.settings = settings
@@ -110,7 +126,8 @@ class EstimatePanel(QWidget):
         self._job.sig_started.connect(lambda: self.summary.setText(self.summary.text() or "Estimating…"))
         self._job.sig_result.connect(self._on_result)
         self._job.sig_error.connect(self._on_error)
-        run_job("gpu_list", on_done=self._on_gpu_list, key="gpu_list")
+        self._gpus = start_job("gpu_list", key="gpu_list", parent=self)
+        self._gpus.sig_result.connect(self._on_gpu_list)
 
     # -- GPU choice --------------------------------------------------------------------------
     def _fill_gpus(self, known):
@@ -130,7 +147,7 @@ class EstimatePanel(QWidget):
         if self.settings is not None:
             self.settings.set("estimate/gpu", self.gpu.currentData() or "")
         if self._cfg is not None:
-            self._job.run_now(self._cfg, self.gpu.currentData())
+            self._job.run_now(self._cfg.to_dict(), self.gpu.currentData())
 
     # -- estimating --------------------------------------------------------------------------
     def update_estimate(self, cfg) -> None:
@@ -138,12 +155,9 @@ class EstimatePanel(QWidget):
         if cfg is None:
             return
         self._cfg = cfg
-        self._job.request(cfg, self.gpu.currentData())
+        self._job.request(cfg.to_dict(), self.gpu.currentData())
 
     def _on_result(self, out: dict):
-        if out.get("missing"):
-            self._show_missing(out["counts"])
-            return
         labels = out.get("labels") or {}
         comps = {labels.get(k, k.replace("_", " ").capitalize()): v
                  for k, v in (out.get("components") or {}).items() if v}
@@ -174,17 +188,7 @@ class EstimatePanel(QWidget):
         self.notes.setText("\n".join(f"· {n}" for n in (out.get("notes") or [])))
         self._show_counts(out.get("total_params"), out.get("trainable_params"), out.get("adapter_bytes"))
 
-    def _show_missing(self, counts: dict):
-        self._set_verdict("", "Memory estimate not available")
-        self.summary.setText("This installation has no memory estimator; the parameter counts below are exact.")
-        self._show_bars({}, None)
-        self.advice_box.hide()
-        self.notes.setText("")
-        self._show_counts(counts.get("total_params"), counts.get("trainable_params"), counts.get("adapter_bytes"))
-
     def _on_error(self, exc):
-        from studio.errors import plain_message
-
         self._set_verdict("", "No estimate")
         self.summary.setText(plain_message(exc))
         self._show_bars({}, None)

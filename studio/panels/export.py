@@ -1,17 +1,17 @@
 """Export tab: the adapter, a merged model (dtype), a GGUF file (type), or a weighted merge of
 several LoRA adapters (weights, combination, density).
 
-Exports run in a background thread with progress; errors arrive as the engine's plain
+Exports run as a task in the "export" helper process (studio/tasks.py: merging loads a whole
+model, which must not hold the window's GIL) with progress; errors arrive as the engine's plain
 sentences (ExportError is written for people). Outputs are atomic: a failed export leaves no
 half-written folder behind, so there is nothing to clean up here.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -34,53 +34,32 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.export.result import ExportResult
+from studio import choices
 from studio.forms import ERROR_COLOR
 from studio.messages import plain_message
-
-# Mirrors of the engine's choices (engine.export), so the tab builds without importing torch.
-MODES = [("adapter", "Adapter (peft folder + model card)"), ("merged", "Merged model (safetensors)"),
-         ("gguf", "GGUF file (llama.cpp)"), ("weighted", "Weighted merge of LoRA adapters")]
-MERGE_DTYPES = ["auto", "float32", "bfloat16", "float16"]
-GGUF_TYPES = ["q8_0", "f16", "f32"]
-COMBINATIONS = ["linear", "cat", "svd", "ties", "dare_linear", "dare_ties"]
-DENSITY_COMBINATIONS = ("ties", "dare_linear", "dare_ties")
-COMBINATION_HELP = {
-    "linear": "Scales each adapter's A and B; needs equal ranks. Weights 1,0 give the first adapter back.",
-    "cat": "Concatenates the adapters: exactly the weighted sum of their updates (the rank adds up).",
-    "svd": "The weighted sum of the updates, compressed back to a rank by SVD.",
-    "ties": "TIES: keeps each adapter's largest entries (density), elects signs, then sums.",
-    "dare_linear": "DARE: drops entries at random (keeps density), rescales, then sums.",
-    "dare_ties": "DARE pruning with TIES sign election.",
-}
+from studio.panels.base import Area, PanelDefaults, Studio
+from studio.tasks import Task, start_job
 
 
-class _Worker(QObject):
-    sig_progress = Signal(str, int, int)   # stage, done, total (-1 when unknown)
-    sig_done = Signal(object)              # engine.export.ExportResult
-    sig_failed = Signal(str)
-
-
-def _emit(sig, *args) -> None:
-    try:
-        sig.emit(*args)
-    except RuntimeError:  # the panel was deleted while the export ran
-        pass
-
-
-class ExportPanel(QWidget):
+class ExportPanel(QWidget, PanelDefaults):
+    key, title, area = "export", "Export", Area.CENTRAL
     sig_export_started = Signal()
     sig_export_finished = Signal(object)   # the ExportResult
     sig_error = Signal(str)
+
+    @classmethod
+    def create(cls, studio: Studio) -> ExportPanel:
+        panel = cls()
+        studio.runs.sig_finished.connect(lambda ev: panel.set_run_dir(ev.get("run_dir")
+                                                                      or str(studio.runs.supervisor.run_dir or "")))
+        return panel
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.run_dir: Path | None = None
         self._can_merge = True
-        self._thread: threading.Thread | None = None
-        self._worker = _Worker(self)
-        self._worker.sig_progress.connect(self._on_progress)
-        self._worker.sig_done.connect(self._on_done)
-        self._worker.sig_failed.connect(self._on_failed)
+        self.task: Task | None = None
         self._out_edited = False
         self._running = False
         self._merge_text = ""
@@ -97,7 +76,7 @@ class ExportPanel(QWidget):
         what = QGroupBox("What to export")
         wl = QVBoxLayout(what)
         self.mode = QComboBox()
-        for key, title in MODES:
+        for key, title in choices.export_modes():
             self.mode.addItem(title, key)
         self.mode.currentIndexChanged.connect(self._mode_changed)
         wl.addWidget(self.mode)
@@ -167,7 +146,7 @@ class ExportPanel(QWidget):
         w = QWidget()
         f = QFormLayout(w)
         self.dtype = QComboBox()
-        self.dtype.addItems(MERGE_DTYPES)
+        self.dtype.addItems(choices.merge_dtypes())
         self.dtype.setToolTip("Precision of the merged weights; auto = the base checkpoint's own. QLoRA runs "
                               "are merged into a freshly loaded full-precision base, never the 4-bit weights.")
         f.addRow("Precision", self.dtype)
@@ -180,7 +159,7 @@ class ExportPanel(QWidget):
         w = QWidget()
         f = QFormLayout(w)
         self.gguf_type = QComboBox()
-        self.gguf_type.addItems(GGUF_TYPES)
+        self.gguf_type.addItems(choices.gguf_types())
         self.gguf_type.setToolTip("q8_0: 8-bit, about a quarter of float32 and nearly lossless; f16: half "
                                   "precision; f32: exact")
         f.addRow("Type", self.gguf_type)
@@ -213,7 +192,7 @@ class ExportPanel(QWidget):
         v.addLayout(row)
         f = QFormLayout()
         self.combination = QComboBox()
-        self.combination.addItems(COMBINATIONS)
+        self.combination.addItems(choices.combinations())
         self.combination.currentTextChanged.connect(self._combination_changed)
         f.addRow("Combination", self.combination)
         self.density = QDoubleSpinBox()
@@ -312,7 +291,7 @@ class ExportPanel(QWidget):
     @Slot()
     def _mode_changed(self, *_) -> None:
         key = self.mode_key()
-        self.pages.setCurrentIndex([k for k, _ in MODES].index(key))
+        self.pages.setCurrentIndex([k for k, _ in choices.export_modes()].index(key))
         self.checkpoint.setEnabled(key != "weighted")
         note = getattr(self, "_merge_text", "")
         self.merge_note.setText(note)
@@ -323,20 +302,17 @@ class ExportPanel(QWidget):
 
     @Slot(str)
     def _combination_changed(self, name: str) -> None:
-        self.density.setEnabled(name in DENSITY_COMBINATIONS)
-        self.combination_help.setText(COMBINATION_HELP.get(name, ""))
+        self.density.setEnabled(name in choices.density_combinations())
+        self.combination_help.setText(choices.combination_help(name))
 
     # ---- running --------------------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        # Cleared by the done/failed slots, not by the thread ending: the UI state follows the
-        # signals it has processed.
+        # Cleared by the done/failed slots: the UI state follows the signals it has processed.
         return self._running
 
-    def _job(self):
-        """(function, kwargs) for the current choices; validated in the UI thread."""
-        from engine.export import export_adapter, export_gguf, export_merged, merge_adapters
-
+    def _job(self) -> tuple[str, dict]:
+        """(kind, the engine function's kwargs) for the current choices; validated in the UI thread."""
         key = self.mode_key()
         out = self.out.text().strip()
         if not out:
@@ -348,18 +324,19 @@ class ExportPanel(QWidget):
             if len(paths) < 2:
                 raise ValueError("Add at least two adapters to merge.")
             method = self.combination.currentText()
-            return merge_adapters, dict(adapters=paths, weights=",".join(weights), method=method,
-                                        density=self.density.value() if method in DENSITY_COMBINATIONS else None,
-                                        **common)
+            dense = method in choices.density_combinations()
+            return "weighted", dict(adapters=paths, weights=",".join(weights), method=method,
+                                    density=self.density.value() if dense else None, **common)
         if self.run_dir is None:
             raise ValueError("Open a run first.")
+        run = str(self.run_dir)
         if key == "adapter":
-            return export_adapter, dict(run=self.run_dir, which=which, **common)
+            return "adapter", dict(run=run, which=which, **common)
         if key == "merged":
-            return export_merged, dict(run=self.run_dir, which=which, dtype=self.dtype.currentText(),
-                                       max_shard_size=self.shard.text().strip() or "2GB", **common)
-        return export_gguf, dict(run=self.run_dir, qtype=self.gguf_type.currentText(), which=which,
-                                 verify=self.verify.isChecked(), **common)
+            return "merged", dict(run=run, which=which, dtype=self.dtype.currentText(),
+                                  max_shard_size=self.shard.text().strip() or "2GB", **common)
+        return "gguf", dict(run=run, qtype=self.gguf_type.currentText(), which=which,
+                            verify=self.verify.isChecked(), **common)
 
     @Slot()
     def start_export(self) -> None:
@@ -367,7 +344,7 @@ class ExportPanel(QWidget):
             return
         self._show_error("")
         try:
-            fn, kwargs = self._job()
+            kind, kwargs = self._job()
         except ValueError as e:
             self._show_error(str(e))
             return
@@ -377,33 +354,27 @@ class ExportPanel(QWidget):
         self.export_btn.setEnabled(False)
         self._running = True
         self.sig_export_started.emit()
-        self._thread = threading.Thread(target=self._run, args=(fn, kwargs), name="export", daemon=True)
-        self._thread.start()
+        self.task = start_job("export", kind, kwargs, lane="export", parent=self)
+        self.task.sig_status.connect(self._on_stage)
+        self.task.sig_progress.connect(self._on_progress)
+        self.task.sig_result.connect(self._on_done)
+        self.task.sig_error.connect(lambda e: self._on_failed(plain_message(e)))
 
-    def _run(self, fn, kwargs) -> None:
-        w = self._worker
-
-        def progress(stage, done=None, total=None):
-            _emit(w.sig_progress, stage, -1 if done is None else int(done), -1 if total is None else int(total))
-
-        try:
-            result = fn(progress=progress, **kwargs)
-        except BaseException as e:  # noqa: BLE001 - every failure becomes a sentence
-            _emit(w.sig_failed, plain_message(e))
-            return
-        _emit(w.sig_done, result)
-
-    @Slot(str, int, int)
-    def _on_progress(self, stage: str, done: int, total: int) -> None:
+    @Slot(str)
+    def _on_stage(self, stage: str) -> None:
         self.status.setText(stage + "…")
-        if total > 0:
-            self.progress.setRange(0, total)
-            self.progress.setValue(max(0, done))
+
+    @Slot(object, object)
+    def _on_progress(self, done, total) -> None:
+        if total:
+            self.progress.setRange(0, int(total))
+            self.progress.setValue(max(0, int(done or 0)))
         else:
             self.progress.setRange(0, 0)  # busy indicator for stages of unknown length
 
     @Slot(object)
-    def _on_done(self, result) -> None:
+    def _on_done(self, value: dict) -> None:
+        result = ExportResult(value["kind"], Path(value["path"]), value.get("note"), value.get("details") or {})
         self._running = False
         self.progress.hide()
         text = result.summary()
@@ -435,6 +406,7 @@ class ExportPanel(QWidget):
         self.error.setText(text)
         self.error.setVisible(bool(text))
 
-    def shutdown(self, timeout: float = 30.0) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def shutdown(self) -> None:
+        """The window is closing: drop a running export (the helper's atomic write leaves nothing)."""
+        if self.task is not None:
+            self.task.cancel()

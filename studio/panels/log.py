@@ -7,6 +7,7 @@ import time
 from PySide6.QtGui import QFont, QTextCursor
 from PySide6.QtWidgets import QHBoxLayout, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
+from studio.panels.base import Area, PanelDefaults, Studio
 from studio.widgets import fmt_number
 
 MAX_LINES = 5000  # a week-long run must not grow the widget without bound
@@ -36,7 +37,17 @@ def event_line(ev: dict) -> str | None:
     return None
 
 
-class LogPanel(QWidget):
+class LogPanel(QWidget, PanelDefaults):
+    key, title, area = "log", "Log", Area.BOTTOM
+    scrollable = False  # a text view scrolls itself
+
+    @classmethod
+    def create(cls, studio: Studio) -> LogPanel:
+        panel = cls()
+        studio.runs.sig_event.connect(panel.on_event)
+        studio.runs.sig_log.connect(panel.append)
+        return panel
+
     def __init__(self, parent=None):
         super().__init__(parent)
         lay = QVBoxLayout(self)

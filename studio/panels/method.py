@@ -21,8 +21,10 @@ from PySide6.QtWidgets import (
 from engine.config import RunConfig
 from engine.methods import PARAMS, get_method
 from studio.forms import ERROR_COLOR, DataclassForm
+from studio.messages import plain_message
+from studio.panels.base import Area, PanelDefaults, Studio
+from studio.tasks import LatestJob
 from studio.widgets import fmt_bytes, fmt_count, muted
-from studio.workers import LatestJob
 
 _SPECIAL_TARGETS = ("auto", "all-linear")
 
@@ -185,8 +187,16 @@ class TargetModules(QWidget):
         self.error.setVisible(bool(msg))
 
 
-class MethodPanel(QWidget):
+class MethodPanel(QWidget, PanelDefaults):
+    key, title, area = "method", "Method", Area.LEFT
     sig_changed = Signal()
+
+    @classmethod
+    def create(cls, studio: Studio) -> MethodPanel:
+        panel = cls()
+        studio.config.sig_config.connect(panel.update_counts)
+        studio.bus.sig_model_info.connect(panel.set_model_info)
+        return panel
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -325,7 +335,7 @@ class MethodPanel(QWidget):
         key = repr((d["model"], d["method"]))
         if key != self._count_key:
             self._count_key = key
-            self._count_job.request(cfg)
+            self._count_job.request(d)
 
     def _on_count(self, counts: dict):
         total, trainable = counts.get("total_params") or 0, counts.get("trainable_params") or 0
@@ -335,6 +345,4 @@ class MethodPanel(QWidget):
             f"<br>Adapter file: about <b>{fmt_bytes(counts.get('adapter_bytes'))}</b>")
 
     def _on_count_error(self, exc):
-        from studio.errors import plain_message
-
         self.count_label.setText(plain_message(exc))

@@ -18,16 +18,25 @@ from PySide6.QtWidgets import (
 
 from engine.config import ModelConfig
 from studio.forms import ERROR_COLOR, DataclassForm
+from studio.messages import plain_message
+from studio.panels.base import Area, PanelDefaults, Studio
+from studio.tasks import LatestJob, start_job
 from studio.widgets import InfoGrid, fmt_count, muted
-from studio.workers import LatestJob, run_job
 
 DEMO_LABEL = "demo"
 INFO_KEYS = ["Architecture", "Parameters", "Context length", "Weights dtype", "Chat template", "Source"]
 
 
-class ModelPanel(QWidget):
+class ModelPanel(QWidget, PanelDefaults):
+    key, title, area = "model", "Model", Area.LEFT
     sig_changed = Signal()
     sig_model_info = Signal(object)  # inspect_model's dict, or None while unknown / on error
+
+    @classmethod
+    def create(cls, studio: Studio) -> ModelPanel:
+        panel = cls(studio.settings)
+        panel.sig_model_info.connect(studio.bus.sig_model_info)
+        return panel
 
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
@@ -86,7 +95,8 @@ class ModelPanel(QWidget):
         self._inspect_job.sig_result.connect(self._on_info)
         self._inspect_job.sig_error.connect(self._on_info_error)
         self._last_key = None
-        run_job("cached_models", on_done=self._on_cached)
+        self._cached = start_job("cached_models", parent=self)
+        self._cached.sig_result.connect(self._on_cached)
 
     # -- config ------------------------------------------------------------------------------
     def values(self) -> tuple[dict, dict]:
@@ -173,8 +183,6 @@ class ModelPanel(QWidget):
         self.sig_model_info.emit(info)
 
     def _on_info_error(self, exc: BaseException):
-        from studio.errors import plain_message
-
         self.info = None
         self.grid.clear()
         self.status.setText(plain_message(exc))

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from studio import theme
 from studio.lazy import np
+from studio.panels.base import Area, PanelDefaults, Studio
 from studio.series import Series
 from studio.widgets import Banner, PlotSlot, fmt_bytes, fmt_count, fmt_duration, fmt_number, muted
 
@@ -58,7 +59,22 @@ class StatTile(QFrame):
         self.value.setText(text)
 
 
-class MonitorPanel(QWidget):
+class MonitorPanel(QWidget, PanelDefaults):
+    key, title, area = "monitor", "Monitor", Area.CENTRAL
+
+    @classmethod
+    def create(cls, studio: Studio) -> MonitorPanel:
+        panel = cls(studio.settings)
+        runs = studio.runs
+        runs.sig_run_dir.connect(panel.show_run)
+        runs.sig_event.connect(panel.on_event)
+        runs.sig_state.connect(panel.set_state)
+        runs.sig_failed.connect(panel.show_failure)
+        # a run that starts or fails wants to be seen
+        runs.sig_started.connect(lambda _run_dir: studio.show_panel(cls.key))
+        runs.sig_failed.connect(lambda _info: studio.show_panel(cls.key))
+        return panel
+
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
         self.settings = settings
@@ -227,6 +243,11 @@ class MonitorPanel(QWidget):
         if state in ("finished", "stopped", "failed") and self._t_end is None:
             self._t_end = time.time()
         self._update_time()
+
+    def show_run(self, run_dir: str) -> None:
+        """Another run: clear the views; its events (replayed or live) fill them again."""
+        self.reset()
+        self.set_run_dir(run_dir)
 
     def set_run_dir(self, run_dir: str) -> None:
         self.run_dir = run_dir

@@ -1,18 +1,17 @@
 """Playground tab: one prompt, two models side by side (base vs tuned, or checkpoint vs checkpoint).
 
-Generation runs in a background thread (the ML stack is imported there too, on first use), and
-tokens stream into the two panes through queued signals; the UI thread never waits on a model.
-The two sides are generated one after the other on one shared copy of the base weights, with
-the same prompt, settings and seed; the engine makes the ``base`` side truly adapter-free.
+Generation is a task in the "playground" helper process (studio/tasks.py), which keeps the model
+loaded between prompts; tokens stream back as partial results and into the two panes, so the UI
+thread never waits on a model nor shares its GIL with one. The two sides are generated one after
+the other on one shared copy of the base weights, with the same prompt, settings and seed; the
+engine makes the ``base`` side truly adapter-free.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-import shiboken6
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import (
     QComboBox,
@@ -32,56 +31,44 @@ from PySide6.QtWidgets import (
 
 from studio.forms import ERROR_COLOR
 from studio.messages import plain_message
+from studio.panels.base import Area, PanelDefaults, Studio
+from studio.tasks import Task, start_job
 
 BASE = "base"  # engine.playground.BASE, repeated so that importing this tab stays Qt-only
 
 
-class _Worker(QObject):
-    """Signals a generation thread emits; the connections to the panel are queued by Qt."""
-
-    sig_status = Signal(str)
-    sig_piece = Signal(int, str)     # side (0 left, 1 right), text piece
-    sig_side_done = Signal(int)
-    sig_finished = Signal()
-    sig_failed = Signal(str)
-
-
-def _emit(sig, *args) -> None:
-    try:
-        sig.emit(*args)
-    except RuntimeError:  # the panel (and its worker object) was deleted meanwhile
-        pass
-
-
-def _signature(info) -> tuple:
+def _signature(info) -> list:
     """Which adapters a run has and when each was written."""
     out = []
     for label, path in info.sources():
         f = path / "adapter_model.safetensors"
-        out.append((label, f.stat().st_mtime_ns if f.exists() else 0))
-    return tuple(out)
+        out.append([label, f.stat().st_mtime_ns if f.exists() else 0])
+    return out
 
 
-class PlaygroundPanel(QWidget):
+class PlaygroundPanel(QWidget, PanelDefaults):
+    key, title, area = "playground", "Playground", Area.CENTRAL
     sig_generation_started = Signal()
     sig_generation_finished = Signal()
     sig_error = Signal(str)
+    sig_piece = Signal(int, str)     # side (0 left, 1 right), a piece of generated text
+
+    @classmethod
+    def create(cls, studio: Studio) -> PlaygroundPanel:
+        panel = cls()
+        # a finished run's adapters become sources (a new one on disk reloads the model)
+        studio.runs.sig_finished.connect(lambda ev: panel.set_run_dir(ev.get("run_dir")
+                                                                      or str(studio.runs.supervisor.run_dir or "")))
+        return panel
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.run_dir: Path | None = None
-        self._pg = None                       # engine.playground.Playground, built on first Generate
-        self._pg_lock = threading.Lock()
-        self._cancel: threading.Event | None = None
-        self._thread: threading.Thread | None = None
+        self.task: Task | None = None
         self._busy_ui = False
-        self._signature: tuple = ()
-        self._worker = _Worker(self)
-        self._worker.sig_status.connect(self._on_status)
-        self._worker.sig_piece.connect(self._on_piece)
-        self._worker.sig_side_done.connect(self._on_side_done)
-        self._worker.sig_finished.connect(self._on_finished)
-        self._worker.sig_failed.connect(self._on_failed)
+        self._signature: list = []
+        self._loaded_key: list | None = None   # [run_dir, signature] the helper holds loaded, as far as we know
+        self.sig_piece.connect(self._on_piece)
         self._build()
         self._set_busy(False)
         self._update_enabled()
@@ -225,15 +212,13 @@ class PlaygroundPanel(QWidget):
             combo.blockSignals(False)
 
     def _drop_playground(self) -> None:
-        with self._pg_lock:
-            self._pg = None
+        self._loaded_key = None  # the next Generate sends a new key: the helper loads what is on disk now
 
     # ---- generation -----------------------------------------------------------------------------
-    def settings(self):
-        from engine.inference import GenerationSettings
-
-        return GenerationSettings(max_new_tokens=self.max_new_tokens.value(), temperature=self.temperature.value(),
-                                  top_p=self.top_p.value(), seed=self.seed.value())
+    def settings(self) -> dict:
+        """engine.inference.GenerationSettings' fields, as they cross to the helper."""
+        return dict(max_new_tokens=self.max_new_tokens.value(), temperature=self.temperature.value(),
+                    top_p=self.top_p.value(), seed=self.seed.value())
 
     def messages(self) -> list[dict]:
         msgs = []
@@ -244,8 +229,7 @@ class PlaygroundPanel(QWidget):
 
     @property
     def busy(self) -> bool:
-        # Cleared by the finished/failed slots (not by the thread ending), so the UI state
-        # follows the signals it has processed.
+        # Cleared by the finished/failed slots, so the UI state follows the signals it has processed.
         return self._busy_ui
 
     @Slot()
@@ -259,47 +243,30 @@ class PlaygroundPanel(QWidget):
         sources = [c.currentText() for c in self.source_combos]
         for out in self.outputs:
             out.clear()
-        self._cancel = threading.Event()
         self._set_busy(True)
         self.sig_generation_started.emit()
-        self._thread = threading.Thread(
-            target=self._run, args=(self.run_dir, sources, self.messages(), self.settings(), self._cancel),
-            name="playground-generate", daemon=True)
-        self._thread.start()
+        key = [str(self.run_dir), self._signature]
+        self.task = start_job("generate", *key, sources, self.messages(), self.settings(), lane="playground",
+                              parent=self)
+        self.task.sig_status.connect(self.status.setText)
+        self.task.sig_partial.connect(self._on_partial)
+        self.task.sig_result.connect(lambda r, key=key: self._on_finished(key, bool(r.get("stopped"))))
+        self.task.sig_error.connect(lambda e: self._on_failed(plain_message(e)))
 
     @Slot()
     def stop(self) -> None:
-        if self._cancel is not None:
-            self._cancel.set()
-
-    def _run(self, run_dir, sources, messages, settings, cancel) -> None:
-        """The background thread: load once, then stream each side in turn."""
-        w = self._worker
-        try:
-            with self._pg_lock:
-                if self._pg is None or self._pg.info.run_dir != run_dir:
-                    from engine.playground import Playground
-
-                    self._pg = Playground(run_dir)
-                pg = self._pg
-            if not pg.loaded:
-                pg.load(progress=lambda msg: _emit(w.sig_status, msg + "…"))
-            for side, source in enumerate(sources):
-                if cancel.is_set():
-                    break
-                _emit(w.sig_status, f"Generating with {source}…")
-                for piece in pg.stream(source, messages, settings, cancel):
-                    _emit(w.sig_piece, side, piece)
-                _emit(w.sig_side_done, side)
-        except BaseException as e:  # noqa: BLE001 - reported to the UI in plain words
-            _emit(w.sig_failed, plain_message(e))
-            return
-        _emit(w.sig_finished)
+        if self.task is not None and self.task.running:
+            self.task.request_interruption()
 
     # ---- slots (UI thread) ----------------------------------------------------------------------
-    @Slot(str)
-    def _on_status(self, text: str) -> None:
-        self.status.setText(text)
+    @Slot(object)
+    def _on_partial(self, part: dict) -> None:
+        side = int(part["side"])
+        if part.get("done"):
+            if not self.outputs[side].toPlainText().strip():
+                self.outputs[side].setPlainText("(no text: the model ended its answer at once)")
+        else:
+            self.sig_piece.emit(side, part["piece"])
 
     @Slot(int, str)
     def _on_piece(self, side: int, piece: str) -> None:
@@ -308,19 +275,12 @@ class PlaygroundPanel(QWidget):
         out.insertPlainText(piece)
         out.ensureCursorVisible()
 
-    @Slot(int)
-    def _on_side_done(self, side: int) -> None:
-        if not self.outputs[side].toPlainText().strip():
-            self.outputs[side].setPlainText("(no text: the model ended its answer at once)")
-
-    @Slot()
-    def _on_finished(self) -> None:
-        stopped = self._cancel is not None and self._cancel.is_set()
+    def _on_finished(self, key: list, stopped: bool) -> None:
+        self._loaded_key = key
         self.status.setText("Stopped." if stopped else "Done.")
         self._set_busy(False)
         self.sig_generation_finished.emit()
 
-    @Slot(str)
     def _on_failed(self, message: str) -> None:
         self.status.setText("")
         self._show_error(message)
@@ -342,14 +302,8 @@ class PlaygroundPanel(QWidget):
         self.error.setText(text)
         self.error.setVisible(bool(text))
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
-        self.stop()
-        super().closeEvent(event)
-
-    def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop a generation and wait for its thread (tests, window close)."""
-        self.stop()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if shiboken6.isValid(self):
-            self._set_busy(False)
+    def shutdown(self) -> None:
+        """Drop a generation in progress (the window is closing, or a test ends)."""
+        if self.task is not None:
+            self.task.cancel()
+        self._busy_ui = False

@@ -16,43 +16,49 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.runs import RunIndex, summarize
+from studio.panels.base import Area, PanelDefaults, Studio
+from studio.tasks import start_thread
 from studio.widgets import fmt_number, muted
-from studio.workers import run_in_thread
 
 COLUMNS = ["Run", "Status", "Method", "Model", "Steps", "Final loss", "Started"]
 
 
-def load_runs(recent: list[str], limit: int = 50) -> list[dict]:
-    """Worker: rows for the list, newest first (the index may be absent in older engines)."""
+def load_runs(state, recent: list[str], limit: int = 50) -> list[dict]:
+    """Task: rows for the list, newest first: the engine's run index plus the studio's recent list."""
     rows: dict[str, dict] = {}
     try:
-        from engine.runs import RunIndex, summarize
-    except ImportError:
-        RunIndex = summarize = None  # noqa: N806
-    if RunIndex is not None:
-        try:
-            for r in RunIndex().list(limit):
-                rows[str(Path(r["run_dir"]).resolve())] = r
-        except Exception:
-            pass  # a locked or corrupt index must not hide the recent list
+        for r in RunIndex().list(limit):
+            rows[str(Path(r["run_dir"]).resolve())] = r
+    except Exception:  # noqa: BLE001 - a locked or corrupt index must not hide the recent list
+        pass
     for d in recent:
         key = str(Path(d).resolve())
         if key in rows or not Path(d).exists():
             continue
-        if summarize is not None:
-            try:
-                rows[key] = summarize(d)
-                continue
-            except Exception:
-                pass
-        rows[key] = {"run_dir": key, "name": Path(d).name, "status": "?"}
+        try:
+            rows[key] = summarize(d)
+        except Exception:  # noqa: BLE001 - an unreadable folder is still listed, as unknown
+            rows[key] = {"run_dir": key, "name": Path(d).name, "status": "?"}
     return sorted(rows.values(), key=lambda r: r.get("started") or 0, reverse=True)[:limit]
 
 
-class RunsPanel(QWidget):
+class RunsPanel(QWidget, PanelDefaults):
+    key, title, area = "runs", "Runs", Area.BOTTOM
+    scrollable = False  # the list scrolls itself
     sig_open = Signal(str)         # show this run in the monitor
     sig_load_config = Signal(str)  # put this run's settings into the forms
     sig_resume = Signal(str)
+
+    @classmethod
+    def create(cls, studio: Studio) -> RunsPanel:
+        panel = cls(studio.settings)
+        panel.sig_open.connect(studio.runs.attach)
+        panel.sig_load_config.connect(studio.files.load_run_config)
+        panel.sig_resume.connect(studio.runs.resume_run_dir)
+        studio.runs.sig_ended.connect(panel.refresh)
+        panel.refresh()
+        return panel
 
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
@@ -87,7 +93,8 @@ class RunsPanel(QWidget):
 
     def refresh(self) -> None:
         recent = self.settings.get("recent/runs") if self.settings else []
-        run_in_thread(load_runs, recent, on_done=self._on_rows)
+        self._task = start_thread(load_runs, recent, parent=self)
+        self._task.sig_result.connect(self._on_rows)
 
     def _on_rows(self, rows: list[dict]) -> None:
         self.tree.clear()

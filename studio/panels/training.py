@@ -16,10 +16,18 @@ from PySide6.QtWidgets import (
 
 from engine.config import RunConfig, TrainConfig
 from studio.forms import ERROR_COLOR, DataclassForm
+from studio.panels.base import Area, PanelDefaults, Studio
 
 
-class TrainingPanel(QWidget):
+class TrainingPanel(QWidget, PanelDefaults):
+    key, title, area = "training", "Training", Area.LEFT
     sig_changed = Signal()
+
+    @classmethod
+    def create(cls, studio: Studio) -> TrainingPanel:
+        panel = cls(studio.runs.actions)
+        studio.runs.sig_output_dir.connect(panel.output_dir.setText)
+        return panel
 
     def __init__(self, actions=(), parent=None):
         super().__init__(parent)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import wire
 from engine.config import RunConfig
 from engine.estimate.workload import plan_workload
 
@@ -240,7 +241,9 @@ def test_cli_time_only_prints_json_and_progress(tiny_model_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     d = json.loads(out.stdout)
     assert set(d) == {"time"} and d["time"]["total_steps"] == 3 and d["time"]["startup_s"] > 0
-    assert "progress: Timing step 1 of 3" in out.stderr
+    # progress arrives as wire messages (engine/wire.py), one a line
+    statuses = [m["status"] for m in map(wire.decode, out.stderr.splitlines()) if m and m["type"] == "progress"]
+    assert any(s.startswith("Timing step 1 of 3") for s in statuses)
     human = subprocess.run([sys.executable, "-m", "engine", "estimate", str(run_yaml), "--time"],
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert human.returncode == 0, human.stderr

@@ -16,7 +16,7 @@ def test_preview_masking_matches_engine_labels(make_window, qtbot, tiny_config, 
     cfg = tiny_config()
     cfg.data.max_length = 512
     win.config_model.set_config(cfg)
-    panel = win.data_panel
+    panel = win.panels["data"]
     qtbot.waitUntil(lambda: len(panel.preview.rows) > 0, timeout=PREVIEW_TIMEOUT_MS)
     p = panel.preview
     assert p.format == "messages" and p.reason
@@ -43,7 +43,7 @@ def test_histogram_counts_truncation_like_the_engine(make_window, qtbot, tiny_co
     cfg = tiny_config()
     cfg.data.path = str(path)
     win.config_model.set_config(cfg)
-    panel = win.data_panel
+    panel = win.panels["data"]
     qtbot.waitUntil(lambda: len(panel.preview.lengths) == 5, timeout=PREVIEW_TIMEOUT_MS)
     assert panel.preview.format == "prompt_completion"
     panel.form.editors["max_length"].widget.setValue(60)
@@ -68,7 +68,7 @@ def test_column_mapping_override(make_window, qtbot, tiny_config, tmp_path):
     cfg = tiny_config()
     cfg.data.path = str(path)
     win.config_model.set_config(cfg)
-    panel = win.data_panel
+    panel = win.panels["data"]
     qtbot.waitUntil(lambda: panel.preview.format != "", timeout=PREVIEW_TIMEOUT_MS)
     assert panel.preview.format == "prompt_completion"
     fmt = panel.form.editors["format"].widget

@@ -64,37 +64,37 @@ def test_invalid_field_disables_start_with_message(make_window, qtbot):
     win = make_window()
     win.config_model.set_config(RunConfig())
     qtbot.waitUntil(lambda: win.act_start.isEnabled(), timeout=5000)
-    lr = win.training_panel.form.editors["lr"].widget
+    lr = win.panels["training"].form.editors["lr"].widget
     qtbot.keyClicks(lr, "x")  # "0.0002x"
     qtbot.waitUntil(lambda: not win.act_start.isEnabled(), timeout=3000)
-    assert win.training_panel.form.error_text("lr") == "must be a number"
-    assert "train.lr" in win.validity_label.text()
+    assert win.panels["training"].form.error_text("lr") == "must be a number"
+    assert "train.lr" in win.status.validity.text()
     assert "train.lr" in win.act_start.toolTip()
     lr.setText("0.001")
     qtbot.waitUntil(lambda: win.act_start.isEnabled(), timeout=3000)
-    assert win.training_panel.form.error_text("lr") == ""
+    assert win.panels["training"].form.error_text("lr") == ""
 
 
 def test_range_and_cross_field_errors(make_window, qtbot):
     win = make_window()
     win.config_model.set_config(RunConfig())
-    win.method_panel.form.editors["dropout"].widget.setText("2")
+    win.panels["method"].form.editors["dropout"].widget.setText("2")
     qtbot.waitUntil(lambda: not win.act_start.isEnabled(), timeout=3000)
-    assert "0.9" in win.method_panel.form.error_text("dropout")
-    win.method_panel.form.editors["dropout"].widget.setText("0.1")
-    win.training_panel.form.editors["epochs"].widget.setText("0")
+    assert "0.9" in win.panels["method"].form.error_text("dropout")
+    win.panels["method"].form.editors["dropout"].widget.setText("0.1")
+    win.panels["training"].form.editors["epochs"].widget.setText("0")
     qtbot.waitUntil(lambda: "train.epochs" in win.config_model.errors, timeout=3000)
     assert not win.act_start.isEnabled()
-    assert win.training_panel.form.error_text("epochs")
+    assert win.panels["training"].form.error_text("epochs")
 
 
 def test_missing_data_file_is_marked(make_window, qtbot, tmp_path):
     win = make_window()
     win.config_model.set_config(RunConfig())
-    win.data_panel.path.setText(str(tmp_path / "nope.jsonl"))
+    win.panels["data"].path.setText(str(tmp_path / "nope.jsonl"))
     qtbot.waitUntil(lambda: "data.path" in win.config_model.errors, timeout=3000)
     assert not win.act_start.isEnabled()
-    assert "not found" in win.data_panel.path_error.text()
+    assert "not found" in win.panels["data"].path_error.text()
 
 
 def test_run_file_save_and_load(make_window, qtbot, tmp_path):
@@ -104,9 +104,9 @@ def test_run_file_save_and_load(make_window, qtbot, tmp_path):
     cfg.method.r = 8
     win.config_model.set_config(cfg)
     path = tmp_path / "saved.yaml"
-    win.run_file = str(path)
-    assert win.save_run_file()
+    win.files.run_file = str(path)
+    assert win.files.save_run_file()
     assert RunConfig.load(path).to_dict() == cfg.to_dict()
     win.config_model.set_config(RunConfig())
-    assert win._load_yaml(path)
+    assert win.files.load_yaml(path)
     assert win.config_model.config.to_dict() == cfg.to_dict()

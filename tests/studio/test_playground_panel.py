@@ -1,5 +1,5 @@
-"""The playground tab: tokens stream into both panes from a worker thread while the UI keeps
-running; the base pane shows the base model; bad folders are plain messages."""
+"""The playground tab: tokens stream into both panes from the playground helper process while the
+UI keeps running; the base pane shows the base model; bad folders are plain messages."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_generates_side_by_side_without_blocking(panel, run_dir, qtbot, tiny_mod
     panel.max_new_tokens.setValue(12)
 
     pieces = []
-    panel._worker.sig_piece.connect(lambda side, text: pieces.append(side))
+    panel.sig_piece.connect(lambda side, text: pieces.append(side))
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
@@ -90,10 +90,10 @@ def test_new_adapter_on_disk_is_picked_up(panel, tiny_model_dir, tmp_path):
     run = make_adapter_run(tmp_path / "r", tiny_model_dir, "lora", final=False, checkpoints=(2,))
     panel.set_run_dir(run)
     assert [c.currentText() for c in panel.source_combos] == ["base", "checkpoint-2"]
-    panel._pg = object()  # stands for a loaded model
+    panel._loaded_key = [str(run), panel._signature]  # stands for a model the helper has loaded
     panel.set_run_dir(run)  # nothing changed on disk: keep it
-    assert panel._pg is not None
+    assert panel._loaded_key is not None
     make_adapter_run(tmp_path / "r", tiny_model_dir, "lora", checkpoints=(2,))  # the run "finished"
     panel.set_adapter(str(run / "adapter"))
-    assert panel._pg is None
+    assert panel._loaded_key is None
     assert panel.source_combos[0].findText("final") >= 0

@@ -12,7 +12,7 @@ RUN_TIMEOUT_MS = 240_000  # a child imports torch+transformers+peft (~8 s alone,
 
 
 def _wait_state(qtbot, win, states, timeout=RUN_TIMEOUT_MS):
-    qtbot.waitUntil(lambda: win.supervisor.state in states, timeout=timeout)
+    qtbot.waitUntil(lambda: win.runs.supervisor.state in states, timeout=timeout)
 
 
 def test_full_run_updates_plots_and_finishes(make_window, qtbot, tiny_config):
@@ -21,40 +21,40 @@ def test_full_run_updates_plots_and_finishes(make_window, qtbot, tiny_config):
     cfg.data.validation_split = 0.2
     win.config_model.set_config(cfg)
     qtbot.waitUntil(win.act_start.isEnabled, timeout=5000)
-    with qtbot.waitSignal(win.supervisor.sig_finished, timeout=RUN_TIMEOUT_MS) as blocker:
+    with qtbot.waitSignal(win.runs.supervisor.sig_finished, timeout=RUN_TIMEOUT_MS) as blocker:
         win.act_start.trigger()
     assert blocker.args[0]["event"] == "finished"
-    qtbot.waitUntil(lambda: win.monitor.curve_points("loss") == 6, timeout=3000)
-    assert win.monitor.curve_points("lr") == 6
-    assert win.monitor.state_label.text() == "Finished"
-    assert win.monitor.progress.value() == 6
+    qtbot.waitUntil(lambda: win.panels["monitor"].curve_points("loss") == 6, timeout=3000)
+    assert win.panels["monitor"].curve_points("lr") == 6
+    assert win.panels["monitor"].state_label.text() == "Finished"
+    assert win.panels["monitor"].progress.value() == 6
     run_dir = Path(blocker.args[0]["run_dir"])
     assert (run_dir / "adapter" / "adapter_config.json").exists()
-    assert "Finished" in win.log_panel.plain_text()
+    assert "Finished" in win.panels["log"].plain_text()
     assert win.act_start.isEnabled() and not win.act_stop.isEnabled()
 
     # Re-attach: a new window (same settings) replays the run from its events.jsonl.
     n_steps = len([e for e in read_events(run_dir / "events.jsonl") if e["event"] == "step"])
     win.shutdown()
     again = make_window(reattach=True)
-    qtbot.waitUntil(lambda: again.supervisor.state == "finished", timeout=10_000)
-    qtbot.waitUntil(lambda: again.monitor.curve_points("loss") == n_steps, timeout=3000)
-    assert again.monitor.state_label.text() == "Finished"
-    assert again.monitor.progress.value() == 6
+    qtbot.waitUntil(lambda: again.runs.supervisor.state == "finished", timeout=10_000)
+    qtbot.waitUntil(lambda: again.panels["monitor"].curve_points("loss") == n_steps, timeout=3000)
+    assert again.panels["monitor"].state_label.text() == "Finished"
+    assert again.panels["monitor"].progress.value() == 6
 
 
 def test_stop_mid_run_leaves_loadable_adapter(make_window, qtbot, tiny_config, tiny_model_dir):
     win = make_window()
     win.config_model.set_config(tiny_config(steps=2000))
-    with qtbot.waitSignal(win.supervisor.sig_event, timeout=RUN_TIMEOUT_MS,
+    with qtbot.waitSignal(win.runs.supervisor.sig_event, timeout=RUN_TIMEOUT_MS,
                           check_params_cb=lambda ev: ev.get("event") == "step" and ev["step"] >= 2):
-        assert win.start_run()
+        assert win.runs.start()
     assert win.act_stop.isEnabled()
-    with qtbot.waitSignal(win.supervisor.sig_finished, timeout=RUN_TIMEOUT_MS) as blocker:
+    with qtbot.waitSignal(win.runs.supervisor.sig_finished, timeout=RUN_TIMEOUT_MS) as blocker:
         win.act_stop.trigger()
     ev = blocker.args[0]
     assert ev["event"] == "stopped" and ev["step"] < 2000
-    assert win.monitor.state_label.text().startswith("Stopped")
+    assert win.panels["monitor"].state_label.text().startswith("Stopped")
 
     import torch
     from peft import PeftModel
@@ -68,21 +68,21 @@ def test_stop_mid_run_leaves_loadable_adapter(make_window, qtbot, tiny_config, t
 def test_killed_engine_shows_failure_and_window_stays_usable(make_window, qtbot, tiny_config):
     win = make_window()
     win.config_model.set_config(tiny_config(steps=2000))
-    with qtbot.waitSignal(win.supervisor.sig_event, timeout=RUN_TIMEOUT_MS,
+    with qtbot.waitSignal(win.runs.supervisor.sig_event, timeout=RUN_TIMEOUT_MS,
                           check_params_cb=lambda ev: ev.get("event") == "step"):
-        assert win.start_run()
-    with qtbot.waitSignal(win.supervisor.sig_failed, timeout=30_000) as blocker:
-        os.kill(win.supervisor.pid, signal.SIGKILL)  # what the OOM killer does
+        assert win.runs.start()
+    with qtbot.waitSignal(win.runs.supervisor.sig_failed, timeout=30_000) as blocker:
+        os.kill(win.runs.supervisor.pid, signal.SIGKILL)  # what the OOM killer does
     assert "killed" in blocker.args[0]["error"]
-    banner = win.monitor.banner
+    banner = win.panels["monitor"].banner
     assert banner.isVisible() and "killed" in banner.title.text()
     assert banner.hint.text()
-    assert win.monitor.state_label.text() == "Failed"
+    assert win.panels["monitor"].state_label.text() == "Failed"
     # still usable: the forms validate and a new run may start
     assert win.act_start.isEnabled() and not win.act_stop.isEnabled()
-    win.training_panel.form.editors["lr"].widget.setText("bad")
+    win.panels["training"].form.editors["lr"].widget.setText("bad")
     qtbot.waitUntil(lambda: not win.act_start.isEnabled(), timeout=3000)
-    win.training_panel.form.editors["lr"].widget.setText("0.001")
+    win.panels["training"].form.editors["lr"].widget.setText("0.001")
     qtbot.waitUntil(win.act_start.isEnabled, timeout=3000)
 
 
@@ -95,20 +95,20 @@ def test_close_keep_running_then_reattach_live(make_window, qtbot, tmp_path, fak
     cfg = RunConfig()
     cfg.output_dir = str(tmp_path / "runs" / "live")
     win.config_model.set_config(cfg)
-    with qtbot.waitSignal(win.supervisor.sig_event, timeout=20_000,
+    with qtbot.waitSignal(win.runs.supervisor.sig_event, timeout=20_000,
                           check_params_cb=lambda ev: ev.get("step") == 3):
-        win.start_run()
-    pid = win.supervisor.pid
+        win.runs.start()
+    pid = win.runs.supervisor.pid
     win.ask_close_during_run = lambda: "keep"
     win.close()
     assert not win.isVisible()
     assert pid_alive(pid)
 
     again = make_window(reattach=True)
-    qtbot.waitUntil(lambda: again.supervisor.attached, timeout=5000)
-    assert again.supervisor.pid == pid  # following the live process, not just replaying
-    qtbot.waitUntil(lambda: again.supervisor.state == "finished", timeout=30_000)
-    qtbot.waitUntil(lambda: again.monitor.curve_points("loss") == 60, timeout=3000)
+    qtbot.waitUntil(lambda: again.runs.supervisor.attached, timeout=5000)
+    assert again.runs.supervisor.pid == pid  # following the live process, not just replaying
+    qtbot.waitUntil(lambda: again.runs.supervisor.state == "finished", timeout=30_000)
+    qtbot.waitUntil(lambda: again.panels["monitor"].curve_points("loss") == 60, timeout=3000)
 
 
 def test_close_stop_and_save_waits_for_the_adapter(make_window, qtbot, tmp_path, fake_engine):
@@ -119,8 +119,8 @@ def test_close_stop_and_save_waits_for_the_adapter(make_window, qtbot, tmp_path,
     cfg = RunConfig()
     cfg.output_dir = str(tmp_path / "runs" / "stop")
     win.config_model.set_config(cfg)
-    with qtbot.waitSignal(win.supervisor.sig_event, timeout=20_000, check_params_cb=lambda ev: ev.get("step") == 2):
-        win.start_run()
+    with qtbot.waitSignal(win.runs.supervisor.sig_event, timeout=20_000, check_params_cb=lambda ev: ev.get("step") == 2):
+        win.runs.start()
     win.ask_close_during_run = lambda: "cancel"
     win.close()
     assert win.isVisible()
@@ -128,4 +128,4 @@ def test_close_stop_and_save_waits_for_the_adapter(make_window, qtbot, tmp_path,
     win.close()
     assert win.isVisible()  # stays until the engine has saved
     qtbot.waitUntil(lambda: not win.isVisible(), timeout=20_000)
-    assert win.supervisor.state == "stopped"
+    assert win.runs.supervisor.state == "stopped"

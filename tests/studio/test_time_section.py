@@ -7,6 +7,7 @@ import copy
 
 import pytest
 
+from engine import wire
 from studio.panels.estimate_time import TimeSection, fmt_span
 from studio.time_probe import failure_text
 
@@ -17,10 +18,14 @@ def test_fmt_span_reads_like_a_person():
 
 
 def test_failure_text_prefers_the_engines_message():
-    tail = ["progress: Loading weights", "Traceback…", "error: data.path: the file x.jsonl does not exist"]
+    def progress(text):
+        return wire.encode(wire.progress(text))
+
+    tail = [progress("Loading weights"), "Traceback…", "error: data.path: the file x.jsonl does not exist"]
     assert failure_text(2, tail) == "data.path: the file x.jsonl does not exist"
-    assert "signal 9" in failure_text(-9, ["progress: Timing step 1 of 3"])
-    assert failure_text(1, ["progress: a", "RuntimeError: boom"]).endswith("RuntimeError: boom")
+    assert "signal 9" in failure_text(-9, [progress("Timing step 1 of 3")])
+    assert failure_text(1, [progress("a"), "RuntimeError: boom"]).endswith("RuntimeError: boom")
+    assert failure_text(1, ["RuntimeError: boom", progress("a")]).endswith("RuntimeError: boom")
 
 
 def test_measure_shows_the_run_and_goes_stale_on_change(qtbot, tiny_config):
@@ -57,7 +62,7 @@ def test_a_starting_run_cancels_a_measurement_and_blocks_new_ones(qtbot, tiny_co
     qtbot.addWidget(sec)
     sec.set_config(tiny_config())
     sec.measure()
-    proc = sec.probe._proc
+    proc = sec.probe.process
     assert proc is not None and sec.probe.running
     sec.set_run_active(True)
     qtbot.waitUntil(lambda: proc.poll() is not None, timeout=10_000)
@@ -77,7 +82,7 @@ def test_cancel_kills_the_measurement_and_drops_its_result(qtbot, tiny_config):
     sec.probe.sig_done.connect(results.append)
     sec.probe.sig_failed.connect(results.append)
     sec.measure()
-    proc = sec.probe._proc
+    proc = sec.probe.process
     qtbot.mouseClick(sec.cancel_btn, qtbot_button())
     qtbot.waitUntil(lambda: proc.poll() is not None, timeout=10_000)
     qtbot.wait(300)
@@ -99,11 +104,11 @@ def test_a_bad_model_is_a_message_not_a_crash(qtbot, tiny_config, tmp_path):
 
 def test_the_window_wires_the_section_to_config_and_runs(make_window, tiny_config):
     win = make_window(initial=tiny_config())
-    sec = win.estimate_panel.time
+    sec = win.panels["estimate"].time
     assert sec._cfg is not None and sec.measure_btn.isEnabled()
-    win.estimate_panel.time.set_run_active(False)
-    win.supervisor.is_active = lambda: True     # as while a run trains
-    win._update_actions()
+    win.panels["estimate"].time.set_run_active(False)
+    win.runs.supervisor.is_active = lambda: True     # as while a run trains
+    win.runs.update_actions()
     assert not sec.measure_btn.isEnabled()
 
 

@@ -1,4 +1,4 @@
-"""Preparing a run for the engine process: absolute paths, a fresh output folder, the run file."""
+"""Run folders and the run file the engine child gets: absolute paths, a fresh output folder, resume."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from engine.config import RunConfig
-from studio.run_control import fresh_dir, has_checkpoint, prepare_run
+from studio.run_dirs import fresh_dir, has_checkpoint, prepare_run
 
 
 def test_fresh_dir_never_reuses_a_run(tmp_path):
@@ -55,8 +55,8 @@ def test_engine_stderr_reaches_the_log_panel(make_window, qtbot, tmp_path, fake_
     cfg = RunConfig()
     cfg.output_dir = str(tmp_path / "runs" / "stderr")
     win.config_model.set_config(cfg)
-    with qtbot.waitSignal(win.supervisor.sig_finished, timeout=20_000):
-        win.start_run()
-    qtbot.waitUntil(lambda: "fake engine: loading" in win.log_panel.plain_text(), timeout=3000)
-    assert "Finished" in win.log_panel.plain_text()
+    with qtbot.waitSignal(win.runs.supervisor.sig_finished, timeout=20_000):
+        win.runs.start()
+    qtbot.waitUntil(lambda: "fake engine: loading" in win.panels["log"].plain_text(), timeout=3000)
+    assert "Finished" in win.panels["log"].plain_text()
     assert win.settings.get("recent/runs")[0] == cfg.output_dir

@@ -1,0 +1,112 @@
+"""The run controller: the run lifecycle and the close policy, without a window where it can be,
+and as a real studio process where only that can tell (a QThread left running aborts the app)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+
+from engine.config import RunConfig
+from engine.events import read_events
+from studio.supervisor import engine_alive
+
+HERE = Path(__file__).resolve().parent
+
+
+def _steps(run_dir: Path) -> int:
+    return sum(1 for e in read_events(run_dir / "events.jsonl") if e.get("event") == "step")
+
+
+def test_close_keep_running_exits_cleanly_and_the_run_goes_on(tmp_path):
+    """Before the reader thread was ended on detach, this exited with SIGABRT (rc 134):
+    'QThread: Destroyed while thread 'run-supervisor' is still running'."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", FAKE_STEPS="100000", FAKE_DELAY="0.05",
+               XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               PEFT_STUDIO_HOME=str(tmp_path / "studio"))
+    out = subprocess.run([sys.executable, str(HERE / "keep_running_app.py"), str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    pid = int(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("pid ")))
+    try:
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "QThread" not in out.stderr
+        assert engine_alive(pid), "the run was kept running"
+        run_dir = tmp_path / "run"
+        before = _steps(run_dir)
+        deadline = time.monotonic() + 60
+        while _steps(run_dir) <= before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _steps(run_dir) > before, "the engine still trains (and writes its events) unwatched"
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _controller(tmp_path, qtbot, **kw):
+    from studio.config_model import ConfigModel
+    from studio.run_controller import RunController
+    from studio.settings import Settings
+
+    settings = Settings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    loaded = []
+    ctl = RunController(settings, ConfigModel(), loaded.append, **kw)
+    return ctl, settings, loaded
+
+
+def test_opening_a_folder_that_is_no_run_is_a_message(tmp_path, qtbot):
+    ctl, _settings, _ = _controller(tmp_path, qtbot)
+    with qtbot.waitSignal(ctl.sig_error) as blocker:
+        assert not ctl.attach(str(tmp_path))
+    assert blocker.args[0] == "Open run" and "not a run folder" in blocker.args[1]
+    with qtbot.waitSignal(ctl.sig_error) as blocker:
+        assert not ctl.resume_run_dir(str(tmp_path))
+    assert "no checkpoint" in blocker.args[1]
+
+
+def test_attach_rebuilds_a_finished_run_from_its_events(tmp_path, qtbot):
+    run = tmp_path / "done"
+    run.mkdir()
+    rows = [{"event": "started", "time": 1, "total_steps": 3, "pid": 0},
+            *({"event": "step", "time": 1 + s, "step": s, "loss": 1.0 / s} for s in (1, 2, 3)),
+            {"event": "finished", "time": 5, "run_dir": str(run), "adapter_dir": str(run / "adapter")}]
+    (run / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ctl, settings, _ = _controller(tmp_path, qtbot)
+    shown, events = [], []
+    ctl.sig_run_dir.connect(shown.append)
+    ctl.sig_event.connect(events.append)
+    with qtbot.waitSignal(ctl.sig_finished, timeout=10_000) as blocker:
+        assert ctl.attach(str(run))
+    assert shown == [str(run)] and [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3]
+    assert blocker.args[0]["event"] == "finished" and ctl.supervisor.state == "finished"
+    assert settings.get("active/run_dir") == str(run) and settings.get("recent/runs") == [str(run)]
+    ctl.shutdown()
+
+
+def test_close_policy(tmp_path, qtbot, fake_engine):
+    from studio.supervisor import RunSupervisor
+
+    ctl, settings, _ = _controller(tmp_path, qtbot, supervisor=RunSupervisor(command=fake_engine(steps=500,
+                                                                                                   delay=0.02)))
+    assert ctl.may_close(lambda: pytest_fail("no run: nothing to ask"))
+    cfg = RunConfig()
+    cfg.output_dir = str(tmp_path / "runs" / "close")
+    ctl.config.validate_now = lambda: (cfg, {})  # no form in this test
+    with qtbot.waitSignal(ctl.sig_event, timeout=20_000, check_params_cb=lambda ev: ev.get("step") == 2):
+        assert ctl.start()
+    assert not ctl.may_close(lambda: "cancel") and ctl.is_active()
+    with qtbot.waitSignal(ctl.sig_close_ready, timeout=20_000):
+        assert not ctl.may_close(lambda: "stop")
+        assert not ctl.may_close(lambda: pytest_fail("already stopping: not asked again"))
+    assert ctl.supervisor.state == "stopped"
+
+
+def pytest_fail(msg):
+    raise AssertionError(msg)
