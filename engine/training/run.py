@@ -38,7 +38,7 @@ from engine.training.hints import hint_for
 from engine.training.resume import AlreadyComplete, check_resume, completed_run
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
-from engine.training.trainer import ListDataset, make_callback, make_lr_callback, make_trainer_class
+from engine.training.trainer import ListDataset, make_callback, make_resume_callback, make_trainer_class
 
 ADAPTER_DIR = "adapter"
 EVENTS_FILE = "events.jsonl"
@@ -283,7 +283,7 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
         eval_dataset=ListDataset(data.eval) if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
         callbacks=[make_callback(reporter, stop, counters, info, before_start=lambda: folder.open(cfg)),
-                   make_lr_callback(p.lr_factor), *method_callbacks],
+                   make_resume_callback(p.lr_factor), *method_callbacks],
         optimizers=optimizers,
     )
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints

@@ -87,26 +87,38 @@ def make_callback(reporter, stop: StopFlag, counters: dict, info: dict, before_s
     return EventCallback()
 
 
-def make_lr_callback(factor: float):
-    """A TrainerCallback that scales the learning rate by ``factor`` once a resumed run has loaded
-    its checkpoint's schedule (``train.lr`` changed on resume: the checkpoint restores the old peak,
-    which would silently win). The schedule keeps its shape and position."""
+def make_resume_callback(factor: float = 1.0):
+    """A TrainerCallback that puts a resumed run's learning rate where its schedule says, once the
+    checkpoint's optimizer and schedule are loaded.
+
+    The checkpoint restores the learning rate its last step left behind, and the old peak: a
+    changed ``train.lr`` (``factor`` = new / old) would silently lose to the old peak, and a run
+    extended past its old end (``train.max_steps`` raised) would take its next step at the old
+    schedule's final rate (0 for a linear decay). So the peak is scaled by ``factor`` and each
+    group's rate is computed again from the schedule (laid out over the new total) at the
+    resumed step."""
+    from torch.optim.lr_scheduler import LambdaLR
     from transformers import TrainerCallback
 
-    class ResumeLr(TrainerCallback):
+    class ResumeSchedule(TrainerCallback):
         def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
-            if optimizer is None or lr_scheduler is None or factor == 1.0:
+            if optimizer is None or lr_scheduler is None or state.global_step == 0:
                 return
             if hasattr(lr_scheduler, "base_lrs"):
                 lr_scheduler.base_lrs = [b * factor for b in lr_scheduler.base_lrs]
             for group in optimizer.param_groups:
-                group["lr"] = group["lr"] * factor
                 if "initial_lr" in group:
                     group["initial_lr"] = group["initial_lr"] * factor
-            if hasattr(lr_scheduler, "_last_lr"):
-                lr_scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+            if isinstance(lr_scheduler, LambdaLR):  # every schedule transformers makes
+                rates = [base * fn(lr_scheduler.last_epoch)
+                         for fn, base in zip(lr_scheduler.lr_lambdas, lr_scheduler.base_lrs)]
+            else:
+                rates = [g["lr"] * factor for g in optimizer.param_groups]
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate
+            lr_scheduler._last_lr = list(rates)
 
-    return ResumeLr()
+    return ResumeSchedule()
 
 
 def make_trainer_class():

@@ -249,7 +249,7 @@ def test_cli_reports_bad_run_file_without_traceback(tmp_path):
     bad.write_text("train: {batch_size: 0}\n", encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "engine", "train", str(bad), "--format", "json"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # the user's mistake: exit 2, as every other verb (docs/architecture.md, Errors)
     failed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")][-1]
     assert failed["event"] == "failed" and "train.batch_size" in failed["error"]
     assert "Traceback" not in proc.stderr
