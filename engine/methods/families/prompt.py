@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from engine.errors import ConfigError
 from engine.fields import F
+from engine.methods.incompatible import NO_CHECKPOINTING
 from engine.methods.registry import register
-from engine.methods.spec import Incompatible, MethodParams, MethodSpec, name_field
+from engine.methods.spec import MethodParams, MethodSpec, name_field
 
 
 @dataclass
@@ -111,14 +112,6 @@ register(MethodSpec(
     name="p_tuning", title="P-tuning", params=PTuningParams, build=_p_tuning, prompt="input", suggested_lr=1e-2,
     **_COMMON,
     description="Virtual tokens produced by a small trainable encoder (MLP/LSTM)."))
-# peft's PeftModel refuses it ("does not work with gradient checkpointing") after the weights load.
-NO_CHECKPOINTING = Incompatible(
-    "train.gradient_checkpointing", (True,),
-    "peft hands the learned prefix to every layer as its attention cache, which gradient checkpointing "
-    "turns off",
-    "train.gradient_checkpointing: false (save memory with a smaller train.batch_size or data.max_length), or "
-    "prompt_tuning / lora, which work with it")
-
 register(MethodSpec(
     name="prefix_tuning", title="Prefix tuning", params=PrefixTuningParams, build=_prefix_tuning,
     prompt="kv_prefix", suggested_lr=1e-2, incompatible=(NO_CHECKPOINTING,), **_COMMON,
