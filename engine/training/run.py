@@ -145,7 +145,12 @@ def train(cfg: RunConfig, sinks=(), stop: StopFlag | None = None, listen_stdin: 
         return main(cfg, run_dir, reporter, stop, folder)
     except AlreadyComplete as e:  # not a failure: nothing to do, and nothing is written
         reporter.emit(LogEvent(message=str(e)))
-        return RunResult("complete", run_dir, metrics={"global_step": e.done})
+        # The run's own terminal state, for clients waiting for one (the studio); it goes to the
+        # reporter's streams only: the run folder is not opened, so its files stay as they were.
+        adapter = run_dir / ADAPTER_DIR
+        reporter.emit(FinishedEvent(adapter_dir=str(adapter) if adapter.exists() else None, run_dir=str(run_dir),
+                                    metrics={"global_step": e.done}, step=e.done))
+        return RunResult("complete", run_dir, adapter if adapter.exists() else None, {"global_step": e.done})
     except KeyboardInterrupt:
         reporter.emit(FailedEvent(error="interrupted", hint="The run was interrupted twice; resume from the "
                                   "last checkpoint with train.resume_from: latest."))

@@ -91,7 +91,9 @@ def test_a_finished_run_is_already_complete_and_nothing_changes(finished_run, no
     result, sink = _resume(cfg)
     assert result.status == "complete"
     assert any("already complete (4/4 steps)" in e["message"] for e in sink.of("log"))
-    assert not sink.of("failed") and not sink.of("finished")
+    assert not sink.of("failed") and not sink.of("started")
+    # A terminal event for clients that wait for one (the studio), on the stream only.
+    assert sink.of("finished")[0]["step"] == 4
     assert _snapshot(run_dir) == before and _index_rows() == rows
 
 
