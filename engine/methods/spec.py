@@ -225,7 +225,7 @@ class MethodSpec:
         if not self.supports_quantized_base:
             out.append(Incompatible(
                 "model.quantization", ("nf4", "fp4", "int8"),
-                f"{self.title} trains on full-precision weights only (peft has no quantized layers for it)",
+                "it cannot train on a quantized base (it has no layers for 4/8-bit weights)",
                 "model.quantization: null, or a method that trains on a quantized base (lora, qlora, dora)"))
         return out
 
