@@ -85,7 +85,9 @@ def _engine_proc(cfg: RunConfig, tmp_path: Path) -> subprocess.Popen:
     run_file = tmp_path / "run.yaml"
     cfg.save(run_file)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_file)], cwd=REPO, env=env,
+    # JSON events on stdout only when asked (the studio asks); the default is readable lines.
+    return subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_file), "--format", "json"], cwd=REPO,
+                            env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
