@@ -20,8 +20,9 @@ def add_parser(sub) -> None:
     t.add_argument("run_file")
     add_set_option(t)
     t.add_argument("--resume", metavar="CHECKPOINT", help="resume from a checkpoint folder or `latest`")
-    t.add_argument("--format", choices=["human", "json"], default="human",
-                   help="stdout: readable lines (default, also when redirected) or JSON-lines events")
+    t.add_argument("--format", choices=["human", "json", "auto"], default="human",
+                   help="stdout: readable lines (default, also when redirected; `auto` is the same) or "
+                        "JSON-lines events")
     t.add_argument("--no-stdin", action="store_true", help="do not listen for `stop` on stdin")
     t.set_defaults(func=run)
 

@@ -8,6 +8,8 @@ the engine and other branches code against them):
 * ``generate_batch(model, tokenizer, conversations, settings) -> list[str]`` — many answers at
   once (left-padded batches); greedy answers equal single ones;
 * ``stream(model, tokenizer, messages, settings, cancel) -> Iterator[str]`` — text as it comes;
+* ``greedy_ids(model, tokenizer, messages, max_new_tokens, stop_ids) -> (prompt ids, new ids)`` —
+  the same greedy path as token ids (the export checks compare GGUF / llama.cpp with it);
 * ``reference_greedy(model, tokenizer, conversation, max_new_tokens) -> str`` — the truth the
   path is checked against: greedy decoding with a full forward pass at every step, no cache;
 * ``build_prompt``, ``stop_token_ids`` — the prompt and the stop tokens both paths share.
@@ -18,10 +20,10 @@ to transformers' ``generate`` directly (``engine.inference.prefix`` says why pef
 ``generate`` cannot be used for them here).
 """
 
-from engine.inference.generate import generate_batch, stream
+from engine.inference.generate import generate_batch, greedy_ids, stream
 from engine.inference.prompt import build_prompt, encode, stop_token_ids
 from engine.inference.reference import reference_greedy
 from engine.inference.settings import GenerationSettings
 
-__all__ = ["GenerationSettings", "build_prompt", "encode", "generate_batch", "reference_greedy", "stop_token_ids",
-           "stream"]
+__all__ = ["GenerationSettings", "build_prompt", "encode", "generate_batch", "greedy_ids", "reference_greedy",
+           "stop_token_ids", "stream"]

@@ -133,3 +133,22 @@ def stream(model, tokenizer, messages: list[dict], settings: GenerationSettings 
         th.join()
     if errors:
         raise errors[0]
+
+
+def greedy_ids(model, tokenizer, messages: list[dict], max_new_tokens: int = 32,
+               stop_ids: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """Greedy decoding of one conversation through the same prompt and path as ``stream``, as token
+    ids: (prompt token ids, generated token ids). Generation ends after ``max_new_tokens`` or on
+    one of ``stop_ids`` (default: ``stop_token_ids``, what the views stop at), which is then the
+    last id. Used to compare other runtimes (llama.cpp, a GGUF file) token by token with the model."""
+    import torch
+
+    enc = _left_padded(tokenizer, [build_prompt(tokenizer, messages)], _device(model))
+    call = prefix.prepare(model, enc["input_ids"], enc["attention_mask"])
+    kw = _gen_kwargs(model, tokenizer, GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0))
+    if stop_ids:
+        kw["eos_token_id"] = list(stop_ids)
+    model.eval()
+    with torch.no_grad():
+        out = call.generator.generate(**call.kwargs, **kw, use_cache=uses_cache(model))
+    return enc["input_ids"][0].tolist(), out[0, call.answer_start:].tolist()

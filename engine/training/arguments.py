@@ -34,12 +34,15 @@ def training_args(cfg, run_dir: Path, has_eval: bool, packing: bool):
         save_total_limit=t.save_total_limit, report_to=[], remove_unused_columns=False,
         dataloader_num_workers=t.dataloader_workers, disable_tqdm=True,
         dataloader_pin_memory=_cuda(),
+        # Without it, ranks on a machine with no GPU each train alone (accelerate's state is NO
+        # unless told "cpu"), instead of as one data-parallel run over gloo.
+        use_cpu=not _cuda(),
         train_sampling_strategy="group_by_length" if (t.group_by_length and not packing) else "random",
         label_names=["labels"], torch_compile=t.torch_compile,
         # Autocast follows the weights' dtype: bf16 on GPUs and on the CPU (model.dtype: bfloat16 there
         # means bf16 compute too: without autocast fp32 norms and bf16 weights meet in one matmul —
         # the "float != BFloat16" crash of QLoRA with bfloat16 on the CPU); fp16 on GPUs only.
-        bf16=_use_bf16(cfg), fp16=_use_fp16(cfg), use_cpu=not _cuda(),
+        bf16=_use_bf16(cfg), fp16=_use_fp16(cfg),
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.scheduler == "cosine_with_min_lr" else {},
     )
     return TrainingArguments(**kwargs)

@@ -23,6 +23,7 @@ from pathlib import Path
 from engine.config import RunConfig
 from engine.errors import ConfigError
 from engine.methods import effective_quantization
+from engine.training.arguments import CHECKPOINT_DIR
 
 RUN_FILE = "run.yaml"
 
@@ -155,3 +156,43 @@ def completed_run(cfg: RunConfig, run_dir: Path) -> tuple[int, int] | None:
     done = int(finished[-1].get("step") or 0)
     total = cfg.train.max_steps if cfg.train.max_steps > 0 else int(started[-1].get("total_steps") or 0)
     return (done, total) if total and done >= total else None
+
+
+def find_checkpoint(run_dir: Path, resume_from: str | None) -> str | None:
+    """The checkpoint folder ``train.resume_from`` names (``latest``: the newest complete one in
+    the run folder); ConfigError when there is none."""
+    if not resume_from:
+        return None
+    if resume_from == "latest":
+        ckpts = sorted((run_dir / CHECKPOINT_DIR).glob("checkpoint-*"),
+                       key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+        complete = [c for c in ckpts if (c / "trainer_state.json").exists()]
+        if not complete:
+            raise ConfigError("train.resume_from", f"no complete checkpoint in {run_dir / CHECKPOINT_DIR}",
+                              resume_from)
+        return str(complete[-1])
+    p = Path(resume_from)
+    if not (p / "trainer_state.json").exists():
+        raise ConfigError("train.resume_from", "is not a checkpoint folder (no trainer_state.json)", resume_from)
+    return str(p)
+
+
+def plan_resume(cfg: RunConfig, run_dir: Path) -> tuple[str | None, float]:
+    """(the checkpoint to continue from or None for a fresh run, the factor by which the learning
+    rate's peak changed). Reads only small files: call it before any data or weights load, and
+    before anything writes into the run folder (a launcher too). Raises ConfigError for a resume
+    that cannot continue, AlreadyComplete for a run already at its last step."""
+    if not cfg.train.resume_from:
+        return None, 1.0
+    try:
+        checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
+    except ConfigError:
+        done = completed_run(cfg, run_dir)  # a run saved only at its end has no checkpoint
+        if done:
+            raise AlreadyComplete(done[0], done[1], run_dir) from None
+        raise
+    resume = check_resume(cfg, run_dir, checkpoint)
+    factor = 1.0
+    if resume.previous is not None and resume.previous.train.lr > 0:
+        factor = cfg.train.lr / resume.previous.train.lr
+    return resume.checkpoint, factor

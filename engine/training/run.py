@@ -26,16 +26,24 @@ from pathlib import Path
 
 from engine.config import RunConfig
 from engine.data import make_collator, prepare_data
+from engine.distributed.measure import make_callback as held_bytes_callback
+from engine.distributed.runtime import (
+    gathered_trainable_state_dict,
+    is_sharded,
+    places_weights,
+    start_in_rank,
+    world,
+)
 from engine.errors import ConfigError, UserError
 from engine.events import FailedEvent, FinishedEvent, JsonlSink, LogEvent, MultiReporter, StoppedEvent
 from engine.methods import get_method, preflight
 from engine.methods.storage import save_adapter_atomic, saveable
 from engine.models import BaseTokenizer, load_tokenizer, resolve_source
 from engine.runs import RunIndex
-from engine.training.arguments import CHECKPOINT_DIR, loraplus_optimizer, training_args
+from engine.training.arguments import loraplus_optimizer, training_args
 from engine.training.build import build_for_training
 from engine.training.hints import hint_for
-from engine.training.resume import AlreadyComplete, check_resume, completed_run
+from engine.training.resume import AlreadyComplete, find_checkpoint, plan_resume  # noqa: F401 (re-exported)
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
 from engine.training.trainer import ListDataset, make_callback, make_resume_callback, make_trainer_class
@@ -63,25 +71,6 @@ class RunResult:
 def is_main_process() -> bool:
     """Rank 0 (or not distributed): the process that reports and saves."""
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "-1")
-
-
-def find_checkpoint(run_dir: Path, resume_from: str | None) -> str | None:
-    """The checkpoint folder ``train.resume_from`` names (``latest``: the newest complete one in
-    the run folder); ConfigError when there is none."""
-    if not resume_from:
-        return None
-    if resume_from == "latest":
-        ckpts = sorted((run_dir / CHECKPOINT_DIR).glob("checkpoint-*"),
-                       key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-        complete = [c for c in ckpts if (c / "trainer_state.json").exists()]
-        if not complete:
-            raise ConfigError("train.resume_from", f"no complete checkpoint in {run_dir / CHECKPOINT_DIR}",
-                              resume_from)
-        return str(complete[-1])
-    p = Path(resume_from)
-    if not (p / "trainer_state.json").exists():
-        raise ConfigError("train.resume_from", "is not a checkpoint folder (no trainer_state.json)", resume_from)
-    return str(p)
 
 
 # ---- setup --------------------------------------------------------------------------------------
@@ -214,21 +203,11 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
     # Everything checkable from config files is checked before weights load (seconds, not minutes),
     # and before the run folder is touched.
     preflight(cfg)
-    checkpoint, lr_factor = None, 1.0
-    if cfg.train.resume_from:
-        try:
-            checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
-        except ConfigError:
-            done = completed_run(cfg, run_dir)  # a run saved only at its end has no checkpoint
-            if done:
-                raise AlreadyComplete(done[0], done[1], run_dir) from None
-            raise
-        resume = check_resume(cfg, run_dir, checkpoint)
-        checkpoint = resume.checkpoint
-        if resume.previous is not None and resume.previous.train.lr > 0:
-            lr_factor = cfg.train.lr / resume.previous.train.lr
+    checkpoint, lr_factor = plan_resume(cfg, run_dir)
     if folder.enabled:
         check_writable(run_dir)
+    # train.distributed in force in this rank before any weights load (engine.distributed.runtime).
+    start_in_rank(cfg, reporter.warn)
 
     import torch
     from transformers import set_seed
@@ -249,7 +228,8 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
         raise ConfigError("data.path", "no usable training examples remain after preparation")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log)
+    built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log,
+                               sharded=places_weights(cfg.train.distributed))
     prepared = Prepared(cfg, spec, run_dir, checkpoint, lr_factor, tokenizer, data, packing, device, built)
     return fit(prepared, reporter, stop, folder)
 
@@ -274,7 +254,8 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
     info = {"config": cfg.to_dict(), "total_params": total_params, "trainable_params": trainable,
             "device": p.device, "run_dir": str(run_dir), "method": spec.name, "quantization": p.built.quantization,
             "train_examples": len(data.train), "eval_examples": len(data.eval),
-            "data_format": data.format, "pid": os.getpid()}
+            "data_format": data.format, "pid": os.getpid(),
+            "strategy": cfg.train.distributed.strategy, "world_size": world().size}
     trainer_cls = make_trainer_class()
     trainer_cls.counters = counters
     trainer_cls.method_spec = spec
@@ -288,17 +269,24 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
         eval_dataset=ListDataset(data.eval) if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
         callbacks=[make_callback(reporter, stop, counters, info, before_start=lambda: folder.open(cfg)),
-                   make_resume_callback(p.lr_factor), *method_callbacks],
+                   make_resume_callback(p.lr_factor), *method_callbacks, held_bytes_callback(counters)],
         optimizers=optimizers,
     )
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
         trainer.remove_callback(cb)
+    # What accelerate really set up (NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED): a run file asking
+    # for FSDP that ends up replicated would otherwise go unnoticed.
+    info["distributed_type"] = str(getattr(trainer.accelerator.distributed_type, "value",
+                                           trainer.accelerator.distributed_type))
     trainer.fast_loss = p.built.loss
     reporter.log(p.built.loss_note)
     if p.checkpoint:
         reporter.log(f"Resuming from {p.checkpoint}")
     out = trainer.train(resume_from_checkpoint=p.checkpoint)
     metrics = {"train_loss": out.training_loss, "global_step": trainer.state.global_step}
+    if counters.get("rank_bytes"):
+        # Parameters, gradients and optimizer state each rank held (engine.distributed.measure).
+        metrics["rank_bytes"] = counters["rank_bytes"]
     stopped = stop.is_set() and trainer.state.global_step < trainer.state.max_steps
     if data.eval and not stopped:
         ev = trainer.evaluate()
@@ -307,11 +295,15 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
     if last_losses:
         metrics["final_loss"] = last_losses[-1]
     adapter_dir = run_dir / ADAPTER_DIR
+    # Sharded (FSDP/ZeRO): every rank hands its slice to rank 0, which writes a whole adapter.
+    gathered = gathered_trainable_state_dict(trainer.model_wrapped, trainer.accelerator) \
+        if is_sharded(trainer.accelerator) else None
     if trainer.is_world_process_zero():  # one writer; the other ranks wait for it
         # Methods that are not peft tuners (BitFit, bottleneck, full…) save themselves.
         # The base's tokenizer files unchanged: padding is a training choice, not part of the model.
         base_tok = BaseTokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
-        save_adapter_atomic(saveable(trainer.model, spec), base_tok, adapter_dir)
+        model_out = trainer.accelerator.unwrap_model(trainer.model)
+        save_adapter_atomic(saveable(model_out, spec), base_tok, adapter_dir, state_dict=gathered)
     trainer.accelerator.wait_for_everyone()
     if stopped:
         reporter.emit(StoppedEvent(step=trainer.state.global_step, adapter_dir=str(adapter_dir),

@@ -13,6 +13,7 @@ import math
 import time
 from pathlib import Path
 
+from engine.distributed.runtime import enable_cpu_fsdp, gathered_trainable_state_dict
 from engine.events import CheckpointEvent, EvalEvent, StartedEvent, StepEvent
 from engine.methods import storage
 from engine.training.loss import FastLossMixin
@@ -137,6 +138,22 @@ def make_trainer_class():
             # gone in v5; so the steps are counted here, where the run's total is known.
             self.args.warmup_steps = math.ceil(num_training_steps * self.warmup_ratio)
             return super().create_scheduler(num_training_steps, optimizer)
+
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            if enable_cpu_fsdp(self.accelerator):  # FSDP on CPU ranks (gloo): see its docstring
+                self.is_fsdp_enabled = True
+
+        def save_model(self, output_dir=None, _internal_call=False):
+            """Under FSDP every checkpoint also gets a standard peft adapter, gathered from the
+            shards onto rank 0 (the Trainer writes one only for FULL_STATE_DICT, and then gathers
+            the frozen base as well). Collective: every rank calls it."""
+            if not self.is_fsdp_enabled:
+                return super().save_model(output_dir, _internal_call)
+            sd = gathered_trainable_state_dict(self.model_wrapped, self.accelerator)
+            if self.args.should_save:
+                self._save(output_dir or self.args.output_dir, state_dict=sd)
+            return None
 
         def training_step(self, model, inputs, *args, **kwargs):
             ids = inputs.get("input_ids")

@@ -178,6 +178,9 @@ class EstimatePanel(QWidget, PanelDefaults):
             where = out.get("gpu_name") or "no GPU here — choose one above to compare"
             lines = [f"Peak {fmt_bytes(out.get('peak_allocated'))} allocated, {fmt_bytes(out.get('peak_reserved'))} "
                      f"reserved; GPU: {where}."]
+        if (out.get("processes") or 1) > 1:
+            # train.distributed: the figures are per GPU (per process) under the chosen strategy.
+            lines.insert(0, f"Per GPU: {out.get('layout')} over {out['processes']} processes.")
         if out.get("max_batch_size"):
             lines.append(f"Largest batch that fits: {out['max_batch_size']}; longest max_length: "
                          f"{out.get('max_seq_len') or '—'}.")

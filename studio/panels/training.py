@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 from engine.config import RunConfig, TrainConfig
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.panels.base import Area, PanelDefaults, Studio
+from studio.where_to_run import WhereToRun
 
 
 class TrainingPanel(QWidget, PanelDefaults):
@@ -27,6 +28,8 @@ class TrainingPanel(QWidget, PanelDefaults):
     def create(cls, studio: Studio) -> TrainingPanel:
         panel = cls(studio.runs.actions)
         studio.runs.sig_output_dir.connect(panel.output_dir.setText)
+        # "Write cluster script" writes the whole current run configuration.
+        panel.where.config_source = lambda: studio.config.validate_now()[0]
         return panel
 
     def __init__(self, actions=(), parent=None):
@@ -59,6 +62,11 @@ class TrainingPanel(QWidget, PanelDefaults):
         QVBoxLayout(box).addWidget(self.form)
         lay.addWidget(box)
 
+        # train.distributed: this machine's GPUs and processes, or a cluster script.
+        self.where = WhereToRun()
+        self.where.sig_changed.connect(self.sig_changed)
+        lay.addWidget(self.where)
+
         if actions:
             buttons = QHBoxLayout()
             for act in actions:
@@ -77,6 +85,8 @@ class TrainingPanel(QWidget, PanelDefaults):
 
     def values(self) -> tuple[dict, dict]:
         vals, errors = self.form.values()
+        vals["distributed"], where_errors = self.where.values()
+        errors.update(where_errors)
         return vals, errors
 
     def output(self) -> str:
@@ -87,9 +97,11 @@ class TrainingPanel(QWidget, PanelDefaults):
         self.output_dir.setText(output_dir)
         self.output_dir.blockSignals(False)
         self.form.set_values(train_cfg)
+        self.where.set_values(train_cfg.distributed)
 
     def set_errors(self, errors: dict) -> None:
         self.form.set_errors(errors)
+        self.where.set_errors(errors)
         msg = errors.get("output_dir")
         self.output_error.setText(msg or "")
         self.output_error.setVisible(bool(msg))
