@@ -67,10 +67,13 @@ def run(args) -> int:
     # its files into the run folder: a refused run leaves no folder, a refused resume its run as it was.
     from pathlib import Path
 
+    from engine.distributed.preflight import check_strategy
+    from engine.distributed.runtime import cuda_available
     from engine.methods import preflight
     from engine.training.resume import AlreadyComplete, plan_resume
 
     cfg.validate()
+    check_strategy(cfg, on_gpu=True if args.slurm else cuda_available(), cluster=bool(args.slurm))
     preflight(cfg)
     try:
         plan_resume(cfg, Path(cfg.output_dir).expanduser())
