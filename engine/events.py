@@ -113,6 +113,13 @@ def _event(kind: str):
     return deco
 
 
+FORGETTING_HELP = ("The forgetting check (eval.forgetting): general_nll_base and general_nll_tuned (nats "
+                   "per token on the bundled general text), changed_answers of n_prompts general prompts "
+                   "answered differently, n_passages, nll_change_pct (percent).")
+BEST_HELP = ("The best state by train.early_stopping.metric (the run's best/ folder), when the run kept "
+             "one (train.keep_best).")
+
+
 @_event("started")
 @dataclass(kw_only=True)
 class StartedEvent(Event):
@@ -169,7 +176,11 @@ class EvalEvent(Event):
     step: int = _f("Optimizer steps done when it ran.", "optimizer steps")
     eval_loss: float | None = _f("Mean cross-entropy per labelled held-out token.", "nats per token")
     metrics: dict = _f("Every numeric metric the Trainer reported (eval_loss, eval_runtime in seconds, "
-                       "…).")
+                       "…), with the samples' eval_exact_match and eval_token_f1 (0–1, against the "
+                       "references) and eval_<name> of the user metric (eval.metric).")
+    samples: list = _f("The sample prompts answered greedily at this step: a list of {prompt, reference, "
+                       "answer} (eval.prompts, or the first held-out examples; eval.samples of them).",
+                       always=False)
 
 
 @_event("checkpoint")
@@ -208,6 +219,8 @@ class FinishedEvent(Event):
                        "steps); with several processes rank_bytes, a list by rank of the bytes of "
                        "parameters, gradients and optimizer_states each held.")
     step: int = _f("Optimizer steps done.", "optimizer steps")
+    forgetting: dict | None = _f(FORGETTING_HELP, always=False)
+    best_checkpoint: str = _f(BEST_HELP, always=False)
 
 
 @_event("failed")
@@ -229,8 +242,13 @@ class StoppedEvent(Event):
     step: int = _f("Optimizer steps done.", "optimizer steps")
     adapter_dir: str = _f("The saved adapter (or model) folder.")
     run_dir: str = _f("The run folder.")
-    reason: str = _f("Why it stopped: `stop requested`, a signal's name, ….")
+    reason: str = _f("Why it stopped: `stop requested`, a signal's name, `diverged: …` (the divergence "
+                     "guard; the saved adapter is the last good state), `early stopping: …`.")
     metrics: dict = _f("As in finished.")
+    hint: str = _f("What to change, when the run stopped itself (a divergence names the lever).",
+                   always=False)
+    forgetting: dict | None = _f("As in finished (early stopping only).", always=False)
+    best_checkpoint: str = _f(BEST_HELP, always=False)
 
 
 EVENT_TYPES = tuple(EVENT_CLASSES)

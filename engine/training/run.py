@@ -37,10 +37,13 @@ from engine.models import load_tokenizer, resolve_source
 from engine.runs import RunIndex
 from engine.training.arguments import CHECKPOINT_DIR, loraplus_optimizer, training_args
 from engine.training.build import build_for_training
+from engine.training.checks import forgetting_base, forgetting_tuned, setup_checks
 from engine.training.hints import hint_for
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
+from engine.training.trackers import check_trackers, trackers
 from engine.training.trainer import ListDataset, make_callback, make_trainer_class
+from engine.training.watch import divergence_lever
 
 ADAPTER_DIR = "adapter"
 EVENTS_FILE = "events.jsonl"
@@ -55,6 +58,9 @@ class RunResult:
     metrics: dict = field(default_factory=dict)
     error: str | None = None
     hint: str | None = None
+    reason: str | None = None                # why a stopped run stopped (StoppedEvent.reason)
+    forgetting: dict | None = None           # the forgetting check (FinishedEvent.forgetting)
+    best_dir: Path | None = None             # the best state, when the run kept one
 
 
 def is_main_process() -> bool:
@@ -153,6 +159,11 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     spec = get_method(cfg.method.name)
     # Everything checkable from config files is checked before weights load (seconds, not minutes).
     preflight(cfg)
+    check_trackers(cfg.train.report_to)
+    if cfg.eval.metric:
+        from engine.evals.metrics import load_metric
+
+        load_metric(cfg.eval.metric)  # a bad eval.metric fails now, not at the first evaluation
     checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
     if reporter.enabled:
         cfg.save(run_dir / RUN_FILE)
@@ -186,8 +197,6 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
 
 def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
     """Train ``p`` to the end (or a stop), evaluate, save the adapter and report."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     cfg, spec, run_dir, data = p.cfg, p.spec, p.run_dir, p.data
     model, total_params = p.built.model, p.built.total_params
     trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
@@ -209,16 +218,32 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
     if cfg.train.loraplus_lr_ratio > 0:
         optimizers = (loraplus_optimizer(model, cfg), None)
     method_callbacks = spec.trainer_callbacks(model, p.checkpoint) if spec.trainer_callbacks else []
+    sharded = cfg.train.distributed.shards
+    checks = setup_checks(p, reporter, counters, sharded)
+    for note in checks.notes:
+        reporter.log(note)
+    with trackers(cfg.train.report_to, run_dir):
+        return _fit_with(p, reporter, stop, args, trainer_cls, counters, info, checks, method_callbacks, optimizers)
+
+
+def _fit_with(p, reporter, stop, args, trainer_cls, counters, info, checks, method_callbacks, optimizers):
+    """fit()'s second half, inside the trackers' environment (engine.training.trackers)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    cfg, spec, run_dir, data, model = p.cfg, p.spec, p.run_dir, p.data, p.built.model
     trainer = trainer_cls(
         model=model, args=args, train_dataset=ListDataset(data.train),
         eval_dataset=ListDataset(data.eval) if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
-        callbacks=[make_callback(reporter, stop, counters, info), *method_callbacks,
-                   held_bytes_callback(counters)],
+        # The sample answers run before the event callback (the eval event carries them); early
+        # stopping and the divergence guard after it (engine.training.watch).
+        callbacks=[*checks.before_events(), make_callback(reporter, stop, counters, info), *checks.after_events(),
+                   *method_callbacks, held_bytes_callback(counters)],
         optimizers=optimizers,
     )
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
         trainer.remove_callback(cb)
+    checks.attach(trainer)
     # What accelerate really set up (NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED): a run file asking
     # for FSDP that ends up replicated would otherwise go unnoticed.
     info["distributed_type"] = str(getattr(trainer.accelerator.distributed_type, "value",
@@ -227,12 +252,17 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
     reporter.log(p.built.loss_note)
     if p.checkpoint:
         reporter.log(f"Resuming from {p.checkpoint}")
+    base = forgetting_base(p, reporter, cfg.train.distributed.shards, trainer.is_world_process_zero())
     out = trainer.train(resume_from_checkpoint=p.checkpoint)
     metrics = {"train_loss": out.training_loss, "global_step": trainer.state.global_step}
     if counters.get("rank_bytes"):
         # Parameters, gradients and optimizer state each rank held (engine.distributed.measure).
         metrics["rank_bytes"] = counters["rank_bytes"]
     stopped = stop.is_set() and trainer.state.global_step < trainer.state.max_steps
+    itself = checks.stopped_itself()   # the divergence guard or early stopping
+    if itself is not None:
+        stopped = True
+        stop.set(itself[0])
     if data.eval and not stopped:
         ev = trainer.evaluate()
         metrics["eval_loss"] = ev.get("eval_loss")
@@ -243,15 +273,35 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
     # Sharded (FSDP/ZeRO): every rank hands its slice to rank 0, which writes a whole adapter.
     gathered = gathered_trainable_state_dict(trainer.model_wrapped, trainer.accelerator) \
         if is_sharded(trainer.accelerator) else None
-    if trainer.is_world_process_zero():  # one writer; the other ranks wait for it
+    model_out = trainer.accelerator.unwrap_model(trainer.model)
+    # A diverged run holds its last good weights again (the guard restored them), unless they were
+    # too large to copy: then nothing is saved over the last checkpoint.
+    keep = not (checks.diverged and checks.guard.tripped.get("restored_step") is None)
+    if trainer.is_world_process_zero() and keep:  # one writer; the other ranks wait for it
         # Methods that are not peft tuners (BitFit, bottleneck, full…) save themselves.
-        model_out = trainer.accelerator.unwrap_model(trainer.model)
         save_adapter_atomic(saveable(model_out, spec), p.tokenizer, adapter_dir, state_dict=gathered)
     trainer.accelerator.wait_for_everyone()
+    forgetting = None
+    if not checks.diverged and trainer.is_world_process_zero():
+        forgetting = forgetting_tuned(p, model_out, reporter, base)
+    best = checks.best
+    if best is not None:
+        metrics.update(best_metric=best["metric"], best_value=best["value"], best_step=best["step"])
+    extra = {"forgetting": forgetting} if forgetting is not None else {}
+    if checks.best_dir is not None:
+        extra["best_checkpoint"] = str(checks.best_dir)
+    result = dict(run_dir=run_dir, adapter_dir=adapter_dir if keep else None, metrics=metrics,
+                  forgetting=forgetting, best_dir=checks.best_dir)
     if stopped:
-        reporter.emit(StoppedEvent(step=trainer.state.global_step, adapter_dir=str(adapter_dir),
-                                   run_dir=str(run_dir), reason=stop.reason, metrics=metrics))
-        return RunResult("stopped", run_dir, adapter_dir, metrics)
+        hint = divergence_lever(cfg) if checks.diverged else ""
+        if checks.diverged:
+            restored = checks.guard.tripped.get("restored_step")
+            hint += (f" The adapter holds the last good weights (step {restored})." if restored is not None
+                     else " No earlier weights were kept (too large to copy); resume from the last checkpoint.")
+        reporter.emit(StoppedEvent(step=trainer.state.global_step, adapter_dir=str(adapter_dir) if keep else None,
+                                   run_dir=str(run_dir), reason=stop.reason, metrics=metrics,
+                                   **({"hint": hint} if hint else {}), **extra))
+        return RunResult("stopped", hint=hint or None, reason=stop.reason, **result)
     reporter.emit(FinishedEvent(adapter_dir=str(adapter_dir), run_dir=str(run_dir), metrics=metrics,
-                                step=trainer.state.global_step))
-    return RunResult("finished", run_dir, adapter_dir, metrics)
+                                step=trainer.state.global_step, **extra))
+    return RunResult("finished", **result)
