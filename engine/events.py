@@ -143,6 +143,8 @@ class StartedEvent(Event):
                          "processes")
     distributed_type: str = _f("What accelerate set up: NO, MULTI_CPU, MULTI_GPU, FSDP or DEEPSPEED (a run "
                                "asking for FSDP that is not sharded shows here).")
+    imported: bool = _f("The run was not trained here: its events were made from a Trainer's "
+                        "trainer_state.json by `peft-studio runs import` (read-only).", always=False)
 
 
 @_event("step")
