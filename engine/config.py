@@ -252,7 +252,7 @@ class DivergenceConfig:
                       "are saved, not the diverged ones.")
     factor: float = F(4.0, "k: a logged loss above k × the lowest loss so far counts as diverging.",
                       minimum=1.0, advanced=True)
-    steps: int = F(5, "m: logged steps in a row above the limit before the run stops.", minimum=1,
+    steps: int = F(3, "m: logged steps in a row above the limit before the run stops.", minimum=1,
                    advanced=True)
 
 
@@ -333,7 +333,7 @@ class EvalConfig:
     max_new_tokens: int = F(48, "Longest sample answer, in tokens (greedy decoding).", minimum=1,
                             maximum=4096)
     metric: str | None = F(None, "A metric of each sample answer, averaged: `module:function` called with "
-                           "(answer, reference), e.g. `engine.data.demo:persona_score`, or a Python "
+                           "(answer, reference) or (answer), e.g. `engine.data.demo:persona_score`, or a Python "
                            "expression over `answer` and `reference`, e.g. `len(answer.split())`. "
                            "Reported as eval_<function name> (eval_metric for an expression).")
     forgetting: bool = F(True, "Measure what the run cost the base model: the NLL of bundled general text "

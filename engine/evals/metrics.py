@@ -7,7 +7,8 @@ bag of tokens. Written here because those are a dozen lines and the ``evaluate``
 load a metric script (and may want the network) for them.
 
 A user metric (``eval.metric``) is either ``module:function``, called with ``(answer,
-reference)`` and returning a number, or a Python expression over ``answer`` and ``reference``
+reference)`` (or ``(answer)`` when it takes one argument, like the demo's persona score) and
+returning a number, or a Python expression over ``answer`` and ``reference``
 (e.g. ``float('ahoy' in answer.lower())``). Like a training script, the run file is the user's
 own code: the expression runs with a small set of builtins, not in a sandbox.
 """
@@ -75,6 +76,19 @@ class UserMetric:
 _MODULE_FN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+def _positional(fn) -> int:
+    """How many positional arguments ``fn`` takes (2 when it cannot be told)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
 def load_metric(spec: str | None) -> UserMetric | None:
     """Compile ``eval.metric`` (None when empty). Raises ConfigError naming eval.metric when the
     module or function cannot be found or the expression is not valid Python."""
@@ -91,6 +105,9 @@ def load_metric(spec: str | None) -> UserMetric | None:
             raise ConfigError("eval.metric", f"{module} has no function {name}", spec) from None
         if not callable(fn):
             raise ConfigError("eval.metric", f"{spec} is not a function", spec)
+        if _positional(fn) < 2:  # a metric of the answer alone, like the demo's persona_score
+            one = fn
+            return UserMetric(name, spec, lambda answer, reference: one(answer))
         return UserMetric(name, spec, fn)
     try:
         code = compile(spec, "eval.metric", "eval")

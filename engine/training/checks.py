@@ -30,6 +30,7 @@ class RunChecks:
     """The callbacks of one run and what they found."""
 
     samples: object | None = None          # watch.sample_answers callback
+    final_eval: object | None = None       # watch.evaluate_at_end callback
     guard: object | None = None            # watch.divergence_guard callback
     stopper: object | None = None          # watch.early_stopping callback
     best_dir: Path | None = None           # written when the best state was saved
@@ -41,7 +42,7 @@ class RunChecks:
         return [c for c in (self.samples,) if c is not None]
 
     def after_events(self) -> list:
-        return [c for c in (self.stopper, self.guard) if c is not None]
+        return [c for c in (self.stopper, self.guard, self.final_eval) if c is not None]
 
     def attach(self, trainer) -> None:
         """The Trainer, once built: sample metrics are logged through it, the best state saved from it."""
@@ -75,6 +76,7 @@ def setup_checks(p, reporter, counters: dict, sharded: bool) -> RunChecks:
         checks.guard = watch.divergence_guard(t.divergence.factor, t.divergence.steps, log=reporter.log)
     has_eval = bool(p.data.eval)
     if has_eval:
+        checks.final_eval = watch.evaluate_at_end()
         es = t.early_stopping
         save = _best_saver(checks, p) if t.keep_best else None
         checks.stopper = watch.early_stopping(es.metric, es.patience, es.min_delta, es.mode, save_best=save,

@@ -264,8 +264,10 @@ def _fit_with(p, reporter, stop, args, trainer_cls, counters, info, checks, meth
         stopped = True
         stop.set(itself[0])
     if data.eval and not stopped:
-        ev = trainer.evaluate()
-        metrics["eval_loss"] = ev.get("eval_loss")
+        # The last step's evaluation ran inside the loop (watch.evaluate_at_end), before the
+        # Trainer's on_train_end closed the trackers; evaluating here would reach them after that.
+        final = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
+        metrics["eval_loss"] = final[-1]["eval_loss"] if final else trainer.evaluate().get("eval_loss")
     last_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if last_losses:
         metrics["final_loss"] = last_losses[-1]

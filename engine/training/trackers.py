@@ -7,7 +7,7 @@ exported:
 
 * ``tensorboard``: ``TENSORBOARD_LOGGING_DIR=<run>/tensorboard`` (``tensorboard --logdir <run>``);
 * ``mlflow``: ``MLFLOW_TRACKING_URI=file:<run>/mlruns`` (MLflow's local file store),
-  ``MLFLOW_EXPERIMENT_NAME=peft-studio``;
+  ``MLFLOW_EXPERIMENT_NAME=peft-studio``, ``MLFLOW_ALLOW_FILE_STORE=true``;
 * ``wandb``: ``WANDB_MODE=offline``, ``WANDB_DIR=<run>``, ``WANDB_PROJECT=peft-studio``
   (``wandb sync`` uploads it later).
 """
@@ -45,6 +45,9 @@ def tracker_env(report_to: list[str], run_dir: Path) -> dict[str, str]:
     if "mlflow" in report_to:
         env["MLFLOW_TRACKING_URI"] = (run_dir / MLFLOW_DIR).as_uri()
         env["MLFLOW_EXPERIMENT_NAME"] = "peft-studio"
+        # MLflow 3 refuses the file store unless told (it prefers a database, which needs
+        # SQLAlchemy: not in mlflow-skinny); the file store needs nothing and works offline.
+        env["MLFLOW_ALLOW_FILE_STORE"] = "true"
     if "wandb" in report_to:
         env.update(WANDB_MODE="offline", WANDB_DIR=str(run_dir), WANDB_PROJECT="peft-studio")
     return {k: v for k, v in env.items() if k not in os.environ}

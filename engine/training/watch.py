@@ -215,6 +215,22 @@ def early_stopping(metric: str = "eval_loss", patience: int = 0, min_delta: floa
     return EarlyStopping()
 
 
+# ---- the final evaluation --------------------------------------------------------------------------
+
+def evaluate_at_end():
+    """A callback that makes the Trainer evaluate after its last step, inside the loop (once, also
+    when the evaluation schedule lands there too): the trackers and callbacks see the final
+    evaluation before ``on_train_end``, and no second evaluation of the same weights follows."""
+    base = _base()
+
+    class EvaluateAtEnd(base):
+        def on_step_end(self, args, state, control, **kw):
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_evaluate = True
+
+    return EvaluateAtEnd()
+
+
 # ---- sample answers ------------------------------------------------------------------------------
 
 def sample_answers(tokenizer, prompts: list[dict], max_new_tokens: int, metric=None, sink: dict | None = None,
