@@ -269,6 +269,10 @@ def measure_gpu(case: dict, steps: int = 4) -> dict:
         out = {"allocated": torch.cuda.max_memory_allocated() - base_alloc,
                "reserved": torch.cuda.max_memory_reserved(), "nvml": nvml_used()}
         del model, opt, batch, loss
+        # Estimated while the model folder still exists: the estimator reads its config.json.
+        from engine.estimate import estimate
+
+        out["estimate"] = estimate(cfg, "detect")
         gc.collect()
         torch.cuda.empty_cache()
     out["cfg"] = cfg
@@ -278,7 +282,6 @@ def measure_gpu(case: dict, steps: int = 4) -> dict:
 def run_grid(cases: list[dict] | None = None) -> list[tuple]:
     import torch
 
-    from engine.estimate import estimate
 
     rows = []
     for case in (grid() if cases is None else cases):
@@ -286,7 +289,7 @@ def run_grid(cases: list[dict] | None = None) -> list[tuple]:
                  f"gc={'on' if case['gc'] else 'off'} {case['optimizer']}")
         try:
             m = measure_gpu(case)
-            e = estimate(m["cfg"], "detect")
+            e = m["estimate"]
         except Exception as exc:  # one failing configuration must not hide the others
             print(f"  {label}: FAILED {type(exc).__name__}: {exc}", flush=True)
             rows.append((label, None, None, None, None, None, str(exc)[:80]))

@@ -34,7 +34,7 @@ class ExportFormat:
     name: str                          # CLI value and registry key
     title: str                         # menu text
     description: str                   # one or two sentences: what the files are and who runs them
-    needs: tuple[str, ...]             # "adapter", "mergeable" (merges into the base), "lora" (plain LoRA)
+    needs: tuple[str, ...]             # "adapter", "mergeable" (merges into the base), "lora_adapter" (a plain LoRA adapter)
     option_label: str = ""             # "GGUF type", "dtype"; "" when the format has no option
     options: tuple[str, ...] = ()      # option values, in menu order
     default_option: str | None = None
@@ -85,7 +85,7 @@ def _why_not(fmt: ExportFormat, info: RunInfo, which: str | None) -> str:
 
     if "mergeable" in fmt.needs and not info.gives_full_model and not is_base(which):
         return cannot_merge_message(info)
-    if "lora" in fmt.needs:
+    if "lora_adapter" in fmt.needs:
         if is_base(which):
             return "The base model has no adapter."
         from engine.export.gguf_lora import check_lora
@@ -280,7 +280,7 @@ def _register_all() -> None:
     register(ExportFormat(
         "gguf-lora", "GGUF LoRA adapter (llama.cpp --lora)",
         "A LoRA in llama.cpp's adapter format, applied to the base model's GGUF without merging.",
-        ("adapter", "lora"), "tensor type", ("f32", "f16"), "f32",
+        ("adapter", "lora_adapter"), "tensor type", ("f32", "f16"), "f32",
         outputs="<run>.lora.<type>.gguf, README.md (with a base GGUF and Modelfile on request)",
         run=_run_gguf_lora, estimate=_est_gguf_lora))
 

@@ -74,7 +74,7 @@ class RunInfo:
         if self.best is not None:
             out.append("best")
         out.extend(c.name for c in reversed(self.checkpoints))
-        if not (self.is_bare_adapter and self.config.method.name == "full"):  # a bare full model is its own base
+        if not (self.is_bare_adapter and self.method.saves_full_model):  # a bare full model is its own base
             out.append(BASE)
         return out
 
