@@ -31,6 +31,10 @@ def demo_config(steps: int = 30, out: str = "runs/demo") -> RunConfig:
     cfg.train.max_steps = steps
     cfg.train.warmup_ratio = 0.1
     cfg.train.scheduler = "cosine"
+    # Evaluate every 5 steps: the eval events' sample answers show the persona appearing step by
+    # step, scored by the demo's own metric (module:function, as any user metric).
+    cfg.train.eval_steps = 5
+    cfg.eval.metric = "engine.data.demo:persona_score"
     cfg.output_dir = out
     return cfg
 

@@ -7,7 +7,6 @@ The runs are shared between assertions (module fixtures): each costs seconds."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
