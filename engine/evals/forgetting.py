@@ -150,7 +150,7 @@ def short(forgetting: dict | None) -> str:
     if not forgetting:
         return ""
     text = describe(forgetting)
-    return (text.replace("general-text NLL ", "NLL ").replace("answers changed on ", "")
+    return (text.replace("general-text NLL ", "NLL ").replace(" / ", ", ").replace("answers changed on ", "")
             .replace(" general prompts", " changed").replace(" of ", "/"))
 
 

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
+    QPushButton,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -27,6 +28,8 @@ from studio import theme
 from studio.lazy import np
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.series import Series
+from studio.tensorboard import TensorBoard
+from studio.watch import RunWatch
 from studio.widgets import Banner, PlotSlot, fmt_bytes, fmt_count, fmt_duration, fmt_number, muted
 
 ANTIALIAS_BELOW = 1500
@@ -132,6 +135,22 @@ class MonitorPanel(QWidget, PanelDefaults):
             tiles.addWidget(t)
         lay.addLayout(tiles)
 
+        # What the run's own checks found: warnings (marked on the plots at their step) and the
+        # forgetting check of the finished run.
+        self.watch = RunWatch()
+        self.markers: dict[str, list] = {}   # plot key → marker items drawn
+        self.warning_label = QLabel("")
+        self.warning_label.setObjectName("monitor-warnings")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #c77c02;")
+        self.warning_label.hide()
+        lay.addWidget(self.warning_label)
+        self.forgetting_label = QLabel("")
+        self.forgetting_label.setObjectName("monitor-forgetting")
+        self.forgetting_label.setWordWrap(True)
+        self.forgetting_label.hide()
+        lay.addWidget(self.forgetting_label)
+
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Smoothing:"))
         self.smoothing = QSlider(Qt.Orientation.Horizontal)
@@ -152,6 +171,20 @@ class MonitorPanel(QWidget, PanelDefaults):
         controls.addSpacing(16)
         controls.addWidget(self.log_scale)
         controls.addStretch(1)
+        self.tensorboard = TensorBoard(self)
+        self.tb_link = QLabel("")
+        self.tb_link.setObjectName("tensorboard-url")
+        self.tb_link.setOpenExternalLinks(True)
+        controls.addWidget(self.tb_link)
+        self.btn_tensorboard = QPushButton("TensorBoard")
+        self.btn_tensorboard.setObjectName("tensorboard-button")
+        self.btn_tensorboard.setToolTip("Start TensorBoard on this run's folder (runs write its files when "
+                                        "Training › Report to includes tensorboard)")
+        self.btn_tensorboard.setEnabled(False)
+        self.btn_tensorboard.clicked.connect(self.start_tensorboard)
+        controls.addWidget(self.btn_tensorboard)
+        self.tensorboard.sig_url.connect(self._tensorboard_url)
+        self.tensorboard.sig_error.connect(lambda msg: self.tb_link.setText(msg))
         lay.addLayout(controls)
 
         grid = QGridLayout()
@@ -201,6 +234,7 @@ class MonitorPanel(QWidget, PanelDefaults):
         vb.sigRangeChangedManually.connect(lambda *_, k=key: self._manual_range(k))
         self.slots[key].fill(p)
         self.plots[key] = p
+        self._draw_markers()
 
         def curve(color, name=None, width=2, **kw):
             return p.plot([], [], pen=pg.mkPen(color, width=width), name=name, **kw)
@@ -232,6 +266,10 @@ class MonitorPanel(QWidget, PanelDefaults):
         self.banner.hide()
         for t in self.tiles.values():
             t.set("—")
+        self.watch.reset()
+        self._clear_markers()
+        self.warning_label.hide()
+        self.forgetting_label.hide()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.time_label.setText("")
@@ -250,11 +288,19 @@ class MonitorPanel(QWidget, PanelDefaults):
         self.set_run_dir(run_dir)
 
     def set_run_dir(self, run_dir: str) -> None:
+        if run_dir != self.run_dir:
+            self.tensorboard.stop()
+            self.tb_link.setText("")
         self.run_dir = run_dir
         self.run_label.setText(f"  {run_dir}" if run_dir else "")
+        self.btn_tensorboard.setEnabled(bool(run_dir))
 
     def on_event(self, ev: dict) -> None:
         kind = ev.get("event")
+        for w in self.watch.feed(ev):
+            self._add_warning(w)
+        if kind in ("finished", "stopped") and ev.get("forgetting"):
+            self.show_forgetting(ev["forgetting"])
         if kind == "started":
             if not ev.get("resumed_from_step"):
                 self.reset()
@@ -321,6 +367,63 @@ class MonitorPanel(QWidget, PanelDefaults):
         self.tiles["epoch"].set(f"{epoch:.2f}" if isinstance(epoch, (int, float)) else "—")
         last_eval = self.series["eval"].last()
         self.tiles["eval"].set(fmt_number(last_eval) if last_eval is not None else "—")
+
+    # -- warnings, forgetting, TensorBoard ------------------------------------------------------
+    def _add_warning(self, w) -> None:
+        shown = self.watch.warnings[-3:]
+        self.warning_label.setText("⚠ " + "\n⚠ ".join(x.message for x in shown))
+        self.warning_label.show()
+        self._draw_markers()
+
+    def _clear_markers(self) -> None:
+        for key, items in self.markers.items():
+            plot = self.plots.get(key)
+            for item in items:
+                if plot is not None:
+                    plot.removeItem(item)
+        self.markers = {}
+
+    def _draw_markers(self) -> None:
+        """A dashed line with a short label at each warning's step, on its plot (once plots exist)."""
+        if not self.plots:
+            return
+        import pyqtgraph as pg
+
+        drawn = {id(getattr(m, "warning", None)) for items in self.markers.values() for m in items}
+        for w in self.watch.warnings:
+            if id(w) in drawn or w.plot not in self.plots:
+                continue
+            line = pg.InfiniteLine(pos=w.step, angle=90, movable=False,
+                                   pen=pg.mkPen("#d9822b", width=1.5, style=Qt.PenStyle.DashLine),
+                                   label="overfitting?" if w.kind == "overfitting" else "grad spike",
+                                   labelOpts={"position": 0.92, "color": "#d9822b", "movable": False})
+            line.warning = w
+            line.setToolTip(w.message)
+            self.plots[w.plot].addItem(line)
+            self.markers.setdefault(w.plot, []).append(line)
+
+    def marker_steps(self, plot: str) -> list[int]:
+        """Steps marked on ``plot`` (tests)."""
+        return [int(m.value()) for m in self.markers.get(plot, [])]
+
+    def show_forgetting(self, forgetting: dict) -> None:
+        from engine.evals import describe_forgetting
+
+        text = describe_forgetting(forgetting)
+        if text:
+            self.forgetting_label.setText(f"Forgetting check: {text} (base → tuned, bundled general reference)")
+            self.forgetting_label.show()
+
+    def start_tensorboard(self) -> None:
+        if self.run_dir:
+            self.tb_link.setText("Starting TensorBoard…")
+            self.tensorboard.start(self.run_dir)
+
+    def _tensorboard_url(self, url: str) -> None:
+        self.tb_link.setText(f'TensorBoard: <a href="{url}">{url}</a>')
+
+    def shutdown(self) -> None:
+        self.tensorboard.stop()
 
     def show_failure(self, info: dict) -> None:
         self.banner.show_message(f"The run failed: {info.get('error')}", info.get("hint", ""),

@@ -16,12 +16,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.evals import describe_forgetting, short_forgetting
 from engine.runs import RunIndex, summarize
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import start_thread
 from studio.widgets import fmt_number, muted
 
-COLUMNS = ["Run", "Status", "Method", "Model", "Steps", "Final loss", "Started"]
+COLUMNS = ["Run", "Status", "Method", "Model", "Steps", "Final loss", "Best", "Forgetting", "Started"]
 
 
 def load_runs(state, recent: list[str], limit: int = 50) -> list[dict]:
@@ -103,9 +104,12 @@ class RunsPanel(QWidget, PanelDefaults):
             item = QTreeWidgetItem([
                 r.get("name") or Path(r["run_dir"]).name, str(r.get("status") or "?"), str(r.get("method") or ""),
                 str(r.get("model") or ""), str(r.get("steps") or ""), fmt_number(r.get("final_loss")),
+                _best(r), short_forgetting(r.get("forgetting")),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(started)) if started else ""])
             item.setData(0, Qt.ItemDataRole.UserRole, r["run_dir"])
             item.setToolTip(0, r["run_dir"])
+            if r.get("forgetting"):
+                item.setToolTip(COLUMNS.index("Forgetting"), describe_forgetting(r["forgetting"]))
             self.tree.addTopLevelItem(item)
         for i in range(len(COLUMNS)):
             self.tree.resizeColumnToContents(i)
@@ -125,3 +129,10 @@ class RunsPanel(QWidget, PanelDefaults):
         run = self.selected_run()
         if run:
             sig.emit(run)
+
+
+def _best(r: dict) -> str:
+    """The best evaluation the run kept ("eval_loss 1.23 @ 20"), or ''."""
+    if r.get("best_value") is None:
+        return ""
+    return f"{str(r.get('best_metric') or '').removeprefix('eval_')} {fmt_number(r['best_value'])} @ {r.get('best_step')}"
