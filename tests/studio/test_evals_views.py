@@ -153,3 +153,26 @@ def test_tensorboard_button_serves_the_run_folder_and_stops(qtbot, tmp_path):
     panel.shutdown()
     assert panel.tensorboard.proc is None and proc.state() == proc.ProcessState.NotRunning
     assert sys.executable  # the helper ran with this interpreter (python -m tensorboard.main)
+
+
+def test_eval_and_train_sections_appear_in_the_forms_by_themselves(make_window):
+    import dataclasses
+
+    from PySide6.QtWidgets import QWidget
+
+    from engine.config import DivergenceConfig, EarlyStoppingConfig, EvalConfig
+
+    win = make_window()
+    for klass, prefix in ((EvalConfig, "eval"), (EarlyStoppingConfig, "train.early_stopping"),
+                          (DivergenceConfig, "train.divergence")):
+        for f in dataclasses.fields(klass):
+            assert win.findChild(QWidget, f"field:{prefix}.{f.name}") is not None, f"{prefix}.{f.name}"
+    assert win.findChild(QWidget, "field:train.report_to") is not None
+    training = win.panels["training"]
+    training.eval_form.editors["metric"].widget.setText("engine.data.demo:persona_score")
+    training.sections["early_stopping"].editors["patience"].widget.setValue(3)
+    cfg, errors = win.config_model.validate_now()
+    assert cfg.eval.metric == "engine.data.demo:persona_score" and cfg.train.early_stopping.patience == 3
+    training.eval_form.editors["samples"].widget.setValue(2)
+    win.config_model.set_config(cfg)  # a config shown in the forms comes back unchanged
+    assert win.config_model.validate_now()[0] == cfg
