@@ -311,8 +311,8 @@ class TrainConfig:
                                             "evaluation metric stops improving; the same metric picks the "
                                             "best checkpoint (train.keep_best).")
     keep_best: bool = F(True, "Keep the best state by train.early_stopping.metric in the run's best/ folder "
-                        "(export and the playground offer it beside final). Needs evaluation "
-                        "(train.eval_steps and validation data).")
+                        "(export and the playground offer it beside final). Needs evaluation during the run "
+                        "(train.eval_steps > 0 and validation data).")
     divergence: DivergenceConfig = F(default_factory=lambda: DivergenceConfig(), help="The divergence guard: "
                                      "stop a run whose loss has blown up and save its last good state.")
 

@@ -60,10 +60,13 @@ class RunInfo:
         return self.run_dir.name
 
     def sources(self) -> list[tuple[str, Path]]:
-        """Every adapter of this run by label: ``final`` first, then checkpoints newest first."""
+        """Every adapter of this run by label: ``final`` first, ``best`` (when the run kept one),
+        then checkpoints newest first."""
         out = []
         if self.adapter_dir is not None:
             out.append(("final", self.adapter_dir))
+        if self.best is not None:
+            out.append(("best", self.best))
         out.extend((c.name, c) for c in reversed(self.checkpoints))
         return out
 

@@ -78,7 +78,8 @@ def setup_checks(p, reporter, counters: dict, sharded: bool) -> RunChecks:
     if has_eval:
         checks.final_eval = watch.evaluate_at_end()
         es = t.early_stopping
-        save = _best_saver(checks, p) if t.keep_best else None
+        # Only a run that evaluates during training has a best state that may differ from final.
+        save = _best_saver(checks, p) if t.keep_best and t.eval_steps > 0 else None
         checks.stopper = watch.early_stopping(es.metric, es.patience, es.min_delta, es.mode, save_best=save,
                                               warn=reporter.warn)
         if p.checkpoint and t.keep_best:
