@@ -154,6 +154,12 @@ def test_best_is_offered_and_exported(early_run, tmp_path):
     info = load_run(cfg.output_dir)
     assert "best" in info.choices() and "final" in info.choices()
     assert info.adapter("best") == Path(cfg.output_dir) / "best"
+    from engine.playground import Playground
+
+    pg = Playground(cfg.output_dir).load()
+    assert pg.sources()[:3] == ["base", "final", "best"]  # the playground offers best beside final
+    with pg.use("best"):
+        pass
     out = tmp_path / "best-export"
     assert main(["export", cfg.output_dir, "--checkpoint", "best", "--out", str(out)]) == 0
     best = load_file(Path(cfg.output_dir) / "best" / "adapter_model.safetensors")
