@@ -400,3 +400,37 @@ def test_lm_eval_on_a_local_toy_task_base_vs_tuned(tracked_run, tmp_path, capsys
     assert json.loads((Path(cfg.output_dir) / "bench.json").read_text())["tuned"] == out["tuned"]
     assert main(["bench", cfg.output_dir, "--tasks", "no_such_task", "--include-path", str(tasks)]) == 2
     assert "unknown lm-eval task" in capsys.readouterr().err
+
+
+def test_divergence_guard_restores_the_weights_the_last_sound_loss_vouched_for():
+    """The loss logged at step t is computed with step t-1's weights: a NaN loss at step 3 condemns
+    w2 and restores w1; a NaN gradient norm with a sound loss at step 3 condemns only the update, so
+    w2 comes back."""
+    import torch
+    from transformers import TrainerControl, TrainerState
+
+    from engine.training.watch import divergence_guard
+
+    for bad, expected in (({"loss": float("nan"), "grad_norm": 1.0}, 1.0),
+                          ({"loss": 1.0, "grad_norm": float("inf")}, 2.0),
+                          ({"loss": 100.0, "grad_norm": 1.0}, None)):
+        model = torch.nn.Linear(2, 2)
+        guard = divergence_guard(factor=4, steps=2 if expected is None else 3)
+        state, control = TrainerState(), TrainerControl()
+        guard.on_train_begin(None, state, control, model=model)
+        for step in (1, 2, 3, 4):
+            with torch.no_grad():
+                model.weight.fill_(float(step))   # the weights after this step's update
+            state.global_step = step
+            logs = bad if step == 3 else {"loss": 1.0, "grad_norm": 1.0}
+            if expected is None and step == 4:
+                logs = bad
+            guard.on_log(None, state, control, logs=logs, model=model)
+            if guard.tripped:
+                break
+        assert control.should_training_stop and not control.should_save
+        if expected is None:  # high losses at steps 3 and 4 (computed with w2, w3): w1 was the last vouched for
+            assert guard.tripped["restored_step"] == 1 and float(model.weight[0, 0].detach()) == 1.0
+            assert "stayed above 4 × its running minimum" in guard.tripped["reason"]
+        else:
+            assert float(model.weight[0, 0].detach()) == expected and guard.tripped["step"] == 3
