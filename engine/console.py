@@ -20,6 +20,15 @@ def offline_env() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
+SAMPLE_METRICS = ("eval_exact_match", "eval_token_f1")
+TRAINER_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "exact_match", "token_f1")
+
+
+def _short(text, n: int = 70) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def human_sink(stream=None) -> CallbackSink:
     """Progress for a person at a terminal (stderr by default): a tqdm bar plus log lines."""
     stream = stream or sys.stderr
@@ -44,14 +53,26 @@ def human_sink(stream=None) -> CallbackSink:
             msg = ("warning: " if kind == "warning" else "") + ev["message"]
             (state["bar"].write(msg) if state["bar"] is not None else print(msg, file=stream))
         elif kind == "eval":
-            line = f"eval loss {ev['eval_loss']:.4f} at step {ev['step']}"
-            (state["bar"].write(line) if state["bar"] is not None else print(line, file=stream))
+            extra = "".join(f", {k[5:].replace('_', ' ')} {v:.2f}" for k, v in (ev.get("metrics") or {}).items()
+                            if k in SAMPLE_METRICS or k.startswith("eval_") and k[5:] not in TRAINER_METRICS)
+            lines = [f"eval loss {ev['eval_loss']:.4f} at step {ev['step']}{extra}"]
+            for s in (ev.get("samples") or [])[:2]:  # a taste of what the model says now
+                lines.append(f"  {_short(s.get('prompt'))} → {_short(s.get('answer'))}")
+            for line in lines:
+                (state["bar"].write(line) if state["bar"] is not None else print(line, file=stream))
         elif kind in ("finished", "stopped", "failed"):
             if state["bar"] is not None:
                 state["bar"].close()
             if kind == "failed":
                 print(f"error: {ev['error']}\nhint: {ev.get('hint', '')}", file=stream)
             else:
-                print(f"{kind}: adapter saved in {ev.get('adapter_dir')}", file=stream)
+                why = f" ({ev['reason']})" if kind == "stopped" and ev.get("reason") else ""
+                print(f"{kind}{why}: adapter saved in {ev.get('adapter_dir')}", file=stream)
+                if ev.get("hint"):
+                    print(f"hint: {ev['hint']}", file=stream)
+                if ev.get("forgetting"):
+                    from engine.evals import describe_forgetting
+
+                    print(f"forgetting check: {describe_forgetting(ev['forgetting'])}", file=stream)
 
     return CallbackSink(emit)
