@@ -273,6 +273,15 @@ def test_eval_verb_measures_a_run_afterwards_with_the_cached_base(tracked_run, c
     assert main(["eval", str(Path(cfg.output_dir) / "adapter"), "--passages", "8", "--prompts", "4",
                  "--max-new-tokens", "6"]) == 0
     assert "answers changed on" in capsys.readouterr().out
+    # a merged model folder, with its base named
+    merged = Path(cfg.output_dir).parent / "merged"
+    assert main(["export", cfg.output_dir, "--merge", "--dtype", "float32", "--out", str(merged)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(merged), "--base", cfg.model.name_or_path, "--passages", "8", "--prompts", "4",
+                 "--max-new-tokens", "6", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["which"] == "model" and got["base_cached"] is True
+    assert got["forgetting"]["general_nll_tuned"] == pytest.approx(trained["general_nll_tuned"], rel=1e-3)
 
 
 def test_eval_verb_names_what_is_missing(tmp_path, capsys):
