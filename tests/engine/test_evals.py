@@ -443,3 +443,20 @@ def test_divergence_guard_restores_the_weights_the_last_sound_loss_vouched_for()
             assert "stayed above 4 × its running minimum" in guard.tripped["reason"]
         else:
             assert float(model.weight[0, 0].detach()) == expected and guard.tripped["step"] == 3
+
+
+def test_an_older_run_index_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    from engine.runs import SCHEMA, RunIndex
+
+    db = tmp_path / "runs.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute(SCHEMA)
+        con.execute("INSERT INTO runs (run_dir, name, status, updated) VALUES (?, ?, ?, ?)",
+                    (str(tmp_path), "old", "finished", 1.0))
+    rows = RunIndex(db).list()
+    assert rows[0]["name"] == "old" and rows[0]["forgetting"] is None and rows[0]["imported"] is False
+    with sqlite3.connect(db) as con:
+        cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+    assert {"forgetting", "best_metric", "best_value", "best_step", "imported"} <= cols
