@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from engine.events import CallbackSink
+from engine.events import CallbackSink, describe_forgetting
 
 
 def offline_env() -> None:
@@ -71,8 +71,6 @@ def human_sink(stream=None) -> CallbackSink:
                 if ev.get("hint"):
                     print(f"hint: {ev['hint']}", file=stream)
                 if ev.get("forgetting"):
-                    from engine.evals import describe_forgetting
-
                     print(f"forgetting check: {describe_forgetting(ev['forgetting'])}", file=stream)
 
     return CallbackSink(emit)

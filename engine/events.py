@@ -253,6 +253,33 @@ class StoppedEvent(Event):
     best_checkpoint: str = _f(BEST_HELP, always=False)
 
 
+# The forgetting dict (FinishedEvent.forgetting) in words: the one phrasing every client shows.
+
+def describe_forgetting(forgetting: dict | None) -> str:
+    """"general-text NLL +x% / answers changed on y of N general prompts" ('' for None)."""
+    if not forgetting:
+        return ""
+    parts = []
+    pct = forgetting.get("nll_change_pct")
+    if pct is None and forgetting.get("general_nll_base") and forgetting.get("general_nll_tuned") is not None:
+        pct = 100.0 * (forgetting["general_nll_tuned"] - forgetting["general_nll_base"]) / forgetting["general_nll_base"]
+    if pct is not None:
+        parts.append(f"general-text NLL {pct:+.1f}%")
+    if forgetting.get("n_prompts"):
+        parts.append(f"answers changed on {forgetting.get('changed_answers', 0)} of {forgetting['n_prompts']} "
+                     "general prompts")
+    return " / ".join(parts)
+
+
+def short_forgetting(forgetting: dict | None) -> str:
+    """A table cell: "NLL +3.1%, 5/16 changed" ('' for None)."""
+    if not forgetting:
+        return ""
+    text = describe_forgetting(forgetting)
+    return (text.replace("general-text NLL ", "NLL ").replace(" / ", ", ").replace("answers changed on ", "")
+            .replace(" general prompts", " changed").replace(" of ", "/"))
+
+
 EVENT_TYPES = tuple(EVENT_CLASSES)
 TERMINAL_EVENTS = ("finished", "failed", "stopped")
 

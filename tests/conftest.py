@@ -39,6 +39,18 @@ def _caches_out_of_home(tmp_path_factory):
             os.environ[k] = v
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_cache(tmp_path_factory):
+    """The prepared-data cache of every test (and its subprocesses) lives in a session folder."""
+    old = os.environ.get("PEFT_STUDIO_DATA_CACHE")
+    os.environ["PEFT_STUDIO_DATA_CACHE"] = str(tmp_path_factory.mktemp("data-cache"))
+    yield
+    if old is None:
+        os.environ.pop("PEFT_STUDIO_DATA_CACHE", None)
+    else:
+        os.environ["PEFT_STUDIO_DATA_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A Llama-style model (hidden 64, 2 layers) with a ChatML template and a pad token."""

@@ -247,14 +247,15 @@ def _eval_seconds(model, eval_examples, collate, cfg, packed, virtual, device, d
     import torch
 
     b = cfg.train.batch_size
-    lengths = [len(e["input_ids"]) for e in eval_examples]
-    batches = [eval_examples[i:i + b] for i in range(0, len(eval_examples), b)]
+    # prepare_data's Examples carry their lengths; only the timed batch's tokens are read.
+    lengths = (eval_examples.lengths.tolist() if hasattr(eval_examples, "lengths")
+               else [len(e["input_ids"]) for e in eval_examples])
     # The Trainer evaluates in order; the positions computed are each batch's, padding included.
     sizes = [_micro_figures(range(i, min(i + b, len(lengths))), lengths, packed, virtual, FULL_ROW, 0.0)[0]
              for i in range(0, len(lengths), b)]
-    i = sorted(range(len(batches)), key=lambda j: sizes[j])[len(batches) // 2]
+    i = sorted(range(len(sizes)), key=lambda j: sizes[j])[len(sizes) // 2]
     progress("Timing an evaluation batch")
-    inputs = {k: v.to(device) for k, v in collate(batches[i]).items()}
+    inputs = {k: v.to(device) for k, v in collate(eval_examples[i * b:(i + 1) * b]).items()}
     with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=use_amp):
         sync()
         start = time.perf_counter()

@@ -11,8 +11,7 @@
 Importing this package is cheap: torch and transformers load inside the functions.
 """
 
-from engine.evals.forgetting import describe as describe_forgetting
-from engine.evals.forgetting import short as short_forgetting
 from engine.evals.metrics import exact_match, load_metric, normalize_answer, token_f1
+from engine.events import describe_forgetting, short_forgetting
 
 __all__ = ["describe_forgetting", "exact_match", "load_metric", "normalize_answer", "short_forgetting", "token_f1"]

@@ -29,6 +29,11 @@ from pathlib import Path
 
 from engine import atomic, paths
 from engine.evals import general
+from engine.events import describe_forgetting as describe
+from engine.events import short_forgetting as short
+
+__all__ = ["Figures", "Settings", "base_key", "base_side", "cache_path", "cached_base", "compare", "describe",
+           "general_answers", "general_nll", "measure", "short", "store_base"]
 
 MAX_TOKENS = 192      # tokens per passage (the bundled ones are 60–110 tokens for common tokenizers)
 NLL_BATCH = 4         # passages per forward: bounded logits memory (batch × tokens × vocabulary)
@@ -127,31 +132,6 @@ def compare(base: Figures, tuned: Figures, settings: Settings) -> dict:
     if base.nll and tuned.nll is not None:
         out["nll_change_pct"] = 100.0 * (tuned.nll - base.nll) / base.nll
     return out
-
-
-def describe(forgetting: dict | None) -> str:
-    """"general-text NLL +x% / answers changed on y of N general prompts" ('' for None)."""
-    if not forgetting:
-        return ""
-    parts = []
-    pct = forgetting.get("nll_change_pct")
-    if pct is None and forgetting.get("general_nll_base") and forgetting.get("general_nll_tuned") is not None:
-        pct = 100.0 * (forgetting["general_nll_tuned"] - forgetting["general_nll_base"]) / forgetting["general_nll_base"]
-    if pct is not None:
-        parts.append(f"general-text NLL {pct:+.1f}%")
-    if forgetting.get("n_prompts"):
-        parts.append(f"answers changed on {forgetting.get('changed_answers', 0)} of {forgetting['n_prompts']} "
-                     "general prompts")
-    return " / ".join(parts)
-
-
-def short(forgetting: dict | None) -> str:
-    """A table cell: "NLL +3.1%, 5/16 changed" ('' for None)."""
-    if not forgetting:
-        return ""
-    text = describe(forgetting)
-    return (text.replace("general-text NLL ", "NLL ").replace(" / ", ", ").replace("answers changed on ", "")
-            .replace(" general prompts", " changed").replace(" of ", "/"))
 
 
 # ---- the base side, cached per base model ---------------------------------------------------------

@@ -42,7 +42,7 @@ from engine.training.hints import hint_for
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
 from engine.training.trackers import check_trackers, trackers
-from engine.training.trainer import ListDataset, make_callback, make_trainer_class
+from engine.training.trainer import make_callback, make_trainer_class
 from engine.training.watch import divergence_lever
 
 ADAPTER_DIR = "adapter"
@@ -232,8 +232,9 @@ def _fit_with(p, reporter, stop, args, trainer_cls, counters, info, checks, meth
 
     cfg, spec, run_dir, data, model = p.cfg, p.spec, p.run_dir, p.data, p.built.model
     trainer = trainer_cls(
-        model=model, args=args, train_dataset=ListDataset(data.train),
-        eval_dataset=ListDataset(data.eval) if data.eval else None,
+        # Examples: sequences over memory-mapped Arrow rows (engine/data/examples.py), read a batch at a time.
+        model=model, args=args, train_dataset=data.train,
+        eval_dataset=data.eval if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
         # The sample answers run before the event callback (the eval event carries them); early
         # stopping and the divergence guard after it (engine.training.watch).

@@ -122,6 +122,30 @@ def make_trainer_class():
                 self.counters["trained"] += int((labels != -100).sum())
             return super().training_step(model, inputs, *args, **kwargs)
 
+        # The length-grouped sampler reads the lengths prepare_data already has (Examples.lengths),
+        # instead of reading every example's tokens to measure them, as the Trainer does for data
+        # that is not a datasets.Dataset.
+        def _get_train_sampler(self, train_dataset=None):
+            return self._grouped_sampler(train_dataset or self.train_dataset, self.args.train_batch_size
+                                         * self.args.gradient_accumulation_steps, None) \
+                or super()._get_train_sampler(train_dataset)
+
+        def _get_eval_sampler(self, eval_dataset):
+            import torch
+
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return self._grouped_sampler(eval_dataset, self.args.eval_batch_size,
+                                         torch.Generator().manual_seed(seed)) or super()._get_eval_sampler(eval_dataset)
+
+        def _grouped_sampler(self, dataset, batch_size, generator):
+            if self.args.train_sampling_strategy != "group_by_length" or getattr(dataset, "lengths", None) is None:
+                return None
+            if self.args.world_size > 1:
+                return None  # the Trainer's own distributed handling
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            return LengthGroupedSampler(batch_size, lengths=dataset.lengths.tolist(), generator=generator)
+
         # Methods that save themselves (BitFit, selective, bottleneck, full) checkpoint in their own
         # format: a BitFit checkpoint of a 7B model is its biases (megabytes), not the 14 GB model
         # the Trainer would write, and export/playground read checkpoints like final adapters.
@@ -148,16 +172,3 @@ def make_trainer_class():
             return None
 
     return StudioTrainer
-
-
-class ListDataset:
-    """A plain indexable dataset of tokenized examples (the Trainer needs only len/getitem)."""
-
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
