@@ -101,7 +101,7 @@ def general_nll(model, tokenizer, texts: list[str], batch_size: int = NLL_BATCH)
 
 def general_answers(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int) -> list[str]:
     """Greedy answers to the general prompts through the one generation path."""
-    from engine.generate import GenerationSettings, generate_batch
+    from engine.inference import GenerationSettings, generate_batch
 
     if not conversations:
         return []

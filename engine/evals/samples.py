@@ -98,7 +98,7 @@ def prompt_text(messages: list[dict]) -> str:
 
 def answer_samples(model, tokenizer, prompts: list[dict], max_new_tokens: int) -> list[dict]:
     """``[{prompt, reference, answer}]``: greedy answers of ``model`` to ``prompts``."""
-    from engine.generate import GenerationSettings, generate_batch
+    from engine.inference import GenerationSettings, generate_batch
 
     if not prompts:
         return []

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from engine.distributed.runtime import gathered_trainable_state_dict, is_sharded
 from engine.methods.storage import save_adapter_atomic, saveable
+from engine.models import BaseTokenizer
 from engine.training import watch
 
 BEST_DIR = "best"
@@ -117,7 +118,9 @@ def _best_saver(checks: RunChecks, p):
         if trainer.is_world_process_zero():
             meta = {"metric": checks.stopper.best["metric"] if checks.stopper.best else None, "value": value,
                     "step": step}
-            save_adapter_atomic(saveable(trainer.accelerator.unwrap_model(trainer.model), p.spec), p.tokenizer,
+            # The base's tokenizer files unchanged, as for the final adapter (engine.training.run).
+            base_tok = BaseTokenizer(p.cfg.model.name_or_path, p.cfg.model.trust_remote_code, p.cfg.model.offline)
+            save_adapter_atomic(saveable(trainer.accelerator.unwrap_model(trainer.model), p.spec), base_tok,
                                 target, extra_files={BEST_FILE: json.dumps(meta)}, state_dict=gathered)
             checks.best_dir = target
 
