@@ -183,6 +183,9 @@ def early_stopping(metric: str = "eval_loss", patience: int = 0, min_delta: floa
 
     class EarlyStopping(base):
         def __init__(self):
+            # What it watches, readable from outside (tests/engine/test_settings_reach_trainer.py).
+            self.metric, self.patience, self.min_delta, self.lower = metric, int(patience), float(min_delta), lower
+            self.keeps_best = save_best is not None
             self.best: dict | None = None
             self.bad = 0
             self.stopped_reason: str | None = None
