@@ -49,6 +49,14 @@ class RunChecks:
         """The Trainer, once built: sample metrics are logged through it, the best state saved from it."""
         self.trainer = trainer
 
+    def compute(self):
+        """The context the checks' own forward passes run in: the Trainer's autocast (accelerate's,
+        bf16 on the CPU too), so that they compute as training does. Without it a QLoRA model in
+        bfloat16 on the CPU (fp32 norms, bf16 weights) fails with "float != BFloat16"."""
+        import contextlib
+
+        return self.trainer.accelerator.autocast() if self.trainer is not None else contextlib.nullcontext()
+
     def stopped_itself(self) -> tuple[str, str] | None:
         """(reason, hint) when the guard or early stopping ended the run, else None."""
         if self.guard is not None and self.guard.tripped:
@@ -101,7 +109,8 @@ def setup_checks(p, reporter, counters: dict, sharded: bool) -> RunChecks:
     if prompts or metric is not None:
         checks.samples = watch.sample_answers(
             p.tokenizer, prompts, cfg.eval.max_new_tokens, metric, sink=counters,
-            log_metrics=lambda m: checks.trainer.log(m) if checks.trainer is not None else None)
+            log_metrics=lambda m: checks.trainer.log(m) if checks.trainer is not None else None,
+            context=checks.compute)
     return checks
 
 
@@ -139,9 +148,13 @@ def _seed_best(stopper, best_dir: Path, metric: str) -> None:
 
 # ---- forgetting ---------------------------------------------------------------------------------
 
-def forgetting_base(p, reporter, sharded: bool, main_process: bool):
+def forgetting_base(p, reporter, sharded: bool, main_process: bool, context=None):
     """The base side of the forgetting check, from the cache or measured now with the method off
-    (before the first step). Returns (key, Figures) or None when the check does not run here."""
+    (before the first step), inside ``context()`` (RunChecks.compute: the Trainer's autocast).
+    Returns (key, Figures) or None when the check does not run here."""
+    import contextlib
+
+    context = context or contextlib.nullcontext
     from engine.evals import forgetting as fg
 
     cfg = p.cfg
@@ -161,7 +174,7 @@ def forgetting_base(p, reporter, sharded: bool, main_process: bool):
         return settings, base
     reporter.log(f"Forgetting check: measuring the base model on {settings.passages} general passages and "
                  f"{settings.prompts} general prompts (once per base model; cached).")
-    with fg.base_side(p.built.model, p.spec) as model:
+    with fg.base_side(p.built.model, p.spec) as model, context():
         base = fg.measure(model, p.tokenizer, settings)
     fg.store_base(key, base)
     reporter.log(f"Forgetting check: base general-text NLL {base.nll if base.nll is not None else float('nan'):.4f} "
@@ -169,14 +182,19 @@ def forgetting_base(p, reporter, sharded: bool, main_process: bool):
     return settings, base
 
 
-def forgetting_tuned(p, model, reporter, base) -> dict | None:
-    """The forgetting dict of the finished event: the tuned ``model`` against the base side."""
+def forgetting_tuned(p, model, reporter, base, context=None) -> dict | None:
+    """The forgetting dict of the finished event: the tuned ``model`` against the base side
+    (measured inside ``context()``, as forgetting_base)."""
+    import contextlib
+
+    context = context or contextlib.nullcontext
     from engine.evals import forgetting as fg
 
     if base is None:
         return None
     settings, base_figures = base
-    tuned = fg.measure(model, p.tokenizer, settings)
+    with context():
+        tuned = fg.measure(model, p.tokenizer, settings)
     result = fg.compare(base_figures, tuned, settings)
     reporter.log(f"Forgetting check: {fg.describe(result)} ({tuned.seconds:.0f} s).")
     return result

@@ -311,7 +311,7 @@ def _fit_with(p, reporter, stop, folder, args, trainer_cls, counters, info, chec
     reporter.log(p.built.loss_note)
     if p.checkpoint:
         reporter.log(f"Resuming from {p.checkpoint}")
-    base = forgetting_base(p, reporter, cfg.train.distributed.shards, trainer.is_world_process_zero())
+    base = forgetting_base(p, reporter, cfg.train.distributed.shards, trainer.is_world_process_zero(), checks.compute)
     out = trainer.train(resume_from_checkpoint=p.checkpoint)
     metrics = {"train_loss": out.training_loss, "global_step": trainer.state.global_step}
     if counters.get("rank_bytes"):
@@ -346,7 +346,7 @@ def _fit_with(p, reporter, stop, folder, args, trainer_cls, counters, info, chec
     trainer.accelerator.wait_for_everyone()
     forgetting = None
     if not checks.diverged and trainer.is_world_process_zero():
-        forgetting = forgetting_tuned(p, model_out, reporter, base)
+        forgetting = forgetting_tuned(p, model_out, reporter, base, checks.compute)
     best = checks.best
     if best is not None:
         metrics.update(best_metric=best["metric"], best_value=best["value"], best_step=best["step"])

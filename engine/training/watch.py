@@ -237,13 +237,16 @@ def evaluate_at_end():
 # ---- sample answers ------------------------------------------------------------------------------
 
 def sample_answers(tokenizer, prompts: list[dict], max_new_tokens: int, metric=None, sink: dict | None = None,
-                   log_metrics: Callable | None = None):
+                   log_metrics: Callable | None = None, context: Callable | None = None):
     """A callback that answers ``prompts`` (engine.evals.samples) at every evaluation.
 
     The samples ``[{prompt, reference, answer}]`` go into ``sink["samples"]`` (the eval event
     takes them from there); exact match, token F1 and the user ``metric`` are added to the
     evaluation's metrics as ``eval_<name>`` (so early stopping can watch them) and passed to
-    ``log_metrics`` (the Trainer's ``log``: trackers and trainer_state.json get them too)."""
+    ``log_metrics`` (the Trainer's ``log``: trackers and trainer_state.json get them too).
+    ``context()``: the context the answers are generated in (the Trainer's autocast)."""
+    import contextlib
+
     from engine.evals.metrics import score
     from engine.evals.samples import answer_samples
 
@@ -254,7 +257,8 @@ def sample_answers(tokenizer, prompts: list[dict], max_new_tokens: int, metric=N
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kw):
             if not prompts or model is None:
                 return
-            samples = answer_samples(model, tokenizer, prompts, max_new_tokens)
+            with (context or contextlib.nullcontext)():
+                samples = answer_samples(model, tokenizer, prompts, max_new_tokens)
             scores = {f"eval_{k}": v for k, v in score(samples, metric).items()}
             if metrics is not None:
                 metrics.update(scores)
