@@ -76,6 +76,9 @@ class MonitorPanel(QWidget, PanelDefaults):
         # a run that starts or fails wants to be seen
         runs.sig_started.connect(lambda _run_dir: studio.show_panel(cls.key))
         runs.sig_failed.connect(lambda _info: studio.show_panel(cls.key))
+        # The runs overlay (Runs › Overlay in monitor): other runs' curves over this one.
+        studio.bus.sig_overlay.connect(panel.overlay)
+        studio.bus.sig_overlay.connect(lambda dirs: studio.show_panel(cls.key) if dirs else None)
         return panel
 
     def __init__(self, settings=None, parent=None):
@@ -95,6 +98,9 @@ class MonitorPanel(QWidget, PanelDefaults):
         self._t_last_step: float | None = None
         self._t_end: float | None = None
         self.run_dir = ""
+        # The runs overlay: [{"curve": studio.overlay.load_curves' dict, "series": Series, "items": [...]}]
+        self.overlays: list[dict] = []
+        self._overlay_task = None
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
@@ -171,6 +177,12 @@ class MonitorPanel(QWidget, PanelDefaults):
         controls.addSpacing(16)
         controls.addWidget(self.log_scale)
         controls.addStretch(1)
+        self.btn_clear_overlay = QPushButton("Clear overlay")
+        self.btn_clear_overlay.setObjectName("clear-overlay")
+        self.btn_clear_overlay.setToolTip("Remove the other runs' curves (Runs › Overlay in monitor draws them)")
+        self.btn_clear_overlay.clicked.connect(lambda: self.set_overlay([]))
+        self.btn_clear_overlay.hide()
+        controls.addWidget(self.btn_clear_overlay)
         self.tensorboard = TensorBoard(self)
         self.tb_link = QLabel("")
         self.tb_link.setObjectName("tensorboard-url")
@@ -246,6 +258,7 @@ class MonitorPanel(QWidget, PanelDefaults):
             self.curves["eval"] = curve(theme.SERIES["eval"], "eval", symbol="o", symbolSize=6,
                                         symbolBrush=theme.SERIES["eval"], symbolPen=None)
             self._log_scale_changed(self.log_scale.isChecked())
+            self._draw_overlay()
         elif key == "mem":
             p.setLabel("left", units="B")
             self.curves["mem"] = curve(theme.SERIES["mem"], "allocated")
@@ -429,6 +442,63 @@ class MonitorPanel(QWidget, PanelDefaults):
         self.banner.show_message(f"The run failed: {info.get('error')}", info.get("hint", ""),
                                  info.get("log_tail", ""))
 
+    # -- the runs overlay ----------------------------------------------------------------------
+    def overlay(self, run_dirs: list[str]) -> None:
+        """Draw these runs' loss curves over the shown run's (read off the UI thread; [] clears)."""
+        from studio.overlay import load_curves
+        from studio.tasks import start_thread
+
+        mine = str(self.run_dir)
+        dirs = [d for d in run_dirs if d != mine]  # the shown run is drawn already
+        if not dirs:
+            self.set_overlay([])
+            return
+        self._overlay_task = start_thread(load_curves, dirs, parent=self)
+        self._overlay_task.sig_result.connect(self.set_overlay)
+
+    def set_overlay(self, curves: list[dict]) -> None:
+        """Replace the overlaid runs with ``curves`` (studio.overlay.load_curves' dicts)."""
+        for o in self.overlays:
+            for item in o["items"]:
+                if "loss" in self.plots:
+                    self.plots["loss"].removeItem(item)
+        self.overlays = []
+        for curve in curves:
+            series = Series()
+            series.set_weight(self.smoothing.value() / 100)
+            for x, y in curve["loss"]:
+                series.append(x, y)
+            self.overlays.append({"curve": curve, "series": series, "items": []})
+        self.btn_clear_overlay.setVisible(bool(self.overlays))
+        self._draw_overlay()
+
+    def _draw_overlay(self) -> None:
+        if "loss" not in self.plots:
+            return  # drawn when the plot is built
+        import pyqtgraph as pg
+
+        from studio.overlay import COLORS, label
+
+        p = self.plots["loss"]
+        for i, o in enumerate(self.overlays):
+            color = COLORS[i % len(COLORS)]
+            if not o["items"]:
+                train = p.plot([], [], pen=pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine), name=label(o["curve"]))
+                ev = p.plot([], [], pen=None, symbol="t", symbolSize=7, symbolBrush=color, symbolPen=None)
+                o["items"] = [train, ev]
+            train, ev = o["items"]
+            train.setData(*o["series"].smoothed())
+            xs = [x for x, _ in o["curve"]["eval"]]
+            ev.setData(xs, [y for _, y in o["curve"]["eval"]])
+        self._manual.discard("loss")
+        self._fit("loss")
+
+    def overlay_names(self) -> list[str]:
+        """The legend names of the overlaid runs (tests)."""
+        from studio.overlay import label
+
+        return [label(o["curve"]) for o in self.overlays]
+
     # -- drawing -----------------------------------------------------------------------------
     def refresh(self) -> None:
         """Timer tick: bring one plot up to date (round robin), and the read-outs every cycle.
@@ -493,12 +563,19 @@ class MonitorPanel(QWidget, PanelDefaults):
             x, y = self.series[name].data()
             xs.append(x)
             ys.append(y)
+        if key == "loss":  # the overlaid runs share the axes
+            for o in self.overlays:
+                x, y = o["series"].smoothed()
+                xs += [x, np.asarray([p[0] for p in o["curve"]["eval"]], dtype=float)]
+                ys += [y, np.asarray([p[1] for p in o["curve"]["eval"]], dtype=float)]
         x = np.concatenate(xs) if xs else np.zeros(0)
         y = np.concatenate(ys) if ys else np.zeros(0)
         if not len(x):
             return
         last = float(x.max())
         hi = float(self.total_steps) if self.total_steps >= last else _nice_ceiling(last * 1.25)
+        if self.overlays and key == "loss":
+            hi = max(hi, last)
         lo = min(0.0, float(x.min()))
         (vx0, vx1), (vy0, vy1) = vb.viewRange()
         pad = 0.02 * (hi - lo)
@@ -537,6 +614,10 @@ class MonitorPanel(QWidget, PanelDefaults):
     def _smoothing_changed(self, v: int) -> None:
         self.smoothing_value.setText(f"{v / 100:.2f}")
         self.series["loss"].set_weight(v / 100)
+        for o in self.overlays:
+            o["series"].set_weight(v / 100)
+        if self.overlays:
+            self._draw_overlay()
         if self.settings:
             self.settings.set("monitor/smoothing", v)
         self._dirty = True

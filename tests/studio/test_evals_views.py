@@ -176,3 +176,47 @@ def test_eval_and_train_sections_appear_in_the_forms_by_themselves(make_window):
     training.eval_form.editors["samples"].widget.setValue(2)
     win.config_model.set_config(cfg)  # a config shown in the forms comes back unchanged
     assert win.config_model.validate_now()[0] == cfg
+
+
+def _run_folder(root: Path, name: str, method: str, losses: list[float], evals: dict[int, float]) -> Path:
+    run = root / name
+    run.mkdir()
+    events = [{"event": "started", "time": 1.0, "method": method, "config": {"method": {"name": method}}, "pid": 0,
+               "total_steps": len(losses)}]
+    for step, loss in enumerate(losses, start=1):
+        events.append({"event": "step", "time": 1.0 + step, "step": step, "total_steps": len(losses), "loss": loss})
+        if step in evals:
+            events.append({"event": "eval", "time": 1.0 + step, "step": step, "eval_loss": evals[step]})
+    events.append({"event": "finished", "time": 99.0, "step": len(losses), "metrics": {}})
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    return run
+
+
+def test_the_runs_overlay_draws_two_runs_on_the_monitor(make_window, qtbot, tmp_path):
+    """Runs › select two › Overlay in monitor: both runs' loss curves (and eval points) on the
+    monitor's loss plot, named in its legend; Clear overlay removes them."""
+    from engine.runs import RunIndex
+
+    a = _run_folder(tmp_path, "run-a", "lora", [3.0, 2.5, 2.0, 1.8], {2: 2.6, 4: 2.1})
+    b = _run_folder(tmp_path, "run-b", "ia3", [3.0, 2.9, 2.8, 2.7, 2.6, 2.5], {3: 2.9, 6: 2.7})
+    for run in (a, b):
+        RunIndex().record(run)
+    win = make_window()
+    runs, monitor = win.panels["runs"], win.panels["monitor"]
+    monitor.build_plots()
+    runs.refresh()
+    qtbot.waitUntil(lambda: runs.tree.topLevelItemCount() == 2, timeout=10000)
+    runs.tree.selectAll()
+    assert sorted(runs.selected_runs()) == sorted([str(a), str(b)]) and runs.btn_overlay.isEnabled()
+    runs.btn_overlay.click()
+    qtbot.waitUntil(lambda: len(monitor.overlays) == 2, timeout=10000)
+    assert sorted(monitor.overlay_names()) == ["run-a (lora)", "run-b (ia3)"]
+    by_name = {o["curve"]["name"]: o for o in monitor.overlays}
+    train_b, eval_b = by_name["run-b"]["items"]
+    assert len(train_b.xData) == 6 and list(eval_b.xData) == [3, 6] and list(eval_b.yData) == [2.9, 2.7]
+    legend = [label.text for _, label in monitor.plots["loss"].getPlotItem().legend.items]
+    assert "run-a (lora)" in legend and "run-b (ia3)" in legend
+    assert monitor.plots["loss"].getViewBox().viewRange()[0][1] >= 6  # the longer run fits in the view
+    assert monitor.btn_clear_overlay.isVisibleTo(monitor)
+    monitor.btn_clear_overlay.click()
+    assert monitor.overlays == [] and train_b not in monitor.plots["loss"].getPlotItem().items
