@@ -1,23 +1,26 @@
 """Screenshots of a finished run in the studio: the Samples tab and the monitor (README, docs).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/shot_samples.py RUN_DIR docs/screenshots
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/shot_samples.py RUN_DIR docs/screenshots [OTHER_RUN …]
 
 RUN_DIR is a run that evaluated during training (the demo recipe evaluates every 5 steps:
 `peft-studio demo` or `peft-studio train` with `engine.demo.demo_config()`). The window opens the
 run from its events.jsonl, as "Open run folder…" does, and saves samples.png (the Samples tab)
-and monitor-forgetting.png (the monitor with its warnings and the forgetting check).
+and monitor-forgetting.png (the monitor with its warnings and the forgetting check). With other
+run folders after the output folder, also monitor-overlay.png: the runs overlay (Runs › Overlay
+in monitor) of those runs over RUN_DIR.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def main(run_dir: str, out: str) -> int:
+def main(run_dir: str, out: str, others: list[str] | None = None) -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -50,6 +53,15 @@ def main(run_dir: str, out: str) -> int:
 
     def finish() -> None:
         ok = shoot("samples.png", "samples", False) and shoot("monitor-forgetting.png", "monitor", True)
+        if ok and others:
+            monitor = win.panels["monitor"]
+            monitor.overlay(others)
+            for _ in range(200):  # the curves are read off the UI thread
+                QApplication.processEvents()
+                if len(monitor.overlays) == len(others):
+                    break
+                time.sleep(0.05)
+            ok = shoot("monitor-overlay.png", "monitor", True)
         win.shutdown()
         app.exit(0 if ok else 1)
 
@@ -63,4 +75,5 @@ def main(run_dir: str, out: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else str(ROOT / "docs" / "screenshots")))
+    sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else str(ROOT / "docs" / "screenshots"),
+                  sys.argv[3:]))
