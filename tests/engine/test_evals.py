@@ -255,6 +255,11 @@ def test_finished_event_carries_the_forgetting_check(tracked_run):
                                                                   "of 4 general prompts")
     row = next(r for r in RunIndex().list() if r["run_dir"] == str(Path(cfg.output_dir).resolve()))
     assert row["forgetting"] == f
+    from engine.export.runinfo import load_run
+    from engine.modelcard import render_run_card
+
+    card = render_run_card(load_run(cfg.output_dir))  # the model card says it too
+    assert f"- forgetting check: {text} (PEFT Studio's bundled general reference" in card
 
 
 def test_eval_verb_measures_a_run_afterwards_with_the_cached_base(tracked_run, capsys):
