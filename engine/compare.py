@@ -60,6 +60,7 @@ class Row:
     eval_loss: float | None = None
     score: float | None = None
     seconds: float | None = None
+    forgetting: dict | None = None   # FinishedEvent.forgetting (engine.evals.forgetting)
     extra: dict = field(default_factory=dict)
 
 
@@ -204,6 +205,7 @@ def summarize(row: Row, run_dir: Path, peak: dict | None, log_path: Path | None 
         elif e["event"] == "finished":
             row.status = "finished"
             row.eval_loss = (e.get("metrics") or {}).get("eval_loss")
+            row.forgetting = e.get("forgetting")
         elif e["event"] == "failed":
             row.status, row.error = "failed", e.get("error", "")
     if steps:
@@ -305,11 +307,14 @@ def _peak_cell(r: Row, mixed: bool) -> str:
 
 def table(rows: list[Row], base_score: float | None, scored: bool) -> str:
     mixed = len(_peak_kinds(rows)) > 1
+    forgot = any(r.forgetting for r in rows)
     head = ["method", "lr", "trainable params", "adapter size", peak_header(rows), "tokens/s", "train loss",
-            "eval loss"] + (["persona score"] if scored else []) + ["time"]
+            "eval loss"] + (["persona score"] if scored else []) + \
+        (["general NLL (base → tuned)", "general answers changed"] if forgot else []) + ["time"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if scored and base_score is not None:
-        lines.append("| base model (untrained) | — | — | — | — | — | — | — | " + f"{base_score:.2f} | — |")
+        lines.append("| base model (untrained) | — | — | — | — | — | — | — | " + f"{base_score:.2f} | "
+                     + ("— | — | " if forgot else "") + "— |")
     for r in rows:
         if r.status != "finished":
             cells = [r.method, f"{r.lr:g}", f"{r.status}: {r.error[:80]}"] + [""] * (len(head) - 3)
@@ -318,9 +323,26 @@ def table(rows: list[Row], base_score: float | None, scored: bool) -> str:
             cells = [r.method, f"{r.lr:g}", _num(r.trainable) + pct, _bytes(r.adapter_bytes), _peak_cell(r, mixed),
                      _f(r.tokens_per_s, ".0f"), _f(r.train_loss), _f(r.eval_loss)]
             cells += [_f(r.score, ".2f")] if scored else []
+            cells += _forgetting_cells(r.forgetting) if forgot else []
             cells += [f"{r.seconds:.0f} s" if r.seconds else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+_FORGETTING_NOTE = (" General NLL: mean negative log-likelihood per token (nats) of PEFT Studio's bundled general "
+                    "English passages (resources/general), base → tuned; general answers changed: greedy answers to "
+                    "the bundled general prompts that differ from the base model's (eval.forgetting_*: the first "
+                    "64 passages and 16 prompts by default). Lower change means less forgetting.")
+
+
+def _forgetting_cells(f: dict | None) -> list[str]:
+    if not f:
+        return ["—", "—"]
+    nll = "—"
+    if f.get("general_nll_base") is not None and f.get("general_nll_tuned") is not None:
+        nll = f"{f['general_nll_base']:.3f} → {f['general_nll_tuned']:.3f} ({f.get('nll_change_pct') or 0:+.1f}%)"
+    changed = f"{f['changed_answers']} of {f['n_prompts']}" if f.get("n_prompts") else "—"
+    return [nll, changed]
 
 
 def report(rows, base_score, scored, base_cfg, steps_note: str, command: str) -> str:
@@ -341,7 +363,8 @@ def report(rows, base_score, scored, base_cfg, steps_note: str, command: str) ->
         f"Train loss: mean of the last three steps. Peak memory: {peak}. Adapter size: the saved "
         "`*.safetensors` (a full fine-tune saves the whole model). Tokens/s: real (non-padding) tokens per second "
         "over the run." + (" Persona score: share of held-out answers in the taught style (1.0 = all), "
-                           "greedy decoding." if scored else ""),
+                           "greedy decoding." if scored else "") + (_FORGETTING_NOTE if any(r.forgetting for r in rows)
+                                                                    else ""),
     ]
     return "\n".join(parts)
 

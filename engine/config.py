@@ -28,10 +28,11 @@ from engine.fields import F, coerce_value, field_help
 from engine.methods import MethodParams as MethodConfig
 from engine.methods import params_class, validate_params
 
-__all__ = ["ConfigError", "DataConfig", "F", "MethodConfig", "ModelConfig", "RunConfig", "TrainConfig",
+__all__ = ["ConfigError", "DataConfig", "EvalConfig", "F", "MethodConfig", "ModelConfig", "RunConfig", "TrainConfig",
            "coerce_value", "field_help", "method_params_class"]
 
 
+SECTIONS = ("model", "data", "method", "train", "eval")  # the run file's sections, in order
 QUANTIZATIONS = [None, "nf4", "fp4", "int8"]
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 DATA_FORMATS = ["auto", *FORMATS]  # the data pipeline's formats (engine/data/formats.py)
@@ -39,6 +40,8 @@ OPTIMIZERS = ["adamw_torch", "adamw_8bit", "paged_adamw_8bit", "adafactor", "sgd
 SCHEDULERS = ["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr"]
 ATTENTION = ["auto", "sdpa", "sdpa_varlen", "eager", "flash_attention_2"]
 LOSS_IMPLS = ["auto", "chunked", "liger", "standard"]  # engine/training/loss.py
+REPORT_TO = ["tensorboard", "mlflow", "wandb"]  # transformers' own tracker integrations (train.report_to)
+METRIC_MODES = ["auto", "min", "max"]
 
 
 @dataclass
@@ -255,6 +258,34 @@ def fsdp_version(d: DistributedConfig, quantized: bool) -> int:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Early stopping on an evaluation metric (engine.training.watch.EarlyStopping)."""
+
+    patience: int = F(0, "Evaluations in a row without improvement after which the run stops (0: never "
+                      "stop early).", minimum=0)
+    metric: str = F("eval_loss", "The metric watched: `eval_loss`, `eval_token_f1`, `eval_exact_match`, "
+                    "`eval_<name>` of the user metric (eval.metric), or any other metric the evaluation "
+                    "reports; the `eval_` prefix may be left out.")
+    min_delta: float = F(0.0, "The smallest change that counts as an improvement (in the metric's own "
+                         "unit).", minimum=0.0)
+    mode: str = F("auto", "Whether lower (`min`) or higher (`max`) is better; `auto`: lower for losses, "
+                  "NLL and perplexity, higher for everything else.", choices=METRIC_MODES, advanced=True)
+
+
+@dataclass
+class DivergenceConfig:
+    """The divergence guard (engine.training.watch.DivergenceGuard)."""
+
+    enabled: bool = F(True, "Stop the run when the loss or the gradient norm is NaN/Inf, or the loss stays "
+                      "above factor × its running minimum for `steps` logged steps; the last good weights "
+                      "are saved, not the diverged ones.")
+    factor: float = F(4.0, "k: a logged loss above k × the lowest loss so far counts as diverging.",
+                      minimum=1.0, advanced=True)
+    steps: int = F(3, "m: logged steps in a row above the limit before the run stops.", minimum=1,
+                   advanced=True)
+
+
+@dataclass
 class TrainConfig:
     epochs: float = F(1.0, "Passes over the training data (ignored when max_steps > 0).", minimum=0.0)
     max_steps: int = F(-1, "Stop after this many optimizer steps (-1: run the full epochs).", minimum=-1)
@@ -302,8 +333,48 @@ class TrainConfig:
                             "slow first step (and a recompile when batch shapes change).", advanced=True)
     distributed: DistributedConfig = F(default_factory=DistributedConfig, help="Where the run trains: one "
                                        "process, or several with DDP, FSDP or DeepSpeed (engine.distributed).")
+    report_to: list[str] = F(default_factory=list, help="Experiment trackers, through transformers' own "
+                             "integrations: `tensorboard` (event files in the run folder's tensorboard/), "
+                             "`mlflow` (a local file store in the run folder's mlruns/ unless "
+                             "MLFLOW_TRACKING_URI is set), `wandb` (offline, in the run folder, unless "
+                             "WANDB_MODE is set). Empty: none.")
+    early_stopping: EarlyStoppingConfig = F(default_factory=lambda: EarlyStoppingConfig(), help="Stop when an "
+                                            "evaluation metric stops improving; the same metric picks the "
+                                            "best checkpoint (train.keep_best).")
+    keep_best: bool = F(True, "Keep the best state by train.early_stopping.metric in the run's best/ folder "
+                        "(export and the playground offer it beside final). Needs evaluation during the run "
+                        "(train.eval_steps > 0 and validation data).")
+    divergence: DivergenceConfig = F(default_factory=lambda: DivergenceConfig(), help="The divergence guard: "
+                                     "stop a run whose loss has blown up and save its last good state.")
 
 
+
+
+@dataclass
+class EvalConfig:
+    """What is measured besides the eval loss: sample answers at every evaluation, task metrics, and
+    the forgetting check (engine.evals)."""
+
+    prompts: list[str] | str | None = F(None, "Prompts answered at every evaluation: a list of prompts, or "
+                                        "a file (.jsonl with `messages` or `prompt`, and optionally "
+                                        "`reference`; .txt: one prompt a line). Empty: the first held-out "
+                                        "examples, with their answers as references.")
+    samples: int = F(4, "How many prompts are answered at every evaluation (the first of eval.prompts, or of "
+                     "the held-out examples; 0: none).", minimum=0)
+    max_new_tokens: int = F(48, "Longest sample answer, in tokens (greedy decoding).", minimum=1,
+                            maximum=4096)
+    metric: str | None = F(None, "A metric of each sample answer, averaged: `module:function` called with "
+                           "(answer, reference) or (answer), e.g. `engine.data.demo:persona_score`, or a Python "
+                           "expression over `answer` and `reference`, e.g. `len(answer.split())`. "
+                           "Reported as eval_<function name> (eval_metric for an expression).")
+    forgetting: bool = F(True, "Measure what the run cost the base model: the NLL of bundled general text "
+                         "and the greedy answers to bundled general prompts, base vs tuned.")
+    forgetting_passages: int = F(64, "General-text passages scored (of 320 bundled; 0: skip the NLL).",
+                                 minimum=0, maximum=320, advanced=True)
+    forgetting_prompts: int = F(16, "General prompts answered (of 48 bundled; 0: skip the answers).",
+                                minimum=0, maximum=48, advanced=True)
+    forgetting_max_new_tokens: int = F(32, "Longest answer to a general prompt, in tokens.", minimum=1,
+                                       maximum=1024, advanced=True)
 
 
 @dataclass
@@ -315,6 +386,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=lambda: method_params_class("lora")())
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str = F("runs/my-run", "Folder for this run: resolved config, events, checkpoints and "
                         "the final adapter.")
 
@@ -325,6 +397,7 @@ class RunConfig:
             "data": fieldlib.to_dict(self.data),
             "method": fieldlib.to_dict(self.method, first="name"),  # name first reads better in YAML
             "train": fieldlib.to_dict(self.train),
+            "eval": fieldlib.to_dict(self.eval),
             "output_dir": self.output_dir,
         }
 
@@ -333,7 +406,7 @@ class RunConfig:
         d = dict(d or {})
         if not isinstance(d, dict):
             raise ConfigError("", f"{source or 'run file'} must be a mapping of sections")
-        sections = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+        sections = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
         allowed = [*sections, "method", "output_dir"]
         for key in d:
             if key not in allowed:
@@ -410,9 +483,9 @@ class RunConfig:
             if parts[0] == "output_dir" and len(parts) == 1:
                 d["output_dir"] = value
                 continue
-            if len(parts) < 2 or parts[0] not in ("model", "data", "method", "train"):
+            if len(parts) < 2 or parts[0] not in SECTIONS:
                 raise ConfigError(key, "unknown field; use section.field",
-                                  choices=["model.*", "data.*", "method.*", "train.*", "output_dir"])
+                                  choices=[f"{s}.*" for s in SECTIONS] + ["output_dir"])
             if parts == ["method", "name"] and value != d["method"].get("name"):
                 d["method"] = {"name": value}  # a new method starts from its own defaults
                 continue
@@ -429,7 +502,7 @@ class RunConfig:
     # ---- validation -------------------------------------------------------------------------
     def validate(self) -> RunConfig:
         """Check every field; raise ConfigError naming the first bad one. Returns self."""
-        for section in ("model", "data", "method", "train"):
+        for section in SECTIONS:
             fieldlib.validate(getattr(self, section), section)
         if not self.output_dir or not str(self.output_dir).strip():
             raise ConfigError("output_dir", "must name a folder")
@@ -439,13 +512,17 @@ class RunConfig:
         if t.max_steps == 0:
             raise ConfigError("train.max_steps", "must be -1 (use epochs) or a positive number", 0)
         validate_distributed(t.distributed)
+        for i, name in enumerate(t.report_to):
+            if name not in REPORT_TO:
+                raise ConfigError(f"train.report_to[{i}]", "is not a tracker PEFT Studio knows", name,
+                                  choices=REPORT_TO)
         validate_params(self)
         return self
 
     def errors(self) -> list[ConfigError]:
         """All problems at once (the GUI marks every bad field), in field order."""
         out: list[ConfigError] = []
-        for section in ("model", "data", "method", "train"):
+        for section in SECTIONS:
             out.extend(fieldlib.errors(getattr(self, section), section))
         if not out:
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from engine.events import CallbackSink
+from engine.events import CallbackSink, describe_forgetting
 
 
 def offline_env() -> None:
@@ -18,6 +18,15 @@ def offline_env() -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+SAMPLE_METRICS = ("eval_exact_match", "eval_token_f1")
+TRAINER_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "exact_match", "token_f1")
+
+
+def _short(text, n: int = 70) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def human_duration(seconds) -> str:
@@ -57,6 +66,21 @@ def step_line(ev: dict) -> str:
     return "  ".join(parts)
 
 
+def eval_lines(ev: dict) -> str | None:
+    """An ``eval`` event as text: the eval loss, the samples' metrics (exact match, token F1, the
+    user metric; 0–1) and a taste of what the model answers now (two sample prompts → answers)."""
+    loss = ev.get("eval_loss")
+    if loss is None:
+        return None
+    extra = "".join(f", {k[5:].replace('_', ' ')} {v:.2f}" for k, v in (ev.get("metrics") or {}).items()
+                    if isinstance(v, (int, float)) and (k in SAMPLE_METRICS or k.startswith("eval_")
+                                                       and k[5:] not in TRAINER_METRICS))
+    lines = [f"eval loss {loss:.4f} at step {ev.get('step')}{extra}"]
+    for sample in (ev.get("samples") or [])[:2]:
+        lines.append(f"  {_short(sample.get('prompt'))} → {_short(sample.get('answer'))}")
+    return "\n".join(lines)
+
+
 def event_line(ev: dict) -> str | None:
     """The readable text of any event (None: nothing to say). Never a traceback: a failure is its
     message and what to do; the traceback of the project's own faults stays in the event."""
@@ -69,8 +93,7 @@ def event_line(ev: dict) -> str | None:
     if kind == "step":
         return step_line(ev)
     if kind == "eval":
-        loss = ev.get("eval_loss")
-        return f"eval loss {loss:.4f} at step {ev.get('step')}" if loss is not None else None
+        return eval_lines(ev)
     if kind == "checkpoint":
         return f"checkpoint at step {ev.get('step')}: {ev.get('path')}"
     if kind == "log":
@@ -81,8 +104,13 @@ def event_line(ev: dict) -> str | None:
         m = ev.get("metrics") or {}
         losses = [f"{k.replace('_', ' ')} {m[k]:.4f}" for k in ("final_loss", "eval_loss") if m.get(k) is not None]
         why = f" ({ev['reason']})" if kind == "stopped" and ev.get("reason") else ""
-        return (f"{kind}{why} at step {ev.get('step')}" + (f", {', '.join(losses)}" if losses else "")
-                + f". Adapter: {ev.get('adapter_dir')}")
+        lines = [f"{kind}{why} at step {ev.get('step')}" + (f", {', '.join(losses)}" if losses else "")
+                 + f". Adapter: {ev.get('adapter_dir')}"]
+        if kind == "stopped" and ev.get("hint"):
+            lines.append(f"hint: {ev['hint']}")  # what to change (the divergence guard names the lever)
+        if ev.get("forgetting"):
+            lines.append(f"forgetting check: {describe_forgetting(ev['forgetting'])}")
+        return "\n".join(lines)
     if kind == "failed":
         hint = ev.get("hint")
         return f"error: {ev.get('error')}" + (f"\nhint: {hint}" if hint else "")

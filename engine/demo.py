@@ -31,6 +31,10 @@ def demo_config(steps: int = 30, out: str = "runs/demo") -> RunConfig:
     cfg.train.max_steps = steps
     cfg.train.warmup_ratio = 0.1
     cfg.train.scheduler = "cosine"
+    # Evaluate every 5 steps: the eval events' sample answers show the persona appearing step by
+    # step, scored by the demo's own metric (module:function, as any user metric).
+    cfg.train.eval_steps = 5
+    cfg.eval.metric = "engine.data.demo:persona_score"
     cfg.output_dir = out
     return cfg
 
@@ -79,6 +83,11 @@ def run_demo(steps: int = 30, out: str = "runs/demo", prompts: int = 20, stream=
     print(f"\nPersona score on {len(convs)} held-out prompts (1.0 = every answer in the taught style):",
           file=stream)
     print(f"  base  {before_score:.2f}\n  tuned {after_score:.2f}", file=stream)
+    if result.forgetting:
+        from engine.evals import describe_forgetting
+
+        print(f"\nForgetting check (bundled general text and prompts, base vs tuned): "
+              f"{describe_forgetting(result.forgetting)}", file=stream)
     print(f"\nAdapter: {Path(result.adapter_dir).resolve()}", file=stream)
     print(f"Final train loss {result.metrics.get('final_loss', float('nan')):.4f}; "
           f"eval loss {result.metrics.get('eval_loss') or float('nan'):.4f}; total {time.time() - t0:.0f} s",

@@ -113,6 +113,13 @@ def _event(kind: str):
     return deco
 
 
+FORGETTING_HELP = ("The forgetting check (eval.forgetting): general_nll_base and general_nll_tuned (nats "
+                   "per token on the bundled general text), changed_answers of n_prompts general prompts "
+                   "answered differently, n_passages, nll_change_pct (percent).")
+BEST_HELP = ("The best state by train.early_stopping.metric (the run's best/ folder), when the run kept "
+             "one (train.keep_best).")
+
+
 @_event("started")
 @dataclass(kw_only=True)
 class StartedEvent(Event):
@@ -136,6 +143,8 @@ class StartedEvent(Event):
                          "processes")
     distributed_type: str = _f("What accelerate set up: NO, MULTI_CPU, MULTI_GPU, FSDP or DEEPSPEED (a run "
                                "asking for FSDP that is not sharded shows here).")
+    imported: bool = _f("The run was not trained here: its events were made from a Trainer's "
+                        "trainer_state.json by `peft-studio runs import` (read-only).", always=False)
 
 
 @_event("step")
@@ -169,7 +178,11 @@ class EvalEvent(Event):
     step: int = _f("Optimizer steps done when it ran.", "optimizer steps")
     eval_loss: float | None = _f("Mean cross-entropy per labelled held-out token.", "nats per token")
     metrics: dict = _f("Every numeric metric the Trainer reported (eval_loss, eval_runtime in seconds, "
-                       "…).")
+                       "…), with the samples' eval_exact_match and eval_token_f1 (0–1, against the "
+                       "references) and eval_<name> of the user metric (eval.metric).")
+    samples: list = _f("The sample prompts answered greedily at this step: a list of {prompt, reference, "
+                       "answer} (eval.prompts, or the first held-out examples; eval.samples of them).",
+                       always=False)
 
 
 @_event("checkpoint")
@@ -208,6 +221,8 @@ class FinishedEvent(Event):
                        "steps); with several processes rank_bytes, a list by rank of the bytes of "
                        "parameters, gradients and optimizer_states each held.")
     step: int = _f("Optimizer steps done.", "optimizer steps")
+    forgetting: dict | None = _f(FORGETTING_HELP, always=False)
+    best_checkpoint: str = _f(BEST_HELP, always=False)
 
 
 @_event("failed")
@@ -229,8 +244,40 @@ class StoppedEvent(Event):
     step: int = _f("Optimizer steps done.", "optimizer steps")
     adapter_dir: str = _f("The saved adapter (or model) folder.")
     run_dir: str = _f("The run folder.")
-    reason: str = _f("Why it stopped: `stop requested`, a signal's name, ….")
+    reason: str = _f("Why it stopped: `stop requested`, a signal's name, `diverged: …` (the divergence "
+                     "guard; the saved adapter is the last good state), `early stopping: …`.")
     metrics: dict = _f("As in finished.")
+    hint: str = _f("What to change, when the run stopped itself (a divergence names the lever).",
+                   always=False)
+    forgetting: dict | None = _f("As in finished (early stopping only).", always=False)
+    best_checkpoint: str = _f(BEST_HELP, always=False)
+
+
+# The forgetting dict (FinishedEvent.forgetting) in words: the one phrasing every client shows.
+
+def describe_forgetting(forgetting: dict | None) -> str:
+    """"general-text NLL +x% / answers changed on y of N general prompts" ('' for None)."""
+    if not forgetting:
+        return ""
+    parts = []
+    pct = forgetting.get("nll_change_pct")
+    if pct is None and forgetting.get("general_nll_base") and forgetting.get("general_nll_tuned") is not None:
+        pct = 100.0 * (forgetting["general_nll_tuned"] - forgetting["general_nll_base"]) / forgetting["general_nll_base"]
+    if pct is not None:
+        parts.append(f"general-text NLL {pct:+.1f}%")
+    if forgetting.get("n_prompts"):
+        parts.append(f"answers changed on {forgetting.get('changed_answers', 0)} of {forgetting['n_prompts']} "
+                     "general prompts")
+    return " / ".join(parts)
+
+
+def short_forgetting(forgetting: dict | None) -> str:
+    """A table cell: "NLL +3.1%, 5/16 changed" ('' for None)."""
+    if not forgetting:
+        return ""
+    text = describe_forgetting(forgetting)
+    return (text.replace("general-text NLL ", "NLL ").replace(" / ", ", ").replace("answers changed on ", "")
+            .replace(" general prompts", " changed").replace(" of ", "/"))
 
 
 EVENT_TYPES = tuple(EVENT_CLASSES)

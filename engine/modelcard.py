@@ -62,6 +62,13 @@ def _losses(metrics: dict) -> str:
              f"- evaluation loss: {num('eval_loss')}"]
     if metrics.get("steps") is not None:
         lines.append(f"- optimizer steps: {metrics['steps']}")
+    if metrics.get("best_value") is not None:
+        lines.append(f"- best {metrics.get('best_metric')}: {metrics['best_value']:.4f} at step {metrics.get('best_step')}")
+    if metrics.get("forgetting"):
+        from engine.evals import describe_forgetting
+
+        lines.append(f"- forgetting check: {describe_forgetting(metrics['forgetting'])} (PEFT Studio's bundled "
+                     "general reference: plain-English passages and general prompts, base vs tuned, greedy)")
     if metrics.get("train_examples") is not None:
         lines.append(f"- training examples: {metrics['train_examples']}"
                      + (f", held-out examples: {metrics['eval_examples']}" if metrics.get("eval_examples") else ""))

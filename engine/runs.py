@@ -4,10 +4,16 @@ A run directory is the source of truth: run.yaml (resolved config), events.jsonl
 adapter/. The index is a cache over run directories for fast listing; `RunIndex.record(dir)`
 (re)derives a row from the directory's files, so a crash or kill never leaves the index
 disagreeing with what is on disk for long: the next record or rescan fixes it.
+
+Besides status and losses a row keeps what the run's evaluation found: the forgetting check
+(the finished event's ``forgetting``, or ``forgetting.json`` that ``peft-studio eval`` writes)
+and the best state by the early-stopping metric. Imported runs (``peft-studio runs import``) are
+marked ``imported``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -15,6 +21,8 @@ from pathlib import Path
 
 from engine.events import TERMINAL_EVENTS, read_events
 from engine.paths import run_index_path
+
+FORGETTING_FILE = "forgetting.json"   # written by `peft-studio eval RUN` (engine.cli.eval)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -32,6 +40,11 @@ CREATE TABLE IF NOT EXISTS runs (
     updated    REAL
 )
 """
+# Columns added after the first release: an index written by an older version gains them on open.
+ADDED_COLUMNS = {"forgetting": "TEXT", "best_metric": "TEXT", "best_value": "REAL", "best_step": "INTEGER",
+                 "imported": "INTEGER"}
+COLUMNS = ["run_dir", "name", "model", "method", "status", "started", "finished", "steps", "final_loss",
+           "eval_loss", "adapter", *ADDED_COLUMNS]
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -44,8 +57,19 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+def read_forgetting(run_dir: Path, terminal: dict | None) -> dict | None:
+    """The run's forgetting check: its terminal event's, else a later ``peft-studio eval``'s."""
+    if terminal and terminal.get("forgetting"):
+        return terminal["forgetting"]
+    try:
+        return json.loads((Path(run_dir) / FORGETTING_FILE).read_text(encoding="utf-8")).get("forgetting")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def summarize(run_dir: str | os.PathLike) -> dict:
-    """What a run directory says about itself: status, progress, final numbers."""
+    """What a run directory says about itself: status, progress, final numbers, forgetting and
+    the best state (``forgetting`` is the dict of FinishedEvent.forgetting, or None)."""
     run_dir = Path(run_dir)
     events = read_events(run_dir / "events.jsonl")
     started = next((e for e in events if e["event"] == "started"), None)
@@ -60,12 +84,13 @@ def summarize(run_dir: str | os.PathLike) -> dict:
     else:
         status = "failed" if terminal else ("empty" if not events else "starting")
     metrics = (terminal or {}).get("metrics") or {}
+    imported = bool((started or {}).get("imported"))
     return {
         "run_dir": str(run_dir.resolve()),
         "name": run_dir.name,
         "model": (cfg.get("model") or {}).get("name_or_path"),
         "method": (cfg.get("method") or {}).get("name"),
-        "status": status,
+        "status": "imported" if imported else status,
         "started": (started or (events[0] if events else {})).get("time"),
         "finished": terminal["time"] if terminal else None,
         "steps": steps[-1]["step"] if steps else 0,
@@ -73,6 +98,11 @@ def summarize(run_dir: str | os.PathLike) -> dict:
         "eval_loss": metrics.get("eval_loss", evals[-1]["eval_loss"] if evals else None),
         "adapter": (terminal or {}).get("adapter_dir"),
         "error": (terminal or {}).get("error") if status == "failed" else None,
+        "forgetting": read_forgetting(run_dir, terminal),
+        "best_metric": metrics.get("best_metric"),
+        "best_value": metrics.get("best_value"),
+        "best_step": metrics.get("best_step"),
+        "imported": imported,
     }
 
 
@@ -82,6 +112,10 @@ class RunIndex:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute(SCHEMA)
+            have = {r["name"] for r in db.execute("PRAGMA table_info(runs)")}
+            for col, kind in ADDED_COLUMNS.items():
+                if col not in have:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
 
     def _connect(self):
         # WAL + a busy timeout: the studio reads while an engine process writes.
@@ -92,16 +126,15 @@ class RunIndex:
 
     def record(self, run_dir: str | os.PathLike) -> dict:
         row = summarize(run_dir)
-        cols = ["run_dir", "name", "model", "method", "status", "started", "finished", "steps",
-                "final_loss", "eval_loss", "adapter"]
+        values = [json.dumps(row[c]) if c == "forgetting" and row[c] is not None else row[c] for c in COLUMNS]
         with self._connect() as db:
-            db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}, updated) VALUES "
-                       f"({', '.join('?' * len(cols))}, ?)", [row[c] for c in cols] + [time.time()])
+            db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}, updated) VALUES "
+                       f"({', '.join('?' * len(COLUMNS))}, ?)", values + [time.time()])
         return row
 
     def list(self, limit: int = 100, refresh: bool = True) -> list[dict]:
         with self._connect() as db:
-            rows = [dict(r) for r in db.execute(
+            rows = [_row(r) for r in db.execute(
                 "SELECT * FROM runs ORDER BY COALESCE(started, updated) DESC LIMIT ?", (limit,))]
         out = []
         for r in rows:
@@ -115,3 +148,14 @@ class RunIndex:
     def forget(self, run_dir: str | os.PathLike) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM runs WHERE run_dir = ?", (str(Path(run_dir).resolve()),))
+
+
+def _row(r: sqlite3.Row) -> dict:
+    d = dict(r)
+    if d.get("forgetting"):
+        try:
+            d["forgetting"] = json.loads(d["forgetting"])
+        except ValueError:
+            d["forgetting"] = None
+    d["imported"] = bool(d.get("imported"))
+    return d

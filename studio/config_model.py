@@ -77,6 +77,8 @@ class ConfigModel(QObject):
             vals, errs = panel.values()
             sections[name] = vals
             errors.update(errs)
+        sections["eval"], errs = self.training.eval_values()  # the eval section lives in the Training panel
+        errors.update(errs)
         sections["output_dir"] = self.training.output()
         try:
             cfg = RunConfig.from_dict(sections, "the form")
@@ -106,4 +108,5 @@ class ConfigModel(QObject):
         self.data.set_values(cfg.data)
         self.method.set_values(cfg.method)
         self.training.set_values(cfg.train, cfg.output_dir)
+        self.training.set_eval_values(cfg.eval)
         self.validate_now()

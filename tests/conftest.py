@@ -14,6 +14,32 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _caches_out_of_home(tmp_path_factory):
+    """The run index, imported runs and cached forgetting figures go to temporary folders, never the
+    user's. What is costly to rebuild and the same for every test (the converted demo model, peft's
+    config schema) is linked from the real cache, which tests only read."""
+    from engine.paths import cache_dir
+
+    saved = {k: os.environ.get(k) for k in ("PEFT_STUDIO_CACHE", "PEFT_STUDIO_HOME")}
+    real = cache_dir()
+    root = tmp_path_factory.mktemp("peft-studio")
+    cache = root / "cache"
+    cache.mkdir()
+    if real.is_dir():
+        for entry in real.iterdir():
+            if entry.name == "models" or entry.name.startswith("peft-schema"):
+                (cache / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    os.environ.setdefault("PEFT_STUDIO_CACHE", str(cache))
+    os.environ.setdefault("PEFT_STUDIO_HOME", str(root / "home"))
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _data_cache(tmp_path_factory):
     """The prepared-data cache of every test (and its subprocesses) lives in a session folder."""
     old = os.environ.get("PEFT_STUDIO_DATA_CACHE")

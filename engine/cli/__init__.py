@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import cache, compare, data, demo, estimate, export, inspect, launch, runs, train
+from engine.cli import bench, cache, compare, data, demo, estimate, eval, export, inspect, launch, runs, train
 from engine.console import offline_env
 from engine.errors import UserError
 
-VERBS = (train, launch, demo, runs, inspect, estimate, export, compare, data, cache)
+VERBS = (train, launch, demo, runs, inspect, estimate, export, compare, data, cache, eval, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,8 @@ Public API (the studio and the trainer code against these names):
 * ``load_records(data_cfg, base_dir=None) -> LoadedData`` – files → internal records as Python
   lists (small data only).
 * ``make_collator(tokenizer, packing, max_length)`` and ``pack_examples(examples, max_length)``.
+* ``heldout_prompts(data_cfg, n, seed, base_dir)`` – the first held-out records as prompts with
+  their reference answers (sample generations at every evaluation).
 * ``render_segments(record, tokenizer, data_cfg)`` and ``token_lengths(records, tokenizer,
   data_cfg)`` – for the GUI's preview and length histogram.
 * ``cache`` – the data cache (``entries()``, ``clear()``, ``cache_root()``).
@@ -27,6 +29,7 @@ from engine.data.collate import PACKED_FORWARD_KWARGS, block_causal_mask, make_c
 from engine.data.errors import DataError
 from engine.data.examples import Examples
 from engine.data.formats import FORMATS
+from engine.data.heldout import conversation_of, heldout_prompts
 from engine.data.pipeline import (
     IGNORE_INDEX,
     LoadedData,
@@ -43,7 +46,8 @@ from engine.data.tasks import PreferenceShape, detect_preference, preference_rec
 
 __all__ = [
     "DataError", "Examples", "FORMATS", "IGNORE_INDEX", "LoadedData", "PreparedData", "PACKED_FORWARD_KWARGS",
-    "PreferenceShape", "Preview", "Statistics", "block_causal_mask", "chat_template_for", "data_report",
-    "detect_preference", "iter_statistics", "load_records", "make_collator", "pack_examples", "prepare_data",
-    "preference_record", "preview", "render_segments", "split_records", "token_lengths",
+    "PreferenceShape", "Preview", "Statistics", "block_causal_mask", "chat_template_for", "conversation_of",
+    "data_report", "detect_preference", "heldout_prompts", "iter_statistics", "load_records", "make_collator",
+    "pack_examples", "prepare_data", "preference_record", "preview", "render_segments", "split_records",
+    "token_lengths",
 ]

@@ -457,6 +457,14 @@ def open_raw(path: str, base_dir=None, sample_by: str = "document") -> RawSource
                      samples, meta["unit"])
 
 
+def row_at(raw: RawSource, i: int) -> Row:
+    """Record ``i`` (0-based, in file order, bad records included) of an opened source, parsed:
+    one random access into the memory-mapped Arrow data, no pass over the file."""
+    if raw.typed:
+        return Row(dict(raw.dataset[int(i)]), Where(raw.source, record=int(i) + 1), None, 0.0)
+    return to_row(_item_from_raw(raw.dataset, int(i), raw.source, raw.unit))
+
+
 def _item_from_raw(ds, i: int, source: str, unit: str) -> Item:
     r = ds[i]
     where = Where(source, line=r["__line"]) if unit == "line" else Where(source, record=r["__record"])

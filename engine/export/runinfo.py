@@ -60,10 +60,13 @@ class RunInfo:
         return self.run_dir.name
 
     def sources(self) -> list[tuple[str, Path]]:
-        """Every adapter of this run by label: ``final`` first, then checkpoints newest first."""
+        """Every adapter of this run by label: ``final`` first, ``best`` (when the run kept one),
+        then checkpoints newest first."""
         out = []
         if self.adapter_dir is not None:
             out.append(("final", self.adapter_dir))
+        if self.best is not None:
+            out.append(("best", self.best))
         out.extend((c.name, c) for c in reversed(self.checkpoints))
         return out
 
@@ -145,6 +148,8 @@ def _metrics_from_events(run_dir: Path) -> tuple[dict, str | None]:
             for k, v in (ev.get("metrics") or {}).items():
                 if v is not None:
                     metrics[k] = v
+            if ev.get("forgetting"):
+                metrics["forgetting"] = ev["forgetting"]
             if ev.get("step") is not None:
                 metrics["steps"] = ev["step"]
         elif kind == "started":
@@ -210,6 +215,12 @@ def load_run(path: str | Path) -> RunInfo:
     ckpts = sorted((c for c in ckpt_root.glob("checkpoint-*") if _has_adapter(c)), key=_step) \
         if ckpt_root.is_dir() else []
     metrics, status = _metrics_from_events(p)
+    if "forgetting" not in metrics:  # measured later by `peft-studio eval`
+        from engine.runs import read_forgetting
+
+        found = read_forgetting(p, None)
+        if found:
+            metrics["forgetting"] = found
     return RunInfo(run_dir=p, config=cfg, adapter_dir=adapter if _has_adapter(adapter) else None,
                    checkpoints=ckpts, metrics=metrics, status=status, best=_best(p, ckpts, metrics))
 

@@ -31,7 +31,8 @@ def training_args(cfg, run_dir: Path, has_eval: bool, packing: bool):
         logging_steps=t.logging_steps, logging_first_step=True,
         eval_strategy="steps" if eval_on else "no", eval_steps=t.eval_steps if eval_on else None,
         save_strategy="steps" if t.save_steps > 0 else "no", save_steps=t.save_steps or 500,
-        save_total_limit=t.save_total_limit, report_to=[], remove_unused_columns=False,
+        save_total_limit=t.save_total_limit, report_to=list(t.report_to) or "none",
+        run_name=run_dir.name, remove_unused_columns=False,
         dataloader_num_workers=t.dataloader_workers, disable_tqdm=True,
         dataloader_pin_memory=_cuda(),
         # Without it, ranks on a machine with no GPU each train alone (accelerate's state is NO

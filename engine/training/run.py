@@ -42,11 +42,14 @@ from engine.models import BaseTokenizer, load_tokenizer, resolve_source
 from engine.runs import RunIndex
 from engine.training.arguments import loraplus_optimizer, training_args
 from engine.training.build import build_for_training
+from engine.training.checks import forgetting_base, forgetting_tuned, setup_checks
 from engine.training.hints import hint_for
 from engine.training.resume import AlreadyComplete, find_checkpoint, plan_resume  # noqa: F401 (re-exported)
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
+from engine.training.trackers import check_trackers, trackers
 from engine.training.trainer import make_callback, make_resume_callback, make_trainer_class
+from engine.training.watch import divergence_lever
 
 ADAPTER_DIR = "adapter"
 EVENTS_FILE = "events.jsonl"
@@ -66,6 +69,9 @@ class RunResult:
     error: str | None = None
     hint: str | None = None
     user_error: bool = False
+    reason: str | None = None                # why a stopped run stopped (StoppedEvent.reason)
+    forgetting: dict | None = None           # the forgetting check (FinishedEvent.forgetting)
+    best_dir: Path | None = None             # the best state, when the run kept one
 
 
 def is_main_process() -> bool:
@@ -203,6 +209,11 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
     # Everything checkable from config files is checked before weights load (seconds, not minutes),
     # and before the run folder is touched.
     preflight(cfg)
+    check_trackers(cfg.train.report_to)
+    if cfg.eval.metric:
+        from engine.evals.metrics import load_metric
+
+        load_metric(cfg.eval.metric)  # a bad eval.metric fails now, not at the first evaluation
     checkpoint, lr_factor = plan_resume(cfg, run_dir)
     if folder.enabled:
         check_writable(run_dir)
@@ -240,8 +251,6 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
     """Train ``p`` to the end (or a stop), evaluate, save the adapter and report. The run folder
     is opened (``run.yaml`` written) when the Trainer begins its first step."""
     folder = folder or RunFolder(p.run_dir, enabled=False)
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     cfg, spec, run_dir, data = p.cfg, p.spec, p.run_dir, p.data
     model, total_params = p.built.model, p.built.total_params
     trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
@@ -264,17 +273,36 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
     if cfg.train.loraplus_lr_ratio > 0:
         optimizers = (loraplus_optimizer(model, cfg), None)
     method_callbacks = spec.trainer_callbacks(model, p.checkpoint) if spec.trainer_callbacks else []
+    sharded = cfg.train.distributed.shards
+    checks = setup_checks(p, reporter, counters, sharded)
+    for note in checks.notes:
+        reporter.log(note)
+    with trackers(cfg.train.report_to, run_dir):
+        return _fit_with(p, reporter, stop, folder, args, trainer_cls, counters, info, checks, method_callbacks,
+                         optimizers)
+
+
+def _fit_with(p, reporter, stop, folder, args, trainer_cls, counters, info, checks, method_callbacks, optimizers):
+    """fit()'s second half, inside the trackers' environment (engine.training.trackers)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    cfg, spec, run_dir, data, model = p.cfg, p.spec, p.run_dir, p.data, p.built.model
     trainer = trainer_cls(
         # Examples: sequences over memory-mapped Arrow rows (engine/data/examples.py), read a batch at a time.
         model=model, args=args, train_dataset=data.train,
         eval_dataset=data.eval if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
-        callbacks=[make_callback(reporter, stop, counters, info, before_start=lambda: folder.open(cfg)),
-                   make_resume_callback(p.lr_factor), *method_callbacks, held_bytes_callback(counters)],
+        # The sample answers run before the event callback (the eval event carries them); early
+        # stopping and the divergence guard after it (engine.training.watch).
+        callbacks=[*checks.before_events(),
+                   make_callback(reporter, stop, counters, info, before_start=lambda: folder.open(cfg)),
+                   *checks.after_events(), make_resume_callback(p.lr_factor), *method_callbacks,
+                   held_bytes_callback(counters)],
         optimizers=optimizers,
     )
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
         trainer.remove_callback(cb)
+    checks.attach(trainer)
     # What accelerate really set up (NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED): a run file asking
     # for FSDP that ends up replicated would otherwise go unnoticed.
     info["distributed_type"] = str(getattr(trainer.accelerator.distributed_type, "value",
@@ -283,15 +311,22 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
     reporter.log(p.built.loss_note)
     if p.checkpoint:
         reporter.log(f"Resuming from {p.checkpoint}")
+    base = forgetting_base(p, reporter, cfg.train.distributed.shards, trainer.is_world_process_zero(), checks.compute)
     out = trainer.train(resume_from_checkpoint=p.checkpoint)
     metrics = {"train_loss": out.training_loss, "global_step": trainer.state.global_step}
     if counters.get("rank_bytes"):
         # Parameters, gradients and optimizer state each rank held (engine.distributed.measure).
         metrics["rank_bytes"] = counters["rank_bytes"]
     stopped = stop.is_set() and trainer.state.global_step < trainer.state.max_steps
+    itself = checks.stopped_itself()   # the divergence guard or early stopping
+    if itself is not None:
+        stopped = True
+        stop.set(itself[0])
     if data.eval and not stopped:
-        ev = trainer.evaluate()
-        metrics["eval_loss"] = ev.get("eval_loss")
+        # The last step's evaluation ran inside the loop (watch.evaluate_at_end), before the
+        # Trainer's on_train_end closed the trackers; evaluating here would reach them after that.
+        final = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
+        metrics["eval_loss"] = final[-1]["eval_loss"] if final else trainer.evaluate().get("eval_loss")
     last_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     if last_losses:
         metrics["final_loss"] = last_losses[-1]
@@ -299,17 +334,37 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
     # Sharded (FSDP/ZeRO): every rank hands its slice to rank 0, which writes a whole adapter.
     gathered = gathered_trainable_state_dict(trainer.model_wrapped, trainer.accelerator) \
         if is_sharded(trainer.accelerator) else None
-    if trainer.is_world_process_zero():  # one writer; the other ranks wait for it
+    model_out = trainer.accelerator.unwrap_model(trainer.model)
+    # A diverged run holds its last good weights again (the guard restored them), unless they were
+    # too large to copy: then nothing is saved over the last checkpoint.
+    keep = not (checks.diverged and checks.guard.tripped.get("restored_step") is None)
+    if trainer.is_world_process_zero() and keep:  # one writer; the other ranks wait for it
         # Methods that are not peft tuners (BitFit, bottleneck, full…) save themselves.
         # The base's tokenizer files unchanged: padding is a training choice, not part of the model.
         base_tok = BaseTokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
-        model_out = trainer.accelerator.unwrap_model(trainer.model)
         save_adapter_atomic(saveable(model_out, spec), base_tok, adapter_dir, state_dict=gathered)
     trainer.accelerator.wait_for_everyone()
+    forgetting = None
+    if not checks.diverged and trainer.is_world_process_zero():
+        forgetting = forgetting_tuned(p, model_out, reporter, base, checks.compute)
+    best = checks.best
+    if best is not None:
+        metrics.update(best_metric=best["metric"], best_value=best["value"], best_step=best["step"])
+    extra = {"forgetting": forgetting} if forgetting is not None else {}
+    if checks.best_dir is not None:
+        extra["best_checkpoint"] = str(checks.best_dir)
+    result = dict(run_dir=run_dir, adapter_dir=adapter_dir if keep else None, metrics=metrics,
+                  forgetting=forgetting, best_dir=checks.best_dir)
     if stopped:
-        reporter.emit(StoppedEvent(step=trainer.state.global_step, adapter_dir=str(adapter_dir),
-                                   run_dir=str(run_dir), reason=stop.reason, metrics=metrics))
-        return RunResult("stopped", run_dir, adapter_dir, metrics)
+        hint = divergence_lever(cfg) if checks.diverged else ""
+        if checks.diverged:
+            restored = checks.guard.tripped.get("restored_step")
+            hint += (f" The adapter holds the last good weights (step {restored})." if restored is not None
+                     else " No earlier weights were kept (too large to copy); resume from the last checkpoint.")
+        reporter.emit(StoppedEvent(step=trainer.state.global_step, adapter_dir=str(adapter_dir) if keep else None,
+                                   run_dir=str(run_dir), reason=stop.reason, metrics=metrics,
+                                   **({"hint": hint} if hint else {}), **extra))
+        return RunResult("stopped", hint=hint or None, reason=stop.reason, **result)
     reporter.emit(FinishedEvent(adapter_dir=str(adapter_dir), run_dir=str(run_dir), metrics=metrics,
-                                step=trainer.state.global_step))
-    return RunResult("finished", run_dir, adapter_dir, metrics)
+                                step=trainer.state.global_step, **extra))
+    return RunResult("finished", **result)

@@ -78,8 +78,11 @@ def make_callback(reporter, stop: StopFlag, counters: dict, info: dict, before_s
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             metrics = metrics or {}
             if "eval_loss" in metrics:
+                # samples: left by the sample-answers callback (engine.training.watch), which runs first
+                samples = counters.pop("samples", None)
                 reporter.emit(EvalEvent(step=state.global_step, eval_loss=metrics["eval_loss"],
-                                        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
+                                        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                                        **({"samples": samples} if samples is not None else {})))
 
         def on_save(self, args, state, control, **kw):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"

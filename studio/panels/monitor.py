@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
+    QPushButton,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -27,6 +28,8 @@ from studio import theme
 from studio.lazy import np
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.series import Series
+from studio.tensorboard import TensorBoard
+from studio.watch import RunWatch
 from studio.widgets import Banner, PlotSlot, fmt_bytes, fmt_count, fmt_duration, fmt_number, muted
 
 ANTIALIAS_BELOW = 1500
@@ -73,6 +76,9 @@ class MonitorPanel(QWidget, PanelDefaults):
         # a run that starts or fails wants to be seen
         runs.sig_started.connect(lambda _run_dir: studio.show_panel(cls.key))
         runs.sig_failed.connect(lambda _info: studio.show_panel(cls.key))
+        # The runs overlay (Runs › Overlay in monitor): other runs' curves over this one.
+        studio.bus.sig_overlay.connect(panel.overlay)
+        studio.bus.sig_overlay.connect(lambda dirs: studio.show_panel(cls.key) if dirs else None)
         return panel
 
     def __init__(self, settings=None, parent=None):
@@ -92,6 +98,9 @@ class MonitorPanel(QWidget, PanelDefaults):
         self._t_last_step: float | None = None
         self._t_end: float | None = None
         self.run_dir = ""
+        # The runs overlay: [{"curve": studio.overlay.load_curves' dict, "series": Series, "items": [...]}]
+        self.overlays: list[dict] = []
+        self._overlay_task = None
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
@@ -132,6 +141,22 @@ class MonitorPanel(QWidget, PanelDefaults):
             tiles.addWidget(t)
         lay.addLayout(tiles)
 
+        # What the run's own checks found: warnings (marked on the plots at their step) and the
+        # forgetting check of the finished run.
+        self.watch = RunWatch()
+        self.markers: dict[str, list] = {}   # plot key → marker items drawn
+        self.warning_label = QLabel("")
+        self.warning_label.setObjectName("monitor-warnings")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("color: #c77c02;")
+        self.warning_label.hide()
+        lay.addWidget(self.warning_label)
+        self.forgetting_label = QLabel("")
+        self.forgetting_label.setObjectName("monitor-forgetting")
+        self.forgetting_label.setWordWrap(True)
+        self.forgetting_label.hide()
+        lay.addWidget(self.forgetting_label)
+
         controls = QHBoxLayout()
         controls.addWidget(QLabel("Smoothing:"))
         self.smoothing = QSlider(Qt.Orientation.Horizontal)
@@ -152,6 +177,26 @@ class MonitorPanel(QWidget, PanelDefaults):
         controls.addSpacing(16)
         controls.addWidget(self.log_scale)
         controls.addStretch(1)
+        self.btn_clear_overlay = QPushButton("Clear overlay")
+        self.btn_clear_overlay.setObjectName("clear-overlay")
+        self.btn_clear_overlay.setToolTip("Remove the other runs' curves (Runs › Overlay in monitor draws them)")
+        self.btn_clear_overlay.clicked.connect(lambda: self.set_overlay([]))
+        self.btn_clear_overlay.hide()
+        controls.addWidget(self.btn_clear_overlay)
+        self.tensorboard = TensorBoard(self)
+        self.tb_link = QLabel("")
+        self.tb_link.setObjectName("tensorboard-url")
+        self.tb_link.setOpenExternalLinks(True)
+        controls.addWidget(self.tb_link)
+        self.btn_tensorboard = QPushButton("TensorBoard")
+        self.btn_tensorboard.setObjectName("tensorboard-button")
+        self.btn_tensorboard.setToolTip("Start TensorBoard on this run's folder (runs write its files when "
+                                        "Training › Report to includes tensorboard)")
+        self.btn_tensorboard.setEnabled(False)
+        self.btn_tensorboard.clicked.connect(self.start_tensorboard)
+        controls.addWidget(self.btn_tensorboard)
+        self.tensorboard.sig_url.connect(self._tensorboard_url)
+        self.tensorboard.sig_error.connect(lambda msg: self.tb_link.setText(msg))
         lay.addLayout(controls)
 
         grid = QGridLayout()
@@ -201,6 +246,7 @@ class MonitorPanel(QWidget, PanelDefaults):
         vb.sigRangeChangedManually.connect(lambda *_, k=key: self._manual_range(k))
         self.slots[key].fill(p)
         self.plots[key] = p
+        self._draw_markers()
 
         def curve(color, name=None, width=2, **kw):
             return p.plot([], [], pen=pg.mkPen(color, width=width), name=name, **kw)
@@ -212,6 +258,7 @@ class MonitorPanel(QWidget, PanelDefaults):
             self.curves["eval"] = curve(theme.SERIES["eval"], "eval", symbol="o", symbolSize=6,
                                         symbolBrush=theme.SERIES["eval"], symbolPen=None)
             self._log_scale_changed(self.log_scale.isChecked())
+            self._draw_overlay()
         elif key == "mem":
             p.setLabel("left", units="B")
             self.curves["mem"] = curve(theme.SERIES["mem"], "allocated")
@@ -232,6 +279,10 @@ class MonitorPanel(QWidget, PanelDefaults):
         self.banner.hide()
         for t in self.tiles.values():
             t.set("—")
+        self.watch.reset()
+        self._clear_markers()
+        self.warning_label.hide()
+        self.forgetting_label.hide()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.time_label.setText("")
@@ -250,11 +301,19 @@ class MonitorPanel(QWidget, PanelDefaults):
         self.set_run_dir(run_dir)
 
     def set_run_dir(self, run_dir: str) -> None:
+        if run_dir != self.run_dir:
+            self.tensorboard.stop()
+            self.tb_link.setText("")
         self.run_dir = run_dir
         self.run_label.setText(f"  {run_dir}" if run_dir else "")
+        self.btn_tensorboard.setEnabled(bool(run_dir))
 
     def on_event(self, ev: dict) -> None:
         kind = ev.get("event")
+        for w in self.watch.feed(ev):
+            self._add_warning(w)
+        if kind in ("finished", "stopped") and ev.get("forgetting"):
+            self.show_forgetting(ev["forgetting"])
         if kind == "started":
             if not ev.get("resumed_from_step"):
                 self.reset()
@@ -322,9 +381,123 @@ class MonitorPanel(QWidget, PanelDefaults):
         last_eval = self.series["eval"].last()
         self.tiles["eval"].set(fmt_number(last_eval) if last_eval is not None else "—")
 
+    # -- warnings, forgetting, TensorBoard ------------------------------------------------------
+    def _add_warning(self, w) -> None:
+        shown = self.watch.warnings[-3:]
+        self.warning_label.setText("⚠ " + "\n⚠ ".join(x.message for x in shown))
+        self.warning_label.show()
+        self._draw_markers()
+
+    def _clear_markers(self) -> None:
+        for key, items in self.markers.items():
+            plot = self.plots.get(key)
+            for item in items:
+                if plot is not None:
+                    plot.removeItem(item)
+        self.markers = {}
+
+    def _draw_markers(self) -> None:
+        """A dashed line with a short label at each warning's step, on its plot (once plots exist)."""
+        if not self.plots:
+            return
+        import pyqtgraph as pg
+
+        drawn = {id(getattr(m, "warning", None)) for items in self.markers.values() for m in items}
+        for w in self.watch.warnings:
+            if id(w) in drawn or w.plot not in self.plots:
+                continue
+            line = pg.InfiniteLine(pos=w.step, angle=90, movable=False,
+                                   pen=pg.mkPen("#d9822b", width=1.5, style=Qt.PenStyle.DashLine),
+                                   label="overfitting?" if w.kind == "overfitting" else "grad spike",
+                                   labelOpts={"position": 0.92, "color": "#d9822b", "movable": False})
+            line.warning = w
+            line.setToolTip(w.message)
+            self.plots[w.plot].addItem(line)
+            self.markers.setdefault(w.plot, []).append(line)
+
+    def marker_steps(self, plot: str) -> list[int]:
+        """Steps marked on ``plot`` (tests)."""
+        return [int(m.value()) for m in self.markers.get(plot, [])]
+
+    def show_forgetting(self, forgetting: dict) -> None:
+        from engine.evals import describe_forgetting
+
+        text = describe_forgetting(forgetting)
+        if text:
+            self.forgetting_label.setText(f"Forgetting check: {text} (base → tuned, bundled general reference)")
+            self.forgetting_label.show()
+
+    def start_tensorboard(self) -> None:
+        if self.run_dir:
+            self.tb_link.setText("Starting TensorBoard…")
+            self.tensorboard.start(self.run_dir)
+
+    def _tensorboard_url(self, url: str) -> None:
+        self.tb_link.setText(f'TensorBoard: <a href="{url}">{url}</a>')
+
+    def shutdown(self) -> None:
+        self.tensorboard.stop()
+
     def show_failure(self, info: dict) -> None:
         self.banner.show_message(f"The run failed: {info.get('error')}", info.get("hint", ""),
                                  info.get("log_tail", ""))
+
+    # -- the runs overlay ----------------------------------------------------------------------
+    def overlay(self, run_dirs: list[str]) -> None:
+        """Draw these runs' loss curves over the shown run's (read off the UI thread; [] clears)."""
+        from studio.overlay import load_curves
+        from studio.tasks import start_thread
+
+        mine = str(self.run_dir)
+        dirs = [d for d in run_dirs if d != mine]  # the shown run is drawn already
+        if not dirs:
+            self.set_overlay([])
+            return
+        self._overlay_task = start_thread(load_curves, dirs, parent=self)
+        self._overlay_task.sig_result.connect(self.set_overlay)
+
+    def set_overlay(self, curves: list[dict]) -> None:
+        """Replace the overlaid runs with ``curves`` (studio.overlay.load_curves' dicts)."""
+        for o in self.overlays:
+            for item in o["items"]:
+                if "loss" in self.plots:
+                    self.plots["loss"].removeItem(item)
+        self.overlays = []
+        for curve in curves:
+            series = Series()
+            series.set_weight(self.smoothing.value() / 100)
+            for x, y in curve["loss"]:
+                series.append(x, y)
+            self.overlays.append({"curve": curve, "series": series, "items": []})
+        self.btn_clear_overlay.setVisible(bool(self.overlays))
+        self._draw_overlay()
+
+    def _draw_overlay(self) -> None:
+        if "loss" not in self.plots:
+            return  # drawn when the plot is built
+        import pyqtgraph as pg
+
+        from studio.overlay import COLORS, label
+
+        p = self.plots["loss"]
+        for i, o in enumerate(self.overlays):
+            color = COLORS[i % len(COLORS)]
+            if not o["items"]:
+                train = p.plot([], [], pen=pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine), name=label(o["curve"]))
+                ev = p.plot([], [], pen=None, symbol="t", symbolSize=7, symbolBrush=color, symbolPen=None)
+                o["items"] = [train, ev]
+            train, ev = o["items"]
+            train.setData(*o["series"].smoothed())
+            xs = [x for x, _ in o["curve"]["eval"]]
+            ev.setData(xs, [y for _, y in o["curve"]["eval"]])
+        self._manual.discard("loss")
+        self._fit("loss")
+
+    def overlay_names(self) -> list[str]:
+        """The legend names of the overlaid runs (tests)."""
+        from studio.overlay import label
+
+        return [label(o["curve"]) for o in self.overlays]
 
     # -- drawing -----------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -390,12 +563,19 @@ class MonitorPanel(QWidget, PanelDefaults):
             x, y = self.series[name].data()
             xs.append(x)
             ys.append(y)
+        if key == "loss":  # the overlaid runs share the axes
+            for o in self.overlays:
+                x, y = o["series"].smoothed()
+                xs += [x, np.asarray([p[0] for p in o["curve"]["eval"]], dtype=float)]
+                ys += [y, np.asarray([p[1] for p in o["curve"]["eval"]], dtype=float)]
         x = np.concatenate(xs) if xs else np.zeros(0)
         y = np.concatenate(ys) if ys else np.zeros(0)
         if not len(x):
             return
         last = float(x.max())
         hi = float(self.total_steps) if self.total_steps >= last else _nice_ceiling(last * 1.25)
+        if self.overlays and key == "loss":
+            hi = max(hi, last)
         lo = min(0.0, float(x.min()))
         (vx0, vx1), (vy0, vy1) = vb.viewRange()
         pad = 0.02 * (hi - lo)
@@ -434,6 +614,10 @@ class MonitorPanel(QWidget, PanelDefaults):
     def _smoothing_changed(self, v: int) -> None:
         self.smoothing_value.setText(f"{v / 100:.2f}")
         self.series["loss"].set_weight(v / 100)
+        for o in self.overlays:
+            o["series"].set_weight(v / 100)
+        if self.overlays:
+            self._draw_overlay()
         if self.settings:
             self.settings.set("monitor/smoothing", v)
         self._dirty = True

@@ -16,10 +16,12 @@ from studio.panels.model import ModelPanel
 from studio.panels.monitor import MonitorPanel
 from studio.panels.playground import PlaygroundPanel
 from studio.panels.runs import RunsPanel
+from studio.panels.samples import SamplesPanel
 from studio.panels.training import TrainingPanel
 
 PANELS: list[type[Panel]] = [
     MonitorPanel,      # central tabs
+    SamplesPanel,
     DataPanel,
     PlaygroundPanel,
     ExportPanel,

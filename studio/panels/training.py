@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -14,8 +16,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import RunConfig, TrainConfig
-from studio.forms import ERROR_COLOR, DataclassForm
+from engine.config import EvalConfig, RunConfig, TrainConfig
+from engine.fields import is_section
+from studio.forms import ERROR_COLOR, DataclassForm, field_label
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.where_to_run import WhereToRun
 
@@ -59,8 +62,29 @@ class TrainingPanel(QWidget, PanelDefaults):
         box = QGroupBox("Training")
         self.form = DataclassForm(TrainConfig, "train")
         self.form.sig_changed.connect(self.sig_changed)
-        QVBoxLayout(box).addWidget(self.form)
+        box_lay = QVBoxLayout(box)
+        box_lay.addWidget(self.form)
+        # train's nested sections (early_stopping, divergence, …) each get a form of their own,
+        # generated like every other; train.distributed has its own widget (Where to run).
+        self.sections: dict[str, DataclassForm] = {}
+        for f in dataclasses.fields(TrainConfig):
+            if is_section(f) and f.name != "distributed":
+                sub = QGroupBox(field_label(f.name))
+                sub.setToolTip(f.metadata.get("help", ""))
+                form = DataclassForm(type(f.default_factory()), f"train.{f.name}")
+                form.sig_changed.connect(self.sig_changed)
+                QVBoxLayout(sub).addWidget(form)
+                box_lay.addWidget(sub)
+                self.sections[f.name] = form
         lay.addWidget(box)
+
+        # The run file's eval section: samples, the task metric and the forgetting check.
+        eval_box = QGroupBox("Evaluation")
+        eval_box.setToolTip((EvalConfig.__doc__ or "").strip())
+        self.eval_form = DataclassForm(EvalConfig, "eval")
+        self.eval_form.sig_changed.connect(self.sig_changed)
+        QVBoxLayout(eval_box).addWidget(self.eval_form)
+        lay.addWidget(eval_box)
 
         # train.distributed: this machine's GPUs and processes, or a cluster script.
         self.where = WhereToRun()
@@ -87,7 +111,17 @@ class TrainingPanel(QWidget, PanelDefaults):
         vals, errors = self.form.values()
         vals["distributed"], where_errors = self.where.values()
         errors.update(where_errors)
+        for name, form in self.sections.items():
+            vals[name], errs = form.values()
+            errors.update(errs)
         return vals, errors
+
+    def eval_values(self) -> tuple[dict, dict]:
+        """The run file's eval section (values, {path: message})."""
+        return self.eval_form.values()
+
+    def set_eval_values(self, eval_cfg: EvalConfig) -> None:
+        self.eval_form.set_values(eval_cfg)
 
     def output(self) -> str:
         return self.output_dir.text().strip()
@@ -97,10 +131,14 @@ class TrainingPanel(QWidget, PanelDefaults):
         self.output_dir.setText(output_dir)
         self.output_dir.blockSignals(False)
         self.form.set_values(train_cfg)
+        for name, form in self.sections.items():
+            form.set_values(getattr(train_cfg, name))
         self.where.set_values(train_cfg.distributed)
 
     def set_errors(self, errors: dict) -> None:
         self.form.set_errors(errors)
+        for form in (*self.sections.values(), self.eval_form):
+            form.set_errors(errors)
         self.where.set_errors(errors)
         msg = errors.get("output_dir")
         self.output_error.setText(msg or "")

@@ -69,3 +69,25 @@ def test_the_human_rendering_of_a_failure_never_shows_a_traceback():
     line = event_line({"event": "failed", "error": "RuntimeError: boom", "hint": "report it",
                        "traceback": "Traceback (most recent call last):\n  File x"})
     assert line == "error: RuntimeError: boom\nhint: report it"
+
+
+def test_eval_stopped_and_finished_lines_carry_samples_hint_and_forgetting():
+    """Issue 16 in the terminal: the samples' metrics and two answers under the eval loss, the
+    lever a stopped run names, and the forgetting check in words."""
+    text = event_line({"event": "eval", "step": 5, "eval_loss": 1.25,
+                       "metrics": {"eval_loss": 1.25, "eval_runtime": 0.3, "eval_exact_match": 0.5,
+                                   "eval_token_f1": 0.75, "eval_persona": 0.4},
+                       "samples": [{"prompt": "Hi?", "reference": "Ahoy!", "answer": "Ahoy, matey!"},
+                                   {"prompt": "Who are you?", "reference": "A pirate.", "answer": "A pirate."},
+                                   {"prompt": "third", "reference": "", "answer": "not shown"}]})
+    lines = text.splitlines()
+    assert lines[0] == "eval loss 1.2500 at step 5, exact match 0.50, token f1 0.75, persona 0.40"
+    assert lines[1:] == ["  Hi? → Ahoy, matey!", "  Who are you? → A pirate."]
+    stopped = event_line({"event": "stopped", "step": 3, "reason": "diverged", "adapter_dir": "/r/adapter",
+                          "hint": "Lower train.lr (now 10).", "metrics": {}}).splitlines()
+    assert stopped == ["stopped (diverged) at step 3. Adapter: /r/adapter", "hint: Lower train.lr (now 10)."]
+    finished = event_line({"event": "finished", "step": 9, "adapter_dir": "/r/adapter", "metrics": {},
+                           "forgetting": {"general_nll_base": 2.0, "general_nll_tuned": 2.1,
+                                          "changed_answers": 3, "n_prompts": 16}}).splitlines()
+    assert finished[1] == ("forgetting check: general-text NLL +5.0% / answers changed on 3 of 16 "
+                           "general prompts")

@@ -421,6 +421,9 @@ def test_compare_methods_writes_one_row_per_method(tiny_model_dir, tmp_path):
     peak = json.loads((tmp_path / "cmp" / "lora" / "compare-peak.json").read_text())
     assert peak["device"] == "cpu" and peak["peak_bytes"] > 0  # the child measured itself too
     assert "no bias parameters" in lines[2]
+    # the forgetting check's columns (issue 16): NLL base → tuned and changed general answers
+    assert lines[0].split("|")[-4].strip() == "general NLL (base → tuned)"
+    assert "→" in lora[-4] and "%)" in lora[-4] and lora[-3].strip().endswith("of 16")
     text = doc.read_text()
     assert text.startswith("# Methods\n\nintro") and "Machine:" in text and "| lora |" in text
 

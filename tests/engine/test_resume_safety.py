@@ -164,3 +164,20 @@ def test_the_settings_that_may_change_on_resume_are_documented():
     doc = (REPO / "docs" / "resume.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"^\| `([a-z_]+(?:\.[a-z_]+)?)` \|", doc, flags=re.M))
     assert listed == set(MAY_CHANGE)
+
+
+def test_what_watches_a_run_may_change_on_resume_but_its_training_may_not(tmp_path):
+    """Sample prompts, the user metric, trackers, early stopping, the divergence guard and the
+    forgetting check only watch the run: a resume may change them (issue 16's fields)."""
+    from engine.config import RunConfig
+    from engine.training.resume import changed_fixed_fields
+
+    before = RunConfig()
+    after = RunConfig()
+    after.eval.samples, after.eval.prompts, after.eval.forgetting = 2, ["Hello?"], False
+    after.train.report_to = ["tensorboard"]
+    after.train.early_stopping.patience, after.train.keep_best = 3, False
+    after.train.divergence.factor = 8.0
+    assert changed_fixed_fields(before, after) == []
+    after.train.batch_size = before.train.batch_size * 2
+    assert [f for f, _, _ in changed_fixed_fields(before, after)] == ["train.batch_size"]

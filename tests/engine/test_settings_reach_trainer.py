@@ -205,6 +205,34 @@ def test_loraplus_ratio_multiplies_the_b_matrices_learning_rate(base_cfg, monkey
             assert group["lr"] == pytest.approx(1e-4)
 
 
+@checks("train.report_to", "train.early_stopping", "train.keep_best", "train.divergence")
+def test_what_watches_the_run_reaches_the_trainer(base_cfg, monkeypatch):
+    """Issue 16's fields: the trackers are the Trainer's own callbacks; early stopping (with the
+    best state) and the divergence guard are callbacks holding the fields' values. Their behaviour
+    is tested in tests/engine/test_evals.py."""
+    from engine.config import DivergenceConfig, EarlyStoppingConfig
+
+    cfg = base_cfg(**{"train.report_to": ["tensorboard"], "train.eval_steps": 2, "data.validation_split": 0.2,
+                      "train.keep_best": True,
+                      "train.early_stopping": EarlyStoppingConfig(metric="eval_loss", patience=2, min_delta=0.01),
+                      "train.divergence": DivergenceConfig(enabled=True, factor=5.0, steps=2)})
+    cfg.eval.forgetting = False
+    trainer, _ = capture(cfg, monkeypatch)
+    assert trainer.args.report_to == ["tensorboard"]
+    names = {type(c).__name__: c for c in trainer.callback_handler.callbacks}
+    assert "TensorBoardCallback" in names
+    stopper, guard = names["EarlyStopping"], names["DivergenceGuard"]
+    assert (stopper.metric, stopper.patience, stopper.min_delta, stopper.lower) == ("eval_loss", 2, 0.01, True)
+    assert stopper.keeps_best and (guard.factor, guard.steps) == (5.0, 2)
+    cfg = base_cfg(**{"train.eval_steps": 2, "data.validation_split": 0.2, "train.keep_best": False,
+                      "train.divergence": DivergenceConfig(enabled=False)})
+    cfg.eval.forgetting = False
+    trainer, _ = capture(cfg, monkeypatch)
+    names = {type(c).__name__: c for c in trainer.callback_handler.callbacks}
+    assert trainer.args.report_to == [] and "TensorBoardCallback" not in names
+    assert "DivergenceGuard" not in names and not names["EarlyStopping"].keeps_best
+
+
 @checks("train.loss_impl", "train.loss_chunk_tokens")
 def test_loss_implementation_and_chunk(base_cfg, monkeypatch):
     from engine.training.loss import LinearCrossEntropyLoss
