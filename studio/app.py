@@ -20,7 +20,9 @@ _T0 = time.perf_counter()
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="peft-studio studio", description="The PEFT Studio desktop app.")
     p.add_argument("run_file", nargs="?", help="a run YAML file to open")
-    p.add_argument("--demo", action="store_true", help="preselect the demo model and data set")
+    p.add_argument("--demo", action="store_true",
+                   help="preselect the demo model and data set when there are no saved settings yet "
+                        "(saved settings are kept; File > Load demo settings asks for the demo)")
     p.add_argument("--demo-steps", type=int, metavar="N",
                    help="smoke mode: run the demo for N steps, then exit (0 when it finished)")
     p.add_argument("--screenshot", metavar="PATH", help="with --demo-steps: save a PNG of the window at the end")
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         from studio.demo import demo_config
 
         initial = demo_config(steps=args.demo_steps, out=args.output or os.path.join(tmp, "run"))
-    elif args.demo:
+    elif args.demo and not settings.get("last/config"):
+        # Only a first launch gets the demo: `make run` must never throw away the user's own setup.
         from studio.demo import demo_config
 
         initial = demo_config()
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             initial = RunConfig.load(args.run_file)
         except ConfigError as e:
             load_error = e
-    win = MainWindow(settings=settings, initial=initial, reattach=not (smoke or args.demo or args.run_file))
+    # Re-attach on every launch (with --demo and a run file too): a run left training must show up.
+    win = MainWindow(settings=settings, initial=initial, reattach=not smoke)
     if args.size:
         w, h = (int(x) for x in args.size.lower().split("x"))
         win.resize(w, h)

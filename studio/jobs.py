@@ -111,6 +111,10 @@ class Preview:
     rows: list = field(default_factory=list)      # [[text, trained], …] per example
     lengths: list = field(default_factory=list)
     error: str = ""
+    # The data itself was refused (a DataError): Start is gated on it. False for problems that
+    # are not the file's (the model's tokenizer cannot be loaded).
+    rejected: bool = False
+    error_field: str = ""    # the setting the refusal names (data.columns, data.format, …) or ''
 
 
 _TOKENIZERS: dict = {}
@@ -135,7 +139,8 @@ def preview(state, cfg: dict) -> dict:
     try:
         loaded = load_records(data_cfg)
     except DataError as e:
-        p = Preview(error=str(e))
+        field_name = e.field if isinstance(e.field, str) and e.field.startswith("data.") else ""
+        p = Preview(error=str(e), rejected=True, error_field=field_name)
         try:  # the columns still let the user fix the mapping
             from engine.data.readers import read_table
 

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QStyle, QToolBar
 from engine.config import RunConfig
 from studio import tasks
 from studio.config_model import ConfigModel
+from studio.controls import go_to
 from studio.dialogs import ask_close_during_run, show_about, show_shortcuts
 from studio.errors import show_error
 from studio.layout import WindowLayout
@@ -41,12 +42,13 @@ class MainWindow(QMainWindow):
         self.files = RunFiles(self.settings, self.config_model, self)
         self.runs = RunController(self.settings, self.config_model, self.files.load_run_config, supervisor, self)
         self.studio = Studio(self.settings, self.config_model, self.runs, self.files, Bus(self),
-                             show_panel=lambda key: self.placement.show_panel(key), dialog_parent=self)
+                             show_panel=lambda key: self.placement.show_panel(key), dialog_parent=self,
+                             go_to=self.go_to)
         self.panels = build_panels(self.studio)
         p = self.panels
         self.config_model.bind(p["model"], p["data"], p["method"], p["training"])
         self.placement = WindowLayout(self, self.panels, self.settings)
-        self.status = StatusLine(self.statusBar())
+        self.status = StatusLine(self.statusBar(), self.go_to)
         self._make_menus()
         self._wire()
         self.placement.restore()
@@ -109,10 +111,11 @@ class MainWindow(QMainWindow):
     def _wire(self):
         status = self.status
         self.config_model.sig_errors.connect(status.show_errors)
+        self.config_model.sig_warnings.connect(status.show_warnings)
         self.runs.sig_state.connect(status.show_state)
         for source in (self.runs, self.files):
             source.sig_message.connect(status.show_message)
-            source.sig_error.connect(lambda title, text: show_error(self, title, text))
+            source.sig_error.connect(lambda title, text: show_error(self, title, text, go_to=self.go_to))
         self.runs.sig_close_ready.connect(self.close)
 
     # -- plots: pyqtgraph loads after the window shows ----------------------------------------------
@@ -142,6 +145,10 @@ class MainWindow(QMainWindow):
 
     def plots_ready(self) -> bool:
         return bool(self._plot_steps) and self._plots_built >= len(self._plot_steps)
+
+    def go_to(self, path: str) -> bool:
+        """Show and focus the control that sets run-file ``path`` (the "Go to …" buttons)."""
+        return go_to(self.placement.show_panel, self.panels, path)
 
     # -- menu actions that need a panel -------------------------------------------------------------
     def _open_data(self):

@@ -22,7 +22,9 @@ from studio.config_model import ConfigModel
 from studio.messages import plain_message
 from studio.run_dirs import display_path, has_checkpoint, last_pid, prepare_run
 from studio.settings import Settings
+from studio.summary import what_will_train
 from studio.supervisor import RunSupervisor
+from studio.wording import control_name, window_text
 
 ENDED = ("finished", "stopped", "failed")
 START_TIP = "Start training (Ctrl+Enter)"
@@ -94,10 +96,12 @@ class RunController(QObject):
         ok = not errors and self.config.config is not None
         self.act_start.setEnabled(ok and not active)
         if errors:
-            lines = "\n".join(f"{p}: {m}" for p, m in errors.items())
-            self.act_start.setToolTip(f"Fix these first:\n{lines}")
+            lines = "\n".join(f"• {control_name(p)}: {window_text(m)}" for p, m in errors.items())
+            self.act_start.setToolTip(f"Start is off until these are fixed:\n{lines}")
+        elif active:
+            self.act_start.setToolTip("A run is in progress: Start is available again when it ends.")
         else:
-            self.act_start.setToolTip(START_TIP)
+            self.act_start.setToolTip(f"{START_TIP}\n{what_will_train(self.config.config)}")
         self.act_stop.setEnabled(self.supervisor.state in ("starting", "running"))
         self.act_kill.setEnabled(active)
         cfg = self.config.config
@@ -125,7 +129,9 @@ class RunController(QObject):
             return False
         cfg, errors = self.config.validate_now()
         if errors or cfg is None:
-            self.sig_message.emit("Fix the marked fields before starting.")
+            path, msg = next(iter(errors.items()), ("", "the settings are incomplete"))
+            self.sig_message.emit(f"Start is off — {control_name(path)}: {window_text(msg)}" if path
+                                  else "Fix the marked fields before starting.")
             return False
         try:
             run_cfg, run_file = prepare_run(cfg, resume=resume)

@@ -40,6 +40,8 @@ KEYS: dict[str, Key] = {k.name: k for k in [
     Key("monitor/log_scale", bool, False, "Loss plot on a log scale."),
     Key("estimate/gpu", str, "", "GPU chosen for the memory estimate ('' = detected)."),
     Key("ui/show_advanced", bool, False, "Show advanced fields in the forms."),
+    Key("ui/auto_run_name", bool, True, "Name each run folder after its model, method and data."),
+    Key("data/column_maps", str, "{}", "Column mappings by data file (JSON: {path: {role: column}})."),
 ]}
 
 MAX_RECENT = 15

@@ -208,9 +208,11 @@ class RunSupervisor(QObject):
     sig_finished = Signal(object)  # the terminal event: ``finished`` or ``stopped``
     sig_failed = Signal(object)    # {error, hint, log_tail, exit_code}
 
-    def __init__(self, parent=None, command=engine_command, stop_timeout_s: float = 120.0):
+    def __init__(self, parent=None, command=None, stop_timeout_s: float = 120.0):
         super().__init__(parent)
-        self.command = command
+        # looked up when the supervisor is made, not when this module is: a test (and the studio
+        # process test) can point every supervisor at a stand-in engine
+        self.command = command or engine_command
         self.stop_timeout_s = stop_timeout_s
         self.state = "idle"
         self.run_dir: Path | None = None

@@ -51,6 +51,8 @@ class Studio:
     bus: Bus
     show_panel: Callable[[str], None]     # raise the panel with this key (its tab or dock)
     dialog_parent: QWidget | None = None
+    # take the user to the control that sets a run-file path ("Go to …" buttons; studio/controls.py)
+    go_to: Callable[[str], bool] = lambda path: False
 
 
 @runtime_checkable
