@@ -63,10 +63,12 @@ def cached_models(state) -> list[str]:
     return list(list_cached_models())
 
 
-def count(state, cfg: dict) -> dict:
-    from engine.estimate import count_params
+def count(state, cfg: dict, gpu: str | None = None) -> dict:
+    """Parameter counts and the saved size, for the device the estimate judges against (``gpu``;
+    None: this machine), so the method panel and the estimate show one size."""
+    from engine.estimate import count_params_on
 
-    return jsonable(count_params(_config(cfg)))
+    return jsonable(count_params_on(_config(cfg), gpu))
 
 
 def estimate(state, cfg: dict, gpu: str | None) -> dict:

@@ -122,6 +122,7 @@ class MainWindow(QMainWindow):
     def showEvent(self, e):
         super().showEvent(e)
         if self._plot_steps is None:
+            QTimer.singleShot(0, self.placement.check_fit)  # a saved layout that squeezes the tabs is reset
             self._plot_steps = []
             # pyqtgraph costs ~0.5 s to import and the plots ~0.3 s to build: import it in a thread
             # (plain Python, so the UI keeps its GIL slices), then build one plot per event-loop

@@ -27,6 +27,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from engine.events import TERMINAL_EVENTS, parse_event_line
+from studio.logtext import relevant_tail
 from studio.process import child_env
 
 LOG_TAIL_LINES = 40
@@ -34,7 +35,8 @@ STDERR_FILE = "engine.log"
 
 
 def engine_command(run_yaml: str) -> list[str]:
-    return [sys.executable, "-m", "engine", "train", str(run_yaml)]
+    # --format json: stdout carries only events (the CLI's human lines are for terminals)
+    return [sys.executable, "-m", "engine", "train", str(run_yaml), "--format", "json"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -345,8 +347,8 @@ class RunSupervisor(QObject):
                 lines = [ln.rsplit("\r", 1)[-1] for ln in text.splitlines()] + lines
             except OSError:
                 pass
-        lines = [ln for ln in lines if ln.strip()]
-        return "\n".join(lines[-LOG_TAIL_LINES:])
+        # the lines that explain a failure, not the libraries' FutureWarnings and progress bars
+        return relevant_tail("\n".join(lines), LOG_TAIL_LINES)
 
     # -- internals ---------------------------------------------------------------------------
     def _reset(self, run_dir: Path, attached: bool):

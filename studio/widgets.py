@@ -58,13 +58,29 @@ def fmt_number(x, digits: int = 4) -> str:
 
 
 def scroll(widget: QWidget) -> QScrollArea:
-    """Wrap a form so a short window scrolls instead of squashing rows."""
+    """Wrap a form so a short or narrow window scrolls instead of squashing or cutting rows off
+    (a dock narrower than its fields gets a horizontal scroll bar, never clipped numbers)."""
     area = QScrollArea()
     area.setWidget(widget)
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
     return area
+
+
+def scrolled_body(panel: QWidget, margins: int | None = None) -> QVBoxLayout:
+    """Give ``panel`` a scroll area as its only child and return the layout to fill it with: a
+    central tab whose content does not fit (a 1280×720 laptop) scrolls, and the window's minimum
+    size never grows with a panel's content."""
+    outer = QVBoxLayout(panel)
+    outer.setContentsMargins(0, 0, 0, 0)
+    body = QWidget()
+    body.setObjectName(f"{panel.objectName() or type(panel).__name__}-body")
+    outer.addWidget(scroll(body))
+    lay = QVBoxLayout(body)
+    if margins is not None:
+        lay.setContentsMargins(margins, margins, margins, margins)
+    return lay
 
 
 def heading(text: str) -> QLabel:
@@ -130,6 +146,12 @@ class Banner(QFrame):
         self.title.setWordWrap(True)
         self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         top.addWidget(self.title, 1)
+        self.action = QPushButton()
+        self.action.setObjectName("banner-action")
+        self.action.hide()
+        self.action.clicked.connect(self._act)
+        self._callback = None
+        top.addWidget(self.action)
         self.toggle = QPushButton("Show log")
         self.toggle.setCheckable(True)
         self.toggle.toggled.connect(self._toggle_log)
@@ -151,14 +173,23 @@ class Banner(QFrame):
         self._restyle()
         self.hide()
 
-    def show_message(self, title: str, hint: str = "", log_tail: str = "") -> None:
+    def show_message(self, title: str, hint: str = "", log_tail: str = "", action: str = "",
+                     callback=None) -> None:
+        """``action``/``callback``: a button that takes the user where the fix is ("Go to …")."""
         self.title.setText(title)
         self.hint.setText(hint)
         self.hint.setVisible(bool(hint))
         self.log.setPlainText(log_tail)
         self.toggle.setVisible(bool(log_tail))
         self.toggle.setChecked(False)
+        self._callback = callback
+        self.action.setText(action)
+        self.action.setVisible(bool(action and callback))
         self.show()
+
+    def _act(self):
+        if self._callback is not None:
+            self._callback()
 
     def dismiss(self):
         self.hide()

@@ -38,6 +38,7 @@ class Bus(QObject):
     """Signals one panel publishes for others, so that no panel needs another one."""
 
     sig_model_info = Signal(object)  # engine inspect_model's dict for the chosen model, or None while unknown
+    sig_device = Signal(object)      # the device the estimate judges against: a GPU name/size, or None (this machine)
 
 
 @dataclass

@@ -41,7 +41,7 @@ from studio.lazy import np
 from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import LatestJob
-from studio.widgets import PlotSlot, heading, muted, scroll
+from studio.widgets import PlotSlot, heading, muted, scroll, scrolled_body
 from studio.wording import window_text
 
 CELL_CHARS = 1500        # a very long example is cut in the table (the tooltip says so)
@@ -471,8 +471,7 @@ class DataPanel(QWidget, PanelDefaults):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setSizes([290, 900])
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(4, 4, 4, 4)
+        outer = scrolled_body(self, 4)
         outer.addWidget(split)
 
         self._job = LatestJob("preview", delay_ms=350, parent=self, lane="data")

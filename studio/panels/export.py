@@ -40,6 +40,7 @@ from studio.forms import ERROR_COLOR
 from studio.messages import plain_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import Task, start_job
+from studio.widgets import scrolled_body
 
 
 class ExportPanel(QWidget, PanelDefaults):
@@ -68,7 +69,7 @@ class ExportPanel(QWidget, PanelDefaults):
 
     # ---- layout ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = scrolled_body(self)
         self.run_label = QLabel("No run selected: finish or open a run to export it.")
         self.run_label.setWordWrap(True)
         lay.addWidget(self.run_label)

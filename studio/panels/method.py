@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 from engine.config import RunConfig
 from engine.methods import PARAMS, get_method
 from studio.forms import ERROR_COLOR, DataclassForm
-from studio.messages import plain_message
+from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import LatestJob
 from studio.widgets import fmt_bytes, fmt_count, muted
@@ -227,13 +227,16 @@ class MethodPanel(QWidget, PanelDefaults):
 
     @classmethod
     def create(cls, studio: Studio) -> MethodPanel:
-        panel = cls()
+        panel = cls(settings=studio.settings)
         studio.config.sig_config.connect(panel.update_counts)
         studio.bus.sig_model_info.connect(panel.set_model_info)
+        studio.bus.sig_device.connect(panel.set_device)
         return panel
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, settings=None):
         super().__init__(parent)
+        self.settings = settings
+        self._cfg: RunConfig | None = None
         lay = QVBoxLayout(self)
         box = QGroupBox("Method")
         bl = QVBoxLayout(box)
@@ -404,21 +407,30 @@ class MethodPanel(QWidget, PanelDefaults):
             self.sig_changed.emit()  # Start's gate follows
 
     # -- trainable count ---------------------------------------------------------------------
-    def update_counts(self, cfg: RunConfig | None) -> None:
+    def update_counts(self, cfg: RunConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else self._cfg
         if cfg is None:
             return
+        self._cfg = cfg
         d = cfg.to_dict()
-        key = repr((d["model"], d["method"]))
+        # the saved size depends on the dtype the run trains in, so on the device the estimate judges
+        gpu = (self.settings.get("estimate/gpu") if self.settings is not None else "") or None
+        key = repr((d["model"], d["method"], gpu))
         if key != self._count_key:
             self._count_key = key
-            self._count_job.request(d)
+            self._count_job.request(d, gpu)
+
+    def set_device(self, _gpu) -> None:
+        """The estimate's device changed: the saved size follows (same figure in both panels)."""
+        self.update_counts()
 
     def _on_count(self, counts: dict):
         total, trainable = counts.get("total_params") or 0, counts.get("trainable_params") or 0
         pct = 100 * trainable / total if total else 0
+        saved = "Saved model" if get_method(self.current).saves_full_model else "Adapter file"
         self.count_label.setText(
             f"<b>{fmt_count(trainable)}</b> trainable of {fmt_count(total)} parameters ({pct:.3g} %)"
-            f"<br>Adapter file: about <b>{fmt_bytes(counts.get('adapter_bytes'))}</b>")
+            f"<br>{saved}: about <b>{fmt_bytes(counts.get('adapter_bytes'))}</b>")
 
     def _on_count_error(self, exc):
-        self.count_label.setText(plain_message(exc))
+        self.count_label.setText(window_message(exc))

@@ -33,6 +33,7 @@ from studio.forms import ERROR_COLOR
 from studio.messages import plain_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import Task, start_job
+from studio.widgets import scrolled_body
 
 BASE = "base"  # engine.playground.BASE, repeated so that importing this tab stays Qt-only
 
@@ -75,7 +76,7 @@ class PlaygroundPanel(QWidget, PanelDefaults):
 
     # ---- layout ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = scrolled_body(self)
         self.run_label = QLabel("No run selected: finish or open a run to try it here.")
         self.run_label.setWordWrap(True)
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -44,7 +44,7 @@ def load_runs(state, recent: list[str], limit: int = 50) -> list[dict]:
 
 
 class RunsPanel(QWidget, PanelDefaults):
-    key, title, area = "runs", "Runs", Area.BOTTOM
+    key, title, area = "runs", "Runs", Area.CENTRAL
     scrollable = False  # the list scrolls itself
     sig_open = Signal(str)         # show this run in the monitor
     sig_load_config = Signal(str)  # put this run's settings into the forms
