@@ -190,20 +190,25 @@ _PLAYGROUND: dict = {}
 
 
 def generate(state, run_dir: str, signature: list, sources: list[str], messages: list[dict],
-             settings: dict) -> dict:
+             settings: dict, extra: dict | None = None) -> dict:
     """Stream one prompt through each source in turn (partial results ``{"side", "piece"}`` and
     ``{"side", "done": true}``); stops at the next token once interrupted.
 
     The loaded model is reused while ``(run_dir, signature)`` is unchanged; a new signature (the run
-    saved new adapters) loads what is on disk now. Returns ``{"stopped": bool}``.
+    saved new adapters) loads what is on disk now. ``extra``: {label: adapter folder} of other
+    runs' adapters on the same base, offered beside the run's own. Returns ``{"stopped": bool}``.
     """
     from engine.generate import GenerationSettings
     from engine.playground import Playground
 
-    key = [run_dir, signature]
+    extra = dict(extra or {})
+    key = [run_dir, signature, sorted(extra.items())]
     if _PLAYGROUND.get("key") != key:
         _PLAYGROUND.clear()
-        _PLAYGROUND.update(key=key, pg=Playground(Path(run_dir)))
+        pg = Playground(Path(run_dir))
+        for label, path in extra.items():
+            pg.add_source(label, path)
+        _PLAYGROUND.update(key=key, pg=pg)
     pg = _PLAYGROUND["pg"]
     if not pg.loaded:
         pg.load(progress=lambda msg: state.set_status(msg + "…"))

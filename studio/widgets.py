@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QFont, QPalette
 from PySide6.QtWidgets import (
+    QDoubleSpinBox,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -13,6 +14,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -222,3 +224,56 @@ class PlotSlot(QWidget):
     def fill(self, plot) -> None:
         self.plot = plot
         self.lay.addWidget(plot)
+
+
+class _Checked:
+    """Shared part of the checked spin boxes: a valid range that typing may leave (the value stays
+    as typed and is marked), while the arrows, keys and wheel stop at it."""
+
+    def _init_checked(self, low, high, what: str):
+        self.low, self.high, self.what = low, high, what
+        self.valueChanged.connect(lambda _v: self._mark())
+
+    def is_valid(self) -> bool:
+        v = self.value()
+        return self.low <= v <= self.high
+
+    def problem(self) -> str:
+        """'' when valid, else what is wrong ("Temperature must be between 0 and 2")."""
+        return "" if self.is_valid() else f"{self.what} must be between {self.low:g} and {self.high:g}."
+
+    def _mark(self):
+        if self.is_valid():
+            self.setStyleSheet("")
+            self.setToolTip(getattr(self, "_tip", ""))
+        else:
+            self.setStyleSheet(f"{type(self).__bases__[-1].__name__} {{ border: 1px solid #d64545; "
+                               "border-radius: 3px; }")
+            super().setToolTip(self.problem())
+
+    def setToolTip(self, tip: str) -> None:  # noqa: N802 - Qt's name
+        self._tip = tip
+        super().setToolTip(tip if self.is_valid() else self.problem())
+
+    def stepBy(self, steps):  # noqa: N802 - Qt's name
+        self.setValue(min(max(self.value() + steps * self.singleStep(), self.low), self.high))
+
+
+class CheckedSpinBox(_Checked, QSpinBox):
+    """A whole-number spin box that marks out-of-range input instead of changing it (−4 stays −4,
+    shown as wrong, and whatever reads it asks ``is_valid()``)."""
+
+    def __init__(self, low: int, high: int, what: str, parent=None):
+        super().__init__(parent)
+        self.setRange(-2_000_000_000, 2_000_000_000)
+        self._init_checked(low, high, what)
+
+
+class CheckedDoubleSpinBox(_Checked, QDoubleSpinBox):
+    """The decimal spin box counterpart of CheckedSpinBox."""
+
+    def __init__(self, low: float, high: float, what: str, decimals: int = 2, parent=None):
+        super().__init__(parent)
+        self.setDecimals(decimals)
+        self.setRange(-1_000_000.0, 1_000_000.0)
+        self._init_checked(low, high, what)
