@@ -54,7 +54,9 @@ class WindowLayout:
     def size_docks(self) -> None:
         """Give the docks their first sizes for the window's current size."""
         window, groups = self.window, self._groups
-        scale = min(1.0, max(0.7, window.width() / _ROOMY_WIDTH))
+        # Narrower windows give the docks less, and more than proportionally so: at 1280 px the
+        # central tabs still get about 60% of the width (the docks scroll what does not fit).
+        scale = min(1.0, max(0.55, (window.width() / _ROOMY_WIDTH) ** 2))
         sides = [(groups[a][0], int(_DEFAULT_SIZE[a] * scale)) for a in (Area.LEFT, Area.RIGHT) if a in groups]
         if sides:
             window.resizeDocks([d for d, _ in sides], [s for _, s in sides], Qt.Orientation.Horizontal)

@@ -123,6 +123,12 @@ class MainWindow(QMainWindow):
         super().showEvent(e)
         if self._plot_steps is None:
             QTimer.singleShot(0, self.placement.check_fit)  # a saved layout that squeezes the tabs is reset
+            # The helper processes import torch/transformers/peft now, so the first real job starts
+            # warm; the status bar says when they are ready (whoever opened the window).
+            warm = tasks.start_job("warm_up", key="warm_up", parent=self)
+            warm.sig_result.connect(self.status.set_ml_ready)
+            warm.sig_error.connect(self.status.set_ml_failed)
+            tasks.start_job("warm_up", key="warm_up", lane="data", parent=self)
             self._plot_steps = []
             # pyqtgraph costs ~0.5 s to import and the plots ~0.3 s to build: import it in a thread
             # (plain Python, so the UI keeps its GIL slices), then build one plot per event-loop

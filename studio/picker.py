@@ -77,9 +77,9 @@ class RunPicker(QWidget):
         self.combo.clear()
         for r in rows:
             self.combo.addItem(f"{r.get('name')}  ·  {r.get('method') or '?'}  ·  {r.get('status')}", r["run_dir"])
-        self._select(current)
+        found = self._select(current)
         self.combo.blockSignals(False)
-        if current and self.current() and self._want:
+        if found and self._want:
             self._want = None
             self._chosen()
 
@@ -104,13 +104,12 @@ class RunPicker(QWidget):
         return next((r for r in self.rows if str(Path(r["run_dir"]).resolve()) == key), None)
 
     def follow(self, run_dir: str) -> None:
-        """Show ``run_dir`` (a run that just finished or is shown in the monitor); the list is
-        refreshed first when it does not have it yet."""
+        """Show ``run_dir`` (a run that just finished or is shown in the monitor) at once when the
+        list has it, and refresh the list (its status and adapters may have changed)."""
         if self._select(run_dir):
             self._chosen()
-        else:
-            self._want = str(run_dir)
-            self.refresh()
+        self._want = str(run_dir)
+        self.refresh()
 
     def _chosen(self) -> None:
         if self.current():

@@ -47,7 +47,9 @@ _KEY = (r"\b(?:model\.(?:" + _names(ModelConfig) + r")|data\.(?:" + _names(DataC
         r"|method\.(?:" + _names(*PARAMS.values()) + r")|train\.(?:" + _names(TrainConfig) + r")|output_dir)\b")
 KEY_RE = re.compile(_KEY)
 # "set data.skip_bad_lines: true", "Set data.format", "set model.offline: false"
-_SET_RE = re.compile(r"(?:\b([Ss])et )?(" + _KEY + r")(?::\s*(true|false|[\w.\-]+))?")
+# a value after the colon: true/false, or a word that ends the clause ("(train.optimizer: adamw_8bit)");
+# "field data.format: cannot tell …" is a location and its problem, not a value
+_SET_RE = re.compile(r"(?:\b([Ss])et )?(" + _KEY + r")(?::\s*(?:(true|false)\b|([\w\-]+)(?=[)\],;]|\.(?:\s|$)|$)))?")
 _PHRASES = [
     (re.compile(r"\s*in the run file\b"), ""),
     (re.compile(r"\bthe run file's\b"), "the"),
@@ -111,7 +113,7 @@ def named_fields(text: str) -> list[str]:
 
 
 def _set_phrase(m: re.Match) -> str:
-    cap, path, value = m.group(1), base_path(m.group(2)), m.group(3)
+    cap, path, value = m.group(1), base_path(m.group(2)), m.group(3) or m.group(4)
     name = control_name(path)
     if cap is None and value is None:
         return name

@@ -132,6 +132,7 @@ class ColumnMapping(QWidget):
     """
 
     sig_changed = Signal()
+    sig_reset = Signal()   # the file's mapping and format were forgotten (the Format box follows)
 
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
@@ -156,6 +157,7 @@ class ColumnMapping(QWidget):
         self.mapping: dict = {}
         self.file = ""
         self.maps: dict[str, dict] = self._load()
+        self.formats: dict[str, str] = self._load_formats()  # data.format chosen per file (auto: none)
         self._key = None
         self.note = muted("Open a file to map its columns.")
         self.form.addRow(self.note)
@@ -171,9 +173,33 @@ class ColumnMapping(QWidget):
             return {}
         return {str(k): dict(v) for k, v in value.items() if isinstance(v, dict) and v} if isinstance(value, dict) else {}
 
+    def _load_formats(self) -> dict[str, str]:
+        if self.settings is None:
+            return {}
+        try:
+            value = json.loads(self.settings.get("data/formats") or "{}")
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
     def _save(self) -> None:
         if self.settings is not None:
             self.settings.set("data/column_maps", json.dumps(self.maps))
+            self.settings.set("data/formats", json.dumps(self.formats))
+
+    def set_format(self, fmt: str | None) -> None:
+        """The format chosen for the current file (the mapping's other half: it too is per file)."""
+        if not self.file:
+            return
+        if fmt and fmt != "auto":
+            self.formats[self.file] = fmt
+        else:
+            self.formats.pop(self.file, None)
+        self._save()
+
+    def file_format(self) -> str:
+        """The format chosen for the current file, or auto."""
+        return self.formats.get(self.file, "auto")
 
     def _store(self) -> None:
         if not self.file:
@@ -184,10 +210,12 @@ class ColumnMapping(QWidget):
             self.maps.pop(self.file, None)
         self._save()
 
-    def set_file(self, path: str, mapping: dict | None = None) -> bool:
-        """Show the mapping of ``path`` (``mapping``: the one a run file gives it, which becomes
+    def set_file(self, path: str, mapping: dict | None = None, fmt: str | None = None) -> bool:
+        """Show the mapping of ``path`` (``mapping``, ``fmt``: what a run file gives it, which becomes
         that file's). Returns whether the mapping in effect changed."""
         self.file = file_key(path)
+        if fmt is not None:
+            self.set_format(fmt)
         if mapping is not None:
             self.mapping = dict(mapping)
             self._store()
@@ -199,12 +227,14 @@ class ColumnMapping(QWidget):
         return before != self.mapping
 
     def reset(self) -> None:
-        """Forget this file's mapping (detection again)."""
-        if self.mapping:
+        """Forget this file's mapping and format (detection again)."""
+        if self.mapping or self.file_format() != "auto":
             self.mapping = {}
+            self.set_format(None)
             self._store()
             self._sync_combos()
             self._show_summary()
+            self.sig_reset.emit()
             self.sig_changed.emit()
 
     # -- the combos --------------------------------------------------------------------------
@@ -264,7 +294,7 @@ class ColumnMapping(QWidget):
             self.summary.setText(f"Mapped for {name}: <b>{html.escape(pairs)}</b>")
         else:
             self.summary.setText("No mapping: the columns are detected.")
-        self.reset_btn.setEnabled(bool(self.mapping))
+        self.reset_btn.setEnabled(bool(self.mapping) or self.file_format() != "auto")
 
     def describe(self) -> str:
         """The mapping in words, for tests and messages: ``output ← answer`` ('' for none)."""
@@ -384,6 +414,7 @@ class DataPanel(QWidget, PanelDefaults):
         self._model = ("demo", False, True)
         self._request_key = None
         self._requested_data: tuple | None = None   # rejection_key of the preview asked for last
+        self.preview_key: tuple | None = None       # rejection_key of the preview shown
         # The preview refused the data: (rejection_key, path, message). It gates Start while the
         # data settings are the ones it was found for.
         self._rejection: tuple[tuple, str, str] | None = None
@@ -421,12 +452,13 @@ class DataPanel(QWidget, PanelDefaults):
         fml.addWidget(heading("Column mapping"))
         self.mapping = ColumnMapping(settings)
         self.mapping.sig_changed.connect(self._changed)
+        self.mapping.sig_reset.connect(lambda: self._show_format("auto"))
         fml.addWidget(self.mapping)
         ll.addWidget(fmt_box)
 
         opt_box = QGroupBox("Options")
         self.form = DataclassForm(DataConfig, "data", exclude=("path", "columns"))
-        self.form.sig_changed.connect(self._changed)
+        self.form.sig_changed.connect(self._form_changed)
         QVBoxLayout(opt_box).addWidget(self.form)
         ll.addWidget(opt_box)
         ll.addStretch(1)
@@ -493,7 +525,8 @@ class DataPanel(QWidget, PanelDefaults):
         self.path.blockSignals(True)
         self.path.setText(data_cfg.path)
         self.path.blockSignals(False)
-        self.mapping.set_file(data_cfg.path, mapping=data_cfg.columns)  # the run file's mapping is that file's
+        # the run file's mapping and format are that file's
+        self.mapping.set_file(data_cfg.path, mapping=data_cfg.columns, fmt=data_cfg.format)
         self.form.set_values(data_cfg)  # emits sig_changed once
 
     def set_errors(self, errors: dict) -> None:
@@ -506,7 +539,21 @@ class DataPanel(QWidget, PanelDefaults):
         self.form.set_warnings(warnings)
 
     def _path_changed(self, text: str) -> None:
-        self.mapping.set_file(text.strip())  # another file: its own mapping (none, usually)
+        # another file: its own mapping and format (none and auto, usually), never the last file's
+        self.mapping.set_file(text.strip())
+        self._show_format(self.mapping.file_format())
+        self._changed()
+
+    def _show_format(self, fmt: str) -> None:
+        editor = self.form.editors["format"]
+        if editor.raw() != fmt:
+            editor.widget.blockSignals(True)
+            editor.set_value(fmt)
+            editor.widget.blockSignals(False)
+            self._changed()
+
+    def _form_changed(self) -> None:
+        self.mapping.set_format(self.form.editors["format"].raw())
         self._changed()
 
     def browse(self):
@@ -544,6 +591,7 @@ class DataPanel(QWidget, PanelDefaults):
 
     def _on_preview(self, result: dict):
         self.preview = p = Preview(**result)
+        self.preview_key = self._requested_data  # which data settings this preview is of
         if p.rejected:
             # the message names controls, not run-file keys; a mapping problem points at the mapping
             self._set_rejection(base_field(p.error_field) or "data.path", window_text(p.error))
@@ -555,7 +603,7 @@ class DataPanel(QWidget, PanelDefaults):
             roles = tuple(dict.fromkeys(r for rs in known.values() for r in rs))
         self.mapping.set_choices(roles, p.columns)
         if p.format:
-            self.detected.setText(f"<b>{p.format}</b> — {html.escape(p.reason)}")
+            self.detected.setText(f"<b>{p.format}</b> — {html.escape(window_text(p.reason))}")
         else:
             self.detected.setText("not detected")
         parts = [f"{p.n_train:,} training examples"] if p.format else []
@@ -580,11 +628,18 @@ class DataPanel(QWidget, PanelDefaults):
 
     def _on_preview_error(self, exc):
         self.preview = Preview(error=window_message(exc))
+        self.preview_key = self._requested_data
         self.status.setText(self.preview.error)
         if is_user_error(exc):
             self._set_rejection(base_field(getattr(exc, "field", "")) or "data.path", self.preview.error)
         self.table.setRowCount(0)
         self.histogram.set_lengths([])
+
+    def previewing(self, path: str) -> bool:
+        """Whether the preview shown is of ``path`` with the current settings (tests, the walk)."""
+        vals, _ = self.values()
+        return self.preview_key is not None and self.preview_key == rejection_key(vals) and \
+            self.preview_key[0] == str(path) and not self._job.busy
 
     def _fill_table(self):
         p = self.preview

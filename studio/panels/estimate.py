@@ -13,6 +13,7 @@ import html
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from studio import fact_cache
 from studio.lazy import np
 from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
@@ -69,6 +70,7 @@ class EstimatePanel(QWidget, PanelDefaults):
         self.settings = settings
         self._cfg = None
         self._request: tuple | None = None   # (config key, gpu) of the estimate asked for last
+        self.cached = False                  # what is shown is the last launch's estimate (fact_cache)
         lay = QVBoxLayout(self)
 
         top = QHBoxLayout()
@@ -178,7 +180,12 @@ class EstimatePanel(QWidget, PanelDefaults):
         if request == self._request and not now:
             return
         self._request = request
-        self._mark_stale()
+        cached = fact_cache.shared().get("estimate", list(request))
+        if cached is not None and self.verdict.text() == "—":
+            # the last launch's estimate for these settings, at once, marked; the helper's replaces it
+            self._on_result(cached, cached=True)
+        else:
+            self._mark_stale()
         (self._job.run_now if now else self._job.request)(self._cfg.to_dict(), self.gpu.currentData())
 
     def _mark_stale(self) -> None:
@@ -189,7 +196,10 @@ class EstimatePanel(QWidget, PanelDefaults):
             if text != "—" and not text.endswith("(updating…)"):
                 self.counts.set(key, f"{text} (updating…)")
 
-    def _on_result(self, out: dict):
+    def _on_result(self, out: dict, cached: bool = False):
+        self.cached = cached
+        if not cached and self._request is not None:
+            fact_cache.shared().put("estimate", list(self._request), out)
         labels = out.get("labels") or {}
         comps = {labels.get(k, k.replace("_", " ").capitalize()): v
                  for k, v in (out.get("components") or {}).items() if v}
@@ -216,6 +226,8 @@ class EstimatePanel(QWidget, PanelDefaults):
         if out.get("max_batch_size"):
             lines.append(f"Largest batch that fits: {out['max_batch_size']}; longest max_length: "
                          f"{out.get('max_seq_len') or '—'}.")
+        if cached:
+            lines.insert(0, "(Cached from the last launch; estimating again…)")
         self.summary.setText(" ".join(lines))
         tips = out.get("suggestions") or []
         self.advice.setText("<br>".join("• " + html.escape(window_text(str(t))) for t in tips))

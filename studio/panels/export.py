@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
@@ -102,6 +103,7 @@ class ExportPanel(QWidget, PanelDefaults):
         wl.addLayout(top)
 
         self.pages = QStackedWidget()
+        self.pages.currentChanged.connect(self._fit_page)
         self.pages.addWidget(self._page_adapter())
         self.pages.addWidget(self._page_merged())
         self.pages.addWidget(self._page_gguf())
@@ -157,6 +159,14 @@ class ExportPanel(QWidget, PanelDefaults):
         lay.addWidget(self.error)
         lay.addStretch(1)
 
+    def _fit_page(self, index: int) -> None:
+        # A stacked widget is as tall as its tallest page; sized to the shown page instead, the
+        # Export button stays in view on a short window.
+        for i in range(self.pages.count()):
+            policy = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
+            self.pages.widget(i).setSizePolicy(policy, policy)
+        self.pages.adjustSize()
+
     def _page_adapter(self) -> QWidget:
         return QLabel("The standard peft folder (adapter_config.json + adapter_model.safetensors), the "
                       "tokenizer, and a README model card (base model, method, data, hyperparameters, "
@@ -167,6 +177,7 @@ class ExportPanel(QWidget, PanelDefaults):
         f = QFormLayout(w)
         self.dtype = QComboBox()
         self.dtype.addItems(choices.merge_dtypes())
+        self.dtype.currentTextChanged.connect(lambda _t: self._mode_changed())  # the default folder says it
         self.dtype.setToolTip("Precision of the merged weights; auto = the base checkpoint's own. QLoRA runs "
                               "are merged into a freshly loaded full-precision base, never the 4-bit weights.")
         f.addRow("Precision", self.dtype)
@@ -180,6 +191,7 @@ class ExportPanel(QWidget, PanelDefaults):
         f = QFormLayout(w)
         self.gguf_type = QComboBox()
         self.gguf_type.addItems(choices.gguf_types())
+        self.gguf_type.currentTextChanged.connect(lambda _t: self._mode_changed())
         self.gguf_type.setToolTip("q8_0: 8-bit, about a quarter of float32 and nearly lossless; f16: half "
                                   "precision; f32: exact")
         f.addRow("Type", self.gguf_type)
@@ -321,6 +333,7 @@ class ExportPanel(QWidget, PanelDefaults):
     def _mode_changed(self, *_) -> None:
         key = self.mode_key()
         self.pages.setCurrentIndex([k for k, _ in choices.export_modes()].index(key))
+        self._fit_page(self.pages.currentIndex())
         self.checkpoint.setEnabled(key != "weighted")
         note = getattr(self, "_merge_text", "")
         self.merge_note.setText(note)

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import ModelConfig
+from studio import fact_cache
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
@@ -43,6 +44,7 @@ class ModelPanel(QWidget, PanelDefaults):
         super().__init__(parent)
         self.settings = settings
         self.info: dict | None = None
+        self.cached = False   # the facts shown are the last launch's (fact_cache), not yet re-checked
         lay = QVBoxLayout(self)
 
         src = QGroupBox("Base model")
@@ -92,7 +94,7 @@ class ModelPanel(QWidget, PanelDefaults):
         lay.addStretch(1)
 
         self._inspect_job = LatestJob("inspect", delay_ms=300, parent=self)
-        self._inspect_job.sig_started.connect(lambda: self._set_status("Inspecting…"))
+        self._inspect_job.sig_started.connect(lambda: self.info is None and self._set_status("Inspecting…"))
         self._inspect_job.sig_result.connect(self._on_info)
         self._inspect_job.sig_error.connect(self._on_info_error)
         self._last_key = None
@@ -171,13 +173,20 @@ class ModelPanel(QWidget, PanelDefaults):
         self.info = None
         self.grid.clear()
         self.sig_model_info.emit(None)
+        cached = fact_cache.shared().get("inspect", list(key))
+        if cached is not None:
+            # the facts from the last launch, at once; the helper's answer replaces them
+            self._on_info(cached, cached=True)
         self._inspect_job.request(*key)
 
     def _set_status(self, text: str):
         self.status.setText(text)
 
-    def _on_info(self, info: dict):
+    def _on_info(self, info: dict, cached: bool = False):
         self.info = info
+        self.cached = cached
+        if not cached and self._last_key is not None:
+            fact_cache.shared().put("inspect", list(self._last_key), info)
         self.grid.set("Architecture", f"{info.get('architecture')} ({info.get('model_type')})")
         layers = info.get("num_layers")
         extra = f" · {layers} layers, hidden {info.get('hidden_size')}" if layers else ""
@@ -190,7 +199,8 @@ class ModelPanel(QWidget, PanelDefaults):
         self.grid.set("Source", str(info.get("display") or info.get("source")))
         no_weights = "this folder has a config but no weights: it can be inspected, not trained"
         has_weights = info.get("has_weights", True)
-        self.status.setText("" if has_weights else no_weights[:1].upper() + no_weights[1:] + ".")
+        self.status.setText(("" if has_weights else no_weights[:1].upper() + no_weights[1:] + ".")
+                            + (" (Cached from the last launch; checking again…)" if cached else ""))
         self._set_problem(None if has_weights else no_weights)
         self.sig_model_info.emit(info)
 
