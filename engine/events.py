@@ -216,6 +216,8 @@ class FailedEvent(Event):
     hint: str = _f("What to do about it.")
     traceback: str = _f("The Python traceback: only for the project's own faults, never for a UserError "
                         "(engine.errors); never shown raw in the UI.", always=False)
+    field: str = _f("The run-file setting a user error is about (`data.path`, `train.lr`, …), so a client "
+                    "can point at it; only for user errors that have one.", always=False)
 
 
 @_event("stopped")

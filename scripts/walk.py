@@ -276,8 +276,9 @@ class Walk:
         run_dir = str(win.runs.supervisor.run_dir)
         from studio.summary import is_auto_name
 
-        self.check(is_auto_name(Path(run_dir).name) and "lora" in Path(run_dir).name and "pirate-qa" in
-                   Path(run_dir).name, f"the run has a readable name: {Path(run_dir).name}")
+        method = win.config_model.config.method.name
+        self.check(is_auto_name(Path(run_dir).name) and f"-{method}-pirate-qa-" in Path(run_dir).name,
+                   f"the run has a readable name: {Path(run_dir).name}")
         self.check(f"/ {self.steps} steps" in mon.progress.format() or mon.progress.maximum() == self.steps,
                    "the bar counts the run's own steps")
         self.check(win.status.validity.text().startswith("A run is in progress"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from engine import wire
 from engine.errors import UserError
+from engine.errors import error_field as engine_error_field
 
 
 class TaskError(Exception):
@@ -59,15 +60,11 @@ def plain_message(exc: BaseException) -> str:
 
 
 def error_field(exc: BaseException) -> str:
-    """The run-file path a user error is about: ConfigError's ``path``, DataError's ``field`` when
-    it names a setting ('' otherwise)."""
+    """The run-file path a user error is about ('' when none): engine.errors.error_field, or what a
+    helper process's TaskError carried over."""
     if isinstance(exc, TaskError):
         return exc.field
-    for attr in ("path", "field"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, str) and value.split(".", 1)[0] in ("model", "data", "method", "train", "output_dir"):
-            return value
-    return ""
+    return engine_error_field(exc) or ""
 
 
 def error_message(exc: BaseException, id: int | None = None) -> dict:

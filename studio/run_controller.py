@@ -134,9 +134,8 @@ class RunController(QObject):
             return False
         cfg, errors = self.config.validate_now()
         if errors or cfg is None:
-            path, msg = next(iter(errors.items()), ("", "the settings are incomplete"))
-            self.sig_message.emit(f"Start is off — {control_name(path)}: {window_text(msg)}" if path
-                                  else "Fix the marked fields before starting.")
+            # the status line already says why, by the control's name, with a button to it (a
+            # temporary message would hide both)
             return False
         if output_dir:
             cfg = RunConfig.from_dict({**cfg.to_dict(), "output_dir": str(output_dir)}, "the studio")

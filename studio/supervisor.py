@@ -460,7 +460,7 @@ class RunSupervisor(QObject):
             self.sig_finished.emit(term)
         elif term is not None and term["event"] == "failed":
             self._fail({"error": term.get("error") or "The run failed.", "hint": term.get("hint") or "",
-                        "log_tail": self.log_tail(), "exit_code": code})
+                        "field": term.get("field") or "", "log_tail": self.log_tail(), "exit_code": code})
         elif self._killed:
             self._fail({"error": "The run was killed before it could save.",
                         "hint": "Checkpoints saved earlier are kept; Resume continues from the latest one.",

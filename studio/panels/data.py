@@ -519,6 +519,12 @@ class DataPanel(QWidget, PanelDefaults):
         vals["columns"] = dict(self.mapping.mapping)
         if self._rejection is not None and self._rejection[0] == rejection_key(vals):
             errors.setdefault(self._rejection[1], self._rejection[2])
+        lengths = self.preview.lengths if self.preview_key == rejection_key(vals) else []
+        limit = vals.get("max_length")
+        if lengths and vals.get("drop_long") and isinstance(limit, int) and min(lengths) > limit:
+            # the engine would drop every example and fail: the window already knows
+            errors.setdefault("data.max_length", f"every example is longer than {limit} tokens (the shortest has "
+                              f"{min(lengths)}), and “Drop long” drops them all: raise it, or untick “Drop long”.")
         return vals, errors
 
     def set_values(self, data_cfg: DataConfig) -> None:
@@ -597,6 +603,7 @@ class DataPanel(QWidget, PanelDefaults):
             self._set_rejection(base_field(p.error_field) or "data.path", window_text(p.error))
         else:
             self._set_rejection(None)
+            self.sig_changed.emit()  # the lengths may gate Start (everything dropped as too long)
         known = format_roles()
         roles = known.get(self.form.editors["format"].raw()) or known.get(p.format)
         if roles is None:

@@ -316,7 +316,7 @@ class MonitorPanel(QWidget, PanelDefaults):
             self._update_readouts()
             if kind == "failed":
                 self.show_failure({"error": ev.get("error", "The run failed."), "hint": ev.get("hint", ""),
-                                   "log_tail": ""})
+                                   "field": ev.get("field") or "", "log_tail": ""})
         self._t_last_event = when
 
     def _on_step(self, ev: dict) -> None:
@@ -369,7 +369,7 @@ class MonitorPanel(QWidget, PanelDefaults):
         """The failure in the window's words, with a button to the control it names (if any) and
         the log lines that explain it (library chatter left out)."""
         error, hint = info.get("error") or "The run failed.", info.get("hint") or ""
-        fields = named_fields(f"{error} {hint}")
+        fields = list(dict.fromkeys(([info["field"]] if info.get("field") else []) + named_fields(f"{error} {hint}")))
         action, callback = "", None
         if fields and self.go_to is not None:
             action, callback = f"Go to {control_label(fields[0])}", lambda p=fields[0]: self.go_to(p)
