@@ -122,10 +122,15 @@ class WindowLayout:
         return False
 
     def layout_fits(self) -> bool:
-        """Whether the side docks leave the central tabs room (no saved layout that squeezes them)."""
-        side = sum(d.width() for key, d in self.docks.items()
-                   if self.panels[key].area in (Area.LEFT, Area.RIGHT) and d.isVisible() and not d.isFloating())
-        return side <= _MAX_SIDE_SHARE * max(1, self.window.width())
+        """Whether the side docks leave the central tabs room (no saved layout that squeezes them).
+        Tabbed docks share their area: each side counts once, as wide as its widest dock."""
+        widths: dict = {}
+        for d in self.docks.values():
+            area = self.window.dockWidgetArea(d)
+            if area in (Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea) \
+                    and d.isVisible() and not d.isFloating():
+                widths[area] = max(widths.get(area, 0), d.width())
+        return sum(widths.values()) <= _MAX_SIDE_SHARE * max(1, self.window.width())
 
     def save(self) -> None:
         s = self.settings

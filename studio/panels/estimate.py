@@ -237,6 +237,7 @@ class EstimatePanel(QWidget, PanelDefaults):
         self.sig_blocker.emit(None, "")
 
     def _on_error(self, exc):
+        self.cached = False
         self._set_verdict("", "No estimate")
         self.summary.setText(window_message(exc))
         self._show_bars({}, None)

@@ -129,6 +129,9 @@ class ModelPanel(QWidget, PanelDefaults):
         self.source_error.setText(msg or "")
         self.source_error.setVisible(bool(msg))
 
+    def set_warnings(self, warnings: dict) -> None:
+        self.form.set_warnings(warnings)
+
     # -- browsing ----------------------------------------------------------------------------
     def _start_dir(self) -> str:
         return self.settings.get("last/model_dir") if self.settings else ""
@@ -206,6 +209,7 @@ class ModelPanel(QWidget, PanelDefaults):
 
     def _on_info_error(self, exc: BaseException):
         self.info = None
+        self.cached = False
         self.grid.clear()
         self.status.setText(window_message(exc))
         # Only the user's mistakes gate Start (a missing model, a bad folder); a fault of ours

@@ -164,6 +164,9 @@ class TrainingPanel(QWidget, PanelDefaults):
         self.output_error.setText(msg or "")
         self.output_error.setVisible(bool(msg))
 
+    def set_warnings(self, warnings: dict) -> None:
+        self.form.set_warnings(warnings)
+
     def show_plan(self, cfg: RunConfig | None) -> None:
         self.plan.setText(what_will_train(cfg))
         if cfg is not None:
