@@ -232,9 +232,10 @@ class Walk:
         self.check(mp.targets.note.text() == "Auto picks: k_proj, v_proj, down_proj",
                    f"IA³'s Auto picks are what the engine trains: {mp.targets.note.text()!r}")
         combo.setCurrentIndex(combo.findData("bitfit"))
-        self.wait(lambda: not win.act_start.isEnabled(), "Start is off for BitFit on a model without biases", 10)
-        self.check("not for this model" in win.act_start.toolTip() and "BitFit" in win.act_start.toolTip(),
-                   "Start's tooltip says why")
+        # (the estimator may refuse BitFit first; the model's own inspection then says it plainly)
+        self.wait(lambda: not win.act_start.isEnabled() and "BitFit is not for this model" in win.act_start.toolTip(),
+                  "Start is off for BitFit on a model without biases, and its tooltip says why", 120)
+        self.check("“Method”" in win.status.validity.text(), "the status bar names the Method control")
         combo.setCurrentIndex(combo.findData("lora"))
         mp.targets.radios["all-linear"].setChecked(True)
         self.pump(0.2)

@@ -5,6 +5,8 @@ plays the user:
     python tests/studio/studio_process.py start-keep MODEL DATA -- --demo
         opens the user's model and data in the form, starts a run, and at step 3 closes the window
         with "Keep running" (prints ``pid N`` and ``run DIR``);
+    python tests/studio/studio_process.py start-stop MODEL DATA -- --demo
+        as start-keep, but closes with "Stop and save" (prints the helper processes' pids too);
     python tests/studio/studio_process.py reattach PID -- --demo
         waits until the monitor follows engine PID again, prints what it shows (``curve N file M
         first S``, ``data PATH``), then closes with "Keep running" again.
@@ -49,7 +51,7 @@ def _poll(fn, interval_ms: int = 50):
     return timer
 
 
-def start_keep(model: str, data: str):
+def start_keep(model: str, data: str, choice: str = "keep"):
     state = {"set": False, "started": False}
 
     def step():
@@ -72,8 +74,12 @@ def start_keep(model: str, data: str):
                 win.panels["monitor"].series["loss"].n >= 3:
             print(f"pid {sup.pid}", flush=True)
             print(f"run {sup.run_dir}", flush=True)
-            win.ask_close_during_run = lambda: "keep"
-            win.close()
+            from studio import tasks
+
+            helpers = [h.process.pid for h in tasks._helpers.values() if h.process is not None]
+            print(f"helpers {' '.join(map(str, helpers))}", flush=True)
+            win.ask_close_during_run = lambda: choice
+            win.close()  # "stop": the window closes by itself once the engine has saved
             return True
         return False
 
@@ -115,7 +121,10 @@ def main(argv: list[str]) -> int:
 
     supervisor.engine_command = lambda run_yaml: [sys.executable, str(FAKE), "train", str(run_yaml)]
     app = QApplication([sys.argv[0]])  # studio.app.main uses this one
-    keep = start_keep(*own) if mode == "start-keep" else reattach(int(own[0]))
+    if mode in ("start-keep", "start-stop"):
+        keep = start_keep(*own, choice="keep" if mode == "start-keep" else "stop")
+    else:
+        keep = reattach(int(own[0]))
     deadline = time.monotonic() + 240
 
     def give_up():

@@ -157,3 +157,33 @@ def test_keep_running_then_relaunch_with_demo_reattaches_and_keeps_the_users_set
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_close_with_stop_and_save_ends_every_thread_and_helper(tmp_path, tiny_model_dir, tiny_data):
+    """Every close path ends cleanly: "Stop and save" waits for the engine's adapter, then the
+    studio exits 0 with no QThread left running and no helper process left behind."""
+    out = _studio(tmp_path, "start-stop", str(tiny_model_dir), str(tiny_data), "--", "--demo")
+    pid = int(_said(out, "pid"))
+    helpers = [int(p) for p in _said(out, "helpers").split()]
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+        assert "QThread" not in out.stderr
+        run_dir = Path(_said(out, "run"))
+        assert any(e.get("event") == "stopped" for e in read_events(run_dir / "events.jsonl")), "saved, then closed"
+        assert helpers, "the window's helper processes were running"
+        deadline = time.monotonic() + 10
+        while any(engine_alive(p) or _alive(p) for p in [pid, *helpers]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not engine_alive(pid) and not any(_alive(p) for p in helpers), "nothing outlives the studio"
+    finally:
+        for p in [pid, *helpers]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    from studio.supervisor import pid_alive
+
+    return pid_alive(pid)
