@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import ConfigError, coerce_value
+from studio.widgets import compact
 
 # Readable in both light and dark palettes; the one colour we do fix, because "error" must look
 # like an error whatever the theme.
@@ -195,7 +196,7 @@ class FieldEditor(QWidget):
 
     def _combo(self, kind, items) -> QComboBox:
         self.kind = kind
-        w = QComboBox(self)
+        w = compact(QComboBox(self), 8)
         for label, value in items:
             w.addItem(label, value)
         w.currentIndexChanged.connect(self.sig_changed)

@@ -84,7 +84,7 @@ class StatusLine:
             self._go_to(self._target)
 
     def set_ml_ready(self, seconds: float | None = None) -> None:
-        self.ml.setText("ML libraries ready" + (f" ({seconds:.1f} s)" if seconds else ""))
+        self.ml.setText("ML libraries ready" + (f" ({seconds:.1f} s)" if seconds and seconds >= 0.05 else ""))
 
     def set_ml_failed(self, exc: BaseException) -> None:
         self.ml.setText("ML libraries missing")

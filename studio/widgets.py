@@ -277,3 +277,13 @@ class CheckedDoubleSpinBox(_Checked, QDoubleSpinBox):
         self.setDecimals(decimals)
         self.setRange(-1_000_000.0, 1_000_000.0)
         self._init_checked(low, high, what)
+
+
+def compact(combo, chars: int = 10):
+    """Let a combo box be narrower than its longest item (a QComboBox otherwise demands that width,
+    and a narrow dock then cuts the form off or scrolls sideways). Returns the combo."""
+    from PySide6.QtWidgets import QComboBox
+
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo

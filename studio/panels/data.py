@@ -41,7 +41,7 @@ from studio.lazy import np
 from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import LatestJob
-from studio.widgets import PlotSlot, heading, muted, scroll, scrolled_body
+from studio.widgets import PlotSlot, compact, heading, muted, scroll, scrolled_body
 from studio.wording import window_text
 
 CELL_CHARS = 1500        # a very long example is cut in the table (the tooltip says so)
@@ -252,7 +252,7 @@ class ColumnMapping(QWidget):
             self.form.addRow(self.note)
             return
         for role in roles:
-            combo = QComboBox()
+            combo = compact(QComboBox())
             combo.addItem(AUTO_COLUMN, None)
             for c in columns:
                 combo.addItem(c, c)

@@ -19,7 +19,7 @@ from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.panels.estimate_time import TimeSection
 from studio.tasks import LatestJob, start_job
-from studio.widgets import InfoGrid, PlotSlot, fmt_bytes, fmt_count, muted
+from studio.widgets import InfoGrid, PlotSlot, compact, fmt_bytes, fmt_count, muted
 from studio.wording import window_text
 
 GIB = 1 << 30
@@ -75,7 +75,7 @@ class EstimatePanel(QWidget, PanelDefaults):
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Device:"))
-        self.gpu = QComboBox()
+        self.gpu = compact(QComboBox(), 12)
         self._fill_gpus(None)
         self.gpu.currentIndexChanged.connect(self._gpu_changed)
         top.addWidget(self.gpu, 1)

@@ -25,8 +25,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
-    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -43,6 +41,39 @@ from studio.picker import RunPicker
 from studio.tasks import Task, start_job
 from studio.widgets import CheckedDoubleSpinBox, scrolled_body
 from studio.wording import window_text
+
+
+class _Pages(QWidget):
+    """One page shown at a time, and only its height taken (a QStackedWidget is as tall as its
+    tallest page: the weighted merge's table pushed the Export button out of a short window)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._lay = QVBoxLayout(self)
+        self._lay.setContentsMargins(0, 0, 0, 0)
+        self._pages: list[QWidget] = []
+        self._current = -1
+
+    def addWidget(self, page: QWidget) -> None:  # noqa: N802 - QStackedWidget's name
+        self._pages.append(page)
+        self._lay.addWidget(page)
+        page.setVisible(len(self._pages) == 1)
+        if self._current < 0:
+            self._current = 0
+
+    def setCurrentIndex(self, index: int) -> None:  # noqa: N802
+        self._current = index
+        for i, page in enumerate(self._pages):
+            page.setVisible(i == index)
+
+    def currentIndex(self) -> int:  # noqa: N802
+        return self._current
+
+    def count(self) -> int:
+        return len(self._pages)
+
+    def widget(self, index: int) -> QWidget:
+        return self._pages[index]
 
 
 class ExportPanel(QWidget, PanelDefaults):
@@ -102,8 +133,7 @@ class ExportPanel(QWidget, PanelDefaults):
         self.checkpoint_row = top
         wl.addLayout(top)
 
-        self.pages = QStackedWidget()
-        self.pages.currentChanged.connect(self._fit_page)
+        self.pages = _Pages()
         self.pages.addWidget(self._page_adapter())
         self.pages.addWidget(self._page_merged())
         self.pages.addWidget(self._page_gguf())
@@ -158,14 +188,6 @@ class ExportPanel(QWidget, PanelDefaults):
         self.error.hide()
         lay.addWidget(self.error)
         lay.addStretch(1)
-
-    def _fit_page(self, index: int) -> None:
-        # A stacked widget is as tall as its tallest page; sized to the shown page instead, the
-        # Export button stays in view on a short window.
-        for i in range(self.pages.count()):
-            policy = QSizePolicy.Policy.Preferred if i == index else QSizePolicy.Policy.Ignored
-            self.pages.widget(i).setSizePolicy(policy, policy)
-        self.pages.adjustSize()
 
     def _page_adapter(self) -> QWidget:
         return QLabel("The standard peft folder (adapter_config.json + adapter_model.safetensors), the "
@@ -333,7 +355,6 @@ class ExportPanel(QWidget, PanelDefaults):
     def _mode_changed(self, *_) -> None:
         key = self.mode_key()
         self.pages.setCurrentIndex([k for k, _ in choices.export_modes()].index(key))
-        self._fit_page(self.pages.currentIndex())
         self.checkpoint.setEnabled(key != "weighted")
         note = getattr(self, "_merge_text", "")
         self.merge_note.setText(note)

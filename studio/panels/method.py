@@ -24,7 +24,7 @@ from studio.forms import ERROR_COLOR, DataclassForm
 from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import LatestJob
-from studio.widgets import fmt_bytes, fmt_count, muted
+from studio.widgets import compact, fmt_bytes, fmt_count, muted
 from studio.wording import window_text
 
 _SPECIAL_TARGETS = ("auto", "all-linear")
@@ -240,7 +240,7 @@ class MethodPanel(QWidget, PanelDefaults):
         lay = QVBoxLayout(self)
         box = QGroupBox("Method")
         bl = QVBoxLayout(box)
-        self.combo = QComboBox()
+        self.combo = compact(QComboBox(), 12)
         self.combo.setObjectName("field:method.name")
         self.combo.setMaxVisibleItems(24)
         self._fill_methods()

@@ -22,7 +22,7 @@ from studio.forms import ERROR_COLOR, DataclassForm
 from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import LatestJob, start_job
-from studio.widgets import InfoGrid, fmt_count, muted
+from studio.widgets import InfoGrid, compact, fmt_count, muted
 
 DEMO_LABEL = "demo"
 INFO_KEYS = ["Architecture", "Parameters", "Context length", "Weights dtype", "Chat template", "Source"]
@@ -49,7 +49,7 @@ class ModelPanel(QWidget, PanelDefaults):
 
         src = QGroupBox("Base model")
         sl = QVBoxLayout(src)
-        self.source = QComboBox()
+        self.source = compact(QComboBox(), 12)
         self.source.setEditable(True)
         self.source.setObjectName("field:model.name_or_path")
         self.source.addItem(DEMO_LABEL)

@@ -140,7 +140,7 @@ class MonitorPanel(QWidget, PanelDefaults):
         prog.addWidget(self.progress, 1)
         self.time_label = QLabel("")
         self.time_label.setObjectName("time-label")
-        self.time_label.setMinimumWidth(260)
+        self.time_label.setMinimumWidth(200)
         prog.addWidget(self.time_label)
         lay.addLayout(prog)
 
@@ -178,7 +178,8 @@ class MonitorPanel(QWidget, PanelDefaults):
 
         grid = QGridLayout()
         grid.setSpacing(6)
-        self.slots = {k: PlotSlot() for k in PLOTS}
+        # small minimums: at 1280×720 all five plots fit without scrolling (they grow with the window)
+        self.slots = {k: PlotSlot(min_height=80) for k in PLOTS}
         grid.addWidget(self.slots["loss"], 0, 0, 1, 2)
         grid.addWidget(self.slots["lr"], 1, 0)
         grid.addWidget(self.slots["grad"], 1, 1)
@@ -219,6 +220,7 @@ class MonitorPanel(QWidget, PanelDefaults):
                                for _, color, text in TITLE_KEYS[key])
             title = f"{title} — {words}"
         p = ThemedPlot(title)
+        p.setMinimumHeight(80)
         p.setLabel("bottom", "step")
         # Thousands of points, but only a few hundred pixels: draw the peaks, skip the rest.
         p.getPlotItem().setDownsampling(auto=True, mode="peak")

@@ -32,7 +32,7 @@ from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.picker import RunPicker
 from studio.tasks import Task, start_job
-from studio.widgets import CheckedDoubleSpinBox, CheckedSpinBox, scrolled_body
+from studio.widgets import CheckedDoubleSpinBox, CheckedSpinBox, compact, scrolled_body
 
 BASE = "base"  # engine.playground.BASE, repeated so that importing this tab stays Qt-only
 
@@ -149,7 +149,7 @@ class PlaygroundPanel(QWidget, PanelDefaults):
             w = QWidget()
             v = QVBoxLayout(w)
             v.setContentsMargins(0, 0, 0, 0)
-            combo = QComboBox()
+            combo = compact(QComboBox(), 8)
             combo.setObjectName(f"playground.source{side}")
             combo.setToolTip("base = the base model with no adapter; final = the run's adapter; "
                              "checkpoint-N = an intermediate adapter; <run>: final = another run's adapter "
