@@ -97,9 +97,13 @@ class TargetModules(QWidget):
         modes = QHBoxLayout()
         self.group = QButtonGroup(self)
         self.radios = {}
-        for key, text in (("auto", "Auto (recommended)"), ("all-linear", "All linear"), ("list", "Choose:")):
+        for key, text in (("auto", "Auto"), ("all-linear", "All linear"), ("list", "Choose:")):
             rb = QRadioButton(text)
             rb.setObjectName(f"targets:{key}")
+            rb.setToolTip({"auto": "Recommended: the modules the engine picks for this method and model "
+                                   "(listed below)",
+                           "all-linear": "Every linear layer except the output head",
+                           "list": "Only the modules ticked below"}[key])
             self.group.addButton(rb)
             self.radios[key] = rb
             modes.addWidget(rb)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
+    QSizePolicy,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -45,7 +46,7 @@ REFRESH_MS = 20  # five plots in turn: each one 10 times a second
 GIB = float(1 << 30)
 _PLOT_CURVES = {"loss": ("loss_raw", "loss", "eval"), "lr": ("lr",), "grad": ("grad",), "tps": ("tps",),
                 "mem": ("mem", "mem_peak")}
-PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory (GiB)"}
+PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory"}
 # What each curve of a plot is, said in the plot's title in the curve's colour (a legend box sat on
 # the curve): (series key, colour key, words).
 TITLE_KEYS = {"loss": [("loss", "train", "train"), ("eval", "eval", "eval ●")],
@@ -128,6 +129,8 @@ class MonitorPanel(QWidget, PanelDefaults):
         head.addWidget(self.state_label)
         self.run_label = muted("", wrap=False)
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long run folder must not widen the tab (it is cut at the window's edge, whole in the tooltip)
+        self.run_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         head.addWidget(self.run_label, 1)
         lay.addLayout(head)
 
@@ -179,15 +182,14 @@ class MonitorPanel(QWidget, PanelDefaults):
         grid = QGridLayout()
         grid.setSpacing(6)
         # small minimums: at 1280×720 all five plots fit without scrolling (they grow with the window)
-        self.slots = {k: PlotSlot(min_height=80) for k in PLOTS}
-        grid.addWidget(self.slots["loss"], 0, 0, 1, 2)
-        grid.addWidget(self.slots["lr"], 1, 0)
-        grid.addWidget(self.slots["grad"], 1, 1)
-        grid.addWidget(self.slots["tps"], 2, 0)
-        grid.addWidget(self.slots["mem"], 2, 1)
+        self.slots = {k: PlotSlot(min_height=110) for k in PLOTS}
+        # the loss across the top, the other four in one row under it: two rows of plots leave each
+        # one readable on a 1280×720 screen, where three rows were squeezed flat
+        grid.addWidget(self.slots["loss"], 0, 0, 1, 4)
+        for col, key in enumerate(("lr", "grad", "tps", "mem")):
+            grid.addWidget(self.slots[key], 1, col)
         grid.setRowStretch(0, 3)
         grid.setRowStretch(1, 2)
-        grid.setRowStretch(2, 2)
         lay.addLayout(grid, 1)
         self.plots: dict = {}
         self.curves: dict = {}
@@ -220,7 +222,8 @@ class MonitorPanel(QWidget, PanelDefaults):
                                for _, color, text in TITLE_KEYS[key])
             title = f"{title} — {words}"
         p = ThemedPlot(title)
-        p.setMinimumHeight(80)
+        p.setMinimumHeight(110)
+        p.setMinimumWidth(100)  # four across on a 1280-px window without scrolling sideways
         p.setLabel("bottom", "step")
         # Thousands of points, but only a few hundred pixels: draw the peaks, skip the rest.
         p.getPlotItem().setDownsampling(auto=True, mode="peak")
@@ -244,6 +247,7 @@ class MonitorPanel(QWidget, PanelDefaults):
         elif key == "mem":
             # GiB like every other memory figure in the studio (pyqtgraph's SI prefixes would say GB)
             p.getAxis("left").enableAutoSIPrefix(False)
+            p.setLabel("left", "GiB")
             self.curves["mem"] = curve(theme.SERIES["mem2"], width=1)
             self.curves["mem_peak"] = curve(theme.SERIES["mem"])
         else:
@@ -284,6 +288,7 @@ class MonitorPanel(QWidget, PanelDefaults):
     def set_run_dir(self, run_dir: str) -> None:
         self.run_dir = run_dir
         self.run_label.setText(f"  {run_dir}" if run_dir else "")
+        self.run_label.setToolTip(run_dir or "")
 
     def on_event(self, ev: dict) -> None:
         kind = ev.get("event")

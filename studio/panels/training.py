@@ -48,7 +48,7 @@ class TrainingPanel(QWidget, PanelDefaults):
         lay = QVBoxLayout(self)
         out_box = QGroupBox("Output folder")
         ol = QVBoxLayout(out_box)
-        self.auto_name = QCheckBox("Name each run after its model, method and data")
+        self.auto_name = QCheckBox("Automatic run names")
         self.auto_name.setObjectName("field:auto_run_name")
         self.auto_name.setToolTip("On: the folder below holds the runs, and each run gets its own folder "
                                   "named like smollm2-lora-alpaca-1129-2215. Off: the folder below is the run's.")

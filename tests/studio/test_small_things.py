@@ -26,6 +26,8 @@ def test_the_loss_legend_does_not_cover_the_curve(qtbot):
     item = mon.plots["loss"].getPlotItem()
     assert item.legend is None  # the curves are named in the title, in their colours
     assert "train" in item.titleLabel.text and "eval" in item.titleLabel.text
+    mem = mon.plots["mem"].getPlotItem().getAxis("left")
+    assert mem.labelText == "GiB" and not mem.autoSIPrefix  # never pyqtgraph's "GB"
 
 
 def test_methods_are_grouped_by_what_they_declare(qtbot):
