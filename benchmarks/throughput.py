@@ -60,12 +60,16 @@ def train_defaults() -> dict:
             "scheduler": t.scheduler}
 
 
-def prepare_model(spec: str, device: str, work: Path) -> Path:
+def prepare_model(spec: str, device: str, work: Path, tokenizer: str | None = None) -> Path:
     """`demo` → the bundled SmolLM2-135M folder; a config.json → random weights of that shape
-    (speed does not depend on the values), saved once with the demo tokenizer."""
-    from engine.models import demo_model_dir
+    (speed does not depend on the values), saved once with the demo tokenizer (or ``tokenizer``,
+    a folder with the demo's tokenizer files: what a machine without the demo model carries)."""
+    if spec == "demo" or tokenizer is None:
+        from engine.models import demo_model_dir
 
-    demo = demo_model_dir()
+        demo = demo_model_dir()
+    else:
+        demo = Path(tokenizer)
     if spec == "demo":
         return demo
     import torch
@@ -339,6 +343,8 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--model", default="demo", help="`demo` or a config.json (random weights of that shape)")
+    p.add_argument("--tokenizer", default=None, help="with a config.json: a folder holding the demo model's "
+                   "tokenizer files (default: the demo model's own)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=1024)
@@ -375,7 +381,7 @@ def main(argv=None) -> int:
     a.work = str(work)
     from transformers import AutoTokenizer
 
-    model_dir = prepare_model(a.model, a.device, work)
+    model_dir = prepare_model(a.model, a.device, work, a.tokenizer)
     n = a.examples or a.steps * a.batch_size * 2
     tok = AutoTokenizer.from_pretrained(model_dir)
     # Keep only examples that fit max_length, so that neither arm truncates (the engine drops an

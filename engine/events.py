@@ -131,6 +131,11 @@ class StartedEvent(Event):
     pid: int = _f("The training process's id, to tell a running run from a crashed one.", "process id")
     total_steps: int = _f("Optimizer steps the run will take.", "optimizer steps")
     resumed_from_step: int = _f("The step a resumed run continues from (0: a fresh run).", "optimizer steps")
+    strategy: str = _f("train.distributed.strategy: single, ddp, fsdp or deepspeed.")
+    world_size: int = _f("Processes training together (1: a single process); only rank 0 reports.",
+                         "processes")
+    distributed_type: str = _f("What accelerate set up: NO, MULTI_CPU, MULTI_GPU, FSDP or DEEPSPEED (a run "
+                               "asking for FSDP that is not sharded shows here).")
 
 
 @_event("step")
@@ -203,7 +208,8 @@ class FinishedEvent(Event):
     adapter_dir: str = _f("The saved adapter (or model) folder.")
     run_dir: str = _f("The run folder.")
     metrics: dict = _f("train_loss, final_loss and eval_loss (nats per token), global_step (optimizer "
-                       "steps).")
+                       "steps); with several processes rank_bytes, a list by rank of the bytes of "
+                       "parameters, gradients and optimizer_states each held.")
     step: int = _f("Optimizer steps done.", "optimizer steps")
 
 

@@ -52,6 +52,9 @@ def to_dict(obj, first: str | None = None) -> dict:
     out = {}
     for f in fields(obj):
         v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):   # a nested section, e.g. train.distributed
+            out[f.name] = to_dict(v)
+            continue
         out[f.name] = list(v) if isinstance(v, tuple) else (dict(v) if isinstance(v, dict) else v)
     if first is not None and first in out:
         out = {first: out.pop(first), **out}
@@ -99,6 +102,10 @@ def _resolved_types(klass) -> dict[str, Any]:
 def coerce_value(klass, fname: str, value, path: str):
     """Convert ``value`` to the field's type or raise ConfigError. Used by from_dict and the GUI."""
     tp = _resolved_types(klass)[fname]
+    if dataclasses.is_dataclass(tp):      # a nested section: a mapping of its own fields
+        if isinstance(value, tp):
+            return value
+        return from_dict(tp, value if value is not None else {}, path)
     allowed, nullable = _type_info(tp)
     if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")
                          and str not in allowed):
@@ -177,17 +184,33 @@ def check_field(obj, f, path: str) -> None:
 
 
 def validate(obj, prefix: str) -> None:
-    """Check every field of ``obj``; raise ConfigError naming the first bad one."""
+    """Check every field of ``obj`` (and of its nested sections); raise ConfigError naming the
+    first bad one."""
     for f in fields(obj):
-        check_field(obj, f, f"{prefix}.{f.name}")
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            validate(v, f"{prefix}.{f.name}")
+        else:
+            check_field(obj, f, f"{prefix}.{f.name}")
 
 
 def errors(obj, prefix: str) -> list[ConfigError]:
-    """Every bad field of ``obj`` (the GUI marks them all), in field order."""
+    """Every bad field of ``obj`` and its nested sections (the GUI marks them all), in field order."""
     out = []
     for f in fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            out.extend(errors(v, f"{prefix}.{f.name}"))
+            continue
         try:
             check_field(obj, f, f"{prefix}.{f.name}")
         except ConfigError as e:
             out.append(e)
     return out
+
+
+def is_section(f: dataclasses.Field) -> bool:
+    """Field ``f`` is a nested section (a dataclass of its own fields, e.g. train.distributed)
+    rather than a value: forms give it a group of its own."""
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return dataclasses.is_dataclass(default)

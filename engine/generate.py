@@ -102,3 +102,25 @@ def stream(model, tokenizer, messages: list[dict], settings: GenerationSettings 
         th.join()
     if errors:
         raise errors[0]
+
+
+def greedy_ids(model, tokenizer, messages: list[dict], max_new_tokens: int = 32,
+               stop_ids: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """Greedy decoding of one conversation through the same prompt and settings as ``stream``.
+
+    Returns (prompt token ids, generated token ids); generation ends after ``max_new_tokens`` or
+    on one of ``stop_ids`` (default: the tokenizer's EOS), which is then the last id. Used to
+    compare other runtimes (llama.cpp, a GGUF file) token by token with the model.
+    """
+    import torch
+
+    prompt = build_prompt(tokenizer, messages)
+    enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    kw = _gen_kwargs(tokenizer, GenerationSettings(max_new_tokens=max_new_tokens, temperature=0.0))
+    if stop_ids:
+        kw["eos_token_id"] = list(stop_ids)
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(**enc, **kw)
+    n = enc["input_ids"].shape[1]
+    return enc["input_ids"][0].tolist(), out[0, n:].tolist()

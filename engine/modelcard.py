@@ -115,6 +115,7 @@ tokenizer = AutoTokenizer.from_pretrained("{folder_name}")
 No peft is needed: the adapter is merged into the weights."""
     return f"""```sh
 llama-cli -m {folder_name}/{gguf_file} -cnv      # llama.cpp
+ollama create {folder_name.lower()} -f {folder_name}/Modelfile && ollama run {folder_name.lower()}   # Ollama
 ```
 ```python
 from transformers import AutoModelForCausalLM
@@ -139,10 +140,16 @@ def render_run_card(info, kind: str = "adapter", folder_name: str = ".", adapter
     if kind != "adapter" and spec.saves_full_model:
         parts.append(f"Every weight was fine-tuned; this is checkpoint `{adapter_label}`"
                      + (f" in {details['dtype']}" if details.get("dtype") else "") + ".\n")
+    elif kind != "adapter" and adapter_label == "base":
+        parts.append("This is the base model itself, without the adapter (apply a GGUF LoRA adapter to it).\n")
     elif kind != "adapter":
         parts.append(f"Adapter `{adapter_label}` merged into the full-precision base weights"
                      + (f" in {details['dtype']}" if details.get("dtype") else "") + ".\n")
-    if kind == "gguf" and details.get("max_abs_logit_diff") is not None:
+    if kind == "gguf" and details.get("agreement"):
+        a = details["agreement"]
+        parts.append(f"Checked in {a['runtime']} against the merged model (greedy answers to {a['prompts']} sample "
+                     f"prompts): {a['sentence']} {a['logits_sentence']}\n")
+    elif kind == "gguf" and details.get("max_abs_logit_diff") is not None:
         parts.append(f"Verified by loading the file back with transformers' GGUF loader: max |Δlogit| "
                      f"{details['max_abs_logit_diff']:.2e} against the merged model.\n")
     method_rows = [("method", spec.name)] if info.is_bare_adapter else _dc_rows(cfg.method)

@@ -41,7 +41,7 @@ class WalkFailed(AssertionError):
 
 
 class Walk:
-    def __init__(self, shots: Path, tmp: Path, sizes=SIZES, steps: int = 24):
+    def __init__(self, shots: Path, tmp: Path, sizes=SIZES, steps: int = 400):
         self.shots, self.tmp, self.sizes, self.steps = shots, tmp, sizes, steps
         self.t0 = time.monotonic()
         self.win = None
@@ -272,8 +272,10 @@ class Walk:
         self.check(mon.progress.text() in ("", "0%") or "/ 1 steps" not in mon.progress.text(),
                    "no “0 / 1 steps” before the run")
         self.click(self.button(win.act_start))
-        self.wait(lambda: win.runs.supervisor.state == "running" and mon.curve_points("loss") >= 3,
+        # (the run is long, so that however fast the machine, Stop and Resume find it training)
+        self.wait(lambda: win.runs.supervisor.state == "running" and mon.series["loss"].n >= 3,
                   "the run trains (3 steps)", STEP_TIMEOUT_S)
+        mon.refresh_all()
         run_dir = str(win.runs.supervisor.run_dir)
         from studio.summary import is_auto_name
 
@@ -333,8 +335,13 @@ class Walk:
         self.wait(lambda: mon.series["loss"].n >= steps_now - 1, "the whole curve so far is shown", 30)
         x, _ = mon.series["loss"].data()
         self.check(len(x) and x[0] == 1, "the re-attached curve starts at step 1")
-        self.wait(lambda: win.runs.supervisor.state == "finished", "the run finishes", STEP_TIMEOUT_S)
-        self.check(mon.progress.value() == self.steps, f"{self.steps} of {self.steps} steps")
+        self.check(mon.progress.maximum() == self.steps, f"the bar counts {self.steps} steps")
+        self.log("Stop the re-attached run (the studio no longer owns its stdin: a signal asks it)")
+        if win.runs.supervisor.state == "running":
+            self.click(self.button(win.act_stop))
+        self.wait(lambda: win.runs.supervisor.state in ("stopped", "finished"), "the run stopped and saved",
+                  STEP_TIMEOUT_S)
+        self.check((Path(run_dir) / "adapter" / "adapter_config.json").exists(), "its adapter is saved")
         return win
 
     def step_playground(self, win, run_dir: str) -> None:
@@ -409,7 +416,7 @@ class Walk:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shots", default="docs/screenshots", help="folder for the screenshots")
-    p.add_argument("--steps", type=int, default=24, help="steps of the first run")
+    p.add_argument("--steps", type=int, default=400, help="steps of the first run (it is stopped long before)")
     p.add_argument("--one-size", action="store_true", help="screenshots at 1280x720 only (faster)")
     args = p.parse_args(argv)
     shots = Path(args.shots)

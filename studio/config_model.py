@@ -31,6 +31,10 @@ def studio_checks(cfg: RunConfig) -> dict[str, str]:
         errors["data.path"] = "choose a data file"
     if cfg.data.validation_path and find_path(cfg.data.validation_path) is None:
         errors["data.validation_path"] = "file not found"
+    if cfg.train.distributed.num_machines > 1:
+        # Start runs on this machine; several machines start from the script the user submits.
+        errors["train.distributed.num_machines"] = ("a run over several machines starts from its cluster "
+                                                    "script: use Write cluster script, then sbatch it")
     name = cfg.model.name_or_path
     if not name:
         errors["model.name_or_path"] = "choose a model"

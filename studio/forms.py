@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import ConfigError, coerce_value
+from engine.fields import is_section
 from studio.widgets import compact
 
 # Readable in both light and dark palettes; the one colour we do fix, because "error" must look
@@ -312,7 +313,9 @@ class DataclassForm(QWidget):
         outer.addWidget(self.advanced_box)
         has_adv = False
         for f in dataclasses.fields(klass):
-            if f.name in exclude:
+            # A nested section (train.distributed) is a group of its own with its own panel,
+            # not one row of this form.
+            if f.name in exclude or is_section(f):
                 continue
             adv = bool(f.metadata.get("advanced"))
             has_adv |= adv

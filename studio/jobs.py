@@ -79,11 +79,23 @@ def estimate(state, cfg: dict, gpu: str | None) -> dict:
     r = engine_estimate(_config(cfg), gpu=gpu)
     keys = ("components", "peak_allocated", "peak_reserved", "device_total", "verdict", "gpu_name",
             "gpu_bytes", "total_params", "trainable_params", "adapter_bytes", "notes", "suggestions",
-            "max_batch_size", "max_seq_len", "on_cpu")
+            "max_batch_size", "max_seq_len", "on_cpu", "layout", "processes")
     out = {k: getattr(r, k, None) for k in keys}
     out["components"] = dict(out["components"] or {})
     out["labels"] = dict(LABELS)
     return jsonable(out)
+
+
+def cluster_script(state, cfg: dict, nodes: int, gpus_per_node: int, partition: str, time_limit: str) -> dict:
+    """Write the run's files and its sbatch script into the run folder ("Where to run": a
+    cluster); {"path", "text"}. Reads the model's config and checks the method, so it runs here."""
+    from engine.distributed import launch, slurm
+
+    run_cfg = launch.apply_topology(_config(cfg), nodes=nodes, gpus_per_node=gpus_per_node)
+    files = launch.prepare(run_cfg, on_gpu=True, absolute=True, cluster=True)
+    path = slurm.write(files, slurm.SlurmOptions(nodes=nodes, gpus_per_node=gpus_per_node,
+                                                 partition=partition, time=time_limit))
+    return {"path": str(path), "text": path.read_text(encoding="utf-8")}
 
 
 def gpu_list(state) -> list:
@@ -224,4 +236,4 @@ def generate(state, run_dir: str, signature: list, sources: list[str], messages:
 
 
 JOBS = {f.__name__: f for f in (warm_up, inspect, cached_models, count, estimate, gpu_list, preview, export,
-                                generate)}
+                                generate, cluster_script)}

@@ -35,8 +35,24 @@ STDERR_FILE = "engine.log"
 
 
 def engine_command(run_yaml: str) -> list[str]:
+    """The child that runs ``run_yaml``: ``engine train``, or ``engine launch`` when its
+    train.distributed asks for several processes (accelerate launch starts the ranks; rank 0's
+    events arrive on stdout as from a single process, and ``stop`` on stdin reaches every rank)."""
+    if _multi_process(run_yaml):
+        return [sys.executable, "-m", "engine", "launch", str(run_yaml)]
     # --format json: stdout carries only events (the CLI's human lines are for terminals)
     return [sys.executable, "-m", "engine", "train", str(run_yaml), "--format", "json"]
+
+
+def _multi_process(run_yaml: str) -> bool:
+    import yaml
+
+    try:
+        d = ((yaml.safe_load(Path(run_yaml).read_text(encoding="utf-8")) or {}).get("train") or {}).get(
+            "distributed") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return False    # the engine itself will say what is wrong with the file
+    return isinstance(d, dict) and d.get("strategy", "single") != "single"
 
 
 def pid_alive(pid: int) -> bool:

@@ -33,6 +33,10 @@ SPECIAL_LABELS = {
     "method.name": "Method",
     "method.target_modules": "Target modules",
     "output_dir": "Output folder",
+    "train.distributed": "Where to run",
+    "train.distributed.strategy": "Strategy",
+    "train.distributed.num_processes": "Processes",
+    "train.distributed.num_machines": "Nodes",
 }
 
 
@@ -44,7 +48,8 @@ def _names(*klasses) -> str:
 
 # Only real field names count: "data.jsonl" in a file name is not the key "data.<field>".
 _KEY = (r"\b(?:model\.(?:" + _names(ModelConfig) + r")|data\.(?:" + _names(DataConfig) + r")(?:\.[A-Za-z0-9_]+)?"
-        r"|method\.(?:" + _names(*PARAMS.values()) + r")|train\.(?:" + _names(TrainConfig) + r")|output_dir)\b")
+        r"|method\.(?:" + _names(*PARAMS.values()) + r")|train\.(?:" + _names(TrainConfig) + r")(?:\.[A-Za-z0-9_]+)?"
+        r"|output_dir)\b")
 KEY_RE = re.compile(_KEY)
 # "set data.skip_bad_lines: true", "Set data.format", "set model.offline: false"
 # a value after the colon: true/false, or a word that ends the clause ("(train.optimizer: adamw_8bit)");
@@ -60,9 +65,10 @@ _REPORT = re.compile(r"[;,]? ?(?:and )?if it persists, report it(?: with the run
 
 
 def base_path(path: str) -> str:
-    """``data.columns.prompt`` → ``data.columns`` (the control is the whole mapping)."""
+    """``data.columns.prompt`` → ``data.columns`` (the control is the whole mapping); nested
+    sections (``train.distributed.num_processes``) keep their whole path."""
     parts = path.split(".")
-    return ".".join(parts[:2]) if len(parts) > 2 else path
+    return ".".join(parts[:2]) if len(parts) > 2 and parts[:2] == ["data", "columns"] else path
 
 
 def _is_advanced(path: str) -> bool:
@@ -92,6 +98,8 @@ def panel_of(path: str) -> str:
 def place(path: str) -> str:
     """Where the control sits: ``Data tab`` or ``Data tab › Advanced``."""
     where = PLACE.get(panel_of(path), "")
+    if path.startswith("train.distributed"):
+        return where + " › Where to run"
     if _is_advanced(base_path(path)) and path not in SPECIAL_LABELS:
         where += " › Advanced"
     return where

@@ -60,6 +60,8 @@ def format_table(est) -> str:
            f"({100 * est.trainable_params / max(est.total_params, 1):.3f}%), adapter {gib(est.adapter_bytes)}"
     lines.append(head)
     lines.append(f"batch {est.batch_size} × {est.seq_len} tokens, weights in {est.quantization or est.dtype}")
+    if getattr(est, "processes", 1) > 1:
+        lines.append(f"per GPU: {est.layout} over {est.processes} processes")
     lines.append("")
     width = max(len(v) for v in LABELS.values())
     for key, label in LABELS.items():

@@ -1,6 +1,8 @@
 """CLI verbs `export`, `merge`, `merge-adapters` and `chat` (registered by engine.cli).
 
-    peft-studio export RUN_DIR --adapter | --merge [--dtype bf16] | --gguf q8_0 [--out DIR]
+    peft-studio export RUN_DIR --adapter | --merge [--dtype bf16] | --gguf q4_k_m | --ollama [TYPE]
+                       | --gguf-lora [f32|f16] [--with-base TYPE]  [--checkpoint final|best|checkpoint-N|base]
+                       [--no-verify] [--dry-run] [--out DIR]
     peft-studio merge RUN_DIR [--dtype bf16] [--out DIR]            (= export --merge)
     peft-studio merge-adapters A B --weights 0.7,0.3 --method ties [--density 0.5] --out DIR
     peft-studio chat RUN_DIR [--source final] [--compare [A B]]
@@ -10,6 +12,7 @@ Export errors are printed as one plain line with exit code 2, like every other u
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -70,25 +73,103 @@ def _run_job(job) -> int:
     return 0
 
 
+def _chosen_format(args) -> tuple[str, str | None]:
+    """(registry format name, option) from the mutually exclusive flags."""
+    if args.gguf:
+        return "gguf", args.gguf
+    if args.ollama:
+        return "ollama", None if args.ollama is True else args.ollama
+    if args.gguf_lora:
+        return "gguf-lora", None if args.gguf_lora is True else args.gguf_lora
+    if args.merge:
+        return "merged", args.dtype
+    return "adapter", None
+
+
+def default_option(fmt) -> str | None:
+    """The format's default option, or the first available one after it (Q4_K_M needs llama.cpp;
+    without it, Q8_0)."""
+    from engine.export.formats import _option_choices
+
+    choices = _option_choices(fmt)
+    names = [c.value for c in choices]
+    if fmt.default_option is None:
+        return None
+    start = names.index(fmt.default_option)
+    for c in choices[start:] + choices[:start][::-1]:
+        if c.available:
+            return c.value
+    return fmt.default_option
+
+
+def print_sizes(info, which, only: str | None, stream=None) -> None:
+    """The --dry-run table: every format and option with its size (or why it cannot be made)."""
+    from engine.export.formats import FORMATS, estimate_sizes
+
+    stream = stream or sys.stdout
+    label = which or "final"
+    print(f"Sizes of the exports of {info.name} ({label}), before exporting:", file=stream)
+    for e in estimate_sizes(info, which, [only] if only else None):
+        if only is None and e.format == "ollama":
+            continue  # the same file as gguf, plus a Modelfile of a few hundred bytes
+        fmt = FORMATS[e.format]
+        opt = f"{fmt.option_label} {e.option}" if e.option else ""
+        line = f"  {e.format:<10} {opt:<22} {e.text():>12}"
+        if not e.available:
+            line += f"   not available: {e.reason}"
+        print(line, file=stream)
+    if only is None:
+        print("  ollama: the gguf file of the same type, plus a Modelfile.", file=stream)
+
+
 def cmd_export(args) -> int:
-    from engine.export import export_adapter, export_gguf, export_merged, load_run, normalize_dtype
+    from engine.export import load_run, normalize_dtype
+    from engine.export.formats import get_format
+
+    name, option = _chosen_format(args)
+    if args.dry_run:
+        from engine.export import ExportError
+
+        try:
+            info = load_run(args.run_dir)
+            print_sizes(info, args.checkpoint, name if _explicit(args) else None)
+        except ExportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
 
     def job(progress):
         info = load_run(args.run_dir)
-        which = args.checkpoint
-        if args.gguf:
-            out = Path(args.out) if args.out else _default_out(info.run_dir, f"gguf-{args.gguf}", info.is_bare_adapter)
-            return export_gguf(info, out, args.gguf, which, verify=args.verify, overwrite=args.force,
-                               progress=progress)
-        if args.merge:
-            dtype = normalize_dtype(args.dtype)
-            out = Path(args.out) if args.out else _default_out(info.run_dir, f"merged-{dtype}", info.is_bare_adapter)
-            return export_merged(info, out, which, dtype, args.max_shard_size, overwrite=args.force,
+        fmt = get_format(name)
+        opt = option
+        if name == "merged":
+            opt = normalize_dtype(option)
+        elif opt is None:
+            opt = default_option(fmt)
+        if name == "gguf-lora" and args.with_base:
+            from engine.export.gguf_lora import export_gguf_lora
+
+            out = Path(args.out) if args.out else _default_out(info.run_dir, "gguf-lora", info.is_bare_adapter)
+            return export_gguf_lora(info, out, args.checkpoint, opt or "f32", with_base=args.with_base,
+                                    verify=args.verify, overwrite=args.force, progress=progress)
+        kind = {"adapter": "adapter", "merged": f"merged-{opt}", "gguf": f"gguf-{opt}", "ollama": f"ollama-{opt}",
+                "gguf-lora": f"gguf-lora-{opt}"}[name]
+        if args.checkpoint and args.checkpoint != "final":
+            kind += f"-{Path(args.checkpoint).name}"
+        out = Path(args.out) if args.out else _default_out(info.run_dir, kind, info.is_bare_adapter)
+        if name == "merged":
+            from engine.export import export_merged
+
+            return export_merged(info, out, args.checkpoint, opt, args.max_shard_size, overwrite=args.force,
                                  progress=progress)
-        out = Path(args.out) if args.out else _default_out(info.run_dir, "adapter", info.is_bare_adapter)
-        return export_adapter(info, out, which, overwrite=args.force, progress=progress)
+        return fmt.run(info, out, option=opt, which=args.checkpoint, overwrite=args.force, progress=progress,
+                       verify=args.verify)
 
     return _run_job(job)
+
+
+def _explicit(args) -> bool:
+    return bool(args.gguf or args.ollama or args.gguf_lora or args.merge or args.adapter)
 
 
 def cmd_merge_adapters(args) -> int:
@@ -128,29 +209,46 @@ def cmd_chat(args) -> int:
 
 
 def add_parser(sub) -> None:
+    from engine.export.gguf_lora import LORA_TYPES
+    from engine.export.gguf_quant import QUANT_TYPES
     from engine.export.loading import MERGE_DTYPES
-    from engine.export.to_gguf import GGUF_TYPES
     from engine.export.weighted import COMBINATIONS
+
+    llama_types = ", ".join(n for n, q in QUANT_TYPES.items() if q.needs_llama_cpp)
 
     dtype_help = f"precision of the merged weights: {', '.join(MERGE_DTYPES)} (or fp32/bf16/fp16); " \
                  "auto = the base checkpoint's own dtype"
 
-    e = sub.add_parser("export", help="export a run's adapter, a merged model or a GGUF file",
+    e = sub.add_parser("export", help="export a run: adapter, merged model, GGUF, Ollama, GGUF LoRA adapter",
                        description="Export a run: the adapter folder (default), the adapter merged into a full "
-                                   "model, or a GGUF file for llama.cpp.")
+                                   "model, a GGUF file for llama.cpp / LM Studio (with an Ollama Modelfile), or "
+                                   "a LoRA in llama.cpp's adapter format. --dry-run lists every format's size.")
     e.add_argument("run_dir", help="the run folder (or a peft adapter folder)")
     what = e.add_mutually_exclusive_group()
     what.add_argument("--adapter", action="store_true", help="the peft adapter folder + README (default)")
     what.add_argument("--merge", action="store_true", help="a full safetensors model folder")
-    what.add_argument("--gguf", choices=GGUF_TYPES, type=str.lower, help="a GGUF file of this type")
+    what.add_argument("--gguf", choices=list(QUANT_TYPES), type=str.lower, metavar="TYPE",
+                      help=f"a GGUF file of this type: {', '.join(QUANT_TYPES)} ({llama_types} need "
+                           "llama-cpp-python: pip install 'peft-studio[llama]')")
+    what.add_argument("--ollama", nargs="?", const=True, choices=list(QUANT_TYPES), type=str.lower, metavar="TYPE",
+                      help="a GGUF file + Ollama Modelfile (default type q4_k_m, or q8_0 without llama.cpp)")
+    what.add_argument("--gguf-lora", nargs="?", const=True, choices=list(LORA_TYPES), metavar="TYPE",
+                      help="the LoRA as a llama.cpp GGUF adapter (f32 default, or f16), applied without merging")
+    e.add_argument("--with-base", choices=list(QUANT_TYPES), type=str.lower, metavar="TYPE",
+                   help="--gguf-lora: also write the base model as a GGUF of this type and a Modelfile")
     _common_export_args(e, dtype_help)
-    e.add_argument("--verify", action="store_true", help="GGUF: load the file back and compare logits")
+    e.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True,
+                   help="GGUF: answer sample prompts in llama.cpp (or transformers' GGUF reader) and compare "
+                        "with the merged model (default on; --no-verify to skip)")
+    e.add_argument("--dry-run", action="store_true",
+                   help="print the size of every export format and type (or of the one chosen) and stop")
     e.set_defaults(func=cmd_export)
 
     m = sub.add_parser("merge", help="merge a run's adapter into its base (= export --merge)")
     m.add_argument("run_dir")
     _common_export_args(m, dtype_help)
-    m.set_defaults(func=cmd_export, merge=True, gguf=None, adapter=False, verify=False)
+    m.set_defaults(func=cmd_export, merge=True, gguf=None, ollama=None, gguf_lora=None, with_base=None,
+                   adapter=False, verify=False, dry_run=False)
 
     w = sub.add_parser("merge-adapters", help="combine LoRA adapters with weights into one adapter",
                        description="Weighted merge of LoRA adapters (peft's add_weighted_adapter).")
@@ -185,6 +283,7 @@ def add_parser(sub) -> None:
 def _common_export_args(p, dtype_help: str) -> None:
     p.add_argument("--out", help="output folder (default: RUN_DIR/exports/<kind>)")
     p.add_argument("--dtype", default="auto", help=dtype_help)
-    p.add_argument("--checkpoint", help="which adapter: final (default), latest, or checkpoint-N")
+    p.add_argument("--checkpoint", help="which weights: final (default), best, latest, checkpoint-N, a path to an "
+                                        "adapter folder, or base (the base model without the adapter)")
     p.add_argument("--max-shard-size", default="2GB", help="merged safetensors shard size (default 2GB)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")

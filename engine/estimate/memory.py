@@ -30,6 +30,7 @@ import copy
 from dataclasses import asdict, dataclass, field
 
 from engine.errors import ConfigError
+from engine.estimate import sharding
 from engine.estimate.activations import Shape, fit_activation_model
 from engine.estimate.counts import count_params_for
 from engine.estimate.gpus import GiB, Gpu, MiB, detect_gpu, parse_gpu, this_cpu
@@ -101,6 +102,12 @@ class Estimate:
     tokens_per_step: int = 0
     generic: bool = False
     on_cpu: bool = False              # judged against this machine's RAM: no GPU, the run trains on the CPU
+    # Spread over processes (train.distributed): the figures above are then per GPU (per rank).
+    layout: str = "one GPU"           # e.g. "FSDP", "ZeRO-3 (CPU offload)"
+    processes: int = 1
+    resident: dict = field(default_factory=dict)   # per rank: parameters, gradients, optimizer_states (bytes)
+    cpu_offloaded: int = 0            # bytes per rank kept in CPU memory instead (offload)
+    sharding_options: list = field(default_factory=list)   # layouts over several GPUs that would fit
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -290,8 +297,12 @@ def eval_logits_bytes(p: _Plan, rows: int) -> int:
     return int(rows * p.arch.vocab * (p.dtype_bytes + upcast + 4))
 
 
-def breakdown(p: _Plan, batch: int, seq: int) -> dict:
-    """All figures for one (batch, seq): phases, the peak phase's components, sizes."""
+def breakdown(p: _Plan, batch: int, seq: int, layout: sharding.Layout | None = None) -> dict:
+    """All figures for one (batch, seq): phases, the peak phase's components, sizes; per rank
+    under ``layout`` (several processes: engine.estimate.sharding), with ``resident`` (what the
+    rank keeps between steps) and ``cpu_offloaded``."""
+    if layout is not None and layout.kind != "single":
+        return _breakdown_sharded(p, layout, batch, seq)
     a, info, cfg = p.arch, p.params, p.cfg
     shape = Shape(a.hidden, a.intermediate, a.heads, a.kv_heads, a.head_dim, a.vocab, a.layers)
     pred = p.act.predict(shape, batch, seq, p.virtual)
@@ -353,7 +364,103 @@ def breakdown(p: _Plan, batch: int, seq: int) -> dict:
             "device_total": reserved + comp["cuda_context"] + comp["runtime"] + opt_out,
             "phases": {k: int(v) for k, v in
                                                                               phases.items()},
-            "peak_phase": peak_phase, "sizes": {k: int(v) for k, v in sizes.items()}, "positions": T}
+            "peak_phase": peak_phase, "sizes": {k: int(v) for k, v in sizes.items()}, "positions": T,
+            "resident": sharding.resident(sizes_of(p), sharding.Layout("single")), "cpu_offloaded": 0}
+
+
+def sizes_of(p: _Plan) -> sharding.Sizes:
+    """The figures engine.estimate.sharding divides between ranks."""
+    opt_in, opt_out, opt_temp = optimizer_bytes(p)
+    info = p.params
+    return sharding.Sizes(frozen=frozen_weight_bytes(p), trainable=sum(n * e for n, e, _ in info.trainable),
+                          trainable_elements=sum(n for n, _, _ in info.trainable), optimizer_inside=opt_in,
+                          optimizer_outside=opt_out, optimizer_temp=opt_temp, dtype_bytes=p.dtype_bytes,
+                          vocab=p.arch.vocab, hidden=p.arch.hidden, layers=p.arch.layers, tied=bool(info.tied))
+
+
+def _breakdown_sharded(p: _Plan, lay: sharding.Layout, batch: int, seq: int) -> dict:
+    """breakdown() per rank of a several-process run: the resident state and the gathered units
+    from engine.estimate.sharding; activations, logits and autograd's transients as on one GPU
+    (each rank runs its own per-device batch through whole layers)."""
+    a, cfg = p.arch, p.cfg
+    shape = Shape(a.hidden, a.intermediate, a.heads, a.kv_heads, a.head_dim, a.vocab, a.layers)
+    pred = p.act.predict(shape, batch, seq, p.virtual)
+    z = sizes_of(p)
+    res = sharding.resident(z, lay)
+    T = pred["positions"]
+    logit_rows = batch * T if not p.act.packed else T
+    logits = logits_bytes(p, logit_rows, pred)
+    tr = transients(p, batch, seq)
+    gc = bool(cfg.train.gradient_checkpointing)
+    acts = (pred["checkpointed"] + pred["outside"]) if gc else (pred["layers"] + pred["outside"])
+    work_fwd, work_bwd = sharding.working_set(z, lay)
+    grads = res["gradients"]
+    accum = grads if cfg.train.grad_accum > 1 else 0
+    static = res["parameters"] + res["optimizer_states"]
+    s = max(1, lay.shard_group if lay.kind != "ddp" else 1)
+    step_temp = 0 if (lay.cpu_offload or lay.offload_optimizer) else z.optimizer_temp // s
+    phases = {
+        "loss": static + accum + acts + max(logits, tr["forward"]) + work_fwd,
+        "backward": static + grads + acts + tr["backward"] + (pred["per_layer"] if gc else 0) + work_bwd,
+        "step": static + grads + step_temp,
+    }
+    eval_logits = eval_logits_bytes(p, logit_rows)
+    if eval_logits:
+        phases["eval"] = static + eval_logits + work_fwd
+    peak_phase = max(phases, key=phases.get)
+    comp = dict.fromkeys(COMPONENTS, 0)
+    comp.update(frozen_weights=res["parameters"], optimizer_states=res["optimizer_states"])
+    if peak_phase == "loss":
+        comp.update(gradients=accum, activations=acts, transient=work_fwd)
+        comp["logits_loss" if logits >= tr["forward"] else "transient"] += max(logits, tr["forward"])
+    elif peak_phase == "backward":
+        comp.update(gradients=grads, activations=acts + (pred["per_layer"] if gc else 0),
+                    transient=tr["backward"] + work_bwd)
+    elif peak_phase == "eval":
+        comp.update(logits_loss=eval_logits, transient=work_fwd)
+    else:
+        comp.update(gradients=grads, transient=step_temp)
+    allocated = phases[peak_phase]
+    dynamic = allocated - static
+    if p.cpu:
+        overhead = int(FRAG_CPU * dynamic)
+        comp["runtime"] = RUNTIME_CPU
+    else:
+        overhead = int(FRAG_DYNAMIC * dynamic + FRAG_STATIC * static + FRAG_FIXED)
+        uses_bnb = bool(p.quant) or cfg.train.optimizer in ("adamw_8bit", "paged_adamw_8bit")
+        comp["cuda_context"] = CUDA_CONTEXT + (BNB_CONTEXT if uses_bnb else 0) + sharding.COMM_BUFFERS
+    comp["allocator_overhead"] = overhead
+    comp["outside_allocator"] = res["optimizer_outside"]
+    comp = {k: int(v) for k, v in comp.items()}
+    reserved = int(allocated) + overhead
+    return {"components": comp, "peak_allocated": int(allocated), "peak_reserved": reserved,
+            "device_total": reserved + comp["cuda_context"] + comp["runtime"] + res["optimizer_outside"],
+            "phases": {k: int(v) for k, v in phases.items()}, "peak_phase": peak_phase,
+            "sizes": {"frozen_weights": res["parameters"], "gradients": grads,
+                      "optimizer_states": res["optimizer_states"], "activations": int(acts),
+                      "logits_loss": int(logits), "transient": int(max(work_fwd, work_bwd))},
+            "positions": T, "resident": res, "cpu_offloaded": res["cpu_offloaded"]}
+
+
+def fitting(p: _Plan, gpu: Gpu, batch: int, seq: int, counts=sharding.CANDIDATE_COUNTS) -> list[dict]:
+    """For a configuration one GPU cannot hold: the fewest GPUs (of ``counts``) on which a
+    layout without offload fits, and before that the fewest on which CPU offload fits, each as
+    {"layout", "label", "gpus", "per_gpu", "text"}. Empty when nothing up to the largest
+    count fits."""
+    out: list[dict] = []
+    for n in counts:
+        for lay in sharding.candidates(n):
+            if lay.offloads and any(o["layout"].offloads for o in out):
+                continue    # offload already fits on fewer GPUs
+            total = breakdown(p, batch, seq, lay)["device_total"]
+            if total <= gpu.total_bytes:
+                out.append({"layout": lay, "label": lay.label, "gpus": n, "per_gpu": total,
+                            "text": f"{lay.label} over {n} × {sharding.size_text(gpu.total_bytes)}: "
+                                    f"{total / GiB:.1f} GB each"})
+                if not lay.offloads:
+                    return out
+                break
+    return out
 
 
 # ---- verdict -----------------------------------------------------------------------------------
@@ -458,8 +565,18 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
     g = resolve_gpu(gpu)
     p = plan(cfg, g, autocast)
     batch, seq = cfg.train.batch_size, cfg.data.max_length
-    b = breakdown(p, batch, seq)
+    lay = sharding.layout_of(cfg.train.distributed)
+
+    def per_rank(b_: int, s_: int) -> dict:
+        return breakdown(p, b_, s_, lay)
+
+    b = per_rank(batch, seq)
     notes = list(p.notes)
+    if lay.kind != "single":
+        notes.append(f"per GPU: {lay.label} over {lay.processes} processes; each runs batch_size "
+                     f"{batch} (effective batch × {lay.processes})")
+        if b["cpu_offloaded"]:
+            notes.append(f"{b['cpu_offloaded'] / GiB:.1f} GiB per process kept in CPU memory (offload)")
     if not p.spec.can_pack and cfg.train.packing:
         notes.append("prompt-based methods cannot pack examples; estimated with padded batches")
     if p.virtual and p.spec.prompt == "input":
@@ -480,13 +597,20 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
                    gpu_name=g.name if g else None, gpu_bytes=g.total_bytes if g else None,
                    notes=notes, sizes=b["sizes"], phases=b["phases"], peak_phase=b["peak_phase"],
                    dtype=p.dtype_name, quantization=p.quant, batch_size=batch, seq_len=seq,
-                   tokens_per_step=batch * seq * cfg.train.grad_accum, generic=p.arch.generic, on_cpu=p.cpu)
+                   tokens_per_step=batch * seq * cfg.train.grad_accum, generic=p.arch.generic, on_cpu=p.cpu,
+                   layout=lay.label, processes=lay.processes, resident=b["resident"],
+                   cpu_offloaded=b["cpu_offloaded"])
     if g is not None:
         cap = g.total_bytes
-        est.max_batch_size = _largest(lambda n: breakdown(p, n, seq)["device_total"] <= cap, 1, 4096)
+        est.max_batch_size = _largest(lambda n: per_rank(n, seq)["device_total"] <= cap, 1, 4096)
         max_pos = int(getattr(p.arch.hf_config, "max_position_embeddings", 0) or 131072)
-        est.max_seq_len = _largest(lambda n: breakdown(p, batch, n)["device_total"] <= cap, 8,
+        est.max_seq_len = _largest(lambda n: per_rank(batch, n)["device_total"] <= cap, 8,
                                    max(8, min(max_pos, 1 << 20)))
         if est.verdict != "fits":
-            est.suggestions = suggestions(p, batch, seq, g, b["device_total"])
+            if lay.kind == "single":
+                est.suggestions = suggestions(p, batch, seq, g, b["device_total"])
+            if not p.cpu:
+                # Which strategy and how many GPUs of this kind would hold it.
+                est.sharding_options = [o["text"] for o in fitting(p, g, batch, seq)]
+                est.suggestions += [f"spread it over GPUs: {t} (train.distributed)" for t in est.sharding_options]
     return est

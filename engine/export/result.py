@@ -16,7 +16,7 @@ def no_progress(stage: str, done: int | None = None, total: int | None = None) -
 
 @dataclass
 class ExportResult:
-    kind: str                 # adapter | merged | gguf | weighted
+    kind: str                 # adapter | merged | gguf | gguf-lora | weighted
     path: Path                # the output folder
     note: str | None = None   # something the user must read (e.g. "cannot merge; exported the adapter")
     details: dict = field(default_factory=dict)
@@ -27,10 +27,15 @@ class ExportResult:
 
     def summary(self) -> str:
         what = {"adapter": "Adapter", "merged": "Merged model", "gguf": "GGUF model",
-                "weighted": "Weighted adapter"}.get(self.kind, self.kind)
+                "gguf-lora": "GGUF LoRA adapter", "weighted": "Weighted adapter"}.get(self.kind, self.kind)
         text = f"{what} written to {self.path}"
         if self.details.get("gguf_file"):
             text += f" ({self.details['gguf_file']})"
-        if self.details.get("max_abs_logit_diff") is not None:
+        agreement = self.details.get("agreement")
+        if agreement:
+            text += f"\nverified: {agreement['sentence']}\n{agreement['logits_sentence']}"
+        elif self.details.get("max_abs_logit_diff") is not None:
             text += f"; verified, max |Δlogit| {self.details['max_abs_logit_diff']:.2e}"
+        if self.details.get("ollama_command"):
+            text += f"\nOllama: {self.details['ollama_command']}"
         return text

@@ -22,6 +22,8 @@ EVENTS_FILE = "events.jsonl"
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
 ADAPTER_CONFIG = "adapter_config.json"
+BEST_DIR = "best"        # the best checkpoint by evaluation loss, when the run kept one
+BASE = "base"            # the base model itself, no adapter
 
 @dataclass
 class RunInfo:
@@ -32,6 +34,7 @@ class RunInfo:
     metrics: dict = field(default_factory=dict)
     status: str | None = None
     is_bare_adapter: bool = False
+    best: Path | None = None                 # best/ or the events' best_checkpoint, when known
 
     @property
     def method(self):
@@ -64,9 +67,26 @@ class RunInfo:
         out.extend((c.name, c) for c in reversed(self.checkpoints))
         return out
 
+    def choices(self) -> list[str]:
+        """Every export source by name: ``final``, ``best`` (when known), checkpoints newest
+        first, and ``base`` (the base model without the adapter)."""
+        out = ["final"] if (self.adapter_dir is not None or self.checkpoints) else []
+        if self.best is not None:
+            out.append("best")
+        out.extend(c.name for c in reversed(self.checkpoints))
+        if not (self.is_bare_adapter and self.method.saves_full_model):  # a bare full model is its own base
+            out.append(BASE)
+        return out
+
     def adapter(self, which: str | None = None) -> Path:
-        """Resolve ``final`` (default), ``latest`` (newest checkpoint), ``checkpoint-N`` or ``N``."""
+        """Resolve ``final`` (default), ``best``, ``latest`` (newest checkpoint), ``checkpoint-N``,
+        ``N`` or a path to an adapter folder. ``base`` is not an adapter: see ``is_base``."""
         which = (which or "final").strip()
+        if which == "best":
+            if self.best is None:
+                raise ExportError(f"{self.run_dir} has no best checkpoint (it is kept when the run evaluates; "
+                                  "see train.eval_steps). Choose final or a checkpoint.")
+            return self.best
         if which == "final":
             if self.adapter_dir is not None:
                 return self.adapter_dir
@@ -85,8 +105,13 @@ class RunInfo:
         p = Path(which).expanduser()
         if (p / ADAPTER_CONFIG).exists():
             return p
-        valid = ["final", "latest"] + [c.name for c in self.checkpoints]
+        valid = ["final", "latest"] + (["best"] if self.best else []) + [c.name for c in self.checkpoints] + [BASE]
         raise ExportError(f"No adapter {which!r} in {self.run_dir}; choose one of: {', '.join(valid)}.")
+
+
+def is_base(which: str | None) -> bool:
+    """Whether an export source names the base model (no adapter)."""
+    return (which or "").strip().lower() == BASE
 
 
 def _step(p: Path) -> int:
@@ -108,6 +133,8 @@ def _metrics_from_events(run_dir: Path) -> tuple[dict, str | None]:
     status = None
     for ev in read_events(run_dir / EVENTS_FILE):
         kind = ev.get("event")
+        if ev.get("best_checkpoint"):
+            metrics["best_checkpoint"] = ev["best_checkpoint"]
         if kind == "eval" and ev.get("eval_loss") is not None:
             metrics["eval_loss"] = ev["eval_loss"]
         elif kind == "step" and ev.get("loss") is not None:
@@ -184,4 +211,20 @@ def load_run(path: str | Path) -> RunInfo:
         if ckpt_root.is_dir() else []
     metrics, status = _metrics_from_events(p)
     return RunInfo(run_dir=p, config=cfg, adapter_dir=adapter if _has_adapter(adapter) else None,
-                   checkpoints=ckpts, metrics=metrics, status=status)
+                   checkpoints=ckpts, metrics=metrics, status=status, best=_best(p, ckpts, metrics))
+
+
+def _best(run_dir: Path, ckpts: list[Path], metrics: dict) -> Path | None:
+    """The best checkpoint: a ``best/`` folder, or the events' ``best_checkpoint`` (a name or path)."""
+    if _has_adapter(run_dir / BEST_DIR):
+        return run_dir / BEST_DIR
+    named = metrics.get("best_checkpoint")
+    if named:
+        for c in ckpts:
+            if c.name == Path(str(named)).name:
+                return c
+        p = Path(str(named))
+        p = p if p.is_absolute() else run_dir / p
+        if _has_adapter(p):
+            return p
+    return None

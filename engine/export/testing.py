@@ -102,3 +102,183 @@ def make_adapter_run(run_dir, base_dir, method: str = "lora", seed: int = 0, che
                              metrics=metrics, step=metrics["global_step"]))
     sink.close()
     return run_dir
+
+
+# ---- tiny models of every architecture the GGUF writer handles ---------------------------------
+
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
+PHI3_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + "
+    "'<|end|>\n' }}{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + '<|end|>\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}")
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] + eos_token }}{% endif %}{% endfor %}")
+# SmolLM2's template: ChatML with a default system prompt when the conversation has none.
+SMOLLM2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def make_spm_tokenizer(special: tuple[str, ...] = (), chat_template: str | None = None, bos: str = "<s>",
+                       eos: str = "</s>", add_bos: bool = True, space_prefix: bool = True):
+    """A SentencePiece BPE tokenizer with byte fallback (Llama 2 / Mistral / Gemma style), trained
+    offline with ``sentencepiece`` and turned into the tokenizer.json form transformers uses:
+    BPE + byte_fallback, merges ordered by piece score (as transformers' converter orders them),
+    and the normalizer of the hub's files: ``Prepend("▁")`` + ``Replace(" ", "▁")`` for Llama 2 /
+    Mistral / Phi-3 (``space_prefix``), ``Replace`` only for Gemma. Built by hand because
+    transformers' own converter needs protobuf."""
+    import io
+
+    import sentencepiece as spm
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from engine.testing import _CORPUS
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(_CORPUS * 4), model_writer=buf, vocab_size=480,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0,
+                                   bos_id=1, eos_id=2, pad_id=-1, unk_piece="<unk>", bos_piece=bos, eos_piece=eos,
+                                   split_digits=True, minloglevel=2, num_threads=1)
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    scores = {sp.id_to_piece(i): sp.get_score(i) for i in range(sp.get_piece_size())}
+    merges = []
+    for piece, pid in vocab.items():
+        if sp.is_control(pid) or sp.is_byte(pid) or sp.is_unknown(pid) or len(piece) < 2:
+            continue
+        for k in range(1, len(piece)):
+            a, b = piece[:k], piece[k:]
+            if a in vocab and b in vocab:
+                merges.append((scores[piece], vocab[a], vocab[b], a, b))
+    merges.sort(key=lambda m: (-m[0], m[1], m[2]))
+    tok = Tokenizer(models.BPE(vocab, [(m[3], m[4]) for m in merges], unk_token="<unk>", byte_fallback=True,
+                               fuse_unk=True))
+    replace = normalizers.Replace(" ", "\u2581")
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), replace]) if space_prefix else replace
+    steps = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if space_prefix else []))
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, unk_token="<unk>",
+                                   pad_token="<unk>")
+    if special:
+        fast.add_special_tokens({"additional_special_tokens": list(special)})
+    if chat_template:
+        fast.chat_template = chat_template
+    return fast
+
+
+def _save(model_cls, cfg, tok, out_dir, seed: int) -> Path:
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = model_cls(cfg)
+    with torch.no_grad():  # random norms: a norm of ones would hide a missing Gemma +1 or a mislabelled norm
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.add_(torch.randn(p.shape) * 0.1)
+            elif name.endswith(".bias"):
+                p.normal_(0, 0.05)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _common(tok, overrides: dict, **extra) -> dict:
+    # initializer_range 0.2 (not 0.02): a random model with sharper preferences, so that a
+    # rounding to f16 does not flip its many near-ties between first and second choice.
+    out = dict(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, intermediate_size=128, max_position_embeddings=512, initializer_range=0.2,
+               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    out.update(extra)
+    out.update(overrides)
+    return out
+
+
+def make_tiny_arch(kind: str, out_dir, seed: int = 0, **overrides) -> Path:
+    """A tiny model of architecture ``kind`` with a fitting tokenizer and chat template:
+
+    * ``llama``: byte-level BPE, ChatML, untied (q/k permuted for llama.cpp);
+    * ``qwen2``: byte-level BPE, ChatML, q/k/v biases, tied embeddings (like Qwen2.5-0.5B);
+    * ``qwen3``: head_dim 32 (≠ hidden/heads), q/k norms, untied;
+    * ``smollm``: Llama with SmolLM2's template (a default system prompt), tied;
+    * ``mistral``: SentencePiece tokenizer, [INST] template, Llama layout (q/k permuted);
+    * ``gemma2``: SentencePiece, Gemma's template, head_dim 256, soft-capping, sliding window;
+    * ``gemma3``: Gemma 3 text model, per-layer rope bases, q/k norms;
+    * ``phi3``: SentencePiece, Phi-3's template, fused qkv_proj and gate_up_proj.
+    """
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Phi3Config,
+        Phi3ForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
+
+    from engine.testing import make_tokenizer
+
+    # ``overrides``: config fields, e.g. hidden_size=256 for rows that hold whole K-quant blocks.
+    if kind == "qwen2":
+        tok = make_tokenizer()
+        return _save(Qwen2ForCausalLM, Qwen2Config(**_common(tok, overrides, tie_word_embeddings=True)), tok, out_dir, seed)
+    if kind == "qwen3":
+        tok = make_tokenizer()
+        return _save(Qwen3ForCausalLM, Qwen3Config(**_common(tok, overrides, head_dim=128, tie_word_embeddings=False)), tok,
+                     out_dir, seed)
+    if kind == "llama":
+        tok = make_tokenizer()
+        return _save(LlamaForCausalLM, LlamaConfig(**_common(tok, overrides, tie_word_embeddings=False)), tok, out_dir, seed)
+    if kind == "smollm":
+        tok = make_tokenizer(chat_template=SMOLLM2_TEMPLATE)
+        return _save(LlamaForCausalLM, LlamaConfig(**_common(tok, overrides, tie_word_embeddings=True)), tok, out_dir, seed)
+    if kind == "mistral":
+        tok = make_spm_tokenizer(chat_template=MISTRAL_TEMPLATE)
+        return _save(MistralForCausalLM, MistralConfig(**_common(tok, overrides, sliding_window=None, tie_word_embeddings=False)),
+                     tok, out_dir, seed)
+    if kind == "gemma2":
+        tok = make_spm_tokenizer(("<start_of_turn>", "<end_of_turn>"), GEMMA_TEMPLATE, bos="<bos>", eos="<eos>",
+                                 space_prefix=False)
+        cfg = Gemma2Config(**_common(tok, overrides, num_attention_heads=2, num_key_value_heads=1, head_dim=256,
+                                     query_pre_attn_scalar=256, tie_word_embeddings=True))
+        return _save(Gemma2ForCausalLM, cfg, tok, out_dir, seed)
+    if kind == "gemma3":
+        tok = make_spm_tokenizer(("<start_of_turn>", "<end_of_turn>"), GEMMA_TEMPLATE, bos="<bos>", eos="<eos>",
+                                 space_prefix=False)
+        cfg = Gemma3TextConfig(**_common(tok, overrides, num_attention_heads=2, num_key_value_heads=1, head_dim=256,
+                                         query_pre_attn_scalar=256, tie_word_embeddings=True,
+                                         layer_types=["sliding_attention", "full_attention"]))
+        return _save(Gemma3ForCausalLM, cfg, tok, out_dir, seed)
+    if kind == "phi3":
+        tok = make_spm_tokenizer(("<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"),
+                                 PHI3_TEMPLATE, add_bos=False)
+        tok.eos_token = "<|endoftext|>"
+        cfg = Phi3Config(**_common(tok, overrides, original_max_position_embeddings=512, sliding_window=None,
+                                   tie_word_embeddings=False))
+        return _save(Phi3ForCausalLM, cfg, tok, out_dir, seed)
+    raise ValueError(f"unknown tiny architecture {kind!r}")
+
+
+TINY_ARCHS = ("llama", "qwen2", "qwen3", "smollm", "mistral", "gemma2", "gemma3", "phi3")

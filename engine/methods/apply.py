@@ -60,11 +60,27 @@ def prepare_quantized(model, ctx: BuildContext):
     re-entrant variant (the re-entrant one loses gradients when only adapters train)."""
     if not ctx.quantized or getattr(model, "device", None) is not None and str(model.device) == "meta":
         return model
+    if _sharded_4bit(model):
+        # FSDP-QLoRA: the 4-bit weights are stored in the compute dtype so that FSDP can flatten
+        # them with the norms beside them; k-bit preparation would cast those norms to fp32 and
+        # break the one-dtype-per-unit rule (TRL skips it for "sharded QLoRA" the same way).
+        if ctx.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        return model
     from peft import prepare_model_for_kbit_training
 
     return prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=ctx.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _sharded_4bit(model) -> bool:
+    """A 4-bit base whose packed weights are stored in a floating dtype (bnb_4bit_quant_storage):
+    loaded for FSDP (engine.models.loading ``sharded``)."""
+    qc = getattr(getattr(model, "config", None), "quantization_config", None)
+    storage = qc.get("bnb_4bit_quant_storage") if isinstance(qc, dict) else getattr(qc, "bnb_4bit_quant_storage", None)
+    return bool(getattr(model, "is_loaded_in_4bit", False)) and str(storage or "uint8") not in ("uint8", "torch.uint8")
 
 
 def apply_method(model, cfg, tokenizer_path: str | None = None):

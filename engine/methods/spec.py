@@ -30,6 +30,10 @@ Capabilities (fields of :class:`MethodSpec`):
 ``auto_targets``         ``auto_targets(ctx)`` → the modules ``target_modules: auto`` adapts, when
                          the method does not take the kind's default (IA³: keys, values, down)
 ``preflight_build``      safe to build on the meta-device model during preflight
+``can_shard``            FSDP / DeepSpeed ZeRO may split its parameters over processes (derived:
+                         a peft-saved method, whose adapter rank 0 writes from the gathered
+                         trainable tensors; the others read whole tensors to save themselves,
+                         so they train on one process or with DDP)
 =======================  ==========================================================================
 
 Hooks: ``build`` (required), ``validate`` (cross-field checks, no weights), ``check`` (against
@@ -169,6 +173,12 @@ class MethodSpec:
         if self.params().name != self.name:
             raise ValueError(f"{self.params.__name__}.name defaults to {self.params().name!r}, "
                              f"expected {self.name!r}")
+
+    @property
+    def can_shard(self) -> bool:
+        """FSDP or DeepSpeed ZeRO may split this method's parameters over processes
+        (engine.distributed.preflight refuses the others)."""
+        return self.saved_as == "peft" and self.save is None
 
     @property
     def prompt_based(self) -> bool:

@@ -47,12 +47,15 @@ def saveable(model, spec):
     return _Saver(model, spec) if spec.save is not None else model
 
 
-def save_adapter_atomic(model, tokenizer, target: Path, extra_files: dict[str, str] | None = None) -> Path:
+def save_adapter_atomic(model, tokenizer, target: Path, extra_files: dict[str, str] | None = None,
+                        state_dict: dict | None = None) -> Path:
     """Save ``model`` (anything with ``save_pretrained``: a peft model, or :func:`saveable`'s
     wrapper) and ``tokenizer`` into ``target`` atomically; ``extra_files`` maps file names to
-    text written beside them. Returns ``target``."""
+    text written beside them; ``state_dict``: the tensors gathered from a sharded run (peft keeps
+    the adapter's keys). Returns ``target``."""
     with atomic.replace_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        extra = {"state_dict": state_dict} if state_dict is not None else {}
+        model.save_pretrained(tmp, safe_serialization=True, **extra)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         for name, text in (extra_files or {}).items():

@@ -61,19 +61,29 @@ def check_bitsandbytes() -> str | None:
     return None
 
 
-def quantization_config(quant: str | None, compute_dtype, double_quant: bool = True):
+def quantization_config(quant: str | None, compute_dtype, double_quant: bool = True, quant_storage=None):
+    """bitsandbytes' config for ``quant``. ``quant_storage``: the dtype the packed 4-bit weights are
+    stored in; FSDP shards only floating tensors of one dtype per unit, so a sharded QLoRA run
+    stores them in the compute dtype (bitsandbytes' "FSDP-QLoRA" guide)."""
     if not quant:
         return None
     from transformers import BitsAndBytesConfig
 
     if quant == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
+    extra = {"bnb_4bit_quant_storage": quant_storage} if quant_storage is not None else {}
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant,
-                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype)
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=compute_dtype,
+                              **extra)
 
 
-def load_model(model_cfg, quantization: str | None = None, device: str | None = None):
-    """Load the base model for training or inference. ``quantization`` overrides model_cfg's."""
+def load_model(model_cfg, quantization: str | None = None, device: str | None = None, sharded: bool = False):
+    """Load the base model for training or inference. ``quantization`` overrides model_cfg's.
+
+    ``sharded``: FSDP/DeepSpeed will place and shard the weights when the Trainer prepares the
+    model, so they stay where transformers loads them (the CPU, or the meta device on ranks
+    other than 0 with FSDP's RAM-efficient loading) in ``device``'s dtype; 4-bit weights are
+    stored in that dtype so that FSDP can shard them."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -94,10 +104,12 @@ def load_model(model_cfg, quantization: str | None = None, device: str | None = 
             register_attention()
         kwargs["attn_implementation"] = model_cfg.attn_implementation
     qc = quantization_config(quant, dtype if dtype != torch.float32 or device == "cpu" else torch.float32,
-                             model_cfg.double_quant)
+                             model_cfg.double_quant, quant_storage=dtype if sharded else None)
     if qc is not None:
         kwargs["quantization_config"] = qc
-        kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
+        if not sharded:
+            # This rank's own GPU (cuda:LOCAL_RANK once the process group set it), not GPU 0.
+            kwargs["device_map"] = {"": torch.cuda.current_device()} if device == "cuda" else {"": "cpu"}
     if src.kind == "gguf":
         kwargs["gguf_file"] = src.gguf_file
     try:
@@ -108,6 +120,6 @@ def load_model(model_cfg, quantization: str | None = None, device: str | None = 
     if src.kind == "gguf" and hasattr(model.config, "quantization_config"):
         del model.config.quantization_config  # dequantized on load; see _convert_gguf
         model.hf_quantizer = None
-    if qc is None and device == "cuda":
+    if qc is None and device == "cuda" and not sharded:
         model.to(device)
     return model

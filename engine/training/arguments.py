@@ -33,6 +33,9 @@ def training_args(cfg, run_dir: Path, has_eval: bool, packing: bool):
         save_total_limit=t.save_total_limit, report_to=[], remove_unused_columns=False,
         dataloader_num_workers=t.dataloader_workers, disable_tqdm=True,
         dataloader_pin_memory=_cuda(),
+        # Without it, ranks on a machine with no GPU each train alone (accelerate's state is NO
+        # unless told "cpu"), instead of as one data-parallel run over gloo.
+        use_cpu=not _cuda(),
         train_sampling_strategy="group_by_length" if (t.group_by_length and not packing) else "random",
         label_names=["labels"], torch_compile=t.torch_compile,
         # fp32 on the CPU; on GPUs bf16/fp16 autocast follows the weights' dtype.

@@ -31,11 +31,12 @@ class Built:
 
 
 def build_for_training(cfg, device: str, packing: bool, tokenizer_path: str | None = None, log=None,
-                       allow_random: bool = False) -> Built:
+                       allow_random: bool = False, sharded: bool = False) -> Built:
     """Load ``cfg.model`` on ``device`` and ready it for training ``cfg``.
 
     ``allow_random``: a model folder with a config.json but no weights gets random weights of the
-    same shapes (speed does not depend on the values); quantized bases need real weights."""
+    same shapes (speed does not depend on the values); quantized bases need real weights.
+    ``sharded``: FSDP/DeepSpeed place the weights later (engine.models.load_model)."""
     log = log or (lambda msg: None)
     quant = effective_quantization(cfg)
     weights = "real"
@@ -46,7 +47,7 @@ def build_for_training(cfg, device: str, packing: bool, tokenizer_path: str | No
         model, weights = _random_model(cfg, device), "random"
     else:
         log(f"Loading weights ({quant or 'full precision'}) on {device}")
-        model = load_model(cfg.model, quantization=quant or None, device=device)
+        model = load_model(cfg.model, quantization=quant or None, device=device, sharded=sharded)
     total = count_parameters(model)
     model = prepare_for_training(model, cfg, quantized=bool(quant), tokenizer_path=tokenizer_path)
     attention = speed.configure(model, cfg, packing, quantized=bool(quant), log=log)

@@ -21,6 +21,14 @@ from pathlib import Path
 
 from engine.config import RunConfig
 from engine.data import make_collator, prepare_data
+from engine.distributed.measure import make_callback as held_bytes_callback
+from engine.distributed.runtime import (
+    gathered_trainable_state_dict,
+    is_sharded,
+    places_weights,
+    start_in_rank,
+    world,
+)
 from engine.errors import ConfigError, UserError, error_field
 from engine.events import FailedEvent, FinishedEvent, JsonlSink, MultiReporter, StoppedEvent
 from engine.methods import get_method, preflight
@@ -149,6 +157,8 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
     if reporter.enabled:
         cfg.save(run_dir / RUN_FILE)
+    # train.distributed in force in this rank before any weights load (engine.distributed.runtime).
+    start_in_rank(cfg, reporter.warn)
 
     import torch
     from transformers import set_seed
@@ -168,7 +178,8 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
         raise ConfigError("data.path", "no usable training examples remain after preparation")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log)
+    built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log,
+                               sharded=places_weights(cfg.train.distributed))
     return fit(Prepared(cfg, spec, run_dir, checkpoint, tokenizer, data, packing, device, built), reporter, stop)
 
 
@@ -190,7 +201,8 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
     info = {"config": cfg.to_dict(), "total_params": total_params, "trainable_params": trainable,
             "device": p.device, "run_dir": str(run_dir), "method": spec.name, "quantization": p.built.quantization,
             "train_examples": len(data.train), "eval_examples": len(data.eval),
-            "data_format": data.format, "pid": os.getpid()}
+            "data_format": data.format, "pid": os.getpid(),
+            "strategy": cfg.train.distributed.strategy, "world_size": world().size}
     trainer_cls = make_trainer_class()
     trainer_cls.counters = counters
     trainer_cls.method_spec = spec
@@ -202,17 +214,25 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
         model=model, args=args, train_dataset=ListDataset(data.train),
         eval_dataset=ListDataset(data.eval) if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
-        callbacks=[make_callback(reporter, stop, counters, info), *method_callbacks],
+        callbacks=[make_callback(reporter, stop, counters, info), *method_callbacks,
+                   held_bytes_callback(counters)],
         optimizers=optimizers,
     )
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
         trainer.remove_callback(cb)
+    # What accelerate really set up (NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED): a run file asking
+    # for FSDP that ends up replicated would otherwise go unnoticed.
+    info["distributed_type"] = str(getattr(trainer.accelerator.distributed_type, "value",
+                                           trainer.accelerator.distributed_type))
     trainer.fast_loss = p.built.loss
     reporter.log(p.built.loss_note)
     if p.checkpoint:
         reporter.log(f"Resuming from {p.checkpoint}")
     out = trainer.train(resume_from_checkpoint=p.checkpoint)
     metrics = {"train_loss": out.training_loss, "global_step": trainer.state.global_step}
+    if counters.get("rank_bytes"):
+        # Parameters, gradients and optimizer state each rank held (engine.distributed.measure).
+        metrics["rank_bytes"] = counters["rank_bytes"]
     stopped = stop.is_set() and trainer.state.global_step < trainer.state.max_steps
     if data.eval and not stopped:
         ev = trainer.evaluate()
@@ -221,9 +241,13 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
     if last_losses:
         metrics["final_loss"] = last_losses[-1]
     adapter_dir = run_dir / ADAPTER_DIR
+    # Sharded (FSDP/ZeRO): every rank hands its slice to rank 0, which writes a whole adapter.
+    gathered = gathered_trainable_state_dict(trainer.model_wrapped, trainer.accelerator) \
+        if is_sharded(trainer.accelerator) else None
     if trainer.is_world_process_zero():  # one writer; the other ranks wait for it
         # Methods that are not peft tuners (BitFit, bottleneck, full…) save themselves.
-        save_adapter_atomic(saveable(trainer.model, spec), p.tokenizer, adapter_dir)
+        model_out = trainer.accelerator.unwrap_model(trainer.model)
+        save_adapter_atomic(saveable(model_out, spec), p.tokenizer, adapter_dir, state_dict=gathered)
     trainer.accelerator.wait_for_everyone()
     if stopped:
         reporter.emit(StoppedEvent(step=trainer.state.global_step, adapter_dir=str(adapter_dir),

@@ -39,9 +39,13 @@ def stop_requested_anywhere(stop: StopFlag) -> bool:
     device = "cuda" if torch.cuda.is_available() and dist.get_backend() == "nccl" else "cpu"
     flag = torch.tensor([1.0 if stop.is_set() else 0.0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    if flag.item() > 0:
+    # Decide on the agreed value only: a request that arrives on this rank after the all-reduce
+    # (the stdin thread) must wait for the next step, or this rank would stop alone and the
+    # others would hang (or fail) in their next collective (seen once in six two-rank stops).
+    agreed = flag.item() > 0
+    if agreed:
         stop.set("stop requested on another rank")
-    return stop.is_set()
+    return agreed
 
 
 def listen_stdin(stop: StopFlag) -> None:

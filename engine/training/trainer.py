@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from engine.distributed.runtime import enable_cpu_fsdp, gathered_trainable_state_dict
 from engine.events import CheckpointEvent, EvalEvent, StartedEvent, StepEvent
 from engine.methods import storage
 from engine.training.loss import FastLossMixin
@@ -110,6 +111,22 @@ def make_trainer_class():
         """Trainer that counts real (non-padding) and trained tokens for tokens/s."""
 
         counters: dict = {}
+
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            if enable_cpu_fsdp(self.accelerator):  # FSDP on CPU ranks (gloo): see its docstring
+                self.is_fsdp_enabled = True
+
+        def save_model(self, output_dir=None, _internal_call=False):
+            """Under FSDP every checkpoint also gets a standard peft adapter, gathered from the
+            shards onto rank 0 (the Trainer writes one only for FULL_STATE_DICT, and then gathers
+            the frozen base as well). Collective: every rank calls it."""
+            if not self.is_fsdp_enabled:
+                return super().save_model(output_dir, _internal_call)
+            sd = gathered_trainable_state_dict(self.model_wrapped, self.accelerator)
+            if self.args.should_save:
+                self._save(output_dir or self.args.output_dir, state_dict=sd)
+            return None
 
         def training_step(self, model, inputs, *args, **kwargs):
             ids = inputs.get("input_ids")

@@ -223,6 +223,9 @@ class EstimatePanel(QWidget, PanelDefaults):
             lines = [f"Predicted peak {fmt_bytes(out.get('peak_allocated'))} allocated, "
                      f"{fmt_bytes(out.get('peak_reserved'))} reserved (the Monitor's “Peak reserved” "
                      f"measures the same); GPU: {where}."]
+        if (out.get("processes") or 1) > 1:
+            # train.distributed: the figures are per GPU (per process) under the chosen strategy.
+            lines.insert(0, f"Per GPU: {out.get('layout')} over {out['processes']} processes.")
         if out.get("max_batch_size"):
             lines.append(f"Largest batch that fits: {out['max_batch_size']}; longest max_length: "
                          f"{out.get('max_seq_len') or '—'}.")

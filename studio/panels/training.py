@@ -22,6 +22,7 @@ from engine.config import RunConfig, TrainConfig
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.summary import is_auto_name, run_name, what_will_train
+from studio.where_to_run import WhereToRun
 from studio.widgets import muted
 
 # Output folder names that are placeholders (the demo recipe's): a config with one gets automatic
@@ -39,6 +40,8 @@ class TrainingPanel(QWidget, PanelDefaults):
         studio.runs.sig_output_dir.connect(panel.show_output_dir)
         studio.config.sig_config.connect(panel.show_plan)
         studio.config.sig_errors.connect(lambda errors: errors and panel.show_plan(None))
+        # "Write cluster script" writes the whole current run configuration.
+        panel.where.config_source = lambda: studio.config.validate_now()[0]
         return panel
 
     def __init__(self, actions=(), parent=None, settings=None):
@@ -84,6 +87,11 @@ class TrainingPanel(QWidget, PanelDefaults):
         self.form.sig_changed.connect(self.sig_changed)
         QVBoxLayout(box).addWidget(self.form)
         lay.addWidget(box)
+
+        # train.distributed: this machine's GPUs and processes, or a cluster script.
+        self.where = WhereToRun()
+        self.where.sig_changed.connect(self.sig_changed)
+        lay.addWidget(self.where)
 
         # What Start will train, in words: the model, the method, the data file (said to be the
         # demo's when it is) and the length, so nobody trains on the wrong data without seeing it.
@@ -138,6 +146,8 @@ class TrainingPanel(QWidget, PanelDefaults):
     # -- config ------------------------------------------------------------------------------
     def values(self) -> tuple[dict, dict]:
         vals, errors = self.form.values()
+        vals["distributed"], where_errors = self.where.values()
+        errors.update(where_errors)
         return vals, errors
 
     def set_values(self, train_cfg: TrainConfig, output_dir: str) -> None:
@@ -157,9 +167,11 @@ class TrainingPanel(QWidget, PanelDefaults):
             self.output_dir.setText(output_dir)
         self.output_dir.blockSignals(False)
         self.form.set_values(train_cfg)
+        self.where.set_values(train_cfg.distributed)
 
     def set_errors(self, errors: dict) -> None:
         self.form.set_errors(errors)
+        self.where.set_errors(errors)
         msg = errors.get("output_dir")
         self.output_error.setText(msg or "")
         self.output_error.setVisible(bool(msg))

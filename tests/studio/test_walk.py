@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_newcomers_walk(tmp_path):
     shots = tmp_path / "shots"
-    cmd = [sys.executable, str(ROOT / "scripts" / "walk.py"), "--shots", str(shots), "--one-size", "--steps", "10"]
+    cmd = [sys.executable, str(ROOT / "scripts" / "walk.py"), "--shots", str(shots), "--one-size"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if shutil.which("xvfb-run"):
         cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", *cmd]

@@ -1,0 +1,1 @@
+"""Beyond one process: strategies (DDP, FSDP, DeepSpeed), accelerate configs, launch, Slurm."""
