@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -69,29 +69,58 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: str = F("resources/demo/train.jsonl", "Training data: a .jsonl, .json, .csv, .parquet or "
-                  ".arrow file, or a folder saved with datasets' save_to_disk.")
+    path: str = F("resources/demo/train.jsonl", "Training data: a .jsonl, .json, .csv, .tsv, .parquet, .arrow, "
+                  ".txt or .md file, or a folder saved with datasets' save_to_disk. A relative path starts from "
+                  "the run file's folder.")
     format: str = F("auto", "How records are read. `auto` detects alpaca (instruction/input/output), "
                     "sharegpt (conversations from/value), messages (role/content), prompt_completion "
                     "or text from the columns.", choices=DATA_FORMATS)
     columns: dict = F(default_factory=dict, help="Column mapping that overrides detection, e.g. "
-                      "{prompt: question, completion: answer} or {messages: dialog}.", advanced=True)
+                      "{prompt: question, completion: answer} or {messages: dialog}. Also: assistant (a column "
+                      "appended as the final assistant answer, e.g. {assistant: chosen}), tools (the tools "
+                      "schema) and label (train only the rows whose boolean label is true).", advanced=True)
+    sources: list = F(default_factory=list, help="Several data files mixed by weight, e.g. [{path: chat.jsonl, "
+                      "weight: 2}, {path: code.parquet, weight: 1}] (each may also set format and columns), "
+                      "interleaved as datasets.interleave_datasets does. When set, data.path is not used.",
+                      advanced=True)
+    mix_stopping: str = F("first_exhausted", "With data.sources: stop the mix when the first source runs out "
+                          "(`first_exhausted`, no example repeated) or when every source has been used once "
+                          "(`all_exhausted`, smaller sources repeat).", choices=["first_exhausted", "all_exhausted"],
+                          advanced=True)
     validation_path: str | None = F(None, "A separate validation file. When empty, "
                                     "`validation_split` of the training data is held out.", advanced=True)
     validation_split: float = F(0.1, "Fraction of the training data held out for evaluation "
                                 "(0 disables evaluation).", minimum=0.0, maximum=0.5)
-    max_length: int = F(512, "Maximum tokens per example; longer examples are truncated and counted.",
-                        minimum=8, maximum=1_048_576)
+    max_length: int = F(512, "Maximum tokens per example; longer examples are truncated (or dropped, or "
+                        "chunked: data.long_examples) and counted.", minimum=8, maximum=1_048_576)
+    long_examples: str = F("truncate", "Examples longer than max_length: `truncate` them, `drop` them, or "
+                           "`chunk` plain text into max_length windows that are all trained (continued "
+                           "pretraining on long documents).", choices=["truncate", "drop", "chunk"])
     train_on_prompt: bool = F(False, "Compute the loss on prompt/user tokens too. Off: the loss falls "
                               "only on completions and assistant turns.")
     system_prompt: str | None = F(None, "A system message added to every example that has none.",
                                   advanced=True)
-    skip_bad_lines: bool = F(False, "Skip malformed lines/records (and report how many) instead of "
+    replacements: dict = F(default_factory=dict, help="Values for template placeholders in the data, e.g. "
+                           "{name: Ada} turns {{name}} into Ada. Unfilled placeholders are listed in the data "
+                           "report.", advanced=True)
+    reasoning: str = F("auto", "Reasoning in the data (reasoning_content, thinking parts): `auto` renders it "
+                       "through the chat template's own thinking support and refuses a template without one; "
+                       "`drop` trains the answers without their reasoning.", choices=["auto", "drop"],
+                       advanced=True)
+    sample_by: str = F("document", "Plain .txt/.md files: one example per file (`document`), per blank-line "
+                       "separated paragraph, or per line.", choices=["document", "paragraph", "line"],
+                       advanced=True)
+    skip_bad_lines: bool = F(False, "Skip malformed lines/records (each is listed) instead of "
                              "stopping at the first one.", advanced=True)
-    drop_long: bool = F(False, "Drop examples longer than max_length instead of truncating them.",
-                        advanced=True)
+    drop_long: bool = F(False, "Drop examples longer than max_length instead of truncating them (the same "
+                        "as long_examples: drop).", advanced=True)
     max_examples: int = F(-1, "Use at most this many training examples (-1: all).", minimum=-1,
                           advanced=True)
+    num_proc: int = F(0, "Processes that tokenize the data (0: one per CPU core for large data sets).",
+                      minimum=0, advanced=True)
+    cache: bool = F(True, "Reuse prepared data from the data cache, so that a rerun with the same inputs "
+                    "skips straight to training (`peft-studio cache` lists and clears it). Off: prepare "
+                    "again every time (the prepared files still live in the cache folder).", advanced=True)
 
 
 # ---- train.distributed ---------------------------------------------------------------------------
@@ -229,14 +258,14 @@ def fsdp_version(d: DistributedConfig, quantized: bool) -> int:
 class TrainConfig:
     epochs: float = F(1.0, "Passes over the training data (ignored when max_steps > 0).", minimum=0.0)
     max_steps: int = F(-1, "Stop after this many optimizer steps (-1: run the full epochs).", minimum=-1)
-    batch_size: int = F(4, "Examples per device per forward pass (with packing: sequences of up to "
-                        "max_length tokens filled with several examples).", minimum=1)
+    batch_size: int = F(4, "Examples per device per forward pass (with packing they are concatenated into "
+                        "one padding-free row).", minimum=1)
     grad_accum: int = F(1, "Forward passes accumulated per optimizer step; the effective batch is "
                         "batch_size × grad_accum × GPUs.", minimum=1)
     lr: float = F(2e-4, "Peak learning rate.", minimum=0.0)
     scheduler: str = F("linear", "Learning-rate schedule after warm-up.", choices=SCHEDULERS)
-    warmup_ratio: float = F(0.0, "Fraction of steps spent warming the learning rate up from 0.",
-                            minimum=0.0, maximum=1.0)
+    warmup_ratio: float = F(0.0, "Fraction of the run's optimizer steps spent warming the learning rate up "
+                            "from 0 (rounded up to whole steps).", minimum=0.0, maximum=1.0)
     weight_decay: float = F(0.0, "Decoupled weight decay.", minimum=0.0)
     max_grad_norm: float = F(1.0, "Clip gradients to this norm (0 disables clipping).", minimum=0.0,
                              advanced=True)
@@ -252,9 +281,11 @@ class TrainConfig:
                               "padding (order is still seeded and reproducible).", advanced=True)
     eval_steps: int = F(0, "Evaluate every N steps (0: at the end only, when there is validation data).",
                         minimum=0)
-    save_steps: int = F(0, "Save a checkpoint every N steps (0: only at the end).", minimum=0)
+    save_steps: int = F(0, "Save a checkpoint every N steps (0: no checkpoints; the adapter is saved at the "
+                        "end either way, but only a checkpoint can be resumed).", minimum=0)
     save_total_limit: int = F(2, "Keep only the last K checkpoints.", minimum=1, advanced=True)
-    logging_steps: int = F(1, "Report a step event every N steps.", minimum=1, advanced=True)
+    logging_steps: int = F(1, "Report a step event every N steps (and after the first).", minimum=1,
+                           advanced=True)
     resume_from: str | None = F(None, "A checkpoint folder to resume from, or `latest` for the newest "
                                 "checkpoint in output_dir.", advanced=True)
     loraplus_lr_ratio: float = F(0.0, "LoRA+: the learning rate of LoRA B matrices is this times lr "
@@ -277,6 +308,9 @@ class TrainConfig:
 
 @dataclass
 class RunConfig:
+    # The folder of the run file this was loaded from (None when built in code); not a field.
+    source_dir: ClassVar[str | None] = None
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     method: MethodConfig = field(default_factory=lambda: method_params_class("lora")())
@@ -341,7 +375,23 @@ class RunConfig:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise ConfigError("", f"run file {p} is not UTF-8 text (byte {e.start})") from None
-        return cls.from_yaml(text, str(p))
+        cfg = cls.from_yaml(text, str(p))
+        cfg.resolve_paths(p.resolve().parent)
+        return cfg
+
+    def resolve_paths(self, base: str | os.PathLike) -> RunConfig:
+        """Make the data paths absolute from ``base`` (the run file's folder), as a run file means
+        them, and record ``base`` in ``source_dir``. A relative path that does not exist there but
+        does from the working folder or the repository (the bundled demo data) is left as it is.
+        Done once, at load, so every verb (train, estimate, export, compare, data) agrees."""
+        base = Path(base)
+        self.source_dir = str(base)
+        d = self.data
+        d.path = _from_base(base, d.path)
+        d.validation_path = _from_base(base, d.validation_path)
+        d.sources = [{**s, "path": _from_base(base, s.get("path"))} if isinstance(s, dict) else _from_base(base, s)
+                     for s in d.sources]
+        return self
 
     def save(self, path: str | os.PathLike) -> None:
         atomic.write_text(Path(path), self.to_yaml())
@@ -372,7 +422,9 @@ class RunConfig:
                     raise ConfigError(".".join(parts[:i + 1]), "is not a section with fields")
                 target = target[part]
             target[parts[-1]] = value
-        return RunConfig.from_dict(d, "overrides")
+        out = RunConfig.from_dict(d, "overrides")
+        out.source_dir = self.source_dir
+        return out
 
     # ---- validation -------------------------------------------------------------------------
     def validate(self) -> RunConfig:
@@ -404,6 +456,22 @@ class RunConfig:
 
 
 # ---- helpers --------------------------------------------------------------------------------
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _from_base(base: Path, path):
+    """``path`` made absolute from ``base`` (see RunConfig.resolve_paths)."""
+    if path is None or not str(path).strip():
+        return path
+    p = Path(str(path)).expanduser()
+    if p.is_absolute():
+        return str(p)
+    there = base / p
+    if not there.exists() and ((Path.cwd() / p).exists() or (_REPO_ROOT / p).exists()):
+        return str(path)  # e.g. the default resources/demo/... from a run file elsewhere
+    return str(there)
+
 
 def method_params_class(name: str, path: str = "method.name") -> type[MethodConfig]:
     """The parameter dataclass of method ``name``; ConfigError (naming ``path``) when unknown."""

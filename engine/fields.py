@@ -149,7 +149,7 @@ def coerce_value(klass, fname: str, value, path: str):
             raise ConfigError(path, "must be a number", value)
     if list in allowed:
         if isinstance(value, (list, tuple)):
-            return [str(v) for v in value]
+            return [v if isinstance(v, dict) else str(v) for v in value]  # data.sources holds mappings
         if isinstance(value, str) and (str not in allowed or "," in value):
             return [s.strip() for s in value.split(",") if s.strip()]
         if str not in allowed:

@@ -210,7 +210,7 @@ def generate(state, run_dir: str, signature: list, sources: list[str], messages:
     saved new adapters) loads what is on disk now. ``extra``: {label: adapter folder} of other
     runs' adapters on the same base, offered beside the run's own. Returns ``{"stopped": bool}``.
     """
-    from engine.generate import GenerationSettings
+    from engine.inference import GenerationSettings
     from engine.playground import Playground
 
     extra = dict(extra or {})

@@ -38,10 +38,9 @@ def engine_command(run_yaml: str) -> list[str]:
     """The child that runs ``run_yaml``: ``engine train``, or ``engine launch`` when its
     train.distributed asks for several processes (accelerate launch starts the ranks; rank 0's
     events arrive on stdout as from a single process, and ``stop`` on stdin reaches every rank)."""
-    if _multi_process(run_yaml):
-        return [sys.executable, "-m", "engine", "launch", str(run_yaml)]
-    # --format json: stdout carries only events (the CLI's human lines are for terminals)
-    return [sys.executable, "-m", "engine", "train", str(run_yaml), "--format", "json"]
+    verb = "launch" if _multi_process(run_yaml) else "train"
+    # JSON-lines events on stdout (the engine prints readable lines unless asked for JSON).
+    return [sys.executable, "-m", "engine", verb, str(run_yaml), "--format", "json"]
 
 
 def _multi_process(run_yaml: str) -> bool:

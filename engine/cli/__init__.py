@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli import compare, demo, estimate, export, inspect, launch, runs, train
+from engine.cli import cache, compare, data, demo, estimate, export, inspect, launch, runs, train
 from engine.console import offline_env
 from engine.errors import UserError
 
-VERBS = (train, launch, demo, runs, inspect, estimate, export, compare)
+VERBS = (train, launch, demo, runs, inspect, estimate, export, compare, data, cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

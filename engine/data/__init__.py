@@ -1,21 +1,31 @@
-"""The data layer: read a data set, detect its format, render it with the chat template,
-tokenize it with label masks, and batch it (padded or packed).
+"""The data layer: read → normalise → render → tokenize → pack, on ``datasets`` (Arrow, map, cache).
 
 Public API (the studio and the trainer code against these names):
 
 * ``DataError`` – a plain-language error naming the file, line/record and field.
-* ``load_records(data_cfg, base_dir=None) -> LoadedData`` – files → internal records.
 * ``prepare_data(data_cfg, tokenizer, seed=42, reporter=None, base_dir=None,
-  extra_prompt_tokens=0) -> PreparedData`` – records → input_ids + labels.
+  extra_prompt_tokens=0) -> PreparedData`` – files → tokenized examples (``Examples``: sequences
+  over memory-mapped Arrow rows), cached; ``.report`` is the data report.
+* ``data_report(data_cfg, tokenizer, ...) -> DataReport`` – the same, for the report alone.
+* ``preview(data_cfg, tokenizer, n=20) -> Preview`` – the first ``n`` records of a file of any size,
+  rendered with their trained segments, reading no further than needed.
+* ``iter_statistics(data_cfg, tokenizer, every=2000, cancel=None)`` – partial statistics
+  (histogram, counts, problems by line) while reading, for a progressive display.
+* ``detect_preference(columns, rows) -> PreferenceShape | None`` and ``preference_record(row,
+  shape)`` – preference data shapes and TRL's conversational form of a row.
+* ``load_records(data_cfg, base_dir=None) -> LoadedData`` – files → internal records as Python
+  lists (small data only).
 * ``make_collator(tokenizer, packing, max_length)`` and ``pack_examples(examples, max_length)``.
 * ``render_segments(record, tokenizer, data_cfg)`` and ``token_lengths(records, tokenizer,
   data_cfg)`` – for the GUI's preview and length histogram.
+* ``cache`` – the data cache (``entries()``, ``clear()``, ``cache_root()``).
 
 Importing this package is cheap: torch, transformers and datasets load inside the functions.
 """
 
 from engine.data.collate import PACKED_FORWARD_KWARGS, block_causal_mask, make_collator, pack_examples
 from engine.data.errors import DataError
+from engine.data.examples import Examples
 from engine.data.formats import FORMATS
 from engine.data.pipeline import (
     IGNORE_INDEX,
@@ -27,10 +37,13 @@ from engine.data.pipeline import (
     split_records,
     token_lengths,
 )
+from engine.data.preview import Preview, Statistics, data_report, iter_statistics, preview
 from engine.data.render import chat_template_for
+from engine.data.tasks import PreferenceShape, detect_preference, preference_record
 
 __all__ = [
-    "DataError", "FORMATS", "IGNORE_INDEX", "LoadedData", "PreparedData", "PACKED_FORWARD_KWARGS",
-    "block_causal_mask", "chat_template_for", "load_records", "make_collator", "pack_examples",
-    "prepare_data", "render_segments", "split_records", "token_lengths",
+    "DataError", "Examples", "FORMATS", "IGNORE_INDEX", "LoadedData", "PreparedData", "PACKED_FORWARD_KWARGS",
+    "PreferenceShape", "Preview", "Statistics", "block_causal_mask", "chat_template_for", "data_report",
+    "detect_preference", "iter_statistics", "load_records", "make_collator", "pack_examples", "prepare_data",
+    "preference_record", "preview", "render_segments", "split_records", "token_lengths",
 ]

@@ -18,6 +18,8 @@ class DataError(UserError):
     ``hint``.
     """
 
+    detected = None  # tasks.PreferenceShape when the data is preference data (see tasks.py)
+
     def __init__(self, problem: str, *, file: str | None = None, line: int | None = None,
                  record: int | None = None, field: str | None = None, hint: str = ""):
         self.file = file
@@ -27,6 +29,19 @@ class DataError(UserError):
         self.problem = problem
         self.hint = hint
         super().__init__(self._compose())
+
+    def to_dict(self) -> dict:
+        """The parts as plain values (stored with a data set's rows, sent to the studio)."""
+        return {"file": self.file, "line": self.line, "record": self.record, "field": self.field,
+                "problem": self.problem, "hint": self.hint}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DataError:
+        return cls(d.get("problem", ""), file=d.get("file"), line=d.get("line"), record=d.get("record"),
+                   field=d.get("field"), hint=d.get("hint", ""))
+
+    def __reduce__(self):  # keyword-only arguments: pickle (worker processes) through the parts
+        return (_rebuild, (self.to_dict(),))
 
     @property
     def location(self) -> str:
@@ -53,15 +68,20 @@ class DataError(UserError):
         return text
 
 
+def _rebuild(d: dict) -> DataError:
+    return DataError.from_dict(d)
+
+
 class Where:
     """Where a record came from: the file as the user wrote it and a line or record number."""
 
-    __slots__ = ("file", "line", "record")
+    __slots__ = ("file", "line", "record", "line_hint")
 
     def __init__(self, file: str, line: int | None = None, record: int | None = None):
         self.file = file
         self.line = line
         self.record = record
+        self.line_hint = None  # the line a record starts on, where messages name records (CSV, JSON)
 
     def error(self, problem: str, field: str | None = None, hint: str = "") -> DataError:
         return DataError(problem, file=self.file, line=self.line, record=self.record, field=field, hint=hint)

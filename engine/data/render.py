@@ -3,15 +3,21 @@
 A record becomes one text plus the character spans that are trained:
 
 * messages: the whole conversation through the model's chat template (a ChatML default when the
-  tokenizer has none). Each assistant turn's span is found by rendering prefix by prefix:
+  tokenizer has none), with the record's tools schema as ``tools=``, tool calls as ``tool_calls``,
+  tool results as role ``tool`` and reasoning under the key the template reads (template.py). Each
+  trained turn's span is found by rendering prefix by prefix: for an assistant turn,
   ``template(messages[:i], add_generation_prompt=True)`` ends where the answer starts and
-  ``template(messages[:i+1])`` ends after its end-of-turn token. So the span covers the answer and
-  its end-of-turn token (``<|im_end|>``), whatever the template looks like. Whitespace after that
-  token (ChatML's newline) is left untrained: generation stops at the token and never produces it.
+  ``template(messages[:i+1])`` ends after its end-of-turn token. So the span covers the answer
+  (its tool calls included) and its end-of-turn token (``<|im_end|>``), whatever the template looks
+  like. Whitespace after that token (ChatML's newline) is left untrained: generation stops at the
+  token and never produces it. Which turns are trained: assistant turns, unless a turn's
+  ``weight`` (0/1, from ``loss_weight``) says otherwise; ``data.train_on_prompt`` trains the rest.
 * prompt/completion: through the chat template as a user/assistant exchange when the tokenizer has
   its own template (an instruct model expects it, and the playground prompts that way); otherwise
   raw ``prompt + completion + eos`` (completion-style training of a base model).
 * text: ``text + eos``, all trained.
+
+Placeholders such as ``{{name}}`` are filled from ``data.replacements`` first.
 
 Tokens are labelled from the fast tokenizer's offsets (a token is trained when its first character
 lies in a trained span), so the ids are exactly those of tokenizing the whole text, as at inference.
@@ -20,11 +26,22 @@ Slow tokenizers (no offsets) fall back to tokenizing the pieces one after anothe
 
 from __future__ import annotations
 
+import bisect
+import re
 from dataclasses import dataclass
 
 from engine.data.errors import SKIP_HINT, DataError, Where
+from engine.data.formats import uses_tools
+from engine.data.template import (  # noqa: F401  (re-exported: engine.data.chat_template_for)
+    TemplateCaps,
+    chat_template_for,
+    has_chat_template,
+    template_caps,
+    template_description,
+)
 
 _END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>", "<|endoftext|>")
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
 
 
 @dataclass
@@ -34,54 +51,58 @@ class Rendered:
     add_special_tokens: bool       # raw text gets the tokenizer's BOS; chat templates write their own
 
 
-def has_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def chat_template_for(tokenizer) -> str:
-    """The tokenizer's chat template, or the ChatML default used when it has none.
-
-    The default ends assistant turns with ``<|im_end|>`` when the vocabulary has that token, else
-    with the EOS token, so that generation stops where training taught it to. Other modules
-    (playground, export) use this same function to prompt the tuned model the way it was trained.
-    """
-    if has_chat_template(tokenizer):
-        return tokenizer.chat_template
-    end = "<|im_end|>"
-    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    if end not in vocab and getattr(tokenizer, "eos_token", None):
-        end = tokenizer.eos_token
-    end = end.replace("\\", "\\\\").replace("'", "\\'")
-    return ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '"
-            + end + "' + '\\n' }}{% endfor %}"
-            "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-
-
-def template_description(tokenizer) -> str:
-    if has_chat_template(tokenizer):
-        return "the model's chat template"
-    return "a ChatML template (the tokenizer has no chat template of its own)"
-
-
 def uses_chat(record: dict, tokenizer) -> bool:
     """Whether a record goes through the chat template (see the module docstring)."""
     return "messages" in record or ("prompt" in record and has_chat_template(tokenizer))
 
 
+def fill_placeholders(text: str, replacements: dict | None) -> str:
+    """``{{name}}`` → ``replacements[name]`` for the names given; others stay as they are."""
+    if not replacements or "{{" not in text:
+        return text
+    return PLACEHOLDER.sub(lambda m: str(replacements[m.group(1)]) if m.group(1) in replacements else m.group(0),
+                           text)
+
+
+def _filled(record: dict, replacements: dict | None) -> dict:
+    if not replacements:
+        return record
+    if "messages" in record:
+        msgs = []
+        for m in record["messages"]:
+            m = dict(m, content=fill_placeholders(m["content"], replacements))
+            if m.get("reasoning"):
+                m["reasoning"] = fill_placeholders(m["reasoning"], replacements)
+            msgs.append(m)
+        return {**record, "messages": msgs}
+    return {k: fill_placeholders(v, replacements) if isinstance(v, str) else v for k, v in record.items()}
+
+
 # ---- text + trained spans ---------------------------------------------------------------------
 
-def render(record: dict, tokenizer, data_cfg, where: Where | None = None) -> Rendered:
-    """The text of one internal record and the character spans that carry loss."""
+def render(record: dict, tokenizer, data_cfg, where: Where | None = None, caps: TemplateCaps | None = None) -> Rendered:
+    """The text of one internal record and the character spans that carry loss.
+
+    Raises DataError (naming ``where``) when the template rejects the conversation, or cannot render
+    the tools or reasoning the record has (see template.py)."""
     system = getattr(data_cfg, "system_prompt", None) or None
     all_trained = bool(getattr(data_cfg, "train_on_prompt", False))
+    record = _filled(record, getattr(data_cfg, "replacements", None))
     eos = getattr(tokenizer, "eos_token", None) or ""
     if uses_chat(record, tokenizer):
+        caps = caps or template_caps(tokenizer)
         messages = record.get("messages") or [{"role": "user", "content": record["prompt"]},
                                                {"role": "assistant", "content": record["completion"]}]
         if system and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": system}, *messages]
-        text, spans = _chat_spans(messages, tokenizer, where)
-        return Rendered(text, [(0, len(text))] if all_trained else spans, False)
+        weighted = any("weight" in m for m in messages)
+        if uses_tools(record) and not caps.tools:
+            raise _error(where, f"uses tools ({_tool_use(record)}), but {caps.tools_problem()}", caps.tools_hint())
+        chat = _template_messages(messages, caps, where, getattr(data_cfg, "reasoning", "auto"))
+        text, spans = _chat_spans(chat, messages, tokenizer, where, all_trained, record.get("tools") or None)
+        if all_trained and not weighted:
+            spans = [(0, len(text))]
+        return Rendered(text, spans, False)
     if "prompt" in record:
         prompt = f"{system}\n\n{record['prompt']}" if system else record["prompt"]
         text = prompt + record["completion"] + eos
@@ -92,27 +113,72 @@ def render(record: dict, tokenizer, data_cfg, where: Where | None = None) -> Ren
     return Rendered(text, [(0, len(text))], True)
 
 
-def _chat_spans(messages: list[dict], tokenizer, where: Where | None) -> tuple[str, list[tuple[int, int]]]:
+def _error(where: Where | None, problem: str, hint: str, field: str | None = None) -> DataError:
+    return where.error(problem, field=field, hint=hint) if where else DataError(problem, field=field, hint=hint)
+
+
+def _tool_use(record: dict) -> str:
+    what = []
+    msgs = record.get("messages", ())
+    if any(m.get("tool_calls") for m in msgs):
+        what.append("tool calls")
+    if any(m["role"] == "tool" for m in msgs):
+        what.append("tool results")
+    if record.get("tools"):
+        what.append("a tools schema")
+    return ", ".join(what)
+
+
+def _template_messages(messages: list[dict], caps: TemplateCaps, where, reasoning_mode: str) -> list[dict]:
+    """Internal turns → the dicts chat templates read (transformers' documented message shape)."""
+    out = []
+    for i, m in enumerate(messages):
+        t = {"role": m["role"], "content": m["content"]}
+        for key in ("tool_calls", "name", "tool_call_id"):
+            if m.get(key):
+                t[key] = m[key]
+        if m.get("reasoning"):
+            if caps.thinking_key:
+                t[caps.thinking_key] = m["reasoning"]
+            elif reasoning_mode != "drop":
+                raise _error(where, "has reasoning, but the chat template has no thinking support (it reads no "
+                             "reasoning_content or thinking key), and reasoning is never glued to the answer",
+                             "Set data.reasoning: drop to train the answers without their reasoning, use a model "
+                             "whose template renders reasoning, " + SKIP_HINT, field=f"messages[{i}]")
+        out.append(t)
+    return out
+
+
+def _trained(m: dict, all_trained: bool) -> bool:
+    if "weight" in m:
+        return bool(m["weight"])
+    return m["role"] == "assistant" or all_trained
+
+
+def _chat_spans(chat: list[dict], messages: list[dict], tokenizer, where: Where | None, all_trained: bool,
+                tools) -> tuple[str, list[tuple[int, int]]]:
     template = chat_template_for(tokenizer)
 
     def apply(msgs, gen=False) -> str:
         return tokenizer.apply_chat_template(msgs, chat_template=template, tokenize=False,
-                                             add_generation_prompt=gen)
+                                             add_generation_prompt=gen, tools=tools)
 
     try:
-        whole = apply(messages)
+        whole = apply(chat)
     except Exception as e:  # jinja raises on e.g. "roles must alternate"; name the record instead
         msg = f"the model's chat template rejected this conversation ({e})"
         hint = ("This template may not accept a system turn: clear data.system_prompt, " + SKIP_HINT
                 if "system" in str(e).lower() else "Fix the conversation, " + SKIP_HINT)
-        raise (where.error(msg, hint=hint) if where else DataError(msg, hint=hint)) from None
+        raise _error(where, msg, hint) from None
     spans: list[tuple[int, int]] = []
     cursor = 0
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if not _trained(message, all_trained):
             continue
+        assistant = message["role"] == "assistant"
         try:
-            before, upto = apply(messages[:i], gen=True), apply(messages[: i + 1])
+            before = apply(chat[:i], gen=True) if assistant else (apply(chat[:i]) if i else "")
+            upto = whole if i == len(chat) - 1 else apply(chat[: i + 1])  # the last turn ends the whole
         except Exception:  # some templates refuse a prefix (e.g. one that must end with a user turn)
             before = upto = None
         if upto is not None and upto.startswith(before) and whole.startswith(upto) and len(before) >= cursor:
@@ -120,6 +186,8 @@ def _chat_spans(messages: list[dict], tokenizer, where: Where | None) -> tuple[s
         else:
             # The template renders earlier turns differently (e.g. drops reasoning): find the answer
             # text itself and extend over an end-of-turn marker that follows it.
+            if not message["content"]:
+                continue
             start = whole.find(message["content"], cursor)
             if start < 0:
                 continue
@@ -129,7 +197,10 @@ def _chat_spans(messages: list[dict], tokenizer, where: Where | None) -> tuple[s
         while end > start and whole[end - 1].isspace():
             end -= 1
         if end > start:
-            spans.append((start, end))
+            if spans and spans[-1][1] >= start:  # adjacent trained turns (weights) merge
+                spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+            else:
+                spans.append((start, end))
             cursor = end
     return whole, spans
 
@@ -143,7 +214,7 @@ class Encoded:
     offsets: list[tuple[int, int]] | None      # fast tokenizers only
 
 
-def tokenize_rendered(items: list[Rendered], tokenizer) -> list[Encoded]:
+def tokenize_rendered(items: list[Rendered], tokenizer, want_offsets: bool = True) -> list[Encoded]:
     """Token ids and a trained flag per token for each rendered item (batched when possible)."""
     out: list = [None] * len(items)
     if getattr(tokenizer, "is_fast", False):
@@ -154,8 +225,9 @@ def tokenize_rendered(items: list[Rendered], tokenizer) -> list[Encoded]:
             enc = tokenizer([items[i].text for i in idx], add_special_tokens=flag,
                             return_offsets_mapping=True, verbose=False)
             for j, i in enumerate(idx):
-                offsets = [tuple(o) for o in enc["offset_mapping"][j]]
-                out[i] = Encoded(list(enc["input_ids"][j]), _flags(offsets, items[i].spans), offsets)
+                offsets = enc["offset_mapping"][j]
+                out[i] = Encoded(enc["input_ids"][j], _flags(offsets, items[i].spans),
+                                 [tuple(o) for o in offsets] if want_offsets else None)
         return out
     for i, r in enumerate(items):
         ids, flags = [], []
@@ -169,15 +241,17 @@ def tokenize_rendered(items: list[Rendered], tokenizer) -> list[Encoded]:
 
 
 def _flags(offsets, spans) -> list[bool]:
-    flags, k, prev = [], 0, False
-    for start, end in offsets:
-        if start == end:  # a token with no text (an added BOS): it follows its neighbour
-            flags.append(prev)
-            continue
-        while k < len(spans) and spans[k][1] <= start:
-            k += 1
-        prev = k < len(spans) and spans[k][0] <= start < spans[k][1]
-        flags.append(prev)
+    """Trained or not per token: a token is trained when its first character lies in a span; a
+    token with no text (an added BOS) follows the token before it. Spans are found by bisection
+    over the tokens' first characters (this runs for every token of every example)."""
+    starts = [o[0] for o in offsets]
+    flags = [False] * len(starts)
+    for a, b in spans:
+        i0, i1 = bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)
+        flags[i0:i1] = [True] * (i1 - i0)
+    empty = [k for k, o in enumerate(offsets) if o[0] == o[1]]
+    for k in empty:  # in order, so a run of empty tokens follows the last real one
+        flags[k] = flags[k - 1] if k else False
     return flags
 
 

@@ -20,6 +20,7 @@ import json
 import time
 from pathlib import Path
 
+from engine.console import human_duration  # noqa: F401  (one duration formatter; re-exported here)
 from engine.data import DataError, make_collator, prepare_data
 from engine.errors import ConfigError
 from engine.estimate.workload import FULL_ROW, PER_EXAMPLE, _micro_figures, attention_alpha, plan_workload
@@ -55,18 +56,6 @@ def count_examples(data_cfg) -> int | None:
     if not data_cfg.validation_path:
         n = int(n * (1 - data_cfg.validation_split))
     return n
-
-
-def human_duration(seconds) -> str:
-    """A duration as a person says it: 4.2 s, 42 s, 3.3 min, 25 min, 2 h 10 min."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "—"
-    if seconds < 90:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
-    h, m = divmod(int(round(seconds / 60)), 60)
-    return f"{h} h {m} min" if m else f"{h} h"
 
 
 def _optimizer(cfg, params):
@@ -247,14 +236,15 @@ def _eval_seconds(model, eval_examples, collate, cfg, packed, virtual, device, d
     import torch
 
     b = cfg.train.batch_size
-    lengths = [len(e["input_ids"]) for e in eval_examples]
-    batches = [eval_examples[i:i + b] for i in range(0, len(eval_examples), b)]
+    # prepare_data's Examples carry their lengths; only the timed batch's tokens are read.
+    lengths = (eval_examples.lengths.tolist() if hasattr(eval_examples, "lengths")
+               else [len(e["input_ids"]) for e in eval_examples])
     # The Trainer evaluates in order; the positions computed are each batch's, padding included.
     sizes = [_micro_figures(range(i, min(i + b, len(lengths))), lengths, packed, virtual, FULL_ROW, 0.0)[0]
              for i in range(0, len(lengths), b)]
-    i = sorted(range(len(batches)), key=lambda j: sizes[j])[len(batches) // 2]
+    i = sorted(range(len(sizes)), key=lambda j: sizes[j])[len(sizes) // 2]
     progress("Timing an evaluation batch")
-    inputs = {k: v.to(device) for k, v in collate(batches[i]).items()}
+    inputs = {k: v.to(device) for k, v in collate(eval_examples[i * b:(i + 1) * b]).items()}
     with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=use_amp):
         sync()
         start = time.perf_counter()
