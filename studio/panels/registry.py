@@ -23,6 +23,7 @@ PANELS: list[type[Panel]] = [
     MonitorPanel,      # central tabs
     SamplesPanel,
     DataPanel,
+    RunsPanel,
     PlaygroundPanel,
     ExportPanel,
     ModelPanel,        # left dock
@@ -30,7 +31,6 @@ PANELS: list[type[Panel]] = [
     TrainingPanel,
     EstimatePanel,     # right dock
     LogPanel,          # bottom dock
-    RunsPanel,
 ]
 
 
