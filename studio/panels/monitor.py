@@ -524,6 +524,9 @@ class MonitorPanel(QWidget, PanelDefaults):
             for item in o["items"]:
                 if "loss" in self.plots:
                     self.plots["loss"].removeItem(item)
+                    legend = self.plots["loss"].getPlotItem().legend
+                    if legend is not None:
+                        legend.removeItem(item)
         self.overlays = []
         for curve in curves:
             series = Series()
@@ -545,7 +548,12 @@ class MonitorPanel(QWidget, PanelDefaults):
         for i, o in enumerate(self.overlays):
             color = COLORS[i % len(COLORS)]
             if not o["items"]:
+                # The monitor's own curves are named in the title (a legend would sit on them); the
+                # overlaid runs need a legend to tell which dashed line is which run.
+                legend = p.getPlotItem().legend or p.addLegend(offset=(-10, 10), labelTextColor=theme.plot_colors(p)[1])
                 train = p.plot([], [], pen=pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine), name=label(o["curve"]))
+                if not any(item is train for item, _ in legend.items):
+                    legend.addItem(train, label(o["curve"]))
                 ev = p.plot([], [], pen=None, symbol="t", symbolSize=7, symbolBrush=color, symbolPen=None)
                 o["items"] = [train, ev]
             train, ev = o["items"]
