@@ -28,7 +28,7 @@ from engine.console import offline_env
 from engine.data.demo import DEMO_TRAIN, load_heldout, score_answers
 from engine.demo import answers
 from engine.errors import ConfigError, UserError
-from engine.events import StreamSink, read_events
+from engine.events import StreamSink, parse_event_line, read_events
 from engine.methods import get_method
 from engine.methods.storage import load_trained
 from engine.models import load_model, load_tokenizer
@@ -188,9 +188,14 @@ def train_child(cfg, log_path: Path) -> tuple[int, dict, float]:
     return proc.returncode, peak, seconds
 
 
-def summarize(row: Row, run_dir: Path, peak: dict | None) -> Row:
-    """Fill ``row`` from the run's events and the child's peak memory (``train_child``)."""
+def summarize(row: Row, run_dir: Path, peak: dict | None, log_path: Path | None = None) -> Row:
+    """Fill ``row`` from the run's events and the child's peak memory (``train_child``). A run
+    refused before it started has no events.jsonl (no run folder is written then): its events
+    are read from the child's output, ``log_path``."""
     events = read_events(run_dir / "events.jsonl")
+    if not events and log_path is not None and log_path.exists():
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        events = [e for e in map(parse_event_line, lines) if e is not None]
     steps = [e for e in events if e["event"] == "step" and e.get("loss") is not None]
     for e in events:
         if e["event"] == "started":
@@ -380,7 +385,7 @@ def compare_methods(base: RunConfig, methods: list[str], *, steps: int | None = 
             continue
         log(f"{name}: training ({steps_note}, lr {cfg.train.lr:g})…")
         code, peak, seconds = train_child(cfg, out / f"{name}.log")
-        summarize(row, Path(cfg.output_dir), peak)
+        summarize(row, Path(cfg.output_dir), peak, out / f"{name}.log")
         row.seconds = seconds
         if row.status != "finished":
             row.error = row.error or f"exit code {code}; see {out / f'{name}.log'}"

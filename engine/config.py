@@ -331,14 +331,14 @@ class TrainConfig:
                   choices=TASK_NAMES)
     epochs: float = F(1.0, "Passes over the training data (ignored when max_steps > 0).", minimum=0.0)
     max_steps: int = F(-1, "Stop after this many optimizer steps (-1: run the full epochs).", minimum=-1)
-    batch_size: int = F(4, "Examples per device per forward pass (with packing: sequences of up to "
-                        "max_length tokens filled with several examples).", minimum=1)
+    batch_size: int = F(4, "Examples per device per forward pass (with packing they are concatenated into "
+                        "one padding-free row).", minimum=1)
     grad_accum: int = F(1, "Forward passes accumulated per optimizer step; the effective batch is "
                         "batch_size × grad_accum × GPUs.", minimum=1)
     lr: float = F(2e-4, "Peak learning rate.", minimum=0.0)
     scheduler: str = F("linear", "Learning-rate schedule after warm-up.", choices=SCHEDULERS)
-    warmup_ratio: float = F(0.0, "Fraction of steps spent warming the learning rate up from 0.",
-                            minimum=0.0, maximum=1.0)
+    warmup_ratio: float = F(0.0, "Fraction of the run's optimizer steps spent warming the learning rate up "
+                            "from 0 (rounded up to whole steps).", minimum=0.0, maximum=1.0)
     weight_decay: float = F(0.0, "Decoupled weight decay.", minimum=0.0)
     max_grad_norm: float = F(1.0, "Clip gradients to this norm (0 disables clipping).", minimum=0.0,
                              advanced=True)
@@ -354,9 +354,11 @@ class TrainConfig:
                               "padding (order is still seeded and reproducible).", advanced=True)
     eval_steps: int = F(0, "Evaluate every N steps (0: at the end only, when there is validation data).",
                         minimum=0)
-    save_steps: int = F(0, "Save a checkpoint every N steps (0: only at the end).", minimum=0)
+    save_steps: int = F(0, "Save a checkpoint every N steps (0: no checkpoints; the adapter is saved at the "
+                        "end either way, but only a checkpoint can be resumed).", minimum=0)
     save_total_limit: int = F(2, "Keep only the last K checkpoints.", minimum=1, advanced=True)
-    logging_steps: int = F(1, "Report a step event every N steps.", minimum=1, advanced=True)
+    logging_steps: int = F(1, "Report a step event every N steps (and after the first).", minimum=1,
+                           advanced=True)
     resume_from: str | None = F(None, "A checkpoint folder to resume from, or `latest` for the newest "
                                 "checkpoint in output_dir.", advanced=True)
     loraplus_lr_ratio: float = F(0.0, "LoRA+: the learning rate of LoRA B matrices is this times lr "

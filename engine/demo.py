@@ -10,7 +10,7 @@ from pathlib import Path
 from engine.config import RunConfig
 from engine.console import human_sink
 from engine.data.demo import DEMO_TRAIN, load_heldout, persona_score, score_answers
-from engine.generate import GenerationSettings, generate_batch
+from engine.inference import GenerationSettings, generate_batch
 from engine.models import demo_model_dir, load_model, load_tokenizer
 from engine.training import train
 

@@ -148,7 +148,7 @@ class StepEvent(Event):
     epoch: float = _f("Passes over the training data so far (fractional).", "epochs")
     loss: float | None = _f("Training loss: mean cross-entropy per labelled token, averaged over the "
                             "steps since the last step event (null when not finite).", "nats per token")
-    lr: float | None = _f("Learning rate after this step.", "dimensionless")
+    lr: float | None = _f("Learning rate this optimizer step used.", "dimensionless")
     grad_norm: float | None = _f("Gradient L2 norm before clipping.", "dimensionless (L2 norm)")
     tokens_per_s: float | None = _f("Non-padding tokens processed per second since this process "
                                     "started training.", "tokens per second")

@@ -28,8 +28,8 @@ from pathlib import Path
 from engine.export.atomic import ExportError
 from engine.export.loading import load_base, load_tokenizer_for
 from engine.export.runinfo import RunInfo, load_run
-from engine.generate import GenerationSettings
-from engine.generate import stream as generate_stream
+from engine.inference import GenerationSettings
+from engine.inference import stream as generate_stream
 from engine.methods import effective_quantization
 from engine.methods import storage as saved
 from engine.methods.storage import load_model_folder

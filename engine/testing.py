@@ -51,7 +51,11 @@ def make_tokenizer(vocab_size: int = 320, chat_template: str | None = CHATML_TEM
 
 def make_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, heads: int = 4,
                     kv_heads: int = 2, intermediate: int = 128, seed: int = 0, chat_template: str | None =
-                    CHATML_TEMPLATE, pad_token: bool = True, bias: bool = False, tie: bool = True) -> Path:
+                    CHATML_TEMPLATE, pad_token: bool = True, bias: bool = False, tie: bool = True,
+                    init_std: float = 0.02) -> Path:
+    """``init_std``: the weights' initialisation scale (transformers' ``initializer_range``). At
+    the default a tiny random model predicts one token over and over; about 0.2 makes its greedy
+    answers depend on the prompt and on an adapter, which generation tests need to see."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -61,7 +65,7 @@ def make_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int =
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=layers,
                       num_attention_heads=heads, num_key_value_heads=kv_heads,
                       intermediate_size=intermediate, max_position_embeddings=512,
-                      tie_word_embeddings=tie, attention_bias=bias, mlp_bias=bias,
+                      tie_word_embeddings=tie, attention_bias=bias, mlp_bias=bias, initializer_range=init_std,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)

@@ -202,7 +202,7 @@ def generate(state, run_dir: str, signature: list, sources: list[str], messages:
     The loaded model is reused while ``(run_dir, signature)`` is unchanged; a new signature (the run
     saved new adapters) loads what is on disk now. Returns ``{"stopped": bool}``.
     """
-    from engine.generate import GenerationSettings
+    from engine.inference import GenerationSettings
     from engine.playground import Playground
 
     key = [run_dir, signature]

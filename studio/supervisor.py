@@ -38,7 +38,8 @@ def engine_command(run_yaml: str) -> list[str]:
     train.distributed asks for several processes (accelerate launch starts the ranks; rank 0's
     events arrive on stdout as from a single process, and ``stop`` on stdin reaches every rank)."""
     verb = "launch" if _multi_process(run_yaml) else "train"
-    return [sys.executable, "-m", "engine", verb, str(run_yaml)]
+    # JSON-lines events on stdout (the engine prints readable lines unless asked for JSON).
+    return [sys.executable, "-m", "engine", verb, str(run_yaml), "--format", "json"]
 
 
 def _multi_process(run_yaml: str) -> bool:

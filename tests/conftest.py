@@ -50,6 +50,23 @@ def tiny_model_bias(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_model_lively(tmp_path_factory):
+    """The tiny Llama initialised at scale 0.2: its greedy answers depend on the prompt and on an
+    adapter (at the default scale it repeats one token), so generation can be compared."""
+    from engine.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_lively") / "model", init_std=0.2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_lively_bias(tmp_path_factory):
+    """tiny_model_lively with attention and MLP biases (BitFit)."""
+    from engine.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_lively_bias") / "model", init_std=0.2, bias=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 

@@ -86,6 +86,18 @@ def format_table(est) -> str:
         lines.append("No GPU given or found: pass --gpu 24GB (or a name) for a verdict.")
     for s in est.suggestions:
         lines.append(f"  - {s}")
+    a = getattr(est, "assumptions", None) or {}
+    if a:
+        lines.append("")
+        lines.append("Assumed (as the run will train):")
+        traced = f" (activations traced with {a['attention_traced']})" \
+            if a.get("attention_traced") not in (None, a["attention"]) else ""
+        lines.append(f"  attention kernel: {a['attention']}{traced}")
+        lines.append(f"  loss: {a['loss']}")
+        lines.append(f"  packing: {'on' if a['packing'] else 'off'}; gradient checkpointing: "
+                     f"{'on' if a['gradient_checkpointing'] else 'off'}; autocast: {a['autocast'] or 'none'}")
+        for what, dtype in a.get("dtypes", {}).items():
+            lines.append(f"  {what}: {dtype}")
     for n in est.notes:
         lines.append(f"note: {n}")
     return "\n".join(lines)

@@ -183,7 +183,7 @@ def cmd_merge_adapters(args) -> int:
 
 def cmd_chat(args) -> int:
     from engine.export import ExportError
-    from engine.generate import GenerationSettings
+    from engine.inference import GenerationSettings
     from engine.playground import Playground, chat_loop
 
     try:

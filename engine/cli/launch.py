@@ -36,8 +36,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--account", default="", help="--slurm: the account to charge")
     p.add_argument("--cpus-per-task", type=int, default=0, help="--slurm: CPU cores per node's task")
     p.add_argument("--resume", metavar="CHECKPOINT", help="resume from a checkpoint folder or `latest`")
-    p.add_argument("--format", choices=["auto", "json", "human"], default="auto",
-                   help="stdout: JSON-lines events from rank 0, or a progress bar")
+    p.add_argument("--format", choices=["human", "json", "auto"], default="human",
+                   help="stdout: readable lines (default; `auto` is the same) or rank 0's JSON-lines events")
     p.add_argument("--no-stdin", action="store_true", help="do not listen for `stop` on stdin")
     p.set_defaults(func=run)
 
@@ -63,6 +63,23 @@ def run(args) -> int:
         cfg.train.resume_from = args.resume
     cfg = launch.apply_topology(cfg, strategy=args.strategy, num_processes=args.num_processes,
                                 nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+    # The method's own refusals and a resume's checks (engine.training.resume) before launch writes
+    # its files into the run folder: a refused run leaves no folder, a refused resume its run as it was.
+    from pathlib import Path
+
+    from engine.distributed.preflight import check_strategy
+    from engine.distributed.runtime import cuda_available
+    from engine.methods import preflight
+    from engine.training.resume import AlreadyComplete, plan_resume
+
+    cfg.validate()
+    check_strategy(cfg, on_gpu=True if args.slurm else cuda_available(), cluster=bool(args.slurm))
+    preflight(cfg)
+    try:
+        plan_resume(cfg, Path(cfg.output_dir).expanduser())
+    except AlreadyComplete as e:
+        print(e)
+        return 0
     if args.slurm:
         d = cfg.train.distributed
         # The job runs on the cluster's GPU nodes, not here.

@@ -1,4 +1,10 @@
-"""`peft-studio train run.yaml [--set k=v] [--resume latest] [--format json|human]`."""
+"""`peft-studio train run.yaml [--set k=v] [--resume latest] [--format human|json]`.
+
+stdout carries readable lines by default, whether it is a terminal, a file (`> log.txt`), a pipe
+or a scheduler's log; ``--format json`` makes it the JSON-lines event stream instead (what the
+studio reads). Exit codes: 0 finished, stopped or already complete; 2 a mistake the user can fix
+(the message says what; no traceback); 1 anything else.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,9 @@ def add_parser(sub) -> None:
     t.add_argument("run_file")
     add_set_option(t)
     t.add_argument("--resume", metavar="CHECKPOINT", help="resume from a checkpoint folder or `latest`")
-    t.add_argument("--format", choices=["auto", "json", "human"], default="auto",
-                   help="stdout: JSON-lines events (default when piped) or a progress bar")
+    t.add_argument("--format", choices=["human", "json", "auto"], default="human",
+                   help="stdout: readable lines (default, also when redirected; `auto` is the same) or "
+                        "JSON-lines events")
     t.add_argument("--no-stdin", action="store_true", help="do not listen for `stop` on stdin")
     t.set_defaults(func=run)
 
@@ -27,17 +34,16 @@ def run(args) -> int:
     cfg = load_config(args.run_file, args.set)
     if args.resume:
         cfg.train.resume_from = args.resume
-    fmt = args.format
-    if fmt == "auto":
-        fmt = "human" if sys.stdout.isatty() else "json"
-    if fmt == "json":
+    if args.format == "json":
         # stdout carries only events; anything a library prints goes to stderr instead.
         events_out = sys.stdout
         sys.stdout = sys.stderr
         sink = StreamSink(events_out)
     else:
-        sink = human_sink()
+        sink = human_sink(sys.stdout)
     stop = StopFlag()
     install_signal_handlers(stop)
     result = train(cfg, sinks=[sink], stop=stop, listen_stdin=not args.no_stdin)
-    return 0 if result.status in ("finished", "stopped") else 1
+    if result.status in ("finished", "stopped", "complete"):
+        return 0
+    return 2 if result.user_error else 1

@@ -27,6 +27,8 @@ class ParamInfo:
     frozen_linear: list[tuple[int, int, int]] = field(default_factory=list)  # (rows, cols, bytes/elem)
     frozen_other: int = 0                   # frozen params outside quantizable linears (elements)
     frozen_other_bytes: int = 0
+    frozen_embeddings: int = 0              # of frozen_other: the input embeddings and LM head (elements,
+                                            # tied ones once): training.speed keeps them in the compute dtype
     lm_head_dtype_bytes: int = 2
     tied: bool = False
 
@@ -75,9 +77,10 @@ def count_params_for(arch, run_cfg, dtype=None) -> ParamInfo:
     head_bytes = out_emb.weight.element_size() if out_emb is not None else 2
     tied = bool(out_emb is not None and model.get_input_embeddings() is not None
                 and out_emb.weight is model.get_input_embeddings().weight)
+    embedding_ids = {id(m.weight) for m in (model.get_input_embeddings(), out_emb) if m is not None}
     wrapped = _apply(model, run_cfg)
     trainable, frozen_linear = [], []
-    frozen_other = frozen_other_bytes = frozen_bytes = 0
+    frozen_other = frozen_other_bytes = frozen_bytes = frozen_embeddings = 0
     for name, p in unique_params(wrapped):
         if p.requires_grad:
             trainable.append((p.numel(), p.element_size(), tuple(p.shape)))
@@ -89,12 +92,15 @@ def count_params_for(arch, run_cfg, dtype=None) -> ParamInfo:
         else:
             frozen_other += p.numel()
             frozen_other_bytes += p.numel() * p.element_size()
+            if id(p) in embedding_ids:
+                frozen_embeddings += p.numel()
     n_train = sum(t[0] for t in trainable)
     t_bytes = sum(t[0] * t[1] for t in trainable)
     return ParamInfo(total_params=total,
                      trainable_params=n_train, adapter_bytes=_adapter_bytes(wrapped, t_bytes),
                      trainable=trainable, frozen_bytes=frozen_bytes, frozen_linear=frozen_linear,
                      frozen_other=frozen_other, frozen_other_bytes=frozen_other_bytes,
+                     frozen_embeddings=frozen_embeddings,
                      lm_head_dtype_bytes=head_bytes, tied=tied)
 
 

@@ -102,6 +102,7 @@ class Estimate:
     tokens_per_step: int = 0
     generic: bool = False
     on_cpu: bool = False              # judged against this machine's RAM: no GPU, the run trains on the CPU
+    assumptions: dict = field(default_factory=dict)   # attention, loss, packing, dtype of each component
     # Spread over processes (train.distributed): the figures above are then per GPU (per rank).
     layout: str = "one GPU"           # e.g. "FSDP", "ZeRO-3 (CPU offload)"
     processes: int = 1
@@ -129,6 +130,10 @@ class _Plan:
     spec: object                      # the method's MethodSpec (its capabilities and estimator hooks)
     notes: list
     cpu: bool = False
+    autocast_name: str | None = None  # the dtype matmuls run in under the trainer's autocast
+    packing: bool = False
+    attention: str = ""               # the kernel the run will use
+    attention_traced: str = ""        # the kernel the activation fit traced
 
 
 def _check_sizes(cfg) -> None:
@@ -147,7 +152,9 @@ def _precision(cfg, gpu: Gpu | None, autocast_on: bool | None = None):
 
     want = cfg.model.dtype
     if gpu is not None and gpu.cpu:
-        return resolve_dtype(want, "cpu"), None      # engine.training on the CPU never autocasts
+        # engine.training on the CPU autocasts to bf16 with bf16 weights, and never to fp16.
+        dt = resolve_dtype(want, "cpu")
+        return dt, (dt if dt == torch.bfloat16 and autocast_on is not False else None)
     if want == "auto":
         dt = torch.bfloat16 if (gpu is None or gpu.bf16) else torch.float16
     else:
@@ -177,13 +184,100 @@ def plan(cfg, gpu: Gpu | None = None, autocast: bool | None = None) -> _Plan:
     if act.residual > 0.02:
         notes.append(f"the activation fit misses its tiny-width measurements by up to {act.residual:.0%} "
                      f"({spec.title}'s structure depends on layer widths); the activation term is approximate")
+    cpu = bool(gpu is not None and gpu.cpu)
     return _Plan(cfg=cfg, arch=arch, params=params, act=act, dtype_name=str(dtype).replace("torch.", ""),
                  dtype_bytes=torch.tensor([], dtype=dtype).element_size(), quant=quant,
                  virtual=spec.virtual_tokens(cfg.method), prompt_based=spec.prompt_based, spec=spec, notes=notes,
-                 cpu=bool(gpu is not None and gpu.cpu))
+                 cpu=cpu, autocast_name=str(autocast).replace("torch.", "") if autocast is not None else None,
+                 packing=packing, attention=run_attention(arch, cfg, dtype, packing, cpu),
+                 attention_traced=attn or default_attention(arch, dtype))
+
+
+def default_attention(arch, dtype) -> str:
+    """The kernel transformers gives the architecture when none is asked for."""
+    from engine.estimate.counts import meta_model
+
+    return getattr(meta_model(arch, dtype).config, "_attn_implementation", None) or "sdpa"
+
+
+def run_attention(arch, cfg, dtype, packing: bool, cpu: bool) -> str:
+    """The attention kernel engine.training will pick for this run (training.speed's rule, on a
+    meta-device model of the architecture). flash-attention 2 counts only where the flash_attn
+    package is installed on this machine."""
+    import importlib.util
+
+    import torch
+
+    from engine.estimate.counts import meta_model
+    from engine.training.speed import resolve_attention
+
+    requested = cfg.model.attn_implementation
+    if requested != "auto":
+        return requested
+    model = meta_model(arch, dtype)
+    if (not cpu and importlib.util.find_spec("flash_attn") is not None and dtype in (torch.float16, torch.bfloat16)
+            and getattr(model, "_supports_flash_attn", False)):
+        return "flash_attention_2"
+    # resolve_attention's CPU branch: flash_attn_usable is false without CUDA here.
+    return resolve_attention(model, "auto", packing)
+
+
+def _dtype_of(nbytes: int, half: str) -> str:
+    return {4: "float32", 2: half, 1: "int8"}.get(nbytes, f"{nbytes} bytes")
+
+
+def assumptions(p: _Plan) -> dict:
+    """What the estimate assumed about the run, named: the attention kernel, the loss, packing,
+    the dtype of each component. Shown under the table and given in the JSON."""
+    cfg = p.cfg
+    mode, chunk = loss_mode(p)
+    loss = {"standard": "the model's own cross-entropy over full fp32 logits",
+            "chunked": f"chunked linear cross-entropy, {chunk} tokens of logits at a time",
+            "liger": "Liger's fused linear cross-entropy"}[mode]
+    half = p.dtype_name
+    if p.quant:
+        bits = "about 4.1 bits a weight with double quantization" if p.cfg.model.double_quant and p.quant != "int8" \
+            else ("8 bits a weight" if p.quant == "int8" else "4.5 bits a weight")
+        linear = f"{p.quant} ({bits})"
+        emb = ("float32 (model.upcast_embeddings: true)" if cfg.model.upcast_embeddings
+               else f"{half} (model.upcast_embeddings: false)")
+        other = "float32 (peft's k-bit preparation)"
+    else:
+        linear = emb = other = half
+    trainable = sorted({_dtype_of(e, half) for _, e, _ in p.params.trainable}) or ["none"]
+    opt = {"adamw_torch": "two float32 moments a parameter (AdamW)",
+           "adamw_8bit": "two 8-bit moments a parameter (bitsandbytes)",
+           "paged_adamw_8bit": "two 8-bit moments a parameter, paged outside the allocator",
+           "adafactor": "factored float32 second moment", "sgd": "none (momentum 0)"}[cfg.train.optimizer]
+    return {
+        "attention": p.attention,
+        "attention_traced": p.attention_traced,
+        "loss": loss,
+        "packing": bool(p.packing),
+        "gradient_checkpointing": bool(cfg.train.gradient_checkpointing),
+        "autocast": p.autocast_name,
+        "dtypes": {
+            "frozen linear weights": linear,
+            "frozen embeddings and LM head": emb,
+            "other frozen parameters (norms, biases)": other,
+            "trainable parameters and gradients": ", ".join(trainable),
+            "optimizer states": opt,
+            "activations": _dtype_of(int(p.act.hidden_bytes), half),
+            "logits": ("one chunk in the compute dtype and its float32 copy" if mode != "standard"
+                       else "float32 (upcast for the loss)"),
+        },
+    }
 
 
 # ---- the components ----------------------------------------------------------------------------
+
+def embedding_bytes_per_value(p: _Plan) -> int:
+    """Bytes per frozen embedding / LM head value on a quantized base: peft's
+    prepare_model_for_kbit_training casts them to fp32, and training keeps that only with
+    model.upcast_embeddings; otherwise it casts them back to the compute dtype
+    (engine.training.speed.downcast_frozen_embeddings)."""
+    return 4 if p.cfg.model.upcast_embeddings else p.dtype_bytes
+
 
 def frozen_weight_bytes(p: _Plan) -> int:
     info = p.params
@@ -191,8 +285,10 @@ def frozen_weight_bytes(p: _Plan) -> int:
         return info.frozen_bytes
     q = sum(quantized_weight_bytes(r, c, p.quant, p.cfg.model.double_quant) for r, c, _ in info.frozen_linear)
     # peft's prepare_model_for_kbit_training casts every non-quantized half-precision parameter
-    # (embeddings, output head, norms) to fp32 "for stability".
-    return q + info.frozen_other * 4
+    # (embeddings, output head, norms) to fp32 "for stability"; the frozen embeddings and head then
+    # follow model.upcast_embeddings.
+    rest = info.frozen_other - info.frozen_embeddings
+    return q + rest * 4 + info.frozen_embeddings * embedding_bytes_per_value(p)
 
 
 def optimizer_bytes(p: _Plan) -> tuple[int, int, int]:
@@ -261,7 +357,7 @@ def loss_mode(p: _Plan) -> tuple[str, int]:
     # loss multiplies with.
     if p.arch.model_type not in PLAIN_HEAD_MODEL_TYPES or p.spec.head(cfg.method) == "wrapped":
         return "standard", 0
-    impl = resolve_loss_impl(requested, "cuda")
+    impl = resolve_loss_impl(requested, "cpu" if p.cpu else "cuda")
     chunk = getattr(cfg.train, "loss_chunk_tokens", 0) or auto_chunk_tokens(p.arch.vocab)
     return impl, int(chunk)
 
@@ -522,7 +618,9 @@ def suggestions(p: _Plan, batch: int, seq: int, gpu: Gpu, total: int) -> list[st
     variant = p.spec.quantized_variant
     if not p.quant and variant and not p.cpu:   # bitsandbytes 4-bit needs a GPU
         nf4 = sum(quantized_weight_bytes(r, c, "nf4", True) for r, c, _ in p.params.frozen_linear)
-        saved = p.params.frozen_bytes - nf4 - p.params.frozen_other * (4 - p.dtype_bytes)
+        emb, rest = p.params.frozen_embeddings, p.params.frozen_other - p.params.frozen_embeddings
+        upcast = (4 - p.dtype_bytes) if cfg.model.upcast_embeddings else 0
+        saved = p.params.frozen_bytes - nf4 - rest * (4 - p.dtype_bytes) - emb * upcast
         out.append((saved, f"load the base in 4 bits (method.name: {variant}); activations then run partly "
                            "in fp32, so re-estimate"))
     out += [(0, text) for text in p.spec.memory_suggestions(cfg.method)]
@@ -588,7 +686,7 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
                    dtype=p.dtype_name, quantization=p.quant, batch_size=batch, seq_len=seq,
                    tokens_per_step=batch * seq * cfg.train.grad_accum, generic=p.arch.generic, on_cpu=p.cpu,
                    layout=lay.label, processes=lay.processes, resident=b["resident"],
-                   cpu_offloaded=b["cpu_offloaded"])
+                   cpu_offloaded=b["cpu_offloaded"], assumptions=assumptions(p))
     if g is not None:
         cap = g.total_bytes
         est.max_batch_size = _largest(lambda n: per_rank(n, seq)["device_total"] <= cap, 1, 4096)

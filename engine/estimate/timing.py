@@ -20,6 +20,7 @@ import json
 import time
 from pathlib import Path
 
+from engine.console import human_duration  # noqa: F401  (one duration formatter; re-exported here)
 from engine.data import DataError, make_collator, prepare_data
 from engine.errors import ConfigError
 from engine.estimate.workload import FULL_ROW, PER_EXAMPLE, _micro_figures, attention_alpha, plan_workload
@@ -55,18 +56,6 @@ def count_examples(data_cfg) -> int | None:
     if not data_cfg.validation_path:
         n = int(n * (1 - data_cfg.validation_split))
     return n
-
-
-def human_duration(seconds) -> str:
-    """A duration as a person says it: 4.2 s, 42 s, 3.3 min, 25 min, 2 h 10 min."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "—"
-    if seconds < 90:
-        return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
-    h, m = divmod(int(round(seconds / 60)), 60)
-    return f"{h} h {m} min" if m else f"{h} h"
 
 
 def _optimizer(cfg, params):

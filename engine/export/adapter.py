@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.export.atomic import ExportError, atomic_dir
-from engine.export.loading import copy_tokenizer_files, load_tokenizer_for, saved_config
+from engine.export.loading import copy_tokenizer_files, save_base_tokenizer, saved_config
 from engine.export.result import ExportResult, Progress, no_progress
 from engine.export.runinfo import RunInfo, load_run
 
@@ -56,7 +56,7 @@ def write_adapter_folder(info: RunInfo, src: Path, dst: Path) -> str | None:
     from engine.models import ModelError
 
     try:
-        load_tokenizer_for(info, src).save_pretrained(dst)
+        save_base_tokenizer(info, dst)  # the base's own: no pad token or padding side of ours
     except (ModelError, OSError, ValueError) as e:
         return f"No tokenizer was saved with the adapter (the base's could not be loaded: {e})."
     return None

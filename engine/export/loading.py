@@ -8,15 +8,12 @@ import shutil
 from pathlib import Path
 
 from engine.export.atomic import ExportError
+from engine.models import TOKENIZER_FILES  # noqa: F401  (one list, engine.models'; export modules read it here)
 
 DTYPE_ALIASES = {"auto": "auto", "fp32": "float32", "f32": "float32", "float32": "float32",
                  "bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "f16": "float16",
                  "float16": "float16", "half": "float16"}
 MERGE_DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-# Files a tokenizer may consist of; copied alongside adapters and merged models.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
 
 
 def normalize_dtype(name: str | None) -> str:
@@ -71,6 +68,14 @@ def load_tokenizer_for(info, adapter_dir: Path | None = None):
                 continue
     return load_tokenizer(info.config.model.name_or_path, info.config.model.trust_remote_code,
                           info.config.model.offline)
+
+
+def save_base_tokenizer(info, dst: Path) -> None:
+    """The run's base tokenizer, unchanged (no pad token added), into ``dst``."""
+    from engine.models import BaseTokenizer
+
+    m = info.config.model
+    BaseTokenizer(m.name_or_path, m.trust_remote_code, m.offline).save_pretrained(dst)
 
 
 def copy_tokenizer_files(src: Path, dst: Path) -> bool:

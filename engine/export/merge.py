@@ -17,6 +17,7 @@ from engine.export.loading import (
     load_base,
     load_tokenizer_for,
     normalize_dtype,
+    save_base_tokenizer,
     saved_config,
 )
 from engine.export.result import ExportResult, Progress, no_progress
@@ -116,7 +117,7 @@ def export_merged(run: str | Path | RunInfo, out: str | Path, which: str | None 
         progress("Saving safetensors shards", None, None)
         merged.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
         if src is None or not copy_tokenizer_files(src, tmp):
-            tokenizer.save_pretrained(tmp)
+            save_base_tokenizer(info, tmp)  # the base's own: no pad token or padding side of ours
         if not (tmp / "generation_config.json").exists():
             merged.generation_config.save_pretrained(tmp)
         (tmp / "README.md").write_text(

@@ -1,7 +1,7 @@
 """Does the exported file answer like the model? Greedy continuations compared token by token.
 
 The merged model (transformers, float32) answers a few prompts greedily through the project's
-generation path (``engine.generate.greedy_ids``); the GGUF file answers the same prompt tokens
+generation path (``engine.inference.greedy_ids``); the GGUF file answers the same prompt tokens
 in its consumer — llama.cpp when ``llama-cpp-python`` is installed, else transformers' GGUF
 reader. The report counts prompts answered identically and says where the others first differ;
 on the prompt and the reference answer it also compares every position's scores (teacher
@@ -108,7 +108,7 @@ def compare(model, tokenizer, runtime, label: str, prompts=DEFAULT_PROMPTS, new_
     import numpy as np
     import torch
 
-    from engine.generate import build_prompt
+    from engine.inference import build_prompt
 
     convs = _conversations(prompts, system)
     if hasattr(runtime, "end_ids"):
@@ -139,14 +139,14 @@ def compare(model, tokenizer, runtime, label: str, prompts=DEFAULT_PROMPTS, new_
 
 def reference_answers(model, tokenizer, prompts=DEFAULT_PROMPTS, new_tokens: int = DEFAULT_NEW_TOKENS,
                       system: str | None = None, stop_ids: list[int] | None = None):
-    """The model's (prompt ids, greedy ids) for each prompt, through engine.generate."""
-    from engine.generate import greedy_ids
+    """The model's (prompt ids, greedy ids) for each prompt, through engine.inference."""
+    from engine.inference import greedy_ids
 
     return [greedy_ids(model, tokenizer, conv, new_tokens, stop_ids) for conv in _conversations(prompts, system)]
 
 
 class TransformersRuntime:
-    """A GGUF file read back by transformers' GGUF loader, answering through engine.generate."""
+    """A GGUF file read back by transformers' GGUF loader, answering through engine.inference."""
 
     name = "transformers' GGUF reader"
 
@@ -163,7 +163,7 @@ class TransformersRuntime:
             return self.model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
 
     def greedy(self, prompt_ids: list[int], new_tokens: int, stop_ids=None, conv=None) -> list[int]:
-        from engine.generate import greedy_ids
+        from engine.inference import greedy_ids
 
         ids, out = greedy_ids(self.model, self.tokenizer, conv, new_tokens, stop_ids)
         if ids != prompt_ids:  # same tokenizer, same template: cannot differ

@@ -19,6 +19,7 @@ Adding a method: docs/architecture.md, "Adding a method".
 from engine.methods.apply import (
     apply_method,
     check_compatible,
+    check_options,
     context_for,
     effective_quantization,
     for_meta,
@@ -41,10 +42,11 @@ from engine.methods.registry import (
     unregister,
     validate_params,
 )
-from engine.methods.spec import BuildContext, MethodParams, MethodSpec
+from engine.methods.spec import BuildContext, Incompatible, MethodParams, MethodSpec
 
 __all__ = [
-    "PARAMS", "BuildContext", "MethodParams", "MethodSpec", "apply_method", "check_compatible", "context_for",
+    "PARAMS", "BuildContext", "Incompatible", "MethodParams", "MethodSpec", "apply_method", "check_compatible",
+    "check_options", "context_for",
     "effective_quantization", "for_meta", "get_method", "params_class", "preflight", "prepare_for_training",
     "register", "registered", "unregister", "validate_params",
 ]

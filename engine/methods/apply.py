@@ -36,13 +36,35 @@ NO_BIAS = ("this model has no bias parameters; choose another method (e.g. beft,
            "biases to bias-free models)")
 
 
+def _yaml(value) -> str:
+    return {True: "true", False: "false", None: "null"}.get(value, str(value)) if not isinstance(value, (int, float)) \
+        or isinstance(value, bool) else str(value)
+
+
+def check_options(cfg, device: str | None = None) -> None:
+    """Refuse a run-file option the method declares it cannot work with (``MethodSpec.incompatible``
+    and what its capabilities imply), naming both fields and what to choose instead. Reads the run
+    file only: call it before any data or weights load. ``device``: ``cpu`` or ``cuda`` (default:
+    where training would run)."""
+    spec = get_method(cfg.method.name)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    for inc in spec.incompatibilities():
+        if inc.applies(cfg, device):
+            section, name = inc.field.split(".", 1)
+            value = getattr(getattr(cfg, section), name)
+            where = f" on the {device.upper() if device == 'cpu' else 'GPU'}" if inc.device else ""
+            raise ConfigError(inc.field, f"{spec.title} (method.name: {spec.name}) cannot work with {inc.field}: "
+                              f"{_yaml(value)}{where}: {inc.why}. Choose {inc.instead}.")
+
+
 def check_compatible(cfg, ctx: BuildContext) -> None:
     """Reject a method/architecture/quantization combination before any weights load."""
     spec = get_method(cfg.method.name)
     quant = effective_quantization(cfg)
-    if quant and not spec.supports_quantized_base:
-        raise ConfigError("model.quantization", f"{spec.title} cannot train on a quantized base; "
-                          "clear model.quantization", quant)
+    check_options(cfg)
     if quant:
         reason = check_bitsandbytes()
         if reason:

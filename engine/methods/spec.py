@@ -28,6 +28,13 @@ Capabilities (fields of :class:`MethodSpec`):
 ``suggested_lr``         a starting learning rate when a run file's (LoRA-tuned) lr does not suit
 ``target_kind``          what ``method.target_modules`` names: linear | norm | embedding | blocks
 ``preflight_build``      safe to build on the meta-device model during preflight
+``incompatible``         run-file settings the method cannot work with (:class:`Incompatible`: field,
+                         value, why, what to choose instead, on which device); preflight refuses
+                         them before any data or weights load. Quantization (from
+                         ``supports_quantized_base``) is declared through :func:`incompatibilities`
+``cached_generation``    generating with the KV cache gives the answers a full forward per token
+                         gives (``generation_note`` says why not); when False the one generation
+                         path (``engine.inference``) decodes without the cache, one prompt at a time
 ``can_shard``            FSDP / DeepSpeed ZeRO may split its parameters over processes (derived:
                          a peft-saved method, whose adapter rank 0 writes from the gathered
                          trainable tensors; the others read whole tensors to save themselves,
@@ -58,6 +65,32 @@ TARGET_KINDS = ("linear", "norm", "embedding", "blocks")
 # Module names of output heads across architectures (Llama/most: lm_head, GPT-NeoX: embed_out,
 # ChatGLM: output_layer).
 HEAD_NAMES = ("lm_head", "embed_out", "output_layer")
+
+
+@dataclass(frozen=True)
+class Incompatible:
+    """A run-file setting a method cannot work with.
+
+    ``field`` (``section.name``) at any of ``values`` is refused before any data or weights load;
+    the message names the method and the field, says ``why`` and suggests ``instead`` (a setting
+    or a method that works). ``device``: only on that device kind (``cpu`` or ``cuda``); None on
+    every device. ``when``: a further condition on the whole run file (a callable taking the
+    RunConfig), for combinations of fields."""
+
+    field: str
+    values: tuple
+    why: str
+    instead: str
+    device: str | None = None
+    when: Callable | None = None
+
+    def applies(self, cfg, device: str) -> bool:
+        """Whether ``cfg`` (a RunConfig) on ``device`` hits this incompatibility."""
+        section, name = self.field.split(".", 1)
+        value = getattr(getattr(cfg, section), name)
+        if self.device is not None and self.device != device:
+            return False
+        return value in self.values and (self.when is None or bool(self.when(cfg)))
 
 
 @dataclass
@@ -138,6 +171,9 @@ class MethodSpec:
     suggested_lr: float | None = None
     target_kind: str = "linear"             # TARGET_KINDS
     preflight_build: bool = False
+    incompatible: tuple = ()                # Incompatible(...) entries
+    cached_generation: bool = True
+    generation_note: str = ""
     # ---- hooks ----
     validate: Callable | None = None        # (cfg) -> None, raises ConfigError; no weights, no ML imports
     check: Callable | None = None           # (cfg, ctx) -> None, raises ConfigError
@@ -165,6 +201,8 @@ class MethodSpec:
             raise ValueError(f"{self.name}: target_kind must be one of {TARGET_KINDS}")
         if self.prompt is not None and self.can_pack:
             raise ValueError(f"{self.name}: a method that adds virtual tokens cannot pack examples")
+        if not self.cached_generation and not self.generation_note:
+            raise ValueError(f"{self.name}: say why the KV cache cannot be used (generation_note)")
         if self.params().name != self.name:
             raise ValueError(f"{self.params.__name__}.name defaults to {self.params().name!r}, "
                              f"expected {self.name!r}")
@@ -188,6 +226,18 @@ class MethodSpec:
     def input_tokens(self, params) -> int:
         """Positions the method prepends to every sequence's input (``prompt == "input"``)."""
         return self.virtual_tokens(params) if self.prompt == "input" else 0
+
+    def incompatibilities(self) -> list[Incompatible]:
+        """Every run-file setting this method cannot work with: its own ``incompatible`` entries
+        and those its capabilities imply (a quantized base when ``supports_quantized_base`` is
+        false)."""
+        out = list(self.incompatible)
+        if not self.supports_quantized_base:
+            out.append(Incompatible(
+                "model.quantization", ("nf4", "fp4", "int8"),
+                "it cannot train on a quantized base (it has no layers for 4/8-bit weights)",
+                "model.quantization: null, or a method that trains on a quantized base (lora, qlora, dora)"))
+        return out
 
     def prefix_tokens(self, params) -> int:
         """Key/value positions the method adds in every attention layer (``prompt == "kv_prefix"``)."""

@@ -182,25 +182,46 @@ _PEFT_TYPES = {"LORA": "lora", "IA3": "ia3", "PROMPT_TUNING": "prompt_tuning", "
                "PREFIX_TUNING": "prefix_tuning"}
 
 
+def _method_of_config(meta: dict) -> str | None:
+    """The method of an adapter config (``adapter_config.json``'s contents, or a peft config's
+    ``to_dict()``)."""
+    if STUDIO_KEY in meta:
+        return meta[STUDIO_KEY]
+    ptype = str(getattr(meta.get("peft_type"), "value", meta.get("peft_type")) or "").upper()
+    if ptype == "LORA" and meta.get("use_dora"):
+        return "dora"
+    if ptype in _PEFT_TYPES:
+        return _PEFT_TYPES[ptype]
+    for name, entry in PEFT_METHODS.items():
+        if entry.peft_type == ptype:
+            return name
+    return None
+
+
 def method_of(directory: str | Path) -> str | None:
     """The method that produced a saved adapter or model folder (None when unknown)."""
     d = Path(directory)
     if (d / ADAPTER_CONFIG).exists():
-        meta = json.loads((d / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-        if STUDIO_KEY in meta:
-            return meta[STUDIO_KEY]
-        ptype = str(meta.get("peft_type") or "").upper()
-        if ptype == "LORA" and meta.get("use_dora"):
-            return "dora"
-        if ptype in _PEFT_TYPES:
-            return _PEFT_TYPES[ptype]
-        for name, entry in PEFT_METHODS.items():
-            if entry.peft_type == ptype:
-                return name
-        return None
+        return _method_of_config(json.loads((d / ADAPTER_CONFIG).read_text(encoding="utf-8")))
     if is_model_folder(d):
         return "full"
     return None
+
+
+def spec_of_model(model):
+    """The MethodSpec of the method active in a loaded ``model`` — a peft model (its active
+    adapter's config), or a model a method marked (``studio_method``: BitFit, selective) — or
+    None for a plain model (a base, a full fine-tune, a peft model inside ``disable_adapter``)."""
+    from engine.methods.registry import REGISTRY
+
+    conf = getattr(model, "active_peft_config", None) if hasattr(model, "get_base_model") else None
+    if conf is not None:
+        if getattr(model, "_adapters_disabled", False):
+            return None
+        name = _method_of_config(conf.to_dict())
+    else:
+        name = (getattr(model, "studio_method", None) or {}).get("name")
+    return REGISTRY.get(name) if name else None
 
 
 def load_trained(base_model, directory: str | Path):

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 
+def real_numel(p) -> int:
+    """The number of values a parameter stands for. A bitsandbytes 4-bit weight (``Params4bit``)
+    packs two values per byte into a flat uint8 tensor, so its ``numel()`` is half the weight's;
+    its quantization state keeps the original shape."""
+    state = getattr(p, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    if shape is not None:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return n
+    return p.numel()
+
+
 def count_parameters(model) -> int:
-    """Parameters of ``model``, each tensor once."""
+    """Parameters of ``model``, each tensor once, quantized ones counted by the values they hold
+    (:func:`real_numel`)."""
     # Count each tensor once: tied embeddings share storage and would otherwise count twice.
     seen, total = set(), 0
     for p in model.parameters():
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
+        total += real_numel(p)
     return total
 
 

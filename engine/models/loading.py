@@ -8,33 +8,84 @@ from engine.errors import ModelError
 from engine.models.attention import register_attention
 from engine.models.source import WEIGHT_FILES, has_weights, resolve_source
 
+# Files a tokenizer may consist of; copied unchanged beside adapters and merged models.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, offline: bool = True):
+
+def load_base_tokenizer(name_or_path: str, trust_remote_code: bool = False, offline: bool = True):
+    """The base model's tokenizer exactly as it ships (no pad token added, its own padding side)."""
     from transformers import AutoTokenizer
 
     src = resolve_source(name_or_path, offline)
     try:
         if src.kind == "gguf":
-            tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
-        else:
-            tok = AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
+            return AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf_file)
+        return AutoTokenizer.from_pretrained(src.path, trust_remote_code=trust_remote_code)
     except Exception as e:
         raise ModelError(f"Could not load the tokenizer of {src.display}: {e}") from None
-    return ensure_pad_token(tok)
 
 
-def ensure_pad_token(tok):
-    """Many causal-LM tokenizers have no pad token. Padding positions are masked out of the loss
-    and attention, so reusing EOS (or UNK) is safe and avoids resizing the embeddings."""
-    if tok.pad_token is None:
-        for cand in (tok.eos_token, tok.unk_token, tok.bos_token):
-            if cand is not None:
-                tok.pad_token = cand
-                break
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, offline: bool = True, log=None):
+    """The base's tokenizer ready for batching: a pad token when it has none and right padding
+    (:func:`ensure_pad_token`; ``log(message)`` is told what was chosen). Save
+    :class:`BaseTokenizer` beside an adapter, not this one."""
+    return ensure_pad_token(load_base_tokenizer(name_or_path, trust_remote_code, offline), log)
+
+
+def pad_choice(tok) -> str | None:
+    """The token :func:`ensure_pad_token` pads with when ``tok`` has no pad token (None: it has one)."""
+    if tok.pad_token is not None:
+        return None
+    for cand in (tok.eos_token, tok.unk_token, tok.bos_token):
+        if cand is not None:
+            return cand
+    return "<|pad|>"
+
+
+def ensure_pad_token(tok, log=None):
+    """Give ``tok`` a pad token when it has none, and pad on the right (training's collator).
+
+    Many causal-LM tokenizers have no pad token. Padding positions are masked out of the loss
+    and attention, so reusing EOS (or UNK, BOS) is safe and avoids resizing the embeddings; only a
+    tokenizer with none of them gets a new ``<|pad|>`` token. The choice is told to ``log`` (a
+    user's model must not change without a word); the tokenizer saved with an adapter is the
+    base's own (:class:`BaseTokenizer`), without this pad token."""
+    chosen = pad_choice(tok)
+    if chosen is not None:
+        if chosen == "<|pad|>":
+            tok.add_special_tokens({"pad_token": chosen})
         else:
-            tok.add_special_tokens({"pad_token": "<|pad|>"})
+            tok.pad_token = chosen
+        if log is not None:
+            log(f"The tokenizer has no pad token, so batches are padded with {chosen!r} (id {tok.pad_token_id}); "
+                "padding is masked out of attention and the loss. The tokenizer saved with the adapter is the "
+                "base's, unchanged (no pad token).")
     tok.padding_side = "right"
     return tok
+
+
+class BaseTokenizer:
+    """The base model's tokenizer files, to be saved beside an adapter unchanged.
+
+    ``save_pretrained(dir)`` copies the base folder's tokenizer files byte for byte (so the
+    adapter's tokenizer is the base's, whatever the training run set for padding); a base without
+    such files (a .gguf file) gets its tokenizer saved as loaded, without a pad token added."""
+
+    def __init__(self, name_or_path: str, trust_remote_code: bool = False, offline: bool = True):
+        self.name_or_path, self.trust_remote_code, self.offline = name_or_path, trust_remote_code, offline
+
+    def save_pretrained(self, directory, **kwargs) -> None:
+        import shutil
+
+        src = resolve_source(self.name_or_path, self.offline)
+        folder = Path(src.path)
+        files = [folder / n for n in TOKENIZER_FILES if src.kind != "gguf" and (folder / n).is_file()]
+        if files:
+            for f in files:
+                shutil.copy2(f, Path(directory) / f.name)
+            return
+        load_base_tokenizer(self.name_or_path, self.trust_remote_code, self.offline).save_pretrained(directory)
 
 
 def resolve_dtype(dtype: str, device: str | None = None):

@@ -23,7 +23,8 @@ def training_args(cfg, run_dir: Path, has_eval: bool, packing: bool):
         output_dir=str(run_dir / CHECKPOINT_DIR),
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, lr_scheduler_type=t.scheduler,
-        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+        # train.warmup_ratio becomes steps where the run's total is known (trainer.create_scheduler).
+        warmup_steps=0, weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 1e9,
         optim=OPTIMIZERS[t.optimizer], seed=t.seed, data_seed=t.seed,
         num_train_epochs=t.epochs, max_steps=t.max_steps,
@@ -38,7 +39,9 @@ def training_args(cfg, run_dir: Path, has_eval: bool, packing: bool):
         use_cpu=not _cuda(),
         train_sampling_strategy="group_by_length" if (t.group_by_length and not packing) else "random",
         label_names=["labels"], torch_compile=t.torch_compile,
-        # fp32 on the CPU; on GPUs bf16/fp16 autocast follows the weights' dtype.
+        # Autocast follows the weights' dtype: bf16 on GPUs and on the CPU (model.dtype: bfloat16 there
+        # means bf16 compute too: without autocast fp32 norms and bf16 weights meet in one matmul —
+        # the "float != BFloat16" crash of QLoRA with bfloat16 on the CPU); fp16 on GPUs only.
         bf16=_use_bf16(cfg), fp16=_use_fp16(cfg),
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.scheduler == "cosine_with_min_lr" else {},
     )
@@ -54,7 +57,8 @@ def _cuda() -> bool:
 def _use_bf16(cfg) -> bool:
     import torch
 
-    return torch.cuda.is_available() and resolve_dtype(cfg.model.dtype, "cuda") == torch.bfloat16
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_dtype(cfg.model.dtype, device) == torch.bfloat16
 
 
 def _use_fp16(cfg) -> bool:

@@ -52,6 +52,12 @@ def _chunked_class():
             grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
             for s in range(0, n, chunk):
                 h, y = hidden[s:s + chunk], targets[s:s + chunk]
+                # In the head's own dtype, as lm_head computes it. The hidden states may arrive in
+                # another one (fp32 out of k-bit-prepared fp32 norms while the frozen head stays
+                # bf16; this runs outside the model's autocast): a mixed matmul raises "float !=
+                # BFloat16" (QLoRA with model.dtype bfloat16 on the CPU).
+                if h.dtype != weight.dtype:
+                    h = h.to(weight.dtype)
                 raw = h @ weight.t()  # under autocast this is the half-precision matmul, as in lm_head
                 logits = raw.float()  # the fp32 upcast happens one chunk at a time
                 if bias is not None:

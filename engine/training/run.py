@@ -1,13 +1,18 @@
 """Train one run: setup → main → fit (litgpt's split), on transformers' Trainer.
 
-* :func:`train` (setup) — the run folder, the reporter and its sinks; every failure becomes a
-  ``failed`` event, never a bare traceback.
-* :func:`main` — everything checkable from config files before weights load (preflight), then
+* :func:`train` (setup) — the reporter and its sinks; every failure becomes a ``failed`` event,
+  never a bare traceback.
+* :func:`main` — everything checkable from config files before weights load (preflight: the
+  method against the options and the architecture, a resume against the run it continues), then
   the tokenizer, the data and the model exactly as training uses them.
 * :func:`fit` — the Trainer, the loop, the final evaluation and the saved adapter.
 
+The run folder (``run.yaml``, ``events.jsonl``, the index row) is written only once training
+really starts (:class:`RunFolder`): a run refused in preflight, or a resume refused because a
+setting changed, leaves an existing run exactly as it was and creates no folder.
+
 The loop is transformers' Trainer; what is ours is the wiring: the run directory, events, stop at
-a step boundary on request, checkpoints and resume.
+a step boundary on request, checkpoints and resume (``engine.training.resume``).
 """
 
 from __future__ import annotations
@@ -30,17 +35,18 @@ from engine.distributed.runtime import (
     world,
 )
 from engine.errors import ConfigError, UserError
-from engine.events import FailedEvent, FinishedEvent, JsonlSink, MultiReporter, StoppedEvent
+from engine.events import FailedEvent, FinishedEvent, JsonlSink, LogEvent, MultiReporter, StoppedEvent
 from engine.methods import get_method, preflight
 from engine.methods.storage import save_adapter_atomic, saveable
-from engine.models import load_tokenizer, resolve_source
+from engine.models import BaseTokenizer, load_tokenizer, resolve_source
 from engine.runs import RunIndex
-from engine.training.arguments import CHECKPOINT_DIR, loraplus_optimizer, training_args
+from engine.training.arguments import loraplus_optimizer, training_args
 from engine.training.build import build_for_training
 from engine.training.hints import hint_for
+from engine.training.resume import AlreadyComplete, find_checkpoint, plan_resume  # noqa: F401 (re-exported)
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
-from engine.training.trainer import make_callback, make_trainer_class
+from engine.training.trainer import make_callback, make_resume_callback, make_trainer_class
 
 ADAPTER_DIR = "adapter"
 EVENTS_FILE = "events.jsonl"
@@ -49,12 +55,17 @@ RUN_FILE = "run.yaml"
 
 @dataclass
 class RunResult:
-    status: str                      # finished | stopped | failed
+    """How a run ended. ``status``: finished | stopped | failed | complete (a resume of a run that
+    had already trained every step: nothing was done). ``user_error``: the failure is the user's
+    to fix (a UserError: the CLI exits 2), not the project's."""
+
+    status: str
     run_dir: Path
     adapter_dir: Path | None = None
     metrics: dict = field(default_factory=dict)
     error: str | None = None
     hint: str | None = None
+    user_error: bool = False
 
 
 def is_main_process() -> bool:
@@ -62,49 +73,73 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "-1")
 
 
-def find_checkpoint(run_dir: Path, resume_from: str | None) -> str | None:
-    """The checkpoint folder ``train.resume_from`` names (``latest``: the newest complete one in
-    the run folder); ConfigError when there is none."""
-    if not resume_from:
-        return None
-    if resume_from == "latest":
-        ckpts = sorted((run_dir / CHECKPOINT_DIR).glob("checkpoint-*"),
-                       key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
-        complete = [c for c in ckpts if (c / "trainer_state.json").exists()]
-        if not complete:
-            raise ConfigError("train.resume_from", f"no complete checkpoint in {run_dir / CHECKPOINT_DIR}",
-                              resume_from)
-        return str(complete[-1])
-    p = Path(resume_from)
-    if not (p / "trainer_state.json").exists():
-        raise ConfigError("train.resume_from", "is not a checkpoint folder (no trainer_state.json)", resume_from)
-    return str(p)
-
-
 # ---- setup --------------------------------------------------------------------------------------
+
+class RunFolder:
+    """The run folder's files, written only once training really starts.
+
+    Until :meth:`open`, events are kept in memory (the reporter's other sinks — stdout, the
+    studio — see them at once); ``open`` creates the folder, writes ``run.yaml``, and appends the
+    kept events and every later one to ``events.jsonl``. A run that fails or is refused before
+    it starts leaves no folder, and an existing run's files untouched."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.run_dir, self.enabled = run_dir, enabled
+        self.kept: list[dict] = []
+        self.sink: JsonlSink | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self.sink is not None
+
+    def emit(self, event: dict) -> None:
+        if self.sink is not None:
+            self.sink.emit(event)
+        else:
+            self.kept.append(event)
+
+    def open(self, cfg: RunConfig) -> None:
+        """Create the folder (raises OSError), write the resolved run file, start events.jsonl."""
+        if not self.enabled or self.sink is not None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(self.run_dir / RUN_FILE)
+        self.sink = JsonlSink(self.run_dir / EVENTS_FILE)
+        for event in self.kept:
+            self.sink.emit(event)
+        self.kept = []
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
 
 def train(cfg: RunConfig, sinks=(), stop: StopFlag | None = None, listen_stdin: bool = False,
           base_dir: Path | None = None) -> RunResult:
     """Run one training job to completion, stop or failure. Never raises for run failures:
-    they become a `failed` event and a RunResult with status failed."""
+    they become a `failed` event and a RunResult with status failed (``user_error`` when the
+    user can fix it). A resume of a run that is already complete returns status ``complete``
+    and changes nothing."""
     stop = stop or StopFlag()
     run_dir = Path(cfg.output_dir).expanduser()
     if not run_dir.is_absolute() and base_dir is not None:
         run_dir = base_dir / run_dir
     reporter = MultiReporter(*sinks)
     reporter.enabled = is_main_process()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if reporter.enabled:
-            reporter.add(JsonlSink(run_dir / EVENTS_FILE))
-    except OSError as e:
-        reporter.emit(FailedEvent(error=f"Cannot create the run folder {run_dir}: {e}",
-                                  hint="Choose an output_dir you can write to."))
-        return RunResult("failed", run_dir, error=str(e))
+    folder = RunFolder(run_dir, enabled=reporter.enabled)
+    reporter.add(folder)
     if listen_stdin:
         start_stdin_listener(stop)
     try:
-        return main(cfg, run_dir, reporter, stop)
+        return main(cfg, run_dir, reporter, stop, folder)
+    except AlreadyComplete as e:  # not a failure: nothing to do, and nothing is written
+        reporter.emit(LogEvent(message=str(e)))
+        # The run's own terminal state, for clients waiting for one (the studio); it goes to the
+        # reporter's streams only: the run folder is not opened, so its files stay as they were.
+        adapter = run_dir / ADAPTER_DIR
+        reporter.emit(FinishedEvent(adapter_dir=str(adapter) if adapter.exists() else None, run_dir=str(run_dir),
+                                    metrics={"global_step": e.done}, step=e.done))
+        return RunResult("complete", run_dir, adapter if adapter.exists() else None, {"global_step": e.done})
     except KeyboardInterrupt:
         reporter.emit(FailedEvent(error="interrupted", hint="The run was interrupted twice; resume from the "
                                   "last checkpoint with train.resume_from: latest."))
@@ -116,11 +151,11 @@ def train(cfg: RunConfig, sinks=(), stop: StopFlag | None = None, listen_stdin: 
         else:  # our fault: keep the traceback for the report
             reporter.emit(FailedEvent(error=f"{type(e).__name__}: {e}", hint=hint,
                                       traceback=traceback.format_exc()))
-        return RunResult("failed", run_dir, error=str(e), hint=hint)
+        return RunResult("failed", run_dir, error=str(e), hint=hint, user_error=isinstance(e, UserError))
     finally:
-        if reporter.enabled:
-            _index_run(run_dir)
         reporter.close()
+        if folder.opened:
+            _index_run(run_dir)
 
 
 def _index_run(run_dir: Path) -> None:
@@ -128,6 +163,17 @@ def _index_run(run_dir: Path) -> None:
         RunIndex().record(run_dir)
     except Exception as e:  # the index is a convenience; never fail a run over it
         print(f"peft-studio: could not update the run index: {e}", file=sys.stderr)
+
+
+def check_writable(run_dir: Path) -> None:
+    """ConfigError naming output_dir when the run folder could not be created or written (checked
+    without creating anything)."""
+    probe = run_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError("output_dir", f"cannot write the run folder {run_dir}: {probe} is not a folder you "
+                          "may write to; choose another output_dir")
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -140,6 +186,7 @@ class Prepared:
     spec: object                     # the MethodSpec
     run_dir: Path
     checkpoint: str | None           # the checkpoint to resume from
+    lr_factor: float                 # train.lr now / the lr the checkpoint's schedule was made with
     tokenizer: object
     data: object                     # engine.data.PreparedData
     packing: bool
@@ -147,15 +194,18 @@ class Prepared:
     built: object                    # engine.training.build.Built
 
 
-def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag) -> RunResult:
+def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
+         folder: RunFolder | None = None) -> RunResult:
     """Check, load and prepare (raises on failure; train() reports it), then fit."""
+    folder = folder or RunFolder(run_dir, enabled=False)
     cfg.validate()
     spec = get_method(cfg.method.name)
-    # Everything checkable from config files is checked before weights load (seconds, not minutes).
+    # Everything checkable from config files is checked before weights load (seconds, not minutes),
+    # and before the run folder is touched.
     preflight(cfg)
-    checkpoint = find_checkpoint(run_dir, cfg.train.resume_from)
-    if reporter.enabled:
-        cfg.save(run_dir / RUN_FILE)
+    checkpoint, lr_factor = plan_resume(cfg, run_dir)
+    if folder.enabled:
+        check_writable(run_dir)
     # train.distributed in force in this rank before any weights load (engine.distributed.runtime).
     start_in_rank(cfg, reporter.warn)
 
@@ -165,11 +215,12 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     set_seed(cfg.train.seed)
     src = resolve_source(cfg.model.name_or_path, cfg.model.offline)
     reporter.log(f"Model: {src.display}")
-    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
+    tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline,
+                               log=reporter.log)
     packing = cfg.train.packing
     if packing and not spec.can_pack:
         reporter.warn(f"{spec.title} prepends virtual tokens to every example, so packing is turned off "
-                      "for this run.")
+                      "for this run (train.packing).")
         packing = False
     data = prepare_data(cfg.data, tokenizer, seed=cfg.train.seed, reporter=reporter,
                         extra_prompt_tokens=spec.virtual_tokens(cfg.method))
@@ -179,13 +230,16 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     built = build_for_training(cfg, device, packing, tokenizer_path=src.path, log=reporter.log,
                                sharded=places_weights(cfg.train.distributed))
-    return fit(Prepared(cfg, spec, run_dir, checkpoint, tokenizer, data, packing, device, built), reporter, stop)
+    prepared = Prepared(cfg, spec, run_dir, checkpoint, lr_factor, tokenizer, data, packing, device, built)
+    return fit(prepared, reporter, stop, folder)
 
 
 # ---- fit ----------------------------------------------------------------------------------------
 
-def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
-    """Train ``p`` to the end (or a stop), evaluate, save the adapter and report."""
+def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder | None = None) -> RunResult:
+    """Train ``p`` to the end (or a stop), evaluate, save the adapter and report. The run folder
+    is opened (``run.yaml`` written) when the Trainer begins its first step."""
+    folder = folder or RunFolder(p.run_dir, enabled=False)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     cfg, spec, run_dir, data = p.cfg, p.spec, p.run_dir, p.data
@@ -205,6 +259,7 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
     trainer_cls = make_trainer_class()
     trainer_cls.counters = counters
     trainer_cls.method_spec = spec
+    trainer_cls.warmup_ratio = cfg.train.warmup_ratio
     optimizers = (None, None)
     if cfg.train.loraplus_lr_ratio > 0:
         optimizers = (loraplus_optimizer(model, cfg), None)
@@ -214,8 +269,8 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
         model=model, args=args, train_dataset=data.train,
         eval_dataset=data.eval if data.eval else None,
         data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
-        callbacks=[make_callback(reporter, stop, counters, info), *method_callbacks,
-                   held_bytes_callback(counters)],
+        callbacks=[make_callback(reporter, stop, counters, info, before_start=lambda: folder.open(cfg)),
+                   make_resume_callback(p.lr_factor), *method_callbacks, held_bytes_callback(counters)],
         optimizers=optimizers,
     )
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
@@ -246,8 +301,10 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag) -> RunResult:
         if is_sharded(trainer.accelerator) else None
     if trainer.is_world_process_zero():  # one writer; the other ranks wait for it
         # Methods that are not peft tuners (BitFit, bottleneck, full…) save themselves.
+        # The base's tokenizer files unchanged: padding is a training choice, not part of the model.
+        base_tok = BaseTokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
         model_out = trainer.accelerator.unwrap_model(trainer.model)
-        save_adapter_atomic(saveable(model_out, spec), p.tokenizer, adapter_dir, state_dict=gathered)
+        save_adapter_atomic(saveable(model_out, spec), base_tok, adapter_dir, state_dict=gathered)
     trainer.accelerator.wait_for_everyone()
     if stopped:
         reporter.emit(StoppedEvent(step=trainer.state.global_step, adapter_dir=str(adapter_dir),

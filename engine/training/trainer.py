@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -33,14 +34,18 @@ def _memory() -> tuple[int | None, int | None]:
         return None, None
 
 
-def make_callback(reporter, stop: StopFlag, counters: dict, info: dict):
-    """A TrainerCallback reporting to ``reporter`` (``info``: the started event's fields)."""
+def make_callback(reporter, stop: StopFlag, counters: dict, info: dict, before_start=None):
+    """A TrainerCallback reporting to ``reporter`` (``info``: the started event's fields;
+    ``before_start()``: called when training really begins, before the ``started`` event — the
+    run folder is written then)."""
     from transformers import TrainerCallback
 
     class EventCallback(TrainerCallback):
         """Turns the Trainer's hooks into our events and honours the stop flag."""
 
         def on_train_begin(self, args, state, control, **kw):
+            if before_start is not None:
+                before_start()
             counters["t0"] = time.time()
             counters["start_step"] = state.global_step
             info["total_steps"] = state.max_steps
@@ -83,6 +88,40 @@ def make_callback(reporter, stop: StopFlag, counters: dict, info: dict):
     return EventCallback()
 
 
+def make_resume_callback(factor: float = 1.0):
+    """A TrainerCallback that puts a resumed run's learning rate where its schedule says, once the
+    checkpoint's optimizer and schedule are loaded.
+
+    The checkpoint restores the learning rate its last step left behind, and the old peak: a
+    changed ``train.lr`` (``factor`` = new / old) would silently lose to the old peak, and a run
+    extended past its old end (``train.max_steps`` raised) would take its next step at the old
+    schedule's final rate (0 for a linear decay). So the peak is scaled by ``factor`` and each
+    group's rate is computed again from the schedule (laid out over the new total) at the
+    resumed step."""
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers import TrainerCallback
+
+    class ResumeSchedule(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kw):
+            if optimizer is None or lr_scheduler is None or state.global_step == 0:
+                return
+            if hasattr(lr_scheduler, "base_lrs"):
+                lr_scheduler.base_lrs = [b * factor for b in lr_scheduler.base_lrs]
+            for group in optimizer.param_groups:
+                if "initial_lr" in group:
+                    group["initial_lr"] = group["initial_lr"] * factor
+            if isinstance(lr_scheduler, LambdaLR):  # every schedule transformers makes
+                rates = [base * fn(lr_scheduler.last_epoch)
+                         for fn, base in zip(lr_scheduler.lr_lambdas, lr_scheduler.base_lrs)]
+            else:
+                rates = [g["lr"] * factor for g in optimizer.param_groups]
+            for group, rate in zip(optimizer.param_groups, rates):
+                group["lr"] = rate
+            lr_scheduler._last_lr = list(rates)
+
+    return ResumeSchedule()
+
+
 def make_trainer_class():
     """The Trainer subclass (built on first use: importing transformers costs seconds)."""
     from transformers import Trainer
@@ -91,6 +130,14 @@ def make_trainer_class():
         """Trainer that counts real (non-padding) and trained tokens for tokens/s."""
 
         counters: dict = {}
+        warmup_ratio: float = 0.0   # train.warmup_ratio
+
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            # train.warmup_ratio is a fraction of the run's optimizer steps. transformers reads a
+            # float warmup_steps below 1 as a ratio but 1.0 as one step, and warmup_ratio is
+            # gone in v5; so the steps are counted here, where the run's total is known.
+            self.args.warmup_steps = math.ceil(num_training_steps * self.warmup_ratio)
+            return super().create_scheduler(num_training_steps, optimizer)
 
         def create_accelerator_and_postprocess(self):
             super().create_accelerator_and_postprocess()

@@ -188,7 +188,8 @@ class EstimatePanel(QWidget, PanelDefaults):
         tips = out.get("suggestions") or []
         self.advice.setText("<br>".join("• " + html.escape(str(t)) for t in tips))
         self.advice_box.setVisible(bool(tips))
-        self.notes.setText("\n".join(f"· {n}" for n in (out.get("notes") or [])))
+        self.notes.setText("\n".join([*(f"· {n}" for n in (out.get("notes") or [])),
+                                      *assumption_lines(out.get("assumptions") or {})]))
         self._show_counts(out.get("total_params"), out.get("trainable_params"), out.get("adapter_bytes"))
 
     def _on_error(self, exc):
@@ -263,3 +264,13 @@ class EstimatePanel(QWidget, PanelDefaults):
         pct = f" ({100 * trainable / total:.3g} %)" if total and trainable is not None else ""
         self.counts.set("Trainable", fmt_count(trainable) + pct)
         self.counts.set("Adapter size", fmt_bytes(adapter))
+
+
+def assumption_lines(a: dict) -> list[str]:
+    """What the estimate assumed about the run (engine.estimate's ``assumptions``), one line each."""
+    if not a:
+        return []
+    out = [f"· assumed: attention {a.get('attention')}, loss: {a.get('loss')}, packing "
+           f"{'on' if a.get('packing') else 'off'}, autocast {a.get('autocast') or 'none'}"]
+    out += [f"· {what}: {dtype}" for what, dtype in (a.get("dtypes") or {}).items()]
+    return out

@@ -216,7 +216,7 @@ class PlaygroundPanel(QWidget, PanelDefaults):
 
     # ---- generation -----------------------------------------------------------------------------
     def settings(self) -> dict:
-        """engine.generate.GenerationSettings' fields, as they cross to the helper."""
+        """engine.inference.GenerationSettings' fields, as they cross to the helper."""
         return dict(max_new_tokens=self.max_new_tokens.value(), temperature=self.temperature.value(),
                     top_p=self.top_p.value(), seed=self.seed.value())
 

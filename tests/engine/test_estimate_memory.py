@@ -79,12 +79,17 @@ def test_chunked_loss_never_holds_full_logits():
 def test_qlora_weights_nf4_with_double_quant():
     from engine.models.quant import quantized_weight_bytes
 
-    q = _est("llama-3-8b", "qlora", train={"batch_size": 1}, data={"max_length": 512})
+    # model.upcast_embeddings: true keeps what peft's k-bit preparation made of the frozen rest.
+    q = _est("llama-3-8b", "qlora", train={"batch_size": 1}, data={"max_length": 512},
+             model={"upcast_embeddings": True})
     lin = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336)
     other = 8_030_261_248 - lin
     w = q.components["frozen_weights"]
     # ~4.13 bits a quantized weight; embeddings, head and norms in fp32 after k-bit preparation.
     assert abs(w - (lin * 4.127 / 8 + other * 4)) / w < 0.01
+    # The default (upcast_embeddings: false): the untied embeddings and head go back to bf16.
+    default = _est("llama-3-8b", "qlora", train={"batch_size": 1}, data={"max_length": 512})
+    assert w - default.components["frozen_weights"] == 2 * 128256 * 4096 * 2
     assert quantized_weight_bytes(4096, 4096, "nf4", False) > quantized_weight_bytes(4096, 4096, "nf4", True)
     assert q.quantization == "nf4"
 

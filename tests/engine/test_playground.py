@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from engine.export.testing import make_adapter_run
-from engine.generate import GenerationSettings, stream
+from engine.inference import GenerationSettings, stream
 from engine.playground import BASE, Playground, chat_loop
 
 MESSAGES = [{"role": "user", "content": "What is two plus two?"}]
@@ -42,7 +42,7 @@ def _greedy_ids(model, tokenizer, n=16):
     """Token ids of a forced-length greedy answer (a random tiny model may stop at once)."""
     import torch
 
-    from engine.generate import build_prompt
+    from engine.inference import build_prompt
 
     enc = tokenizer(build_prompt(tokenizer, MESSAGES), return_tensors="pt", add_special_tokens=False)
     with torch.no_grad():

@@ -85,7 +85,9 @@ def _engine_proc(cfg: RunConfig, tmp_path: Path) -> subprocess.Popen:
     run_file = tmp_path / "run.yaml"
     cfg.save(run_file)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_file)], cwd=REPO, env=env,
+    # JSON events on stdout only when asked (the studio asks); the default is readable lines.
+    return subprocess.Popen([sys.executable, "-m", "engine", "train", str(run_file), "--format", "json"], cwd=REPO,
+                            env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -249,7 +251,7 @@ def test_cli_reports_bad_run_file_without_traceback(tmp_path):
     bad.write_text("train: {batch_size: 0}\n", encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "engine", "train", str(bad), "--format", "json"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # the user's mistake: exit 2, as every other verb (docs/architecture.md, Errors)
     failed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")][-1]
     assert failed["event"] == "failed" and "train.batch_size" in failed["error"]
     assert "Traceback" not in proc.stderr

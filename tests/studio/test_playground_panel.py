@@ -25,7 +25,7 @@ def panel(qtbot):
 
 
 def test_generates_side_by_side_without_blocking(panel, run_dir, qtbot, tiny_model_dir):
-    from engine.generate import GenerationSettings
+    from engine.inference import GenerationSettings
     from engine.playground import BASE, Playground
 
     panel.set_run_dir(str(run_dir))

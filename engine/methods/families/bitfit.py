@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from engine.errors import ConfigError
 from engine.fields import F
 from engine.methods.apply import NO_BIAS, prepare_quantized
+from engine.methods.incompatible import NO_FP16_TRAINED_WEIGHTS
 from engine.methods.registry import register
 from engine.methods.spec import MethodParams, MethodSpec, name_field
 from engine.methods.storage import freeze_except, load_changed, merged, save_changed
@@ -64,6 +65,7 @@ def check(cfg, ctx):
 
 
 register(MethodSpec(
+    incompatible=(NO_FP16_TRAINED_WEIGHTS,),
     name="bitfit", title="BitFit", family="partial", params=BitFitParams, build=build, can_merge=True,
     check=check, save=save_changed, load=load_changed, merge=merged, needs_biases=True, saved_as="tensors",
     suggested_lr=1e-3,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.methods.incompatible import NO_FP16_TRAINED_WEIGHTS
 from engine.methods.registry import register
 from engine.methods.spec import MethodParams, MethodSpec, name_field
 from engine.methods.storage import load_model_folder
@@ -52,6 +53,7 @@ def _head(params) -> str:
 
 
 register(MethodSpec(
+    incompatible=(NO_FP16_TRAINED_WEIGHTS,),
     name="full", title="Full fine-tuning", family="full", params=FullParams, build=build, can_merge=False,
     save=save, load=load, supports_quantized_base=False, saves_full_model=True, saved_as="model", head=_head,
     suggested_lr=5e-5,

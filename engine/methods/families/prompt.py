@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from engine.errors import ConfigError
 from engine.fields import F
+from engine.methods.incompatible import NO_CHECKPOINTING
 from engine.methods.registry import register
 from engine.methods.spec import MethodParams, MethodSpec, name_field
 
@@ -113,5 +114,5 @@ register(MethodSpec(
     description="Virtual tokens produced by a small trainable encoder (MLP/LSTM)."))
 register(MethodSpec(
     name="prefix_tuning", title="Prefix tuning", params=PrefixTuningParams, build=_prefix_tuning,
-    prompt="kv_prefix", suggested_lr=1e-2, **_COMMON,
+    prompt="kv_prefix", suggested_lr=1e-2, incompatible=(NO_CHECKPOINTING,), **_COMMON,
     description="Learned key/value prefixes in every attention layer."))

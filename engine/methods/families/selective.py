@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from engine.errors import ConfigError
 from engine.fields import F
+from engine.methods.incompatible import NO_FP16_TRAINED_WEIGHTS
 from engine.methods.registry import register
 from engine.methods.spec import MethodParams, MethodSpec, name_field
 from engine.methods.storage import freeze_except, load_changed, merged, save_changed
@@ -104,6 +105,7 @@ def check(cfg, ctx):
 
 
 register(MethodSpec(
+    incompatible=(NO_FP16_TRAINED_WEIGHTS,),
     name="selective", title="Selective", family="partial", params=SelectiveParams, build=build, can_merge=True,
     check=check, save=save_changed, load=load_changed, merge=merged, supports_quantized_base=False,
     saved_as="tensors", suggested_lr=5e-4,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 from engine.methods.apply import prepare_quantized
+from engine.methods.incompatible import NO_CHECKPOINTING, NO_FP16_TRAINED_WEIGHTS
 from engine.methods.peft import schema as peft_schema
 from engine.methods.peft.catalog import PARAMS, PEFT_METHODS, UNAVAILABLE, PeftMethod, peft_field_names
 from engine.methods.peft.meta import standin
@@ -246,4 +247,7 @@ for _m in PEFT_METHODS.values():
         check=_check_for(_m),
         supports_quantized_base=_m.quantized if _m.quantized is not None else peft_schema.has_bnb_layer(_m.name),
         merge_note=_m.merge_note, note=_m.note, preflight_build=_m.meta_ok, suggested_lr=_m.lr,
-        trainer_callbacks=trainer_callbacks, target_kind=_m.targets if _m.targets != "none" else "linear"))
+        trainer_callbacks=trainer_callbacks, target_kind=_m.targets if _m.targets != "none" else "linear",
+        cached_generation=not _m.generation_note, generation_note=_m.generation_note,
+        incompatible=((NO_CHECKPOINTING,) if _m.no_checkpointing else ())
+        + ((NO_FP16_TRAINED_WEIGHTS,) if _m.fp16_fails else ())))
