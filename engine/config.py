@@ -277,7 +277,8 @@ class PreferenceConfig:
                        "sft and sigmoid_norm; KTO apo_zero_unpaired.", choices=PREFERENCE_LOSSES,
                        tasks=["dpo", "kto"])
     label_smoothing: float = F(0.0, "The share of preference labels assumed wrong (conservative DPO, robust "
-                               "DPO, SimPO's smoothed loss); 0: trust every label.", minimum=0.0, maximum=0.5,
+                               "DPO, SimPO's smoothed loss; EXO's ε); 0: trust every label. Below 0.5.",
+                               minimum=0.0, maximum=0.49,
                                tasks=["dpo", "simpo"])
     simpo_gamma: float = F(0.5, "SimPO's target reward margin γ: the chosen answer's reward should exceed "
                            "the rejected one's by at least this much.", minimum=0.0, tasks=["simpo"])
@@ -289,10 +290,6 @@ class PreferenceConfig:
                                 tasks=["kto"])
     undesirable_weight: float = F(1.0, "KTO: weight of the losses of answers labelled undesirable.",
                                   minimum=0.0, tasks=["kto"])
-    max_prompt_length: int = F(0, "Prompts longer than this many tokens lose their oldest turns (and then the "
-                               "start of their first message), so that the answers fit in data.max_length; "
-                               "0: no limit of its own (prompt + answer is cut at data.max_length).",
-                               minimum=0, tasks=["dpo", "orpo", "kto", "simpo"])
     precompute_ref_log_probs: bool = F(False, "DPO and KTO: compute the reference model's log-probabilities "
                                        "for the whole data set once, before the first step (one pass of "
                                        "forward-only compute), instead of at every step. Methods that "
@@ -318,9 +315,7 @@ def validate_preference(cfg) -> None:
     if p.loss_type == "exo_pair" and p.label_smoothing <= 0:
         raise ConfigError("train.preference.label_smoothing", "the exo_pair loss needs a label_smoothing above "
                           "0 (the EXO paper suggests 1e-3)", p.label_smoothing)
-    if p.max_prompt_length and p.max_prompt_length >= cfg.data.max_length:
-        raise ConfigError("train.preference.max_prompt_length", f"must be below data.max_length "
-                          f"({cfg.data.max_length}) to leave room for the answers", p.max_prompt_length)
+
 
 
 @dataclass

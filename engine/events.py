@@ -136,6 +136,8 @@ class StartedEvent(Event):
                          "processes")
     distributed_type: str = _f("What accelerate set up: NO, MULTI_CPU, MULTI_GPU, FSDP or DEEPSPEED (a run "
                                "asking for FSDP that is not sharded shows here).")
+    task: str = _f("What the run teaches (train.task): sft, dpo, orpo, kto or simpo (engine/tasks.py).",
+                   always=False)
 
 
 @_event("step")
@@ -159,6 +161,9 @@ class StepEvent(Event):
     mem_reserved: int | None = _f("Memory reserved by CUDA's caching allocator (null on the CPU).", "bytes")
     elapsed_s: float = _f("Time since this process started training.", "seconds")
     eta_s: float | None = _f("Estimated time to the last step, from the steps so far.", "seconds")
+    metrics: dict = _f("A preference task's own numbers, by TRL's log keys (rewards/chosen, rewards/margins, "
+                       "rewards/accuracies, logps/chosen, …; units in engine/tasks.py), averaged like loss.",
+                       always=False)
 
 
 @_event("eval")
