@@ -41,11 +41,11 @@ def check_task(cfg, spec) -> None:
                           "read the answers' log-probabilities position by position from the model's output, "
                           "which these extra positions shift. Choose a method that trains through the normal "
                           "forward (lora, dora, ia3, …) or train.task: sft", spec.name)
-    if spec.head(cfg.method) != "frozen":
-        raise ConfigError("method.name", f"{task.title} computes the answers' log-probabilities from the output "
-                          "head's weight directly (TRL's fused head), so an adapter on the head or a trained "
-                          "head would be bypassed and never trained. Leave lm_head out of target_modules and "
-                          "modules_to_save", spec.name)
+    if spec.head(cfg.method) == "wrapped":
+        raise ConfigError("method.target_modules", f"{task.title} computes the answers' log-probabilities from "
+                          "the output head's own weight (TRL's fused head), so an adapter on the head (or a "
+                          "trained copy of it in modules_to_save) would be bypassed and never trained. Leave "
+                          "lm_head out of method.target_modules and method.modules_to_save")
     if cfg.train.distributed.strategy not in ("single", "ddp"):
         raise ConfigError("train.distributed.strategy", f"{task.title} runs in one process or with DDP here: the "
                           "reference log-probabilities come from the policy with its adapter disabled, which "
@@ -67,8 +67,8 @@ def trl_config(cfg, base_kwargs: dict, is_peft: bool):
     kw.pop("remove_unused_columns", None)
     kw.pop("label_names", None)
     # Gradient checkpointing is the method's to set (engine.methods.apply), as for SFT; TRL's
-    # configs default it to True.
-    kw["gradient_checkpointing"] = False
+    # configs default it to True (transformers 5 names it activation_checkpointing).
+    kw["activation_checkpointing"] = False
     kw["max_length"] = cfg.data.max_length
     kw["beta"] = p.beta
     if task.name == "kto":
