@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import RunConfig, TrainConfig
+from engine.config import PreferenceConfig, RunConfig, TrainConfig
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.where_to_run import WhereToRun
@@ -62,6 +62,17 @@ class TrainingPanel(QWidget, PanelDefaults):
         QVBoxLayout(box).addWidget(self.form)
         lay.addWidget(box)
 
+        # train.preference: the options of train.task dpo/orpo/kto/simpo, each shown for the
+        # tasks it serves; the whole group is hidden for SFT.
+        self.pref_box = QGroupBox("Preference tuning")
+        self.pref_box.setObjectName("group:train.preference")
+        self.pref_form = DataclassForm(PreferenceConfig, "train.preference")
+        self.pref_form.sig_changed.connect(self.sig_changed)
+        QVBoxLayout(self.pref_box).addWidget(self.pref_form)
+        lay.addWidget(self.pref_box)
+        self.form.editors["task"].sig_changed.connect(self._task_changed)
+        self._task_changed()
+
         # train.distributed: this machine's GPUs and processes, or a cluster script.
         self.where = WhereToRun()
         self.where.sig_changed.connect(self.sig_changed)
@@ -78,6 +89,11 @@ class TrainingPanel(QWidget, PanelDefaults):
             lay.addLayout(buttons)
         lay.addStretch(1)
 
+    def _task_changed(self) -> None:
+        task = self.form.editors["task"].raw()
+        self.pref_box.setVisible(task != "sft")
+        self.pref_form.show_for_task(task)
+
     def _browse(self):
         path = QFileDialog.getExistingDirectory(self, "Choose the output folder", self.output_dir.text())
         if path:
@@ -87,6 +103,8 @@ class TrainingPanel(QWidget, PanelDefaults):
         vals, errors = self.form.values()
         vals["distributed"], where_errors = self.where.values()
         errors.update(where_errors)
+        vals["preference"], pref_errors = self.pref_form.values()
+        errors.update(pref_errors)
         return vals, errors
 
     def output(self) -> str:
@@ -98,10 +116,15 @@ class TrainingPanel(QWidget, PanelDefaults):
         self.output_dir.blockSignals(False)
         self.form.set_values(train_cfg)
         self.where.set_values(train_cfg.distributed)
+        self.pref_form.set_values(train_cfg.preference)
+        self._task_changed()
 
     def set_errors(self, errors: dict) -> None:
         self.form.set_errors(errors)
         self.where.set_errors(errors)
+        self.pref_form.set_errors(errors)
+        if any(k.startswith("train.preference.") for k in errors):
+            self.pref_box.setVisible(True)  # never hide the reason Start is disabled
         msg = errors.get("output_dir")
         self.output_error.setText(msg or "")
         self.output_error.setVisible(bool(msg))

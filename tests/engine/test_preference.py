@@ -317,3 +317,39 @@ def test_unpaired_data_for_dpo_is_refused_naming_the_task(tiny_model_dir, tmp_pa
     cfg.data.path = _write(tmp_path / "kto.jsonl", [{"prompt": "a", "completion": "b", "label": True}] * 4)
     result = train(cfg)
     assert result.status == "failed" and result.user_error and "train.task: kto" in (result.error + (result.hint or ""))
+
+
+# ---- the estimate ---------------------------------------------------------------------------
+
+CONFIGS = Path(__file__).resolve().parents[1] / "data" / "configs"
+
+
+def _estimate(task: str, **pref):
+    from engine.estimate import estimate
+
+    cfg = RunConfig.from_dict({"model": {"name_or_path": str(CONFIGS / "llama-3-8b")}, "method": {"name": "lora"},
+                               "train": {"task": task, "batch_size": 2, "packing": False,
+                                         "preference": pref},
+                               "data": {"max_length": 1024}})
+    return estimate(cfg, "80GB")
+
+
+def test_estimate_shows_the_preference_tasks_extra_cost():
+    sft, dpo = _estimate("sft"), _estimate("dpo")
+    c = dpo.components
+    # Chosen and rejected in one batch: twice the sequences' activations; plus the reference forward.
+    assert dpo.sizes["activations"] == pytest.approx(2 * sft.sizes["activations"], rel=0.05)
+    assert dpo.peak_phase == "loss" and c["reference_forward"] > 0
+    assert sft.components["reference_forward"] == 0
+    allocated = sum(c[k] for k in ("frozen_weights", "trainable_params", "gradients", "optimizer_states",
+                                   "activations", "logits_loss", "reference_forward", "transient"))
+    assert allocated == dpo.peak_allocated
+    assert c["frozen_weights"] == sft.components["frozen_weights"], "no second copy of the weights"
+    assert any("2 sequences per example" in n and "adapter disabled" in n for n in dpo.notes)
+    # Reference-free (ORPO, SimPO) and precomputed references have no reference forward.
+    assert _estimate("orpo").components["reference_forward"] == 0
+    assert _estimate("dpo", precompute_ref_log_probs=True).components["reference_forward"] == 0
+
+    from engine.estimate.memory import LABELS
+
+    assert LABELS["reference_forward"].startswith("Reference forward")
