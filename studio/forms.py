@@ -375,7 +375,7 @@ class DataclassForm(QWidget):
     def show_for_task(self, task: str) -> None:
         """Show only the rows of fields that serve ``task`` (train.task): a field whose metadata
         lists ``tasks`` is hidden for the others (engine.fields.F)."""
-        for name, ed in self.editors.items():
+        for ed in self.editors.values():
             tasks = ed.field.metadata.get("tasks")
             visible = tasks is None or task in tasks
             self._labels[ed.path].setVisible(visible)
