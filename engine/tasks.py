@@ -49,7 +49,10 @@ class TaskSpec:
     answer for its KL estimate). ``length_normalised``: the sequence log-probability is averaged
     over its tokens (SimPO, ORPO) rather than summed. ``metrics``: what its trainer logs per step
     (the monitor plots these in place of the SFT panels). ``loss_types``: the values of
-    ``train.preference.loss_type`` it accepts (the first is its default).
+    ``train.preference.loss_type`` it accepts (the first is its default). ``virtual_tokens``:
+    its trainer reads log-probabilities past the virtual tokens (or key/value prefix) of
+    prompt-learning methods (TRL 1.16's DPO and KTO trainers do; its ORPO and CPO trainers compare
+    the logits with the labels position by position, which the extra positions shift).
     """
 
     name: str
@@ -61,6 +64,7 @@ class TaskSpec:
     length_normalised: bool = False
     metrics: tuple[Metric, ...] = ()
     loss_types: tuple[str, ...] = ()
+    virtual_tokens: bool = True
     paper: str = ""
 
     @property
@@ -85,7 +89,8 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in [
              sequences_per_example=2, length_normalised=True,
              metrics=(*_REWARDS, _MARGIN, _ACCURACY, *_LOGPS,
                       Metric("log_odds_ratio", "log odds ratio", "nats", "odds"),
-                      Metric("nll_loss", "chosen NLL", "nats per token", "odds")), paper="2403.07691"),
+                      Metric("nll_loss", "chosen NLL", "nats per token", "odds")), virtual_tokens=False,
+             paper="2403.07691"),
     TaskSpec("kto", "KTO", "Kahneman-Tversky Optimization: single answers labelled desirable or "
              "undesirable, each pushed up or down against a frozen reference; no pairs needed.",
              data="unpaired", reference=True, sequences_per_example=2,
@@ -94,7 +99,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in [
     TaskSpec("simpo", "SimPO", "Simple Preference Optimization: the length-normalised log-probability is "
              "the reward, with a target margin γ; no reference model (TRL's CPO trainer, loss simpo).",
              data="paired", sequences_per_example=2, length_normalised=True,
-             metrics=(*_REWARDS, _MARGIN, _ACCURACY, *_LOGPS), paper="2405.14734"),
+             metrics=(*_REWARDS, _MARGIN, _ACCURACY, *_LOGPS), virtual_tokens=False, paper="2405.14734"),
 ]}
 
 TASK_NAMES = list(TASKS)

@@ -35,12 +35,13 @@ def check_task(cfg, spec) -> None:
     task = get_task(cfg.train.task)
     if not task.is_preference:
         return
-    if spec.prompt is not None:
-        raise ConfigError("method.name", f"{spec.title} cannot train {task.title} here: it puts virtual tokens "
-                          "(or a key/value prefix) in front of every sequence, and TRL's preference trainers "
-                          "read the answers' log-probabilities position by position from the model's output, "
-                          "which these extra positions shift. Choose a method that trains through the normal "
-                          "forward (lora, dora, ia3, …) or train.task: sft", spec.name)
+    if spec.prompt is not None and not task.virtual_tokens:
+        raise ConfigError("method.name", f"{spec.title} cannot train {task.title}: it puts virtual tokens "
+                          f"(or a key/value prefix) in front of every sequence, and TRL's {task.title} trainer "
+                          "compares the model's output with the answers position by position, which these extra "
+                          "positions shift. Choose a method that trains through the normal forward (lora, dora, "
+                          "ia3, …), or train.task dpo or kto (their trainers skip the virtual positions)",
+                          spec.name)
     if spec.head(cfg.method) == "wrapped":
         raise ConfigError("method.target_modules", f"{task.title} computes the answers' log-probabilities from "
                           "the output head's own weight (TRL's fused head), so an adapter on the head (or a "

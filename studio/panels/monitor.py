@@ -1,5 +1,9 @@
 """Monitor: live plots of a run (loss, learning rate, grad-norm, tokens/s, memory) and progress.
 
+A preference run (train.task dpo, orpo, kto, simpo) shows TRL's preference metrics in place of
+the learning-rate and gradient-norm plots: the chosen and rejected rewards with their margin, and
+the reward accuracy (KTO: the KL estimate), from the step events' ``metrics``.
+
 Events only append to arrays; a 10 Hz timer pushes the arrays into curves that were created
 once (``setData``), with peak downsampling and clip-to-view, so a 10,000-step run redraws as
 cheaply as a 10-step one and a burst of events never blocks the UI.
@@ -30,10 +34,17 @@ from studio.series import Series
 from studio.widgets import Banner, PlotSlot, fmt_bytes, fmt_count, fmt_duration, fmt_number, muted
 
 ANTIALIAS_BELOW = 1500
-REFRESH_MS = 20  # five plots in turn: each one 10 times a second
+REFRESH_MS = 20  # five plots in view, in turn: each one 10 times a second
 _PLOT_CURVES = {"loss": ("loss_raw", "loss", "eval"), "lr": ("lr",), "grad": ("grad",), "tps": ("tps",),
-                "mem": ("mem", "mem_res")}
-PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory"}
+                "mem": ("mem", "mem_res"), "rewards": ("r_chosen", "r_rejected", "r_margin"),
+                "pref": ("r_acc", "r_kl")}
+PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory",
+         "rewards": "Rewards (β · log-ratio to the reference)", "pref": "Reward accuracy (chosen > rejected)"}
+# TRL's log keys (engine/tasks.py) → the monitor's series.
+PREFERENCE_SERIES = {"rewards/chosen": "r_chosen", "rewards/rejected": "r_rejected", "rewards/margins": "r_margin",
+                     "rewards/accuracies": "r_acc", "kl": "r_kl"}
+# Shown in place of each other: the SFT view's plot → the preference view's.
+PREFERENCE_SWAP = {"lr": "rewards", "grad": "pref"}
 STATE_TEXT = {"idle": "No run yet", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
               "finished": "Finished", "stopped": "Stopped (adapter saved)", "failed": "Failed"}
 
@@ -78,7 +89,9 @@ class MonitorPanel(QWidget, PanelDefaults):
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
         self.settings = settings
-        self.series = {k: Series() for k in ("loss", "eval", "lr", "grad", "tps", "mem", "mem_res")}
+        self.series = {k: Series() for k in ("loss", "eval", "lr", "grad", "tps", "mem", "mem_res",
+                                             *PREFERENCE_SERIES.values())}
+        self.preference = False  # a preference run: its plots replace lr and grad
         self._dirty = False
         self._manual: set[str] = set()
         self._t_progress = 0.0
@@ -160,6 +173,10 @@ class MonitorPanel(QWidget, PanelDefaults):
         grid.addWidget(self.slots["loss"], 0, 0, 1, 2)
         grid.addWidget(self.slots["lr"], 1, 0)
         grid.addWidget(self.slots["grad"], 1, 1)
+        grid.addWidget(self.slots["rewards"], 1, 0)
+        grid.addWidget(self.slots["pref"], 1, 1)
+        self.slots["rewards"].hide()
+        self.slots["pref"].hide()
         grid.addWidget(self.slots["tps"], 2, 0)
         grid.addWidget(self.slots["mem"], 2, 1)
         grid.setRowStretch(0, 3)
@@ -212,6 +229,15 @@ class MonitorPanel(QWidget, PanelDefaults):
             self.curves["eval"] = curve(theme.SERIES["eval"], "eval", symbol="o", symbolSize=6,
                                         symbolBrush=theme.SERIES["eval"], symbolPen=None)
             self._log_scale_changed(self.log_scale.isChecked())
+        elif key == "rewards":
+            p.addLegend(offset=(-10, 10), labelTextColor=theme.plot_colors(p)[1])
+            self.curves["r_chosen"] = curve(theme.SERIES["lr"], "chosen")
+            self.curves["r_rejected"] = curve(theme.SERIES["limit"], "rejected")
+            self.curves["r_margin"] = curve(theme.SERIES["train"], "margin")
+        elif key == "pref":
+            p.addLegend(offset=(-10, 10), labelTextColor=theme.plot_colors(p)[1])
+            self.curves["r_acc"] = curve(theme.SERIES["grad"], "accuracy")
+            self.curves["r_kl"] = curve(theme.SERIES["eval"], "KL (KTO)")
         elif key == "mem":
             p.setLabel("left", units="B")
             self.curves["mem"] = curve(theme.SERIES["mem"], "allocated")
@@ -259,6 +285,8 @@ class MonitorPanel(QWidget, PanelDefaults):
             if not ev.get("resumed_from_step"):
                 self.reset()
             self.total_steps = int(ev.get("total_steps") or 0)
+            task = ev.get("task") or ((ev.get("config") or {}).get("train") or {}).get("task") or "sft"
+            self.set_preference(task != "sft")
             self._t_started = ev.get("time") or time.time()
             self._t_end = None
             if self.total_steps:
@@ -299,7 +327,21 @@ class MonitorPanel(QWidget, PanelDefaults):
             v = ev.get(field)
             if v is not None:
                 self.series[key].append(step, v)
+        metrics = ev.get("metrics") or {}
+        for name, key in PREFERENCE_SERIES.items():
+            v = metrics.get(name)
+            if isinstance(v, (int, float)):
+                self.series[key].append(step, v)
+        if metrics and not self.preference and any(k in metrics for k in PREFERENCE_SERIES):
+            self.set_preference(True)  # a run joined after its started event
         self._dirty = True
+
+    def set_preference(self, on: bool) -> None:
+        """Show the preference plots in place of learning rate and gradient norm (or back)."""
+        self.preference = on
+        for sft_key, pref_key in PREFERENCE_SWAP.items():
+            self.slots[sft_key].setVisible(not on)
+            self.slots[pref_key].setVisible(on)
 
     def _update_readouts(self) -> None:
         ev = self.last_step
@@ -335,7 +377,7 @@ class MonitorPanel(QWidget, PanelDefaults):
         Every plot is still refreshed at 10 Hz.
         """
         self._update_time()
-        keys = list(self.plots)
+        keys = [k for k in self.plots if not self.slots[k].isHidden()]  # the view's plots only
         if self._tick % max(1, len(keys)) == 0 and self._dirty:
             self._dirty = False
             self._pending = set(keys)
@@ -376,7 +418,8 @@ class MonitorPanel(QWidget, PanelDefaults):
     # of the UI together. Here x spans the whole run from the start, and y moves only when the
     # data leaves the view or fills less than a third of it.
     _PLOT_SERIES = {"loss": ("loss", "eval"), "lr": ("lr",), "grad": ("grad",), "tps": ("tps",),
-                    "mem": ("mem", "mem_res")}
+                    "mem": ("mem", "mem_res"), "rewards": ("r_chosen", "r_rejected", "r_margin"),
+                    "pref": ("r_acc", "r_kl")}
 
     def _fit(self, key: str) -> None:
         plot = self.plots[key]

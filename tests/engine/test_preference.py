@@ -197,21 +197,22 @@ def _assert_standard_adapter(model_dir, adapter: Path):
     ids = torch.tensor([[1, 5, 9, 14, 20, 3]])
     with torch.no_grad():
         before = base(ids).logits.clone()
-        tuned = PeftModel.from_pretrained(base, adapter)(ids).logits
+        tuned = PeftModel.from_pretrained(base, adapter)(ids).logits[:, -ids.shape[1]:]  # past virtual tokens
     assert torch.isfinite(tuned).all() and not torch.allclose(before, tuned)
 
 
 RUNS = [pytest.param("dpo", "lora", id="dpo-lora"), pytest.param("orpo", "lora", id="orpo-lora"),
         pytest.param("kto", "lora", id="kto-lora"), pytest.param("simpo", "lora", id="simpo-lora"),
         pytest.param("dpo", "ia3", id="dpo-ia3"), pytest.param("dpo", "dora", id="dpo-dora"),
+        pytest.param("dpo", "prompt_tuning", id="dpo-prompt_tuning"),
         pytest.param("dpo", "qlora", id="dpo-qlora", marks=pytest.mark.skipif(
             importlib.util.find_spec("bitsandbytes") is None, reason="qlora needs bitsandbytes"))]
 
 
 @pytest.mark.parametrize("task,method", RUNS)
 def test_preference_run_trains_and_saves_a_peft_adapter(task, method, tiny_model_dir, tmp_path):
-    params = {"name": method} if method == "ia3" else {"name": method, "dropout": 0.0}
-    lr = 5e-2 if method == "ia3" else 5e-3
+    params = {"name": method} if method in ("ia3", "prompt_tuning") else {"name": method, "dropout": 0.0}
+    lr = 5e-2 if method in ("ia3", "prompt_tuning") else 5e-3
     cfg = pref_config(tiny_model_dir, tmp_path, task, params, lr=lr)
     sink = ListSink()
     result = train(cfg, sinks=[sink])
@@ -293,18 +294,21 @@ def test_dpo_stop_and_resume_continue_exactly(tiny_model_dir, tmp_path):
 
 # ---- refusals -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,field,words", [
-    ({"name": "prompt_tuning"}, "method.name", "virtual tokens"),
-    ({"name": "prefix_tuning"}, "method.name", "virtual tokens"),
-    ({"name": "lora", "modules_to_save": ["lm_head"]}, "method.target_modules", "output head"),
+@pytest.mark.parametrize("task,method,field,words", [
+    ("orpo", {"name": "prompt_tuning"}, "method.name", "virtual tokens"),
+    ("simpo", {"name": "prefix_tuning"}, "method.name", "virtual tokens"),
+    ("dpo", {"name": "lora", "modules_to_save": ["lm_head"]}, "method.target_modules", "output head"),
+    ("dpo", {"name": "lora"}, "train.distributed.strategy", "FSDP"),
 ])
-def test_methods_that_cannot_serve_are_refused_before_weights_load(method, field, words, tiny_model_dir, tmp_path,
-                                                                     monkeypatch):
+def test_methods_that_cannot_serve_are_refused_before_weights_load(task, method, field, words, tiny_model_dir,
+                                                                     tmp_path, monkeypatch):
     from engine.training import run as run_mod
 
     monkeypatch.setattr(run_mod, "build_for_training",
                         lambda *a, **kw: (_ for _ in ()).throw(AssertionError("weights loaded")))
-    cfg = pref_config(tiny_model_dir, tmp_path, "dpo", method)
+    cfg = pref_config(tiny_model_dir, tmp_path, task, method)
+    if field == "train.distributed.strategy":
+        cfg.train.distributed.strategy = "fsdp"
     sink = ListSink()
     result = train(cfg, sinks=[sink])
     assert result.status == "failed" and result.user_error
@@ -353,3 +357,17 @@ def test_estimate_shows_the_preference_tasks_extra_cost():
     from engine.estimate.memory import LABELS
 
     assert LABELS["reference_forward"].startswith("Reference forward")
+
+
+def test_data_verb_reports_preference_data(tiny_model_dir, tmp_path, capsys):
+    from engine.cli import main
+
+    cfg = pref_config(tiny_model_dir, tmp_path, "dpo")
+    cfg.save(tmp_path / "run.yaml")
+    assert main(["data", str(tmp_path / "run.yaml"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "DPO data" in out and "pairs for training" in out and "identical chosen and rejected answers: 0.0%" in out
+    assert "length balance" in out
+    assert main(["data", str(tmp_path / "run.yaml"), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["shape"] == "prompt_chosen_rejected" and rep["pairs"] + rep["eval"] == 48 and rep["identical"] == 0
