@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 
 import shiboken6
-from PySide6.QtCore import QObject, QTimer, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal, Slot
 
 from engine import wire
 from studio.messages import TaskError, error_message
@@ -53,13 +53,25 @@ class _Bridge(QObject):
 
 
 _bridge: _Bridge | None = None
+_collector = None
 
 
 def init_bridge() -> None:
-    """Create the bridge in the UI thread (the app and the window call it; idempotent)."""
-    global _bridge
+    """Create the bridge in the UI thread (the app and the window call it; idempotent), and move
+    Python's garbage collection into the UI thread.
+
+    Why the collector: with worker and reader threads running Python, the cyclic collector can run
+    in any of them, and collecting a cycle that holds a Qt object there deletes that object off the
+    UI thread, which crashes Qt (a segfault seen once in CI near the end of the studio tests).
+    pyqtgraph's ``GarbageCollector`` disables automatic collection and collects on a UI-thread
+    timer instead (the pattern its docstring credits to Erik Janssens)."""
+    global _bridge, _collector
     if _bridge is None:
         _bridge = _Bridge()
+    if _collector is None and QCoreApplication.instance() is not None:  # its timer needs the app
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        _collector = GarbageCollector(interval=1.0)
 
 
 def _alive(fn) -> bool:

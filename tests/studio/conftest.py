@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -50,6 +51,14 @@ def no_leaked_widgets(request):
         w.close()
         w.deleteLater()
     assert not leaked, f"test leaked top-level widgets: {names}"
+
+
+@pytest.fixture(autouse=True)
+def _collect_in_the_ui_thread():
+    """Collect each test's garbage here, in the UI thread: a cycle holding Qt objects collected in a
+    worker thread deletes them off the UI thread and crashes Qt (studio/tasks.py init_bridge)."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
