@@ -371,3 +371,25 @@ def test_data_verb_reports_preference_data(tiny_model_dir, tmp_path, capsys):
     assert main(["data", str(tmp_path / "run.yaml"), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["shape"] == "prompt_chosen_rejected" and rep["pairs"] + rep["eval"] == 48 and rep["identical"] == 0
+
+
+def test_demo_metric_preference_accuracy_moves_with_dpo(tiny_model_dir, tmp_path):
+    """engine.demo.preference_accuracy (the preference demo's metric): held-out pairs of the same
+    kind as the training pairs are preferred more often after DPO than before."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.demo import preference_accuracy
+
+    cfg = pref_config(tiny_model_dir, tmp_path, "dpo", max_steps=12)
+    result = train(cfg)
+    assert result.status == "finished", result.error
+    held = [{"prompt": f"What is {a} plus {b}?", "chosen": f"{a} plus {b} is {a + b}.", "rejected": "I cannot say."}
+            for a, b in ((8, 9), (9, 8), (11, 2), (12, 6), (10, 10), (13, 1))]
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    before = preference_accuracy(base, tok, held)
+    after = preference_accuracy(PeftModel.from_pretrained(base, result.adapter_dir), tok, held)
+    assert 0.0 <= before < after <= 1.0, (before, after)

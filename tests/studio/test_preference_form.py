@@ -80,3 +80,29 @@ def test_monitor_swaps_in_the_preference_plots_from_the_events(qtbot):
     mon.on_event({"event": "started", "total_steps": 3, "task": "sft", "time": 9.0})
     assert not mon.preference and mon.slots["lr"].isVisibleTo(mon) and not mon.slots["rewards"].isVisibleTo(mon)
     mon.timer.stop()
+
+
+def test_data_panel_preview_of_preference_data(tiny_config, tmp_path):
+    """The data panel's job reads preference data as the run will: shape, report lines, and each
+    pair as prompt (masked), chosen (trained, ✓) and rejected (✗)."""
+    import json
+
+    from studio.jobs import preview
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"question": f"q{i}", "chosen": "a longer good answer", "rejected": "bad"})
+                             + "\n" for i in range(10)), encoding="utf-8")
+    cfg = tiny_config(task="dpo")
+    cfg.data.path = str(pairs)
+    p = preview(None, cfg.to_dict())
+    assert not p["error"] and p["format"] == "preference (prompt_chosen_rejected)"
+    assert p["reason"] == "columns question, chosen, rejected" and p["n_train"] == 10
+    assert any("identical chosen and rejected" in w for w in p["warnings"])
+    assert any("length balance" in w for w in p["warnings"])
+    first = p["rows"][0]
+    assert first[0] == ["user: q0\n", False] and first[1][0].startswith("✓ assistant: a longer good answer")
+    assert first[1][1] is True and first[2] == ["✗ assistant: bad", False]
+    assert len(p["lengths"]) == 10
+    cfg.train.task = "kto"
+    p = preview(None, cfg.to_dict())
+    assert p["n_train"] == 20 and {r[1][1] for r in p["rows"]} == {True, False}
