@@ -39,7 +39,7 @@ _PLOT_CURVES = {"loss": ("loss_raw", "loss", "eval"), "lr": ("lr",), "grad": ("g
                 "mem": ("mem", "mem_res"), "rewards": ("r_chosen", "r_rejected", "r_margin"),
                 "pref": ("r_acc", "r_kl")}
 PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory",
-         "rewards": "Rewards (β · log-ratio to the reference)", "pref": "Reward accuracy (chosen > rejected)"}
+         "rewards": "Rewards (β · log-ratio to the reference)", "pref": "Reward accuracy (chosen > rejected; KTO: the KL estimate)"}
 # TRL's log keys (engine/tasks.py) → the monitor's series.
 PREFERENCE_SERIES = {"rewards/chosen": "r_chosen", "rewards/rejected": "r_rejected", "rewards/margins": "r_margin",
                      "rewards/accuracies": "r_acc", "kl": "r_kl"}
@@ -237,7 +237,7 @@ class MonitorPanel(QWidget, PanelDefaults):
         elif key == "pref":
             p.addLegend(offset=(-10, 10), labelTextColor=theme.plot_colors(p)[1])
             self.curves["r_acc"] = curve(theme.SERIES["grad"], "accuracy")
-            self.curves["r_kl"] = curve(theme.SERIES["eval"], "KL (KTO)")
+            self.curves["r_kl"] = curve(theme.SERIES["eval"])  # KTO only: no legend entry for the others
         elif key == "mem":
             p.setLabel("left", units="B")
             self.curves["mem"] = curve(theme.SERIES["mem"], "allocated")
@@ -292,6 +292,7 @@ class MonitorPanel(QWidget, PanelDefaults):
             if self.total_steps:
                 self.progress.setRange(0, self.total_steps)
             parts = [str(ev.get("method") or (ev.get("config") or {}).get("method", {}).get("name", "")),
+                     task.upper() if task != "sft" else "",
                      f"on {ev.get('device')}" if ev.get("device") else "",
                      f"{fmt_count(ev.get('trainable_params'))} trainable" if ev.get("trainable_params") else ""]
             self.run_label.setText("  " + " · ".join(p for p in parts if p) +
