@@ -27,9 +27,10 @@ from engine.errors import ConfigError
 from engine.fields import F, coerce_value, field_help
 from engine.methods import MethodParams as MethodConfig
 from engine.methods import params_class, validate_params
+from engine.tasks import DPO_LOSSES, KTO_LOSSES, TASK_NAMES, get_task
 
-__all__ = ["ConfigError", "DataConfig", "EvalConfig", "F", "MethodConfig", "ModelConfig", "RunConfig", "TrainConfig",
-           "coerce_value", "field_help", "method_params_class"]
+__all__ = ["ConfigError", "DataConfig", "EvalConfig", "F", "MethodConfig", "ModelConfig", "PreferenceConfig",
+           "RunConfig", "TrainConfig", "coerce_value", "field_help", "method_params_class"]
 
 
 SECTIONS = ("model", "data", "method", "train", "eval")  # the run file's sections, in order
@@ -257,6 +258,69 @@ def fsdp_version(d: DistributedConfig, quantized: bool) -> int:
     return 1 if quantized else 2
 
 
+# ---- train.preference ----------------------------------------------------------------------------
+# Options of the preference tasks (train.task: dpo, orpo, kto, simpo), named as TRL names them
+# (DPOConfig, KTOConfig, ORPOConfig, CPOConfig); engine/training/preference.py hands them to TRL.
+
+PREFERENCE_LOSSES = ["default", *DPO_LOSSES, *KTO_LOSSES]
+
+
+@dataclass
+class PreferenceConfig:
+    """Preference tuning (train.task dpo, orpo, kto or simpo), through TRL's trainers."""
+
+    beta: float = F(0.1, "β. DPO and KTO: how strongly the model is held to the reference (higher: closer to "
+                    "it; 0.1 is TRL's default, 0.01–0.5 is common). ORPO: λ, the weight of the odds-ratio "
+                    "term beside the supervised loss. SimPO: the scale of the length-normalised reward (the "
+                    "paper uses 2–2.5 with simpo_gamma 0.5–1.5).", minimum=0.0,
+                    tasks=["dpo", "orpo", "kto", "simpo"])
+    loss_type: str = F("default", "The loss, by TRL's name. `default`: sigmoid for DPO (the paper's), kto for "
+                       "KTO. DPO also offers hinge, ipo, robust (label_smoothing = the share of flipped labels), "
+                       "exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, "
+                       "sft and sigmoid_norm; KTO apo_zero_unpaired.", choices=PREFERENCE_LOSSES,
+                       tasks=["dpo", "kto"])
+    label_smoothing: float = F(0.0, "The share of preference labels assumed wrong (conservative DPO, robust "
+                               "DPO, SimPO's smoothed loss; EXO's ε); 0: trust every label. Below 0.5.",
+                               minimum=0.0, maximum=0.49,
+                               tasks=["dpo", "simpo"])
+    simpo_gamma: float = F(0.5, "SimPO's target reward margin γ: the chosen answer's reward should exceed "
+                           "the rejected one's by at least this much.", minimum=0.0, tasks=["simpo"])
+    cpo_alpha: float = F(0.0, "SimPO: weight of a supervised (NLL) loss on the chosen answers added to the "
+                         "SimPO loss (CPO-SimPO); 0: pure SimPO.", minimum=0.0, tasks=["simpo"])
+    desirable_weight: float = F(1.0, "KTO: weight of the losses of answers labelled desirable. With unequal "
+                                "counts, set desirable_weight × desirable count ≈ undesirable_weight × "
+                                "undesirable count (the paper keeps the ratio within 1 to 4/3).", minimum=0.0,
+                                tasks=["kto"])
+    undesirable_weight: float = F(1.0, "KTO: weight of the losses of answers labelled undesirable.",
+                                  minimum=0.0, tasks=["kto"])
+    precompute_ref_log_probs: bool = F(False, "DPO and KTO: compute the reference model's log-probabilities "
+                                       "for the whole data set once, before the first step (one pass of "
+                                       "forward-only compute), instead of at every step. Methods that "
+                                       "change the base's own weights (BitFit, selective, full) always "
+                                       "do: their reference cannot be had by disabling an adapter.",
+                                       advanced=True, tasks=["dpo", "kto"])
+
+
+def validate_preference(cfg) -> None:
+    """Cross-field checks of train.task and train.preference (a field's own bounds and choices are
+    checked by RunConfig.validate). Raises ConfigError naming the field."""
+    t = cfg.train
+    task = get_task(t.task)
+    if not task.is_preference:
+        return
+    p = t.preference
+    if p.loss_type != "default" and p.loss_type not in task.loss_types:
+        raise ConfigError("train.preference.loss_type", f"is not a loss of {task.title}", p.loss_type,
+                          choices=["default", *task.loss_types])
+    if t.task == "kto" and p.loss_type != "apo_zero_unpaired" and t.batch_size < 2:
+        raise ConfigError("train.batch_size", "KTO estimates its KL term from the other answers of a batch, so "
+                          "it needs at least 2 examples per batch", t.batch_size)
+    if p.loss_type == "exo_pair" and p.label_smoothing <= 0:
+        raise ConfigError("train.preference.label_smoothing", "the exo_pair loss needs a label_smoothing above "
+                          "0 (the EXO paper suggests 1e-3)", p.label_smoothing)
+
+
+
 @dataclass
 class EarlyStoppingConfig:
     """Early stopping on an evaluation metric (engine.training.watch.EarlyStopping)."""
@@ -287,6 +351,10 @@ class DivergenceConfig:
 
 @dataclass
 class TrainConfig:
+    task: str = F("sft", "What the run teaches. `sft`: the answers in the data (supervised fine-tuning). "
+                  "Preference tuning through TRL: `dpo`, `orpo` and `simpo` learn from chosen/rejected pairs, "
+                  "`kto` from single answers labelled good or bad (train.preference holds their options).",
+                  choices=TASK_NAMES)
     epochs: float = F(1.0, "Passes over the training data (ignored when max_steps > 0).", minimum=0.0)
     max_steps: int = F(-1, "Stop after this many optimizer steps (-1: run the full epochs).", minimum=-1)
     batch_size: int = F(4, "Examples per device per forward pass (with packing they are concatenated into "
@@ -346,6 +414,8 @@ class TrainConfig:
                         "(train.eval_steps > 0 and validation data).")
     divergence: DivergenceConfig = F(default_factory=lambda: DivergenceConfig(), help="The divergence guard: "
                                      "stop a run whose loss has blown up and save its last good state.")
+    preference: PreferenceConfig = F(default_factory=PreferenceConfig, help="Options of the preference tasks "
+                                     "(train.task dpo, orpo, kto, simpo), in TRL's terms.")
 
 
 
@@ -516,6 +586,7 @@ class RunConfig:
             if name not in REPORT_TO:
                 raise ConfigError(f"train.report_to[{i}]", "is not a tracker PEFT Studio knows", name,
                                   choices=REPORT_TO)
+        validate_preference(self)
         validate_params(self)
         return self
 

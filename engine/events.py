@@ -145,6 +145,8 @@ class StartedEvent(Event):
                                "asking for FSDP that is not sharded shows here).")
     imported: bool = _f("The run was not trained here: its events were made from a Trainer's "
                         "trainer_state.json by `peft-studio runs import` (read-only).", always=False)
+    task: str = _f("What the run teaches (train.task): sft, dpo, orpo, kto or simpo (engine/tasks.py).",
+                   always=False)
 
 
 @_event("step")
@@ -171,6 +173,9 @@ class StepEvent(Event):
     mem_peak_reserved: int | None = _f("CUDA's peak reserved so far (null on the CPU).", "bytes")
     elapsed_s: float = _f("Time since this process started training.", "seconds")
     eta_s: float | None = _f("Estimated time to the last step, from the steps so far.", "seconds")
+    metrics: dict = _f("A preference task's own numbers, by TRL's log keys (rewards/chosen, rewards/margins, "
+                       "rewards/accuracies, logps/chosen, …; units in engine/tasks.py), averaged like loss.",
+                       always=False)
 
 
 @_event("eval")

@@ -23,9 +23,13 @@ from engine.errors import ConfigError
 
 
 def F(default=dataclasses.MISSING, help: str = "", choices=None, default_factory=dataclasses.MISSING,
-      minimum=None, maximum=None, advanced: bool = False):
-    """A config field with its help text and constraints (shown by the GUI, checked by validate)."""
+      minimum=None, maximum=None, advanced: bool = False, tasks=None):
+    """A config field with its help text and constraints (shown by the GUI, checked by validate).
+    ``tasks``: the training tasks (train.task) the field applies to, when not all (forms show it
+    only for those)."""
     md = {"help": help}
+    if tasks is not None:
+        md["tasks"] = list(tasks)
     if choices is not None:
         md["choices"] = list(choices)
     if minimum is not None:

@@ -421,6 +421,15 @@ class DataclassForm(QWidget):
                 label.clear()
                 ed.widget.setStyleSheet("")
 
+    def show_for_task(self, task: str) -> None:
+        """Show only the rows of fields that serve ``task`` (train.task): a field whose metadata
+        lists ``tasks`` is hidden for the others (engine.fields.F)."""
+        for ed in self.editors.values():
+            tasks = ed.field.metadata.get("tasks")
+            visible = tasks is None or task in tasks
+            self._labels[ed.path].setVisible(visible)
+            ed.parentWidget().setVisible(visible)
+
     def _is_advanced(self, ed: FieldEditor) -> bool:
         return bool(ed.field.metadata.get("advanced"))
 

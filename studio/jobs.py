@@ -150,6 +150,8 @@ def preview(state, cfg: dict) -> dict:
 
     run_cfg = _config(cfg)
     data_cfg, m = run_cfg.data, run_cfg.model
+    if run_cfg.train.task != "sft":
+        return _preference_preview(run_cfg)
     try:
         loaded = load_records(data_cfg)
     except DataError as e:
@@ -172,6 +174,46 @@ def preview(state, cfg: dict) -> dict:
         return dataclasses.asdict(p)
     p.rows = [render_segments(r, tok, data_cfg) for r in loaded.train[:PREVIEW_ROWS]]
     p.lengths = token_lengths(loaded.train[:LENGTH_SAMPLE], tok, data_cfg)
+    return jsonable(dataclasses.asdict(p))
+
+
+def _preference_preview(run_cfg) -> dict:
+    """The data panel's view of preference data (train.task dpo, orpo, kto, simpo): the shape and
+    why, the preference report's lines, and each row as prompt (masked), chosen answer (tinted,
+    ✓) and rejected answer (✗); lengths are the chosen answers' tokens."""
+    from engine.data import DataError, prepare_preference_data
+    from engine.tasks import get_task
+
+    task = get_task(run_cfg.train.task)
+    m = run_cfg.model
+    try:
+        tok = _tokenizer(m.name_or_path, m.trust_remote_code, m.offline)
+    except Exception:  # noqa: BLE001 - the report then counts characters instead of tokens
+        tok = None
+    try:
+        data = prepare_preference_data(run_cfg.data, task.data, tok, seed=run_cfg.train.seed)
+    except DataError as e:
+        return dataclasses.asdict(Preview(error=str(e)))
+    rep = data.report
+
+    def text(v) -> str:
+        return v if isinstance(v, str) else "\n".join(f"{t['role']}: {t['content']}" for t in v)
+
+    rows, lengths = [], []
+    for r in data.train.select(range(min(PREVIEW_ROWS, len(data.train)))):
+        if "completion" in r:  # KTO
+            mark = "✓ " if r["label"] else "✗ "
+            rows.append([[text(r["prompt"]) + "\n", False], [mark + text(r["completion"]), bool(r["label"])]])
+        else:
+            rows.append([[text(r["prompt"]) + "\n", False], ["✓ " + text(r["chosen"]) + "\n", True],
+                         ["✗ " + text(r["rejected"]), False]])
+    if tok is not None:
+        key = "completion" if task.data == "unpaired" else "chosen"
+        sample = data.train.select(range(min(LENGTH_SAMPLE, len(data.train))))[key]
+        lengths = [len(tok(text(v), add_special_tokens=False)["input_ids"]) for v in sample]
+    p = Preview(format=f"preference ({rep.shape})", reason=rep.reason, warnings=rep.lines()[1:],
+                n_train=len(data.train), n_validation=len(data.eval) if data.eval is not None else 0,
+                n_skipped=rep.skipped, rows=rows, lengths=lengths)
     return jsonable(dataclasses.asdict(p))
 
 

@@ -15,6 +15,7 @@ import json
 import sys
 
 from engine.cli.common import add_set_option, load_config
+from engine.tasks import get_task
 
 
 def add_parser(sub) -> None:
@@ -49,6 +50,18 @@ def run(args) -> int:
     cfg = load_config(args.run_file, args.set)
     cfg.validate()
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
+    task = get_task(cfg.train.task)
+    if task.is_preference:  # preference data: TRL's columns and the preference report
+        from engine.data.preference import prepare_preference_data
+
+        prepared = prepare_preference_data(cfg.data, task.data, tokenizer, seed=cfg.train.seed,
+                                           reporter=_StderrReporter(args.quiet or args.json))
+        if args.json:
+            print(json.dumps(prepared.report.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            print(f"{task.title} data (train.task: {task.name})")
+            print("\n".join(prepared.report.lines()))
+        return 0
     extra = get_method(cfg.method.name).virtual_tokens(cfg.method)
     try:
         report = data_report(cfg.data, tokenizer, seed=cfg.train.seed, extra_prompt_tokens=extra,

@@ -14,6 +14,15 @@ The step is modelled as phases and the peak is the largest:
   at a time to multiply with it.
 * **step** — the optimizer update: weights, gradients, states and the update's temporaries
   (torch's foreach AdamW materialises one state-sized temporary).
+* **preference tasks** (train.task dpo, orpo, kto, simpo: engine/tasks.py) — TRL puts the
+  chosen and the rejected sequence of every pair through the model in one batch, so activations,
+  logits and transients are those of ``batch_size × sequences_per_example`` sequences. DPO and
+  KTO then run the reference forward — the same model with the adapter disabled, under no_grad,
+  after the policy's forward (trl DPOTrainer._compute_loss) — while the policy's activations are
+  still alive: ``reference_forward`` adds its working set, about one layer's activations of those
+  sequences (no_grad frees each layer's intermediates as the next one runs). No second copy of
+  the weights: the reference is the base itself. ``train.preference.precompute_ref_log_probs``
+  moves it before training (0 here).
 * **eval** — when the run evaluates: weights and optimizer state, and the model's own loss over
   a batch's full logits (no gradients, no saved activations). With the chunked training loss
   this can be the peak for a large vocabulary.
@@ -38,6 +47,7 @@ from engine.methods import effective_quantization, get_method
 from engine.models import resolve_dtype
 from engine.models.arch import load_arch
 from engine.models.quant import quantized_weight_bytes
+from engine.tasks import get_task
 from engine.training.loss import PLAIN_HEAD_MODEL_TYPES, auto_chunk_tokens, resolve_loss_impl
 
 # Calibration constants. Until a GPU run of benchmarks/vram_accuracy.py exists they are the
@@ -60,7 +70,7 @@ BNB_CONTEXT = 64 * MiB            # bitsandbytes' kernels and code books, when i
 TIGHT = 0.90                      # above 90% of the device: "tight"
 
 COMPONENTS = ("frozen_weights", "trainable_params", "gradients", "optimizer_states", "activations",
-              "logits_loss", "transient", "allocator_overhead", "cuda_context", "runtime", "outside_allocator")
+              "logits_loss", "reference_forward", "transient", "allocator_overhead", "cuda_context", "runtime", "outside_allocator")
 LABELS = {
     "frozen_weights": "Frozen weights",
     "trainable_params": "Trainable parameters",
@@ -68,6 +78,7 @@ LABELS = {
     "optimizer_states": "Optimizer states",
     "activations": "Activations",
     "logits_loss": "Logits and loss",
+    "reference_forward": "Reference forward (adapter disabled)",
     "transient": "Transient buffers",
     "allocator_overhead": "Allocator overhead",
     "cuda_context": "CUDA context",
@@ -173,7 +184,8 @@ def plan(cfg, gpu: Gpu | None = None, autocast: bool | None = None) -> _Plan:
     dtype, autocast = _precision(cfg, gpu, autocast)
     quant = effective_quantization(cfg)
     params = count_params_for(arch, cfg, dtype)
-    packing = bool(cfg.train.packing) and spec.can_pack
+    # Preference batches keep each prompt with its answers: never packed (engine.training.run).
+    packing = bool(cfg.train.packing) and spec.can_pack and not get_task(cfg.train.task).is_preference
     attn = None if cfg.model.attn_implementation == "auto" else cfg.model.attn_implementation
     # The tracer runs on the CPU: CPU autocast stands in for CUDA autocast (same dtype policy for
     # the ops that matter here: matmuls in half precision, norms and softmax upcast).
@@ -400,8 +412,10 @@ def breakdown(p: _Plan, batch: int, seq: int, layout: sharding.Layout | None = N
     if layout is not None and layout.kind != "single":
         return _breakdown_sharded(p, layout, batch, seq)
     a, info, cfg = p.arch, p.params, p.cfg
+    batch = batch * sequences_per_example(cfg)
     shape = Shape(a.hidden, a.intermediate, a.heads, a.kv_heads, a.head_dim, a.vocab, a.layers)
     pred = p.act.predict(shape, batch, seq, p.virtual)
+    ref = reference_forward_bytes(cfg, pred)
     frozen = frozen_weight_bytes(p)
     trainable = sum(n * e for n, e, _ in info.trainable)
     grads = trainable
@@ -415,7 +429,7 @@ def breakdown(p: _Plan, batch: int, seq: int, layout: sharding.Layout | None = N
     accum = grads if cfg.train.grad_accum > 1 else 0      # grads live across micro-batches
     static = frozen + trainable + opt_in
     phases = {
-        "loss": static + accum + acts + max(logits, tr["forward"]),
+        "loss": static + accum + acts + max(logits, tr["forward"]) + ref,
         "backward": static + grads + acts + tr["backward"] + (pred["per_layer"] if gc else 0),
         "step": static + grads + opt_temp,
     }
@@ -427,11 +441,11 @@ def breakdown(p: _Plan, batch: int, seq: int, layout: sharding.Layout | None = N
     peak_phase = max(phases, key=phases.get)
     sizes = {"frozen_weights": frozen, "trainable_params": trainable, "gradients": grads,
              "optimizer_states": opt_in + opt_out, "activations": acts, "logits_loss": logits,
-             "transient": max(tr["forward"], tr["backward"], opt_temp)}
+             "reference_forward": ref, "transient": max(tr["forward"], tr["backward"], opt_temp)}
     comp = dict.fromkeys(COMPONENTS, 0)
     comp.update(frozen_weights=frozen, trainable_params=trainable, optimizer_states=opt_in)
     if peak_phase == "loss":
-        comp.update(gradients=accum, activations=acts)
+        comp.update(gradients=accum, activations=acts, reference_forward=ref)
         if logits >= tr["forward"]:
             comp["logits_loss"] = logits
         else:
@@ -464,6 +478,22 @@ def breakdown(p: _Plan, batch: int, seq: int, layout: sharding.Layout | None = N
             "resident": sharding.resident(sizes_of(p), sharding.Layout("single")), "cpu_offloaded": 0}
 
 
+def sequences_per_example(cfg) -> int:
+    """Sequences one training example puts through the model: 1 for SFT, 2 for the preference
+    tasks (chosen and rejected, or KTO's answer and its mismatched KL answer): engine/tasks.py."""
+    return get_task(cfg.train.task).sequences_per_example
+
+
+def reference_forward_bytes(cfg, pred: dict) -> int:
+    """The reference forward's working set on top of the loss phase (module docstring): one
+    layer's activations of the step's sequences; 0 for tasks without a reference or with
+    precomputed reference log-probabilities."""
+    task = get_task(cfg.train.task)
+    if not task.reference or cfg.train.preference.precompute_ref_log_probs:
+        return 0
+    return int(pred["per_layer"])
+
+
 def sizes_of(p: _Plan) -> sharding.Sizes:
     """The figures engine.estimate.sharding divides between ranks."""
     opt_in, opt_out, opt_temp = optimizer_bytes(p)
@@ -479,8 +509,10 @@ def _breakdown_sharded(p: _Plan, lay: sharding.Layout, batch: int, seq: int) -> 
     from engine.estimate.sharding; activations, logits and autograd's transients as on one GPU
     (each rank runs its own per-device batch through whole layers)."""
     a, cfg = p.arch, p.cfg
+    batch = batch * sequences_per_example(cfg)
     shape = Shape(a.hidden, a.intermediate, a.heads, a.kv_heads, a.head_dim, a.vocab, a.layers)
     pred = p.act.predict(shape, batch, seq, p.virtual)
+    ref = reference_forward_bytes(cfg, pred)
     z = sizes_of(p)
     res = sharding.resident(z, lay)
     T = pred["positions"]
@@ -496,7 +528,7 @@ def _breakdown_sharded(p: _Plan, lay: sharding.Layout, batch: int, seq: int) -> 
     s = max(1, lay.shard_group if lay.kind != "ddp" else 1)
     step_temp = 0 if (lay.cpu_offload or lay.offload_optimizer) else z.optimizer_temp // s
     phases = {
-        "loss": static + accum + acts + max(logits, tr["forward"]) + work_fwd,
+        "loss": static + accum + acts + max(logits, tr["forward"]) + work_fwd + ref,
         "backward": static + grads + acts + tr["backward"] + (pred["per_layer"] if gc else 0) + work_bwd,
         "step": static + grads + step_temp,
     }
@@ -507,7 +539,7 @@ def _breakdown_sharded(p: _Plan, lay: sharding.Layout, batch: int, seq: int) -> 
     comp = dict.fromkeys(COMPONENTS, 0)
     comp.update(frozen_weights=res["parameters"], optimizer_states=res["optimizer_states"])
     if peak_phase == "loss":
-        comp.update(gradients=accum, activations=acts, transient=work_fwd)
+        comp.update(gradients=accum, activations=acts, transient=work_fwd, reference_forward=ref)
         comp["logits_loss" if logits >= tr["forward"] else "transient"] += max(logits, tr["forward"])
     elif peak_phase == "backward":
         comp.update(gradients=grads, activations=acts + (pred["per_layer"] if gc else 0),
@@ -534,7 +566,8 @@ def _breakdown_sharded(p: _Plan, lay: sharding.Layout, batch: int, seq: int) -> 
             "phases": {k: int(v) for k, v in phases.items()}, "peak_phase": peak_phase,
             "sizes": {"frozen_weights": res["parameters"], "gradients": grads,
                       "optimizer_states": res["optimizer_states"], "activations": int(acts),
-                      "logits_loss": int(logits), "transient": int(max(work_fwd, work_bwd))},
+                      "logits_loss": int(logits), "reference_forward": int(ref),
+                      "transient": int(max(work_fwd, work_bwd))},
             "positions": T, "resident": res, "cpu_offloaded": res["cpu_offloaded"]}
 
 
@@ -681,7 +714,13 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
         notes.append(f"{p.virtual} virtual tokens lengthen every sequence to {b['positions']} positions")
     elif p.virtual:
         notes.append(f"{p.spec.title.lower()} adds {p.virtual} key/value positions in every layer")
-    if cfg.train.packing and p.spec.can_pack:
+    task = get_task(cfg.train.task)
+    if task.is_preference:
+        n = batch * task.sequences_per_example
+        notes.append(f"{task.title}: {task.sequences_per_example} sequences per example ({n} of up to "
+                     f"{seq} tokens per step)" + (", plus the reference forward with the adapter disabled "
+                                                  "(no second copy of the weights)" if task.reference else ""))
+    elif cfg.train.packing and p.spec.can_pack:
         notes.append(f"packing: each step is one row of batch × max_length = {batch * seq} tokens")
     mode, chunk = loss_mode(p)
     if mode != "standard":

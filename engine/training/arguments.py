@@ -17,6 +17,12 @@ def training_args(cfg, run_dir: Path, has_eval: bool, packing: bool):
     """The Trainer's arguments for ``cfg`` writing checkpoints under ``run_dir``."""
     from transformers import TrainingArguments
 
+    return TrainingArguments(**training_kwargs(cfg, run_dir, has_eval, packing))
+
+
+def training_kwargs(cfg, run_dir: Path, has_eval: bool, packing: bool) -> dict:
+    """``TrainingArguments``' keyword arguments for ``cfg`` (TRL's configs subclass it and take
+    the same ones: engine/training/preference.py)."""
     t = cfg.train
     eval_on = has_eval and t.eval_steps > 0
     kwargs = dict(
@@ -46,7 +52,7 @@ def training_args(cfg, run_dir: Path, has_eval: bool, packing: bool):
         bf16=_use_bf16(cfg), fp16=_use_fp16(cfg),
         lr_scheduler_kwargs={"min_lr_rate": 0.1} if t.scheduler == "cosine_with_min_lr" else {},
     )
-    return TrainingArguments(**kwargs)
+    return kwargs
 
 
 def _cuda() -> bool:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.data import make_collator, prepare_data
+from engine.data import chat_template_for, make_collator, prepare_data
+from engine.data.preference import prepare_preference_data
 from engine.distributed.measure import make_callback as held_bytes_callback
 from engine.distributed.runtime import (
     gathered_trainable_state_dict,
@@ -40,15 +41,17 @@ from engine.methods import get_method, preflight
 from engine.methods.storage import save_adapter_atomic, saveable
 from engine.models import BaseTokenizer, load_tokenizer, resolve_source
 from engine.runs import RunIndex
-from engine.training.arguments import loraplus_optimizer, training_args
+from engine.tasks import get_task
+from engine.training.arguments import loraplus_optimizer, training_args, training_kwargs
 from engine.training.build import build_for_training
 from engine.training.checks import forgetting_base, forgetting_tuned, setup_checks
 from engine.training.hints import hint_for
+from engine.training.preference import check_task, make_preference_trainer
 from engine.training.resume import AlreadyComplete, find_checkpoint, plan_resume  # noqa: F401 (re-exported)
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
 from engine.training.trackers import check_trackers, trackers
-from engine.training.trainer import make_callback, make_resume_callback, make_trainer_class
+from engine.training.trainer import make_callback, make_resume_callback, make_trainer_class, studio_mixin
 from engine.training.watch import divergence_lever
 
 ADAPTER_DIR = "adapter"
@@ -195,7 +198,7 @@ class Prepared:
     checkpoint: str | None           # the checkpoint to resume from
     lr_factor: float                 # train.lr now / the lr the checkpoint's schedule was made with
     tokenizer: object
-    data: object                     # engine.data.PreparedData
+    data: object                     # engine.data.PreparedData (preference tasks: PreferenceData)
     packing: bool
     device: str
     built: object                    # engine.training.build.Built
@@ -215,6 +218,8 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
         from engine.evals.metrics import load_metric
 
         load_metric(cfg.eval.metric)  # a bad eval.metric fails now, not at the first evaluation
+    check_task(cfg, spec)
+    task = get_task(cfg.train.task)
     checkpoint, lr_factor = plan_resume(cfg, run_dir)
     if folder.enabled:
         check_writable(run_dir)
@@ -230,12 +235,22 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline,
                                log=reporter.log)
     packing = cfg.train.packing
+    if packing and task.is_preference:
+        reporter.log(f"{task.title} keeps each prompt with its answers (TRL's preference batches): no packing.")
+        packing = False
     if packing and not spec.can_pack:
         reporter.warn(f"{spec.title} prepends virtual tokens to every example, so packing is turned off "
                       "for this run (train.packing).")
         packing = False
-    data = prepare_data(cfg.data, tokenizer, seed=cfg.train.seed, reporter=reporter,
-                        extra_prompt_tokens=spec.virtual_tokens(cfg.method))
+    if task.is_preference:
+        data = prepare_preference_data(cfg.data, task.data, tokenizer, seed=cfg.train.seed, reporter=reporter)
+        for line in data.report.lines():
+            reporter.log(line)
+        if tokenizer.chat_template is None:  # TRL renders conversations with the tokenizer's template
+            tokenizer.chat_template = chat_template_for(tokenizer)
+    else:
+        data = prepare_data(cfg.data, tokenizer, seed=cfg.train.seed, reporter=reporter,
+                            extra_prompt_tokens=spec.virtual_tokens(cfg.method))
     if not data.train:
         raise ConfigError("data.path", "no usable training examples remain after preparation")
 
@@ -258,18 +273,13 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
     reporter.log(f"{spec.title}: {trainable:,} trainable of {total_params:,} parameters "
                  f"({100 * trainable / max(total_params, 1):.3f}%)")
 
-    args = training_args(cfg, run_dir, has_eval=bool(data.eval), packing=p.packing)
     # Tokens are counted from this process's first step (so a resumed run reports its own speed).
     counters = {"tokens": 0, "trained": 0, "t0": time.time(), "start_step": 0}
     info = {"config": cfg.to_dict(), "total_params": total_params, "trainable_params": trainable,
             "device": p.device, "run_dir": str(run_dir), "method": spec.name, "quantization": p.built.quantization,
-            "train_examples": len(data.train), "eval_examples": len(data.eval),
+            "train_examples": len(data.train), "eval_examples": len(data.eval) if data.eval else 0,
             "data_format": data.format, "pid": os.getpid(),
             "strategy": cfg.train.distributed.strategy, "world_size": world().size}
-    trainer_cls = make_trainer_class()
-    trainer_cls.counters = counters
-    trainer_cls.method_spec = spec
-    trainer_cls.warmup_ratio = cfg.train.warmup_ratio
     optimizers = (None, None)
     if cfg.train.loraplus_lr_ratio > 0:
         optimizers = (loraplus_optimizer(model, cfg), None)
@@ -279,28 +289,38 @@ def fit(p: Prepared, reporter: MultiReporter, stop: StopFlag, folder: RunFolder 
     for note in checks.notes:
         reporter.log(note)
     with trackers(cfg.train.report_to, run_dir):
-        return _fit_with(p, reporter, stop, folder, args, trainer_cls, counters, info, checks, method_callbacks,
-                         optimizers)
+        return _fit_with(p, reporter, stop, folder, counters, info, checks, method_callbacks, optimizers)
 
 
-def _fit_with(p, reporter, stop, folder, args, trainer_cls, counters, info, checks, method_callbacks, optimizers):
+def _fit_with(p, reporter, stop, folder, counters, info, checks, method_callbacks, optimizers):
     """fit()'s second half, inside the trackers' environment (engine.training.trackers)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     cfg, spec, run_dir, data, model = p.cfg, p.spec, p.run_dir, p.data, p.built.model
-    trainer = trainer_cls(
-        # Examples: sequences over memory-mapped Arrow rows (engine/data/examples.py), read a batch at a time.
-        model=model, args=args, train_dataset=data.train,
-        eval_dataset=data.eval if data.eval else None,
-        data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
-        # The sample answers run before the event callback (the eval event carries them); early
-        # stopping and the divergence guard after it (engine.training.watch).
-        callbacks=[*checks.before_events(),
-                   make_callback(reporter, stop, counters, info, before_start=lambda: folder.open(cfg)),
-                   *checks.after_events(), make_resume_callback(p.lr_factor), *method_callbacks,
-                   held_bytes_callback(counters)],
-        optimizers=optimizers,
-    )
+    # The sample answers run before the event callback (the eval event carries them); early
+    # stopping and the divergence guard after it (engine.training.watch).
+    callbacks = [*checks.before_events(),
+                 make_callback(reporter, stop, counters, info, before_start=lambda: folder.open(cfg)),
+                 *checks.after_events(), make_resume_callback(p.lr_factor), *method_callbacks,
+                 held_bytes_callback(counters)]
+    task = get_task(cfg.train.task)
+    info["task"] = task.name
+    if task.is_preference:  # TRL's trainer for the task, with the same callbacks (engine/training/preference.py)
+        trainer = make_preference_trainer(p, training_kwargs(cfg, run_dir, bool(data.eval), False), callbacks,
+                                          optimizers, counters, studio_mixin())
+    else:
+        args = training_args(cfg, run_dir, has_eval=bool(data.eval), packing=p.packing)
+        trainer_cls = make_trainer_class()
+        trainer_cls.counters = counters
+        trainer_cls.method_spec = spec
+        trainer_cls.warmup_ratio = cfg.train.warmup_ratio
+        trainer = trainer_cls(
+            # Examples: sequences over memory-mapped Arrow rows (engine/data/examples.py), read a batch at a time.
+            model=model, args=args, train_dataset=data.train,
+            eval_dataset=data.eval if data.eval else None,
+            data_collator=make_collator(p.tokenizer, packing=p.packing, max_length=cfg.data.max_length),
+            callbacks=callbacks, optimizers=optimizers,
+        )
     for cb in (PrinterCallback, ProgressCallback):  # our events replace their prints
         trainer.remove_callback(cb)
     checks.attach(trainer)
@@ -308,8 +328,9 @@ def _fit_with(p, reporter, stop, folder, args, trainer_cls, counters, info, chec
     # for FSDP that ends up replicated would otherwise go unnoticed.
     info["distributed_type"] = str(getattr(trainer.accelerator.distributed_type, "value",
                                            trainer.accelerator.distributed_type))
-    trainer.fast_loss = p.built.loss
-    reporter.log(p.built.loss_note)
+    if not task.is_preference:  # TRL computes the preference losses with its own fused head
+        trainer.fast_loss = p.built.loss
+        reporter.log(p.built.loss_note)
     if p.checkpoint:
         reporter.log(f"Resuming from {p.checkpoint}")
     base = forgetting_base(p, reporter, cfg.train.distributed.shards, trainer.is_world_process_zero(), checks.compute)

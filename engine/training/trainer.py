@@ -93,7 +93,7 @@ def make_callback(reporter, stop: StopFlag, counters: dict, info: dict, before_s
                 trained_tokens=counters["trained"], tokens=counters["tokens"],
                 mem_allocated=alloc, mem_reserved=reserved, mem_peak=peak, mem_peak_reserved=peak_reserved,
                 elapsed_s=elapsed,
-                eta_s=(remaining / rate) if rate else None))
+                eta_s=(remaining / rate) if rate else None, **_task_metrics(logs)))
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             metrics = metrics or {}
@@ -109,6 +109,18 @@ def make_callback(reporter, stop: StopFlag, counters: dict, info: dict, before_s
             reporter.emit(CheckpointEvent(step=state.global_step, path=str(path)))
 
     return EventCallback()
+
+
+# What the Trainer logs at every step for any task; the rest of a step's log is the task's own.
+_TRAINER_KEYS = {"loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "entropy", "mean_token_accuracy"}
+
+
+def _task_metrics(logs: dict) -> dict:
+    """A preference trainer's own per-step numbers (rewards/…, logps/…, logits/…, kl, nll_loss,
+    log_odds_ratio), for StepEvent.metrics; nothing for SFT."""
+    extra = {k: float(v) for k, v in logs.items()
+             if k not in _TRAINER_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"metrics": extra} if extra else {}
 
 
 def make_resume_callback(factor: float = 1.0):
@@ -149,8 +161,19 @@ def make_trainer_class():
     """The Trainer subclass (built on first use: importing transformers costs seconds)."""
     from transformers import Trainer
 
-    class StudioTrainer(FastLossMixin, Trainer):
+    class StudioTrainer(FastLossMixin, studio_mixin(), Trainer):
         """Trainer that counts real (non-padding) and trained tokens for tokens/s."""
+
+    return StudioTrainer
+
+
+def studio_mixin():
+    """What our runs add to a transformers Trainer (SFT's or one of TRL's): tokens counted,
+    the warmup in steps, CPU FSDP, per-method saving and loading of checkpoints. Goes before
+    the Trainer class in the bases."""
+
+    class StudioMixin:
+        """Counts real (non-padding) and trained tokens for tokens/s; see studio_mixin."""
 
         counters: dict = {}
         warmup_ratio: float = 0.0   # train.warmup_ratio
@@ -179,14 +202,9 @@ def make_trainer_class():
             return None
 
         def training_step(self, model, inputs, *args, **kwargs):
-            ids = inputs.get("input_ids")
-            mask = inputs.get("attention_mask")
-            if ids is not None:
-                n = int(mask.sum()) if mask is not None and mask.dim() == 2 else int(ids.numel())
-                self.counters["tokens"] += n
-            labels = inputs.get("labels")
-            if labels is not None:
-                self.counters["trained"] += int((labels != -100).sum())
+            tokens, trained = count_tokens(inputs)
+            self.counters["tokens"] += tokens
+            self.counters["trained"] += trained
             return super().training_step(model, inputs, *args, **kwargs)
 
         # The length-grouped sampler reads the lengths prepare_data already has (Examples.lengths),
@@ -238,4 +256,24 @@ def make_trainer_class():
             storage.restore_tensors(target, storage.read_tensors(d), d)
             return None
 
-    return StudioTrainer
+    return StudioMixin
+
+
+def count_tokens(inputs: dict) -> tuple[int, int]:
+    """(real tokens, trained tokens) of one batch. SFT: ``input_ids``/``attention_mask`` and
+    ``labels`` (-100: not trained). TRL's preference batches: DPO/KTO concatenate the sequences
+    in ``input_ids`` with a ``completion_mask`` (1: an answer token, the ones the loss reads);
+    ORPO/CPO keep ``chosen_*``/``rejected_*`` columns, each with its mask and labels."""
+    tokens = trained = 0
+    for key, value in inputs.items():
+        if not hasattr(value, "dim") or key.startswith("prompt_"):  # ORPO/CPO: the prompt is in chosen_*
+            continue
+        if key == "attention_mask" or key.endswith("_attention_mask"):
+            tokens += int(value.sum()) if value.dim() == 2 else 0
+        elif key == "completion_mask":
+            trained += int(value.sum())
+        elif key == "labels" or key.endswith("_labels"):
+            trained += int((value != -100).sum())
+    if not tokens and inputs.get("input_ids") is not None:
+        tokens = int(inputs["input_ids"].numel())
+    return tokens, trained

@@ -1,5 +1,9 @@
 """Monitor: live plots of a run (loss, learning rate, grad-norm, tokens/s, memory) and progress.
 
+A preference run (train.task dpo, orpo, kto, simpo) shows TRL's preference metrics in place of
+the learning-rate and gradient-norm plots: the chosen and rejected rewards with their margin, and
+the reward accuracy (KTO: the KL estimate), from the step events' ``metrics``.
+
 Events only append to arrays; a 10 Hz timer pushes the arrays into curves that were created
 once (``setData``), with peak downsampling and clip-to-view, so a 10,000-step run redraws as
 cheaply as a 10-step one and a burst of events never blocks the UI.
@@ -45,16 +49,24 @@ from studio.widgets import (
 from studio.wording import control_label, named_fields, window_text
 
 ANTIALIAS_BELOW = 1500
-REFRESH_MS = 20  # five plots in turn: each one 10 times a second
+REFRESH_MS = 20  # five plots in view, in turn: each one 10 times a second
 GIB = float(1 << 30)
 _PLOT_CURVES = {"loss": ("loss_raw", "loss", "eval"), "lr": ("lr",), "grad": ("grad",), "tps": ("tps",),
-                "mem": ("mem", "mem_peak")}
-PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory"}
+                "mem": ("mem", "mem_peak"), "rewards": ("r_chosen", "r_rejected", "r_margin"),
+                "pref": ("r_acc", "r_kl")}
+PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory",
+         "rewards": "Rewards (β · log-ratio to the reference)",
+         "pref": "Reward accuracy (chosen > rejected; KTO: the KL estimate)"}
 # What each curve of a plot is, said in the plot's title in the curve's colour (a legend box sat on
 # the curve): (series key, colour key, words).
 TITLE_KEYS = {"loss": [("loss", "train", "train"), ("eval", "eval", "eval ●")],
               "mem": [("mem", "mem2", "now"), ("mem_peak", "mem", "peak")]}
 TITLE_MARGIN_PX = 56  # a plot's left axis (its tick labels and unit) and the frame beside its title
+# TRL's log keys (engine/tasks.py) → the monitor's series.
+PREFERENCE_SERIES = {"rewards/chosen": "r_chosen", "rewards/rejected": "r_rejected", "rewards/margins": "r_margin",
+                     "rewards/accuracies": "r_acc", "kl": "r_kl"}
+# Shown in place of each other: the SFT view's plot → the preference view's.
+PREFERENCE_SWAP = {"lr": "rewards", "grad": "pref"}
 STATE_TEXT = {"idle": "No run yet", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
               "finished": "Finished", "stopped": "Stopped (adapter saved)", "failed": "Failed"}
 
@@ -105,7 +117,9 @@ class MonitorPanel(QWidget, PanelDefaults):
         super().__init__(parent)
         self.settings = settings
         self.go_to = None  # the window's "take me to this control" (studio/controls.py)
-        self.series = {k: Series() for k in ("loss", "eval", "lr", "grad", "tps", "mem", "mem_peak")}
+        self.series = {k: Series() for k in ("loss", "eval", "lr", "grad", "tps", "mem", "mem_peak",
+                                             *PREFERENCE_SERIES.values())}
+        self.preference = False  # a preference run: its plots replace lr and grad
         self._dirty = False
         self._manual: set[str] = set()
         self._t_progress = 0.0
@@ -230,10 +244,15 @@ class MonitorPanel(QWidget, PanelDefaults):
         # small minimums: at 1280×720 all five plots fit without scrolling (they grow with the window)
         self.slots = {k: PlotSlot(min_height=110) for k in PLOTS}
         # the loss across the top, the other four in one row under it: two rows of plots leave each
-        # one readable on a 1280×720 screen, where three rows were squeezed flat
+        # one readable on a 1280×720 screen, where three rows were squeezed flat. A preference run
+        # shows its rewards and accuracy in the places of learning rate and gradient norm.
         grid.addWidget(self.slots["loss"], 0, 0, 1, 4)
         for col, key in enumerate(("lr", "grad", "tps", "mem")):
             grid.addWidget(self.slots[key], 1, col)
+        grid.addWidget(self.slots["rewards"], 1, 0)
+        grid.addWidget(self.slots["pref"], 1, 1)
+        self.slots["rewards"].hide()
+        self.slots["pref"].hide()
         grid.setRowStretch(0, 3)
         grid.setRowStretch(1, 2)
         lay.addLayout(grid, 1)
@@ -296,6 +315,15 @@ class MonitorPanel(QWidget, PanelDefaults):
                                         symbolBrush=theme.SERIES["eval"], symbolPen=None)
             self._log_scale_changed(self.log_scale.isChecked())
             self._draw_overlay()
+        elif key == "rewards":
+            p.addLegend(offset=(-10, 10), labelTextColor=theme.plot_colors(p)[1])
+            self.curves["r_chosen"] = curve(theme.SERIES["lr"], "chosen")
+            self.curves["r_rejected"] = curve(theme.SERIES["limit"], "rejected")
+            self.curves["r_margin"] = curve(theme.SERIES["train"], "margin")
+        elif key == "pref":
+            p.addLegend(offset=(-10, 10), labelTextColor=theme.plot_colors(p)[1])
+            self.curves["r_acc"] = curve(theme.SERIES["grad"], "accuracy")
+            self.curves["r_kl"] = curve(theme.SERIES["eval"])  # KTO only: no legend entry for the others
         elif key == "mem":
             # GiB like every other memory figure in the studio (pyqtgraph's SI prefixes would say GB)
             p.getAxis("left").enableAutoSIPrefix(False)
@@ -364,12 +392,15 @@ class MonitorPanel(QWidget, PanelDefaults):
                 # A resumed run: the time its earlier part trained counts, so Elapsed continues.
                 self._elapsed_before += max(0.0, (self._t_end or self._t_last_event or when) - self._t_started)
             self.total_steps = int(ev.get("total_steps") or 0)
+            task = ev.get("task") or ((ev.get("config") or {}).get("train") or {}).get("task") or "sft"
+            self.set_preference(task != "sft")
             self._t_started = when
             self._t_end = None
             if self.total_steps:
                 self.progress.setRange(0, self.total_steps)
                 self.progress.setFormat("%v / %m steps")
             parts = [str(ev.get("method") or (ev.get("config") or {}).get("method", {}).get("name", "")),
+                     task.upper() if task != "sft" else "",
                      f"on {ev.get('device')}" if ev.get("device") else "",
                      f"{fmt_count(ev.get('trainable_params'))} trainable" if ev.get("trainable_params") else ""]
             self.run_label.setText("  " + " · ".join(p for p in parts if p) +
@@ -410,7 +441,21 @@ class MonitorPanel(QWidget, PanelDefaults):
             self.series["mem"].append(step, now / GIB)
         if peak is not None:
             self.series["mem_peak"].append(step, peak / GIB)
+        metrics = ev.get("metrics") or {}
+        for name, key in PREFERENCE_SERIES.items():
+            v = metrics.get(name)
+            if isinstance(v, (int, float)):
+                self.series[key].append(step, v)
+        if metrics and not self.preference and any(k in metrics for k in PREFERENCE_SERIES):
+            self.set_preference(True)  # a run joined after its started event
         self._dirty = True
+
+    def set_preference(self, on: bool) -> None:
+        """Show the preference plots in place of learning rate and gradient norm (or back)."""
+        self.preference = on
+        for sft_key, pref_key in PREFERENCE_SWAP.items():
+            self.slots[sft_key].setVisible(not on)
+            self.slots[pref_key].setVisible(on)
 
     def _update_readouts(self) -> None:
         ev = self.last_step
@@ -578,7 +623,7 @@ class MonitorPanel(QWidget, PanelDefaults):
         Every plot is still refreshed at 10 Hz.
         """
         self._update_time()
-        keys = list(self.plots)
+        keys = [k for k in self.plots if not self.slots[k].isHidden()]  # the view's plots only
         if self._tick % max(1, len(keys)) == 0 and self._dirty:
             self._dirty = False
             self._pending = set(keys)
@@ -619,7 +664,8 @@ class MonitorPanel(QWidget, PanelDefaults):
     # of the UI together. Here x spans the whole run from the start, and y moves only when the
     # data leaves the view or fills less than a third of it.
     _PLOT_SERIES = {"loss": ("loss", "eval"), "lr": ("lr",), "grad": ("grad",), "tps": ("tps",),
-                    "mem": ("mem", "mem_peak")}
+                    "mem": ("mem", "mem_peak"), "rewards": ("r_chosen", "r_rejected", "r_margin"),
+                    "pref": ("r_acc", "r_kl")}
 
     def _fit(self, key: str) -> None:
         plot = self.plots[key]

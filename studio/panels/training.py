@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.config import EvalConfig, RunConfig, TrainConfig
+from engine.config import EvalConfig, PreferenceConfig, RunConfig, TrainConfig
 from engine.fields import is_section
 from studio.forms import ERROR_COLOR, DataclassForm, field_label
 from studio.panels.base import Area, PanelDefaults, Studio
@@ -90,10 +90,11 @@ class TrainingPanel(QWidget, PanelDefaults):
         box_lay = QVBoxLayout(box)
         box_lay.addWidget(self.form)
         # train's nested sections (early_stopping, divergence, …) each get a form of their own,
-        # generated like every other; train.distributed has its own widget (Where to run).
+        # generated like every other; train.distributed (Where to run) and train.preference (shown
+        # by task) have their own widgets.
         self.sections: dict[str, DataclassForm] = {}
         for f in dataclasses.fields(TrainConfig):
-            if is_section(f) and f.name != "distributed":
+            if is_section(f) and f.name not in ("distributed", "preference"):  # those have their own widgets
                 sub = QGroupBox(field_label(f.name))
                 sub.setToolTip(f.metadata.get("help", ""))
                 form = DataclassForm(type(f.default_factory()), f"train.{f.name}")
@@ -110,6 +111,17 @@ class TrainingPanel(QWidget, PanelDefaults):
         self.eval_form.sig_changed.connect(self.sig_changed)
         QVBoxLayout(eval_box).addWidget(self.eval_form)
         lay.addWidget(eval_box)
+
+        # train.preference: the options of train.task dpo/orpo/kto/simpo, each shown for the
+        # tasks it serves; the whole group is hidden for SFT.
+        self.pref_box = QGroupBox("Preference tuning")
+        self.pref_box.setObjectName("group:train.preference")
+        self.pref_form = DataclassForm(PreferenceConfig, "train.preference")
+        self.pref_form.sig_changed.connect(self.sig_changed)
+        QVBoxLayout(self.pref_box).addWidget(self.pref_form)
+        lay.addWidget(self.pref_box)
+        self.form.editors["task"].sig_changed.connect(self._task_changed)
+        self._task_changed()
 
         # train.distributed: this machine's GPUs and processes, or a cluster script.
         self.where = WhereToRun()
@@ -143,6 +155,11 @@ class TrainingPanel(QWidget, PanelDefaults):
         self.next_run.setVisible(on)
         self.sig_changed.emit()
 
+    def _task_changed(self) -> None:
+        task = self.form.editors["task"].raw()
+        self.pref_box.setVisible(task != "sft")
+        self.pref_form.show_for_task(task)
+
     def _browse(self):
         path = QFileDialog.getExistingDirectory(self, "Choose the output folder", self.output_dir.text())
         if path:
@@ -174,6 +191,8 @@ class TrainingPanel(QWidget, PanelDefaults):
         for name, form in self.sections.items():
             vals[name], errs = form.values()
             errors.update(errs)
+        vals["preference"], pref_errors = self.pref_form.values()
+        errors.update(pref_errors)
         return vals, errors
 
     def eval_values(self) -> tuple[dict, dict]:
@@ -203,12 +222,17 @@ class TrainingPanel(QWidget, PanelDefaults):
         for name, form in self.sections.items():
             form.set_values(getattr(train_cfg, name))
         self.where.set_values(train_cfg.distributed)
+        self.pref_form.set_values(train_cfg.preference)
+        self._task_changed()
 
     def set_errors(self, errors: dict) -> None:
         self.form.set_errors(errors)
         for form in (*self.sections.values(), self.eval_form):
             form.set_errors(errors)
         self.where.set_errors(errors)
+        self.pref_form.set_errors(errors)
+        if any(k.startswith("train.preference.") for k in errors):
+            self.pref_box.setVisible(True)  # never hide the reason Start is disabled
         msg = errors.get("output_dir")
         self.output_error.setText(msg or "")
         self.output_error.setVisible(bool(msg))

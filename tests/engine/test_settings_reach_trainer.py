@@ -390,3 +390,34 @@ def test_every_generated_peft_tuners_fields_reach_peft_unchanged(tiny_model_dir)
                 f"{name}.{field}: run file {ours!r}, peft {theirs!r}"
             checked += 1
     assert checked > 100
+
+
+@checks("train.task", "train.preference")
+@pytest.mark.parametrize("task,options,expected,trainer_name", [
+    ("dpo", {"beta": 0.3, "loss_type": "robust", "label_smoothing": 0.1},
+     {"beta": 0.3, "loss_type": ["robust"], "label_smoothing": 0.1, "precompute_ref_log_probs": False}, "DPOTrainer"),
+    ("kto", {"beta": 0.2, "desirable_weight": 1.5, "undesirable_weight": 0.5, "precompute_ref_log_probs": True},
+     {"beta": 0.2, "loss_type": "kto", "desirable_weight": 1.5, "undesirable_weight": 0.5,
+      "precompute_ref_log_probs": True}, "KTOTrainer"),
+    ("orpo", {"beta": 0.4}, {"beta": 0.4}, "ORPOTrainer"),
+    ("simpo", {"beta": 2.0, "simpo_gamma": 1.0, "cpo_alpha": 0.5, "label_smoothing": 0.05},
+     {"beta": 2.0, "loss_type": "simpo", "simpo_gamma": 1.0, "cpo_alpha": 0.5, "label_smoothing": 0.05}, "CPOTrainer"),
+])
+def test_preference_task_and_options_reach_trl(task, options, expected, trainer_name, base_cfg, tmp_path, monkeypatch):
+    """train.task picks TRL's trainer; each train.preference field arrives in TRL's config under
+    its TRL name; data.max_length is TRL's max_length; the method's model is the one trained."""
+    import json
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"What is {i}?", "chosen": f"It is {i}.", "rejected": "No."}) + "\n"
+                            for i in range(12)), encoding="utf-8")
+    cfg = base_cfg(**{"train.task": task, "data.path": str(path)})
+    for k, v in options.items():
+        setattr(cfg.train.preference, k, v)
+    trainer, _ = capture(cfg, monkeypatch)
+    assert any(c.__name__ == trainer_name for c in type(trainer).__mro__)
+    for k, v in expected.items():
+        assert getattr(trainer.args, k) == v, k
+    assert trainer.args.max_length == 64
+    assert not trainer.args.activation_checkpointing  # the method's to set, as for SFT
+    assert "default" in trainer.model.peft_config and "ref" not in trainer.model.peft_config
