@@ -88,6 +88,24 @@ def sample_prompts(eval_cfg, data_cfg, seed: int = 42, base_dir: Path | None = N
     return prompts[:n]
 
 
+def preference_prompts(rows, n: int) -> list[dict]:
+    """The first ``n`` held-out rows of a preference run (TRL's columns: ``prompt`` as text or
+    messages, with ``chosen`` or KTO's ``completion``) as samples whose reference is the preferred
+    answer (for KTO, a completion labelled desirable; an undesirable one has no reference)."""
+    out = []
+    for row in rows or []:
+        if len(out) >= n:
+            break
+        prompt = row.get("prompt")
+        if not prompt:
+            continue
+        answer = row.get("chosen", row.get("completion") if row.get("label", True) else "")
+        if isinstance(answer, list):
+            answer = "\n".join(str(t.get("content") or "") for t in answer)
+        out.append(_as_sample(prompt, str(answer or "")))
+    return out
+
+
 def prompt_text(messages: list[dict]) -> str:
     """What a sample's prompt shows: its last user turn."""
     for m in reversed(messages):

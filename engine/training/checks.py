@@ -77,7 +77,8 @@ class RunChecks:
 def setup_checks(p, reporter, counters: dict, sharded: bool) -> RunChecks:
     """The callbacks for run ``p`` (engine.training.run.Prepared)."""
     from engine.evals.metrics import load_metric
-    from engine.evals.samples import sample_prompts
+    from engine.evals.samples import preference_prompts, sample_prompts
+    from engine.tasks import get_task
 
     cfg, t = p.cfg, p.cfg.train
     checks = RunChecks()
@@ -102,7 +103,11 @@ def setup_checks(p, reporter, counters: dict, sharded: bool) -> RunChecks:
         if sharded:
             checks.notes.append("Sample answers are skipped: under FSDP/DeepSpeed no process holds the whole model.")
         else:
-            prompts = sample_prompts(cfg.eval, cfg.data, cfg.train.seed)
+            if get_task(t.task).is_preference and not cfg.eval.prompts:
+                # Preference data is not read by the SFT pipeline: its held-out pairs give the prompts.
+                prompts = preference_prompts(p.data.eval, cfg.eval.samples)
+            else:
+                prompts = sample_prompts(cfg.eval, cfg.data, cfg.train.seed)
             if not prompts:
                 reporter.log("Samples: the held-out examples have no prompt to answer (plain text); set "
                              "eval.prompts to see answers at every evaluation.")
