@@ -50,3 +50,17 @@ class ConfigError(UserError):
 class ModelError(UserError):
     """The model cannot be found or loaded; the message says what was looked for and what to do."""
 
+
+
+def error_field(exc: BaseException) -> str | None:
+    """The run-file setting a user error is about: a ConfigError's ``path``, a DataError's ``field``
+    when it names a data setting (else ``data.path``: the file itself), ``model.name_or_path`` for a
+    ModelError; None for anything else."""
+    if isinstance(exc, ConfigError):
+        return exc.path or None
+    if isinstance(exc, ModelError):
+        return "model.name_or_path"
+    field = getattr(exc, "field", None)
+    if isinstance(exc, UserError) and hasattr(exc, "file"):  # engine.data.DataError (a layer above)
+        return field if isinstance(field, str) and field.startswith("data.") else "data.path"
+    return None

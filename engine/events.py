@@ -157,6 +157,9 @@ class StepEvent(Event):
     mem_allocated: int | None = _f("Memory held by tensors now: CUDA allocated, or the process's RSS on "
                                    "the CPU.", "bytes")
     mem_reserved: int | None = _f("Memory reserved by CUDA's caching allocator (null on the CPU).", "bytes")
+    mem_peak: int | None = _f("Peak memory of this process so far, the quantity the estimate predicts: "
+                              "CUDA's peak allocated on a GPU, or the process's peak RSS on the CPU.", "bytes")
+    mem_peak_reserved: int | None = _f("CUDA's peak reserved so far (null on the CPU).", "bytes")
     elapsed_s: float = _f("Time since this process started training.", "seconds")
     eta_s: float | None = _f("Estimated time to the last step, from the steps so far.", "seconds")
 
@@ -219,6 +222,8 @@ class FailedEvent(Event):
     hint: str = _f("What to do about it.")
     traceback: str = _f("The Python traceback: only for the project's own faults, never for a UserError "
                         "(engine.errors); never shown raw in the UI.", always=False)
+    field: str = _f("The run-file setting a user error is about (`data.path`, `train.lr`, …), so a client "
+                    "can point at it; only for user errors that have one.", always=False)
 
 
 @_event("stopped")

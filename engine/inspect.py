@@ -13,7 +13,7 @@ from engine.config import RunConfig
 from engine.errors import ConfigError, ModelError
 from engine.methods import context_for
 from engine.methods.registry import REGISTRY  # every method, including any registered at run time
-from engine.methods.targets import default_targets, target_candidates
+from engine.methods.targets import auto_targets, default_targets, target_candidates
 from engine.models import (
     count_parameters,
     has_weights,
@@ -44,6 +44,8 @@ def inspect_model(name_or_path: str, trust_remote_code: bool = False, offline: b
     except ModelError:
         pass
     linear = linear_module_names(model)
+    candidates = target_candidates(model)
+    ctx = context_for(model, RunConfig())
     dtype = getattr(cfg, "dtype", None) or getattr(cfg, "torch_dtype", None)
     return {
         "source": src.path,
@@ -57,7 +59,9 @@ def inspect_model(name_or_path: str, trust_remote_code: bool = False, offline: b
         "has_chat_template": has_template,
         "linear_module_names": linear,
         "default_targets": default_targets(cfg.model_type, linear),
-        "target_candidates": target_candidates(model),
+        "target_candidates": candidates,
+        # what `target_modules: auto` adapts, per method, asked of each method (IA³ is not LoRA's)
+        "auto_targets": {name: auto_targets(spec, ctx, candidates) for name, spec in REGISTRY.items()},
         "unavailable_methods": unavailable_methods(model),
         "has_weights": src.kind == "gguf" or has_weights(Path(src.path)),
         "hidden_size": getattr(cfg, "hidden_size", None),

@@ -153,11 +153,19 @@ class Playground:
         self.model = None                    # the shared model (the base, for full fine-tunes)
         self.tokenizer = None
         self._sides = None                   # how sources switch on it: _PeftSides, _TensorSides, …
+        self._extra: dict[str, Path] = {}    # other runs' adapters on the same base, by label
         self._lock = threading.RLock()
 
     # ---- what can be compared ---------------------------------------------------------------
+    def add_source(self, label: str, path: str | Path) -> None:
+        """Offer another adapter under ``label``: another run's, trained on the same base with the
+        same method (it is loaded onto this run's base weights like a checkpoint)."""
+        if label == BASE or label in self.sources():
+            raise ExportError(f"There already is a source called {label!r}.")
+        self._extra[label] = Path(path)
+
     def sources(self) -> list[str]:
-        return [BASE] + [label for label, _ in self.info.sources()]
+        return [BASE] + [label for label, _ in self.info.sources()] + list(self._extra)
 
     def default_pair(self) -> tuple[str, str]:
         tuned = [s for s in self.sources() if s != BASE]
@@ -169,6 +177,8 @@ class Playground:
         for lab, p in self.info.sources():
             if lab == label:
                 return p
+        if label in self._extra:
+            return self._extra[label]
         raise ExportError(f"No source {label!r} in {self.info.run_dir}; choose one of {', '.join(self.sources())}.")
 
     # ---- loading ------------------------------------------------------------------------------

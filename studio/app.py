@@ -20,7 +20,9 @@ _T0 = time.perf_counter()
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="peft-studio studio", description="The PEFT Studio desktop app.")
     p.add_argument("run_file", nargs="?", help="a run YAML file to open")
-    p.add_argument("--demo", action="store_true", help="preselect the demo model and data set")
+    p.add_argument("--demo", action="store_true",
+                   help="preselect the demo model and data set when there are no saved settings yet "
+                        "(saved settings are kept; File > Load demo settings asks for the demo)")
     p.add_argument("--demo-steps", type=int, metavar="N",
                    help="smoke mode: run the demo for N steps, then exit (0 when it finished)")
     p.add_argument("--screenshot", metavar="PATH", help="with --demo-steps: save a PNG of the window at the end")
@@ -28,12 +30,23 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=900, help="with --demo-steps: give up after this many seconds")
     p.add_argument("--theme", choices=["system", "light", "dark"], default="system")
     p.add_argument("--tab", help="central tab to show first (Monitor, Data, …)")
-    p.add_argument("--dock", help="dock to raise (Model, Method, Training, Log, Runs)")
+    p.add_argument("--dock", help="dock to raise (Model, Method, Training, Estimate, Log)")
     p.add_argument("--wait", type=float, default=120,
                    help="--screenshot without --demo-steps: wait at most this long for the panels")
     p.add_argument("--size", default="", help="window size WxH (screenshots)")
     p.add_argument("--exit-after-show", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def launch_config(settings, demo: bool):
+    """The config a launch opens with: the last session's (None: MainWindow reads it), or the demo
+    when asked (``--demo``) and there is no saved state yet. ``make run`` passes --demo, so it must
+    never throw the user's own setup away."""
+    if demo and not settings.get("last/config"):
+        from studio.demo import demo_config
+
+        return demo_config()
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,16 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         from studio.demo import demo_config
 
         initial = demo_config(steps=args.demo_steps, out=args.output or os.path.join(tmp, "run"))
-    elif args.demo:
-        from studio.demo import demo_config
-
-        initial = demo_config()
     elif args.run_file:
         try:
             initial = RunConfig.load(args.run_file)
         except ConfigError as e:
             load_error = e
-    win = MainWindow(settings=settings, initial=initial, reattach=not (smoke or args.demo or args.run_file))
+    else:
+        initial = launch_config(settings, demo=args.demo)
+    # Re-attach on every launch (with --demo and a run file too): a run left training must show up.
+    win = MainWindow(settings=settings, initial=initial, reattach=not smoke)
     if args.size:
         w, h = (int(x) for x in args.size.lower().split("x"))
         win.resize(w, h)
@@ -97,11 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         from studio.errors import show_error
 
         show_error(win, "Open run file", f"{args.run_file} cannot be used.\n\n{load_error}")
-    # The helper processes import torch/transformers/peft now, so the first real job starts warm.
-    warm = tasks.start_job("warm_up", key="warm_up", parent=win)
-    warm.sig_result.connect(win.status.set_ml_ready)
-    warm.sig_error.connect(win.status.set_ml_failed)
-    tasks.start_job("warm_up", key="warm_up", lane="data", parent=win)
     if args.exit_after_show:
         QTimer.singleShot(0, app.quit)
     smoke_run = None

@@ -50,14 +50,28 @@ def _describe(e: ConfigError) -> str:
 
 
 class ConfigModel(QObject):
-    sig_config = Signal(object)  # the current RunConfig (or None if it cannot be built at all)
-    sig_errors = Signal(object)  # {path: message}; empty when Start may run
+    """The form's RunConfig and everything that is wrong with it.
+
+    ``errors`` ({run-file path: message}) gate Start. They come from the fields themselves, the
+    engine's validation, cheap studio checks, and *blockers*: facts a background job found
+    (the data preview rejected the file, the model cannot be found, the method does not fit the
+    model, the estimate refused the config). A form panel reports what its own jobs found from
+    ``values()``; any other part reports with ``set_blocker``. ``warnings`` never gate Start: they
+    are values a practitioner would question (studio/sanity.py).
+    """
+
+    sig_config = Signal(object)    # the current RunConfig (or None if it cannot be built at all)
+    sig_errors = Signal(object)    # {path: message}; empty when Start may run
+    sig_warnings = Signal(object)  # {path: message}: worth a second look, Start still runs
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.model = self.data = self.method = self.training = None
         self.config: RunConfig | None = None
         self.errors: dict[str, str] = {}
+        self.warnings: dict[str, str] = {}
+        self.model_info: dict | None = None
+        self._blockers: dict[str, tuple[str, str]] = {}  # source → (path, message)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -77,7 +91,7 @@ class ConfigModel(QObject):
             vals, errs = panel.values()
             sections[name] = vals
             errors.update(errs)
-        sections["output_dir"] = self.training.output()
+        sections["output_dir"] = self.training.output(sections)
         try:
             cfg = RunConfig.from_dict(sections, "the form")
         except ConfigError as e:
@@ -87,18 +101,46 @@ class ConfigModel(QObject):
             errors.setdefault(e.path, _describe(e))
         for path, msg in studio_checks(cfg).items():
             errors.setdefault(path, msg)
+        for path, msg in self._blockers.values():
+            errors.setdefault(path, msg)
         return cfg, errors
 
     def validate_now(self) -> tuple[RunConfig | None, dict[str, str]]:
         self._timer.stop()
         cfg, errors = self.collect()
         self.config, self.errors = cfg, errors
+        from studio.sanity import sanity_warnings
+
+        self.warnings = sanity_warnings(cfg, self.model_info) if cfg is not None else {}
         for panel in (self.model, self.data, self.method, self.training):
             panel.set_errors(errors)
+            if hasattr(panel, "set_warnings"):
+                panel.set_warnings(self.warnings)
         self.sig_errors.emit(errors)
+        self.sig_warnings.emit(self.warnings)
         if cfg is not None:
             self.sig_config.emit(cfg)
         return cfg, errors
+
+    def revalidate(self) -> None:
+        """Validate again soon (a background job learnt something about the current form)."""
+        self._timer.start()
+
+    def set_blocker(self, source: str, path: str | None, message: str = "") -> None:
+        """What ``source`` (a panel's job) knows to be wrong with the form, at ``path``; ``None``
+        clears it. Start stays off while any blocker is set."""
+        new = (path, message) if path else None
+        if self._blockers.get(source) != new:
+            if new is None:
+                self._blockers.pop(source, None)
+            else:
+                self._blockers[source] = new
+            self.revalidate()
+
+    def set_model_info(self, info: dict | None) -> None:
+        """The chosen model's facts (engine inspect_model), for the sanity warnings."""
+        self.model_info = info
+        self.revalidate()
 
     def set_config(self, cfg: RunConfig) -> None:
         """Show a whole config in the forms (a run file, a past run, the demo)."""

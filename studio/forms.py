@@ -16,6 +16,7 @@ import typing
 import yaml
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -32,10 +33,12 @@ from PySide6.QtWidgets import (
 
 from engine.config import ConfigError, coerce_value
 from engine.fields import is_section
+from studio.widgets import compact
 
 # Readable in both light and dark palettes; the one colour we do fix, because "error" must look
 # like an error whatever the theme.
 ERROR_COLOR = "#d64545"
+WARNING_COLOR = "#c27c0e"
 _INT_LIMIT = 2_000_000_000
 
 # Labels only: a few abbreviations read badly when merely capitalised. Unknown fields still get a
@@ -97,6 +100,34 @@ def format_float(v: float) -> str:
     return repr(float(v))
 
 
+class BoundedSpinBox(QSpinBox):
+    """A spin box that accepts any whole number typed into it: a value outside the field's bounds
+    stays as typed and validation marks it (−4 in "Batch size" is shown as wrong, never quietly
+    made 4; 99999 is never made 999). Only the arrows, keys and wheel stop at the bounds."""
+
+    def __init__(self, low=None, high=None, parent=None):
+        super().__init__(parent)
+        self.setRange(-_INT_LIMIT, _INT_LIMIT)
+        self.low, self.high = low, high
+
+    def stepBy(self, steps: int) -> None:
+        v = self.value() + steps * self.singleStep()
+        if self.low is not None:
+            v = max(v, int(self.low))
+        if self.high is not None:
+            v = min(v, int(self.high))
+        self.setValue(v)
+
+    def stepEnabled(self):
+        flags = QAbstractSpinBox.StepEnabledFlag.StepNone
+        v = self.value()
+        if self.high is None or v < self.high:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepUpEnabled
+        if self.low is None or v > self.low:
+            flags |= QAbstractSpinBox.StepEnabledFlag.StepDownEnabled
+        return flags
+
+
 class FieldEditor(QWidget):
     """One field's editor. ``raw()`` returns the value to coerce; ``set_value`` shows a value."""
 
@@ -135,8 +166,7 @@ class FieldEditor(QWidget):
             return w
         if t == {int} and not nullable:
             self.kind = "int"
-            w = QSpinBox(self)
-            w.setRange(int(md.get("min", -_INT_LIMIT)), int(min(md.get("max", _INT_LIMIT), _INT_LIMIT)))
+            w = BoundedSpinBox(md.get("min"), md.get("max"), self)
             w.setAccelerated(True)
             w.valueChanged.connect(self.sig_changed)
             return w
@@ -167,7 +197,7 @@ class FieldEditor(QWidget):
 
     def _combo(self, kind, items) -> QComboBox:
         self.kind = kind
-        w = QComboBox(self)
+        w = compact(QComboBox(self), 8)
         for label, value in items:
             w.addItem(label, value)
         w.currentIndexChanged.connect(self.sig_changed)
@@ -355,18 +385,37 @@ class DataclassForm(QWidget):
                 errors[ed.path] = e.message
         return out, errors
 
-    # -- errors ------------------------------------------------------------------------------
+    # -- errors and warnings -------------------------------------------------------------------
     def set_errors(self, errors: dict[str, str]) -> None:
         """Mark the fields named in ``errors`` (paths outside this form are ignored)."""
+        self._error_msgs = {p: m for p, m in errors.items() if p in self._errors}
+        self._render()
+
+    def set_warnings(self, warnings: dict[str, str]) -> None:
+        """Show ``warnings`` under their fields (amber; an error on the same field wins)."""
+        self._warning_msgs = {p: m for p, m in warnings.items() if p in self._errors}
+        self._render()
+
+    def _render(self) -> None:
+        errors = getattr(self, "_error_msgs", {})
+        warnings = getattr(self, "_warning_msgs", {})
         for path, label in self._errors.items():
-            msg = errors.get(path)
+            msg, warn = errors.get(path), warnings.get(path)
             ed = self.editors[path.rsplit(".", 1)[-1]]
             if msg:
                 label.setText(msg)
+                label.setStyleSheet(f"color: {ERROR_COLOR};")
                 label.show()
                 ed.widget.setStyleSheet(_invalid_style(ed.widget))
                 if self._is_advanced(ed):
                     self.set_advanced_visible(True)  # never hide the reason Start is disabled
+            elif warn:
+                label.setText("⚠ " + warn)
+                label.setStyleSheet(f"color: {WARNING_COLOR};")
+                label.show()
+                ed.widget.setStyleSheet(_invalid_style(ed.widget, WARNING_COLOR))
+                if self._is_advanced(ed):
+                    self.set_advanced_visible(True)
             else:
                 label.hide()
                 label.clear()
@@ -377,10 +426,16 @@ class DataclassForm(QWidget):
 
     def error_text(self, name: str) -> str:
         path = self.editors[name].path
+        if path not in getattr(self, "_error_msgs", {}):
+            return ""
         label = self._errors[path]
         return label.text() if not label.isHidden() else ""
 
+    def warning_text(self, name: str) -> str:
+        path = self.editors[name].path
+        return getattr(self, "_warning_msgs", {}).get(path, "") if path not in getattr(self, "_error_msgs", {}) else ""
 
-def _invalid_style(w: QWidget) -> str:
+
+def _invalid_style(w: QWidget, color: str = ERROR_COLOR) -> str:
     cls = type(w).__name__
-    return f"{cls} {{ border: 1px solid {ERROR_COLOR}; border-radius: 3px; padding: 1px 3px; }}"
+    return f"{cls} {{ border: 1px solid {color}; border-radius: 3px; padding: 1px 3px; }}"

@@ -63,10 +63,12 @@ def cached_models(state) -> list[str]:
     return list(list_cached_models())
 
 
-def count(state, cfg: dict) -> dict:
-    from engine.estimate import count_params
+def count(state, cfg: dict, gpu: str | None = None) -> dict:
+    """Parameter counts and the saved size, for the device the estimate judges against (``gpu``;
+    None: this machine), so the method panel and the estimate show one size."""
+    from engine.estimate import count_params_on
 
-    return jsonable(count_params(_config(cfg)))
+    return jsonable(count_params_on(_config(cfg), gpu))
 
 
 def estimate(state, cfg: dict, gpu: str | None) -> dict:
@@ -123,6 +125,10 @@ class Preview:
     rows: list = field(default_factory=list)      # [[text, trained], …] per example
     lengths: list = field(default_factory=list)
     error: str = ""
+    # The data itself was refused (a DataError): Start is gated on it. False for problems that
+    # are not the file's (the model's tokenizer cannot be loaded).
+    rejected: bool = False
+    error_field: str = ""    # the setting the refusal names (data.columns, data.format, …) or ''
 
 
 _TOKENIZERS: dict = {}
@@ -147,7 +153,8 @@ def preview(state, cfg: dict) -> dict:
     try:
         loaded = load_records(data_cfg)
     except DataError as e:
-        p = Preview(error=str(e))
+        field_name = e.field if isinstance(e.field, str) and e.field.startswith("data.") else ""
+        p = Preview(error=str(e), rejected=True, error_field=field_name)
         try:  # the columns still let the user fix the mapping
             from engine.data.readers import read_table
 
@@ -195,20 +202,25 @@ _PLAYGROUND: dict = {}
 
 
 def generate(state, run_dir: str, signature: list, sources: list[str], messages: list[dict],
-             settings: dict) -> dict:
+             settings: dict, extra: dict | None = None) -> dict:
     """Stream one prompt through each source in turn (partial results ``{"side", "piece"}`` and
     ``{"side", "done": true}``); stops at the next token once interrupted.
 
     The loaded model is reused while ``(run_dir, signature)`` is unchanged; a new signature (the run
-    saved new adapters) loads what is on disk now. Returns ``{"stopped": bool}``.
+    saved new adapters) loads what is on disk now. ``extra``: {label: adapter folder} of other
+    runs' adapters on the same base, offered beside the run's own. Returns ``{"stopped": bool}``.
     """
     from engine.inference import GenerationSettings
     from engine.playground import Playground
 
-    key = [run_dir, signature]
+    extra = dict(extra or {})
+    key = [run_dir, signature, sorted(extra.items())]
     if _PLAYGROUND.get("key") != key:
         _PLAYGROUND.clear()
-        _PLAYGROUND.update(key=key, pg=Playground(Path(run_dir)))
+        pg = Playground(Path(run_dir))
+        for label, path in extra.items():
+            pg.add_source(label, path)
+        _PLAYGROUND.update(key=key, pg=pg)
     pg = _PLAYGROUND["pg"]
     if not pg.loaded:
         pg.load(progress=lambda msg: state.set_status(msg + "…"))

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QStyle, QToolBar
 from engine.config import RunConfig
 from studio import tasks
 from studio.config_model import ConfigModel
+from studio.controls import go_to
 from studio.dialogs import ask_close_during_run, show_about, show_shortcuts
 from studio.errors import show_error
 from studio.layout import WindowLayout
@@ -41,12 +42,13 @@ class MainWindow(QMainWindow):
         self.files = RunFiles(self.settings, self.config_model, self)
         self.runs = RunController(self.settings, self.config_model, self.files.load_run_config, supervisor, self)
         self.studio = Studio(self.settings, self.config_model, self.runs, self.files, Bus(self),
-                             show_panel=lambda key: self.placement.show_panel(key), dialog_parent=self)
+                             show_panel=lambda key: self.placement.show_panel(key), dialog_parent=self,
+                             go_to=self.go_to)
         self.panels = build_panels(self.studio)
         p = self.panels
         self.config_model.bind(p["model"], p["data"], p["method"], p["training"])
         self.placement = WindowLayout(self, self.panels, self.settings)
-        self.status = StatusLine(self.statusBar())
+        self.status = StatusLine(self.statusBar(), self.go_to)
         self._make_menus()
         self._wire()
         self.placement.restore()
@@ -109,16 +111,24 @@ class MainWindow(QMainWindow):
     def _wire(self):
         status = self.status
         self.config_model.sig_errors.connect(status.show_errors)
+        self.config_model.sig_warnings.connect(status.show_warnings)
         self.runs.sig_state.connect(status.show_state)
         for source in (self.runs, self.files):
             source.sig_message.connect(status.show_message)
-            source.sig_error.connect(lambda title, text: show_error(self, title, text))
+            source.sig_error.connect(lambda title, text: show_error(self, title, text, go_to=self.go_to))
         self.runs.sig_close_ready.connect(self.close)
 
     # -- plots: pyqtgraph loads after the window shows ----------------------------------------------
     def showEvent(self, e):
         super().showEvent(e)
         if self._plot_steps is None:
+            QTimer.singleShot(0, self.placement.check_fit)  # a saved layout that squeezes the tabs is reset
+            # The helper processes import torch/transformers/peft now, so the first real job starts
+            # warm; the status bar says when they are ready (whoever opened the window).
+            warm = tasks.start_job("warm_up", key="warm_up", parent=self)
+            warm.sig_result.connect(self.status.set_ml_ready)
+            warm.sig_error.connect(self.status.set_ml_failed)
+            tasks.start_job("warm_up", key="warm_up", lane="data", parent=self)
             self._plot_steps = []
             # pyqtgraph costs ~0.5 s to import and the plots ~0.3 s to build: import it in a thread
             # (plain Python, so the UI keeps its GIL slices), then build one plot per event-loop
@@ -142,6 +152,10 @@ class MainWindow(QMainWindow):
 
     def plots_ready(self) -> bool:
         return bool(self._plot_steps) and self._plots_built >= len(self._plot_steps)
+
+    def go_to(self, path: str) -> bool:
+        """Show and focus the control that sets run-file ``path`` (the "Go to …" buttons)."""
+        return go_to(self.placement.show_panel, self.panels, path)
 
     # -- menu actions that need a panel -------------------------------------------------------------
     def _open_data(self):

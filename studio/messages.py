@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from engine import wire
 from engine.errors import UserError
+from engine.errors import error_field as engine_error_field
 
 
 class TaskError(Exception):
@@ -14,17 +15,19 @@ class TaskError(Exception):
     window shows it as is, with ``hint``); ``error_type`` is the original exception's class name.
     """
 
-    def __init__(self, message: str, error_type: str = "Error", user_error: bool = False, hint: str = ""):
+    def __init__(self, message: str, error_type: str = "Error", user_error: bool = False, hint: str = "",
+                 field: str = ""):
         super().__init__(message)
         self.message = message
         self.error_type = error_type
         self.user_error = user_error
         self.hint = hint
+        self.field = field  # the run-file path the error is about ('' when none), for "Go to …"
 
     @classmethod
     def from_wire(cls, msg: dict) -> TaskError:
         return cls(msg.get("message") or "The task failed.", msg.get("error_type") or "Error",
-                   bool(msg.get("user_error")), msg.get("hint") or "")
+                   bool(msg.get("user_error")), msg.get("hint") or "", msg.get("field") or "")
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -56,11 +59,33 @@ def plain_message(exc: BaseException) -> str:
     return f"Something went wrong ({name}){': ' + first if first else '.'}"
 
 
-def error_message(exc: BaseException, id: int | None = None) -> dict:
-    """``exc`` as a wire ``error`` message (engine/wire.py): plain text, user-error flag, hint."""
+def error_field(exc: BaseException) -> str:
+    """The run-file path a user error is about ('' when none): engine.errors.error_field, or what a
+    helper process's TaskError carried over."""
     if isinstance(exc, TaskError):
-        return wire.error(exc.message, error_type=exc.error_type, user_error=exc.user_error, hint=exc.hint, id=id)
-    user = is_user_error(exc)
-    hint = getattr(exc, "hint", "") if user else ""
-    return wire.error(plain_message(exc), error_type=type(exc).__name__, user_error=user,
-                      hint=hint if isinstance(hint, str) else "", id=id)
+        return exc.field
+    return engine_error_field(exc) or ""
+
+
+def error_message(exc: BaseException, id: int | None = None) -> dict:
+    """``exc`` as a wire ``error`` message (engine/wire.py): plain text, user-error flag, hint, and
+    the field it is about (``field``, when a user error names one)."""
+    if isinstance(exc, TaskError):
+        msg = wire.error(exc.message, error_type=exc.error_type, user_error=exc.user_error, hint=exc.hint, id=id)
+    else:
+        user = is_user_error(exc)
+        hint = getattr(exc, "hint", "") if user else ""
+        msg = wire.error(plain_message(exc), error_type=type(exc).__name__, user_error=user,
+                         hint=hint if isinstance(hint, str) else "", id=id)
+    field = error_field(exc) if is_user_error(exc) else ""
+    if field:
+        msg["field"] = field
+    return msg
+
+
+def window_message(exc: BaseException) -> str:
+    """What the window shows for ``exc``: ``plain_message`` with run-file keys turned into the
+    controls that set them (studio/wording.py)."""
+    from studio.wording import window_text
+
+    return window_text(plain_message(exc), user_error=is_user_error(exc))

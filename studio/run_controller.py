@@ -17,12 +17,15 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QStyle
 
-from engine.config import ConfigError
+from engine.config import ConfigError, RunConfig
+from engine.events import read_events
 from studio.config_model import ConfigModel
 from studio.messages import plain_message
 from studio.run_dirs import display_path, has_checkpoint, last_pid, prepare_run
 from studio.settings import Settings
+from studio.summary import what_will_train
 from studio.supervisor import RunSupervisor
+from studio.wording import control_name, window_text
 
 ENDED = ("finished", "stopped", "failed")
 START_TIP = "Start training (Ctrl+Enter)"
@@ -94,15 +97,18 @@ class RunController(QObject):
         ok = not errors and self.config.config is not None
         self.act_start.setEnabled(ok and not active)
         if errors:
-            lines = "\n".join(f"{p}: {m}" for p, m in errors.items())
-            self.act_start.setToolTip(f"Fix these first:\n{lines}")
+            lines = "\n".join(f"• {control_name(p)}: {window_text(m)}" for p, m in errors.items())
+            self.act_start.setToolTip(f"Start is off until these are fixed:\n{lines}")
+        elif active:
+            self.act_start.setToolTip("A run is in progress: Start is available again when it ends.")
         else:
-            self.act_start.setToolTip(START_TIP)
+            self.act_start.setToolTip(f"{START_TIP}\n{what_will_train(self.config.config)}")
         self.act_stop.setEnabled(self.supervisor.state in ("starting", "running"))
         self.act_kill.setEnabled(active)
-        cfg = self.config.config
-        out = Path(cfg.output_dir).expanduser() if cfg is not None else None
-        self.act_resume.setEnabled(ok and not active and out is not None and has_checkpoint(out))
+        target = None if active else self.resume_target()
+        self.act_resume.setEnabled(not active and target is not None)
+        self.act_resume.setToolTip(f"Continue {display_path(target)} from its latest checkpoint" if target
+                                   else "Continue the run shown from its latest checkpoint (it has none)")
         self.sig_active.emit(active)
 
     def _on_state(self, state: str) -> None:
@@ -114,19 +120,25 @@ class RunController(QObject):
                 QTimer.singleShot(0, self.sig_close_ready.emit)
 
     def _on_failed(self, info: dict) -> None:
-        self.sig_log.emit(f"Run failed: {info.get('error')}" + (f" — {info['hint']}" if info.get("hint") else ""))
+        # the one log line for every failure (the Log panel does not repeat the failed event)
+        error, hint = window_text(info.get("error") or ""), window_text(info.get("hint") or "")
+        self.sig_log.emit(f"Run failed: {error}" + (f" — {hint}" if hint else ""))
         self.sig_failed.emit(info)
 
     # -- running -------------------------------------------------------------------------------
-    def start(self, resume: bool = False) -> bool:
-        """Start the form's run (``resume``: continue its output folder from the latest checkpoint)."""
+    def start(self, resume: bool = False, output_dir: str | None = None) -> bool:
+        """Start the form's run (``resume``: continue its output folder from the latest checkpoint;
+        ``output_dir``: that folder, instead of the form's)."""
         if self.is_active():
             self.sig_message.emit("A run is already in progress.")
             return False
         cfg, errors = self.config.validate_now()
         if errors or cfg is None:
-            self.sig_message.emit("Fix the marked fields before starting.")
+            # the status line already says why, by the control's name, with a button to it (a
+            # temporary message would hide both)
             return False
+        if output_dir:
+            cfg = RunConfig.from_dict({**cfg.to_dict(), "output_dir": str(output_dir)}, "the studio")
         try:
             run_cfg, run_file = prepare_run(cfg, resume=resume)
         except (OSError, ConfigError) as e:
@@ -137,6 +149,10 @@ class RunController(QObject):
             self.sig_log.emit(f"{cfg.output_dir} already holds a run; this one goes to {shown}.")
             self.sig_output_dir.emit(shown)
         self.sig_run_dir.emit(run_cfg.output_dir)
+        if resume:
+            # Every view is rebuilt from the run's events.jsonl: steps 1..N are drawn before the
+            # resumed steps arrive, and Elapsed continues from the earlier part's time.
+            self._replay(run_cfg.output_dir)
         self.sig_log.emit(("Resuming" if resume else "Starting") + f" run in {run_cfg.output_dir}")
         self.supervisor.start(run_file, run_cfg.output_dir)
         self._remember(run_cfg.output_dir)
@@ -144,7 +160,27 @@ class RunController(QObject):
         self.update_actions()
         return True
 
+    def _replay(self, run_dir: str) -> None:
+        for ev in read_events(Path(run_dir) / "events.jsonl"):
+            self.sig_event.emit(ev)
+
+    def resume_target(self) -> str | None:
+        """The run Resume continues: the run shown (when it has a checkpoint), else the form's
+        output folder when that holds one."""
+        shown = self.supervisor.run_dir
+        if shown is not None and has_checkpoint(shown):
+            return str(shown)
+        cfg = self.config.config
+        out = Path(cfg.output_dir).expanduser() if cfg is not None else None
+        return str(out) if out is not None and has_checkpoint(out) else None
+
     def resume(self) -> bool:
+        target = self.resume_target()
+        if target is None:
+            self.sig_message.emit("Nothing to resume: the run shown has no checkpoint.")
+            return False
+        if self.supervisor.run_dir is not None and Path(target) == Path(self.supervisor.run_dir):
+            return self.resume_run_dir(target)
         return self.start(resume=True)
 
     def stop(self) -> None:
@@ -160,9 +196,9 @@ class RunController(QObject):
             self.sig_error.emit("Resume", "This run has no checkpoint to resume from.\n\nSet “Save every "
                                 "(steps)” in the Training panel so that future runs keep checkpoints.")
             return False
+        # the run's own settings (the form may have changed since), continued in its own folder
         self._load_run_config(run_dir)
-        self.sig_output_dir.emit(run_dir)
-        return self.start(resume=True)
+        return self.start(resume=True, output_dir=run_dir)
 
     # -- runs on disk --------------------------------------------------------------------------
     def attach(self, run_dir: str) -> bool:

@@ -40,6 +40,9 @@ KEYS: dict[str, Key] = {k.name: k for k in [
     Key("monitor/log_scale", bool, False, "Loss plot on a log scale."),
     Key("estimate/gpu", str, "", "GPU chosen for the memory estimate ('' = detected)."),
     Key("ui/show_advanced", bool, False, "Show advanced fields in the forms."),
+    Key("ui/auto_run_name", bool, True, "Name each run folder after its model, method and data."),
+    Key("data/column_maps", str, "{}", "Column mappings by data file (JSON: {path: {role: column}})."),
+    Key("data/formats", str, "{}", "The data format chosen by data file, when not auto (JSON: {path: format})."),
 ]}
 
 MAX_RECENT = 15

@@ -27,6 +27,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from engine.events import TERMINAL_EVENTS, parse_event_line
+from studio.logtext import relevant_tail
 from studio.process import child_env
 
 LOG_TAIL_LINES = 40
@@ -224,9 +225,11 @@ class RunSupervisor(QObject):
     sig_finished = Signal(object)  # the terminal event: ``finished`` or ``stopped``
     sig_failed = Signal(object)    # {error, hint, log_tail, exit_code}
 
-    def __init__(self, parent=None, command=engine_command, stop_timeout_s: float = 120.0):
+    def __init__(self, parent=None, command=None, stop_timeout_s: float = 120.0):
         super().__init__(parent)
-        self.command = command
+        # looked up when the supervisor is made, not when this module is: a test (and the studio
+        # process test) can point every supervisor at a stand-in engine
+        self.command = command or engine_command
         self.stop_timeout_s = stop_timeout_s
         self.state = "idle"
         self.run_dir: Path | None = None
@@ -359,8 +362,8 @@ class RunSupervisor(QObject):
                 lines = [ln.rsplit("\r", 1)[-1] for ln in text.splitlines()] + lines
             except OSError:
                 pass
-        lines = [ln for ln in lines if ln.strip()]
-        return "\n".join(lines[-LOG_TAIL_LINES:])
+        # the lines that explain a failure, not the libraries' FutureWarnings and progress bars
+        return relevant_tail("\n".join(lines), LOG_TAIL_LINES)
 
     # -- internals ---------------------------------------------------------------------------
     def _reset(self, run_dir: Path, attached: bool):
@@ -472,7 +475,7 @@ class RunSupervisor(QObject):
             self.sig_finished.emit(term)
         elif term is not None and term["event"] == "failed":
             self._fail({"error": term.get("error") or "The run failed.", "hint": term.get("hint") or "",
-                        "log_tail": self.log_tail(), "exit_code": code})
+                        "field": term.get("field") or "", "log_tail": self.log_tail(), "exit_code": code})
         elif self._killed:
             self._fail({"error": "The run was killed before it could save.",
                         "hint": "Checkpoints saved earlier are kept; Resume continues from the latest one.",

@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QRadioButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -35,6 +34,7 @@ from PySide6.QtWidgets import (
 from engine.config import DeepSpeedConfig, DistributedConfig, FsdpConfig
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.tasks import start_job, start_thread
+from studio.widgets import CheckedSpinBox
 
 STRATEGY_LABELS = {"single": "One process", "ddp": "DDP (a copy per GPU)",
                    "fsdp": "FSDP (sharded)", "deepspeed": "DeepSpeed ZeRO"}
@@ -108,9 +108,9 @@ class WhereToRun(QGroupBox):
         self.gpu_layout.addWidget(self.gpu_note)
         self.gpu_layout.addStretch(1)
         hf.addRow("GPUs:", self.gpu_row)
-        self.processes = QSpinBox()
+        # checked spin boxes: out-of-range input is marked (and refused by values()), never changed
+        self.processes = CheckedSpinBox(1, 1024, "Processes")
         self.processes.setObjectName("field:train.distributed.num_processes")
-        self.processes.setRange(1, 1024)
         self.processes.setToolTip("Processes to start: one per GPU (on a machine without GPUs, CPU "
                                   "processes, e.g. to try a strategy).")
         hf.addRow("Processes:", self.processes)
@@ -121,14 +121,12 @@ class WhereToRun(QGroupBox):
         self.cluster_box = QWidget()
         cf = QFormLayout(self.cluster_box)
         cf.setContentsMargins(18, 0, 0, 0)
-        self.nodes = QSpinBox()
+        self.nodes = CheckedSpinBox(1, 4096, "Nodes")
         self.nodes.setObjectName("field:train.distributed.num_machines")
-        self.nodes.setRange(1, 4096)
         self.nodes.setValue(2)
         cf.addRow("Nodes:", self.nodes)
-        self.gpus_per_node = QSpinBox()
+        self.gpus_per_node = CheckedSpinBox(1, 64, "GPUs per node")
         self.gpus_per_node.setObjectName("field:where.gpus_per_node")
-        self.gpus_per_node.setRange(1, 64)
         self.gpus_per_node.setValue(8)
         cf.addRow("GPUs per node:", self.gpus_per_node)
         self.partition = QLineEdit()
@@ -245,6 +243,11 @@ class WhereToRun(QGroupBox):
         ds, e2 = self.ds_form.values()
         errors.update(e1)
         errors.update(e2)
+        for box, path in ((self.processes, "train.distributed.num_processes"),
+                          (self.nodes, "train.distributed.num_machines"),
+                          (self.gpus_per_node, "train.distributed.num_processes")):
+            if not box.is_valid():
+                errors.setdefault(path, box.problem())
         strategy = self.strategy.currentData()
         if self.here.isChecked():
             n = 1 if strategy == "single" else self.processes.value()

@@ -9,7 +9,7 @@ never from their names. Importing this package is cheap; torch loads on first us
 
 from engine.estimate.counts import count_params
 from engine.estimate.gpus import detect_gpu, parse_gpu
-from engine.estimate.memory import Estimate, estimate
+from engine.estimate.memory import Estimate, count_params_on, estimate
 from engine.estimate.timing import probe_time
 
-__all__ = ["Estimate", "estimate", "probe_time", "count_params", "parse_gpu", "detect_gpu"]
+__all__ = ["Estimate", "estimate", "probe_time", "count_params", "count_params_on", "parse_gpu", "detect_gpu"]

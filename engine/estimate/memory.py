@@ -643,6 +643,17 @@ def resolve_gpu(gpu: str | Gpu | None) -> Gpu | None:
     return parse_gpu(gpu)
 
 
+def count_params_on(cfg, gpu: str | Gpu | None = None) -> dict:
+    """``{total_params, trainable_params, adapter_bytes}`` as ``estimate(cfg, gpu)`` reports them:
+    the tensors are sized in the dtype the run trains in on ``gpu`` (None: this machine), so a
+    full fine-tune's saved size is the same figure wherever the studio shows it (bfloat16 weights
+    on a GPU, float32 on the CPU)."""
+    dtype, _ = _precision(cfg, resolve_gpu(gpu), None)
+    info = count_params_for(load_arch(cfg.model), cfg, dtype)
+    return {"total_params": info.total_params, "trainable_params": info.trainable_params,
+            "adapter_bytes": info.adapter_bytes}
+
+
 def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None) -> Estimate:
     """Predict the peak GPU memory of training ``cfg``, by component, against ``gpu`` (a name or
     size such as ``"24GB"``/``"A100-80GB"``; None: the GPU in this machine, if any).

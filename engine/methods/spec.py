@@ -27,6 +27,8 @@ Capabilities (fields of :class:`MethodSpec`):
 ``loraplus``             LoRA+ (a separate learning rate for B matrices) applies
 ``suggested_lr``         a starting learning rate when a run file's (LoRA-tuned) lr does not suit
 ``target_kind``          what ``method.target_modules`` names: linear | norm | embedding | blocks
+``auto_targets``         ``auto_targets(ctx)`` → the modules ``target_modules: auto`` adapts, when
+                         the method does not take the kind's default (IA³: keys, values, down)
 ``preflight_build``      safe to build on the meta-device model during preflight
 ``incompatible``         run-file settings the method cannot work with (:class:`Incompatible`: field,
                          value, why, what to choose instead, on which device); preflight refuses
@@ -170,6 +172,9 @@ class MethodSpec:
     loraplus: bool = False
     suggested_lr: float | None = None
     target_kind: str = "linear"             # TARGET_KINDS
+    # (ctx: BuildContext) -> the module names `target_modules: auto` adapts, when they are not the
+    # kind's default (engine.methods.targets.auto_targets); raises ValueError when none fit.
+    auto_targets: Callable | None = None
     preflight_build: bool = False
     incompatible: tuple = ()                # Incompatible(...) entries
     cached_generation: bool = True

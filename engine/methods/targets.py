@@ -7,7 +7,8 @@ from engine.errors import ConfigError
 from engine.methods.spec import TARGET_KINDS
 from engine.models import linear_module_names
 
-__all__ = ["TARGET_HELP", "TARGET_KINDS", "default_targets", "ia3_targets", "resolve_targets", "target_candidates"]
+__all__ = ["TARGET_HELP", "TARGET_KINDS", "auto_targets", "default_targets", "ia3_targets", "resolve_targets",
+           "target_candidates"]
 
 TARGET_HELP = ("Which linear layers get adapters: `auto` (attention + MLP projections detected for the "
                "architecture), `all-linear`, or a list of module names such as [q_proj, v_proj].")
@@ -99,3 +100,18 @@ def target_candidates(model) -> dict[str, dict]:
             "norm": {"names": norms, "auto": norm_auto},
             "embedding": {"names": embeddings, "auto": emb_auto},
             "blocks": {"names": [], "auto": []}}
+
+
+def auto_targets(spec, ctx, candidates: dict | None = None) -> list[str]:
+    """What ``target_modules: auto`` means for method ``spec`` on the model ``ctx`` describes:
+    the method's own ``auto_targets`` hook (IA³), else the default of its target kind (linear:
+    ``default_targets``; other kinds: ``candidates[kind]["auto"]`` from target_candidates).
+    [] when the method adapts no listed modules or nothing fits."""
+    try:
+        if spec.auto_targets is not None:
+            return list(spec.auto_targets(ctx))
+        if spec.target_kind == "linear":
+            return default_targets(ctx.model_type, ctx.linear_names)
+    except ValueError:
+        return []
+    return list(((candidates or {}).get(spec.target_kind) or {}).get("auto") or [])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, UserError
 from engine.methods.registry import REGISTRY
 
 
@@ -31,6 +31,10 @@ def hint_for(exc: BaseException, cfg=None) -> str:
         return "Out of memory. Try " + "; or ".join(levers) + "."
     if isinstance(exc, ConfigError):
         return "Fix the named field in the run file and start again."
+    if isinstance(exc, UserError):
+        # The user's own mistake (a data file, a model name): its message already says what to
+        # fix; never "report it", which is for the project's faults.
+        return "Fix what the message names and start again."
     if "nan" in text or "inf" in text:
         return "The loss diverged: lower train.lr or enable gradient clipping (train.max_grad_norm)."
     if isinstance(exc, (FileNotFoundError, PermissionError)):

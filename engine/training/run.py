@@ -34,7 +34,7 @@ from engine.distributed.runtime import (
     start_in_rank,
     world,
 )
-from engine.errors import ConfigError, UserError
+from engine.errors import ConfigError, UserError, error_field
 from engine.events import FailedEvent, FinishedEvent, JsonlSink, LogEvent, MultiReporter, StoppedEvent
 from engine.methods import get_method, preflight
 from engine.methods.storage import save_adapter_atomic, saveable
@@ -147,7 +147,8 @@ def train(cfg: RunConfig, sinks=(), stop: StopFlag | None = None, listen_stdin: 
     except Exception as e:  # every failure becomes an event, never a bare traceback
         hint = hint_for(e, cfg)
         if isinstance(e, UserError):  # the user's to fix: the message says it all
-            reporter.emit(FailedEvent(error=str(e), hint=hint))
+            field = error_field(e)
+            reporter.emit(FailedEvent(error=str(e), hint=hint, **({"field": field} if field else {})))
         else:  # our fault: keep the traceback for the report
             reporter.emit(FailedEvent(error=f"{type(e).__name__}: {e}", hint=hint,
                                       traceback=traceback.format_exc()))

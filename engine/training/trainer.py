@@ -34,6 +34,24 @@ def _memory() -> tuple[int | None, int | None]:
         return None, None
 
 
+def _peak_memory() -> tuple[int | None, int | None]:
+    """(peak bytes, peak reserved bytes) of this process so far: CUDA's max allocated and max
+    reserved on a GPU; on the CPU the peak resident set size (getrusage's ru_maxrss, KiB on
+    Linux, bytes on macOS) and None. This is what engine.estimate predicts as the peak."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return (peak if sys.platform == "darwin" else peak * 1024), None
+    except (ImportError, OSError, ValueError):
+        return None, None
+
+
 def make_callback(reporter, stop: StopFlag, counters: dict, info: dict, before_start=None):
     """A TrainerCallback reporting to ``reporter`` (``info``: the started event's fields;
     ``before_start()``: called when training really begins, before the ``started`` event — the
@@ -67,12 +85,14 @@ def make_callback(reporter, stop: StopFlag, counters: dict, info: dict, before_s
             rate = done / elapsed if elapsed > 0 and done > 0 else None
             remaining = max(0, state.max_steps - state.global_step)
             alloc, reserved = _memory()
+            peak, peak_reserved = _peak_memory()
             reporter.emit(StepEvent(
                 step=state.global_step, total_steps=state.max_steps, epoch=state.epoch,
                 loss=logs.get("loss"), lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"),
                 tokens_per_s=(counters["tokens"] / elapsed) if elapsed > 0 else None,
                 trained_tokens=counters["trained"], tokens=counters["tokens"],
-                mem_allocated=alloc, mem_reserved=reserved, elapsed_s=elapsed,
+                mem_allocated=alloc, mem_reserved=reserved, mem_peak=peak, mem_peak_reserved=peak_reserved,
+                elapsed_s=elapsed,
                 eta_s=(remaining / rate) if rate else None))
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):

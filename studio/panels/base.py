@@ -38,6 +38,7 @@ class Bus(QObject):
     """Signals one panel publishes for others, so that no panel needs another one."""
 
     sig_model_info = Signal(object)  # engine inspect_model's dict for the chosen model, or None while unknown
+    sig_device = Signal(object)      # the device the estimate judges against: a GPU name/size, or None (this machine)
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Studio:
     bus: Bus
     show_panel: Callable[[str], None]     # raise the panel with this key (its tab or dock)
     dialog_parent: QWidget | None = None
+    # take the user to the control that sets a run-file path ("Go to …" buttons; studio/controls.py)
+    go_to: Callable[[str], bool] = lambda path: False
 
 
 @runtime_checkable

@@ -4,7 +4,8 @@ examples as the model will see them (trained tokens highlighted) and their token
 from __future__ import annotations
 
 import html
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QRectF, QSize, Qt, Signal
@@ -33,13 +34,15 @@ from PySide6.QtWidgets import (
 from engine.config import DataConfig
 from studio import theme
 from studio.choices import data_file_filter, format_roles
+from studio.config_model import find_path
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.jobs import Preview
 from studio.lazy import np
-from studio.messages import plain_message
+from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import LatestJob
-from studio.widgets import PlotSlot, heading, muted, scroll
+from studio.widgets import PlotSlot, compact, heading, muted, scroll, scrolled_body
+from studio.wording import window_text
 
 CELL_CHARS = 1500        # a very long example is cut in the table (the tooltip says so)
 
@@ -108,21 +111,133 @@ class HtmlDelegate(QStyledItemDelegate):
         return QSize(width, min(MAX_ROW_HEIGHT, int(doc.size().height()) + 2 * _PAD))
 
 
+def file_key(path: str) -> str:
+    """The identity of a data file for its column mapping: its absolute, resolved path."""
+    if not path:
+        return ""
+    found = find_path(path)
+    try:
+        return str((found or Path(path).expanduser()).resolve())
+    except OSError:
+        return path
+
+
 class ColumnMapping(QWidget):
-    """data.columns as a few combos: internal name → one of the file's columns."""
+    """``data.columns`` as a few combos (internal name → one of the file's columns), and a line that
+    says the mapping in words ("output ← answer") with a Reset button.
+
+    A mapping belongs to one file: each file keeps its own (``maps``, by resolved path, saved in
+    the settings), opening another file shows that file's mapping (usually none: detection), and
+    a mapping made for file A never reaches file B's preview or run.
+    """
 
     sig_changed = Signal()
+    sig_reset = Signal()   # the file's mapping and format were forgotten (the Format box follows)
 
-    def __init__(self, parent=None):
+    def __init__(self, settings=None, parent=None):
         super().__init__(parent)
-        self.form = QFormLayout(self)
+        self.settings = settings
+        self.setObjectName("field:data.columns")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.form = QFormLayout()
         self.form.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(self.form)
+        row = QHBoxLayout()
+        self.summary = QLabel("")
+        self.summary.setObjectName("mapping-summary")
+        self.summary.setWordWrap(True)
+        row.addWidget(self.summary, 1)
+        self.reset_btn = QPushButton("Reset")
+        self.reset_btn.setToolTip("Forget this file's mapping: its columns are detected again")
+        self.reset_btn.clicked.connect(self.reset)
+        row.addWidget(self.reset_btn, 0, Qt.AlignmentFlag.AlignTop)
+        outer.addLayout(row)
         self.combos: dict[str, QComboBox] = {}
         self.mapping: dict = {}
+        self.file = ""
+        self.maps: dict[str, dict] = self._load()
+        self.formats: dict[str, str] = self._load_formats()  # data.format chosen per file (auto: none)
         self._key = None
         self.note = muted("Open a file to map its columns.")
         self.form.addRow(self.note)
+        self._show_summary()
 
+    # -- per-file store ----------------------------------------------------------------------
+    def _load(self) -> dict[str, dict]:
+        if self.settings is None:
+            return {}
+        try:
+            value = json.loads(self.settings.get("data/column_maps") or "{}")
+        except ValueError:
+            return {}
+        return {str(k): dict(v) for k, v in value.items() if isinstance(v, dict) and v} if isinstance(value, dict) else {}
+
+    def _load_formats(self) -> dict[str, str]:
+        if self.settings is None:
+            return {}
+        try:
+            value = json.loads(self.settings.get("data/formats") or "{}")
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    def _save(self) -> None:
+        if self.settings is not None:
+            self.settings.set("data/column_maps", json.dumps(self.maps))
+            self.settings.set("data/formats", json.dumps(self.formats))
+
+    def set_format(self, fmt: str | None) -> None:
+        """The format chosen for the current file (the mapping's other half: it too is per file)."""
+        if not self.file:
+            return
+        if fmt and fmt != "auto":
+            self.formats[self.file] = fmt
+        else:
+            self.formats.pop(self.file, None)
+        self._save()
+
+    def file_format(self) -> str:
+        """The format chosen for the current file, or auto."""
+        return self.formats.get(self.file, "auto")
+
+    def _store(self) -> None:
+        if not self.file:
+            return
+        if self.mapping:
+            self.maps[self.file] = dict(self.mapping)
+        else:
+            self.maps.pop(self.file, None)
+        self._save()
+
+    def set_file(self, path: str, mapping: dict | None = None, fmt: str | None = None) -> bool:
+        """Show the mapping of ``path`` (``mapping``, ``fmt``: what a run file gives it, which becomes
+        that file's). Returns whether the mapping in effect changed."""
+        self.file = file_key(path)
+        if fmt is not None:
+            self.set_format(fmt)
+        if mapping is not None:
+            self.mapping = dict(mapping)
+            self._store()
+        before = self.mapping
+        self.mapping = dict(self.maps.get(self.file, {})) if self.file else {}
+        self._key = None  # the choices are rebuilt for this file's columns
+        self._sync_combos()
+        self._show_summary()
+        return before != self.mapping
+
+    def reset(self) -> None:
+        """Forget this file's mapping and format (detection again)."""
+        if self.mapping or self.file_format() != "auto":
+            self.mapping = {}
+            self.set_format(None)
+            self._store()
+            self._sync_combos()
+            self._show_summary()
+            self.sig_reset.emit()
+            self.sig_changed.emit()
+
+    # -- the combos --------------------------------------------------------------------------
     def set_choices(self, roles, columns) -> None:
         key = (tuple(roles), tuple(columns))
         if key == self._key:
@@ -137,26 +252,53 @@ class ColumnMapping(QWidget):
             self.form.addRow(self.note)
             return
         for role in roles:
-            combo = QComboBox()
+            combo = compact(QComboBox())
             combo.addItem(AUTO_COLUMN, None)
             for c in columns:
                 combo.addItem(c, c)
-            i = combo.findData(self.mapping.get(role))
-            combo.setCurrentIndex(max(i, 0))
             combo.currentIndexChanged.connect(self._changed)
             self.form.addRow(role + ":", combo)
             self.combos[role] = combo
+        self._sync_combos()
+
+    def _sync_combos(self) -> None:
+        for role, combo in self.combos.items():
+            combo.blockSignals(True)
+            want = self.mapping.get(role)
+            i = combo.findData(want)
+            if want is not None and i < 0:  # a column this file lacks stays visible, to be fixed
+                combo.addItem(f"{want} (not in this file)", want)
+                i = combo.count() - 1
+            combo.setCurrentIndex(max(i, 0))
+            combo.blockSignals(False)
 
     def _changed(self):
-        self.mapping = {r: c.currentData() for r, c in self.combos.items() if c.currentData() is not None}
+        chosen = {r: c.currentData() for r, c in self.combos.items() if c.currentData() is not None}
+        # roles this file's format does not show keep what the user mapped for them
+        self.mapping = {**{r: c for r, c in self.mapping.items() if r not in self.combos}, **chosen}
+        self._store()
+        self._show_summary()
         self.sig_changed.emit()
 
     def set_mapping(self, mapping: dict) -> None:
+        """The current file's mapping (a run file's ``data.columns``)."""
         self.mapping = dict(mapping or {})
-        for role, combo in self.combos.items():
-            combo.blockSignals(True)
-            combo.setCurrentIndex(max(combo.findData(self.mapping.get(role)), 0))
-            combo.blockSignals(False)
+        self._store()
+        self._sync_combos()
+        self._show_summary()
+
+    def _show_summary(self) -> None:
+        if self.mapping:
+            pairs = ", ".join(f"{role} ← {col}" for role, col in self.mapping.items())
+            name = Path(self.file).name if self.file else "this file"
+            self.summary.setText(f"Mapped for {name}: <b>{html.escape(pairs)}</b>")
+        else:
+            self.summary.setText("No mapping: the columns are detected.")
+        self.reset_btn.setEnabled(bool(self.mapping) or self.file_format() != "auto")
+
+    def describe(self) -> str:
+        """The mapping in words, for tests and messages: ``output ← answer`` ('' for none)."""
+        return ", ".join(f"{role} ← {col}" for role, col in self.mapping.items())
 
 
 class LengthHistogram(QWidget):
@@ -241,6 +383,17 @@ class LengthHistogram(QWidget):
             self.plot.setXRange(0, max(longest, self.max_length) * 1.05, padding=0)
 
 
+def rejection_key(d: dict) -> tuple:
+    """The data settings a preview's verdict on the file depends on (not max_length, the split…)."""
+    return (str(d.get("path") or "").strip(), json.dumps(d.get("columns") or {}, sort_keys=True),
+            d.get("format"), bool(d.get("skip_bad_lines")), d.get("validation_path"))
+
+
+def base_field(path: str | None) -> str:
+    """``data.columns.prompt`` → ``data.columns``."""
+    return ".".join(path.split(".")[:2]) if path else ""
+
+
 class DataPanel(QWidget, PanelDefaults):
     key, title, area = "data", "Data", Area.CENTRAL
     sig_changed = Signal()
@@ -260,6 +413,11 @@ class DataPanel(QWidget, PanelDefaults):
         self.preview = Preview()
         self._model = ("demo", False, True)
         self._request_key = None
+        self._requested_data: tuple | None = None   # rejection_key of the preview asked for last
+        self.preview_key: tuple | None = None       # rejection_key of the preview shown
+        # The preview refused the data: (rejection_key, path, message). It gates Start while the
+        # data settings are the ones it was found for.
+        self._rejection: tuple[tuple, str, str] | None = None
 
         left = QWidget()
         ll = QVBoxLayout(left)
@@ -267,9 +425,9 @@ class DataPanel(QWidget, PanelDefaults):
         fl = QVBoxLayout(file_box)
         row = QHBoxLayout()
         self.path = QLineEdit()
-        self.path.setObjectName("data.path")
+        self.path.setObjectName("field:data.path")
         self.path.setToolTip(DataConfig.__dataclass_fields__["path"].metadata["help"])
-        self.path.textChanged.connect(self._changed)
+        self.path.textChanged.connect(self._path_changed)
         row.addWidget(self.path, 1)
         open_btn = QPushButton("Open…")
         open_btn.clicked.connect(self.browse)
@@ -292,14 +450,15 @@ class DataPanel(QWidget, PanelDefaults):
         self.detected.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         fml.addWidget(self.detected)
         fml.addWidget(heading("Column mapping"))
-        self.mapping = ColumnMapping()
+        self.mapping = ColumnMapping(settings)
         self.mapping.sig_changed.connect(self._changed)
+        self.mapping.sig_reset.connect(lambda: self._show_format("auto"))
         fml.addWidget(self.mapping)
         ll.addWidget(fmt_box)
 
         opt_box = QGroupBox("Options")
         self.form = DataclassForm(DataConfig, "data", exclude=("path", "columns"))
-        self.form.sig_changed.connect(self._changed)
+        self.form.sig_changed.connect(self._form_changed)
         QVBoxLayout(opt_box).addWidget(self.form)
         ll.addWidget(opt_box)
         ll.addStretch(1)
@@ -344,8 +503,7 @@ class DataPanel(QWidget, PanelDefaults):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setSizes([290, 900])
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(4, 4, 4, 4)
+        outer = scrolled_body(self, 4)
         outer.addWidget(split)
 
         self._job = LatestJob("preview", delay_ms=350, parent=self, lane="data")
@@ -359,13 +517,22 @@ class DataPanel(QWidget, PanelDefaults):
         vals, errors = self.form.values()
         vals["path"] = self.path.text().strip()
         vals["columns"] = dict(self.mapping.mapping)
+        if self._rejection is not None and self._rejection[0] == rejection_key(vals):
+            errors.setdefault(self._rejection[1], self._rejection[2])
+        lengths = self.preview.lengths if self.preview_key == rejection_key(vals) else []
+        limit = vals.get("max_length")
+        if lengths and vals.get("drop_long") and isinstance(limit, int) and min(lengths) > limit:
+            # the engine would drop every example and fail: the window already knows
+            errors.setdefault("data.max_length", f"every example is longer than {limit} tokens (the shortest has "
+                              f"{min(lengths)}), and “Drop long” drops them all: raise it, or untick “Drop long”.")
         return vals, errors
 
     def set_values(self, data_cfg: DataConfig) -> None:
         self.path.blockSignals(True)
         self.path.setText(data_cfg.path)
         self.path.blockSignals(False)
-        self.mapping.set_mapping(data_cfg.columns)
+        # the run file's mapping and format are that file's
+        self.mapping.set_file(data_cfg.path, mapping=data_cfg.columns, fmt=data_cfg.format)
         self.form.set_values(data_cfg)  # emits sig_changed once
 
     def set_errors(self, errors: dict) -> None:
@@ -373,6 +540,27 @@ class DataPanel(QWidget, PanelDefaults):
         msg = errors.get("data.path") or errors.get("data.columns")
         self.path_error.setText(msg or "")
         self.path_error.setVisible(bool(msg))
+
+    def set_warnings(self, warnings: dict) -> None:
+        self.form.set_warnings(warnings)
+
+    def _path_changed(self, text: str) -> None:
+        # another file: its own mapping and format (none and auto, usually), never the last file's
+        self.mapping.set_file(text.strip())
+        self._show_format(self.mapping.file_format())
+        self._changed()
+
+    def _show_format(self, fmt: str) -> None:
+        editor = self.form.editors["format"]
+        if editor.raw() != fmt:
+            editor.widget.blockSignals(True)
+            editor.set_value(fmt)
+            editor.widget.blockSignals(False)
+            self._changed()
+
+    def _form_changed(self) -> None:
+        self.mapping.set_format(self.form.editors["format"].raw())
+        self._changed()
 
     def browse(self):
         start = self.settings.get("last/data_dir") if self.settings else ""
@@ -398,17 +586,31 @@ class DataPanel(QWidget, PanelDefaults):
         key = (repr(data_key), model)
         if key != self._request_key and d.path:
             self._request_key = key
+            self._requested_data = rejection_key(asdict(d))
             self._job.request(cfg.to_dict())
+
+    def _set_rejection(self, field_path: str | None, message: str = "") -> None:
+        new = (self._requested_data, field_path, message) if field_path else None
+        if new != self._rejection:
+            self._rejection = new
+            self.sig_changed.emit()  # Start's gate follows
 
     def _on_preview(self, result: dict):
         self.preview = p = Preview(**result)
+        self.preview_key = self._requested_data  # which data settings this preview is of
+        if p.rejected:
+            # the message names controls, not run-file keys; a mapping problem points at the mapping
+            self._set_rejection(base_field(p.error_field) or "data.path", window_text(p.error))
+        else:
+            self._set_rejection(None)
+            self.sig_changed.emit()  # the lengths may gate Start (everything dropped as too long)
         known = format_roles()
         roles = known.get(self.form.editors["format"].raw()) or known.get(p.format)
         if roles is None:
             roles = tuple(dict.fromkeys(r for rs in known.values() for r in rs))
         self.mapping.set_choices(roles, p.columns)
         if p.format:
-            self.detected.setText(f"<b>{p.format}</b> — {html.escape(p.reason)}")
+            self.detected.setText(f"<b>{p.format}</b> — {html.escape(window_text(p.reason))}")
         else:
             self.detected.setText("not detected")
         parts = [f"{p.n_train:,} training examples"] if p.format else []
@@ -417,21 +619,34 @@ class DataPanel(QWidget, PanelDefaults):
         if p.n_skipped:
             parts.append(f"{p.n_skipped:,} skipped")
         self.counts.setText(" · ".join(parts))
-        status = [p.error] if p.error else []
-        status += p.warnings
+        if p.rejected:
+            status = ["This file cannot be trained on as it is: fix what is marked on the left "
+                      "(Start stays off until then)."]
+        else:
+            status = [window_text(p.error)] if p.error else []
+        status += [window_text(w) for w in p.warnings]
         self.status.setText("\n".join(status))
         self.status.setStyleSheet(f"color: {ERROR_COLOR};" if p.error else "")
         if not p.error and p.n_train > len(p.rows):
             self.status.setText(f"Showing the first {len(p.rows)} of {p.n_train:,} examples." +
-                                ("\n" + "\n".join(p.warnings) if p.warnings else ""))
+                                ("\n" + "\n".join(window_text(w) for w in p.warnings) if p.warnings else ""))
         self._fill_table()
         self.histogram.set_lengths(p.lengths)
 
     def _on_preview_error(self, exc):
-        self.preview = Preview(error=plain_message(exc))
+        self.preview = Preview(error=window_message(exc))
+        self.preview_key = self._requested_data
         self.status.setText(self.preview.error)
+        if is_user_error(exc):
+            self._set_rejection(base_field(getattr(exc, "field", "")) or "data.path", self.preview.error)
         self.table.setRowCount(0)
         self.histogram.set_lengths([])
+
+    def previewing(self, path: str) -> bool:
+        """Whether the preview shown is of ``path`` with the current settings (tests, the walk)."""
+        vals, _ = self.values()
+        return self.preview_key is not None and self.preview_key == rejection_key(vals) and \
+            self.preview_key[0] == str(path) and not self._job.busy
 
     def _fill_table(self):
         p = self.preview

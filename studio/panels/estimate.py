@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from studio import fact_cache
 from studio.lazy import np
-from studio.messages import plain_message
+from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.panels.estimate_time import TimeSection
 from studio.tasks import LatestJob, start_job
-from studio.widgets import InfoGrid, PlotSlot, fmt_bytes, fmt_count, muted
+from studio.widgets import InfoGrid, PlotSlot, compact, fmt_bytes, fmt_count, muted
+from studio.wording import window_text
 
 GIB = 1 << 30
 # Until the estimator's own list arrives: sizes any estimator understands.
@@ -35,7 +37,8 @@ def gpu_choices(known: list | None = None) -> list[tuple[str, object]]:
     out: list[tuple[str, object]] = [("This machine (detected)", None)]
     for name, size in known or [(n, None) for n in FALLBACK_GPUS]:
         if name.upper().endswith("GB"):
-            out.append((f"Any {name[:-2]} GB GPU", name))
+            # the estimator reads "16GB" as 16 GiB (engine.estimate.gpus): say so in the studio's unit
+            out.append((f"Any GPU with {name[:-2]} GiB", name))
         else:
             out.append((f"{name} ({size / GIB:.0f} GiB)" if size else name, name))
     return out
@@ -43,12 +46,17 @@ def gpu_choices(known: list | None = None) -> list[tuple[str, object]]:
 
 class EstimatePanel(QWidget, PanelDefaults):
     key, title, area = "estimate", "Estimate", Area.RIGHT
+    sig_device = Signal(object)         # the device chosen (a GPU name/size, or None: this machine)
+    sig_blocker = Signal(object, str)   # (run-file path or None, message): what the estimator refused
 
     @classmethod
     def create(cls, studio: Studio) -> EstimatePanel:
         panel = cls(studio.settings)
         studio.config.sig_config.connect(panel.update_estimate)
         studio.runs.sig_active.connect(panel.time.set_run_active)
+        panel.sig_device.connect(studio.bus.sig_device)
+        # a config the estimator refuses (a ConfigError naming a field) gates Start like a bad field
+        panel.sig_blocker.connect(lambda path, msg: studio.config.set_blocker("estimate", path, msg))
         return panel
 
     def plot_steps(self) -> list:
@@ -61,11 +69,13 @@ class EstimatePanel(QWidget, PanelDefaults):
         super().__init__(parent)
         self.settings = settings
         self._cfg = None
+        self._request: tuple | None = None   # (config key, gpu) of the estimate asked for last
+        self.cached = False                  # what is shown is the last launch's estimate (fact_cache)
         lay = QVBoxLayout(self)
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Device:"))
-        self.gpu = QComboBox()
+        self.gpu = compact(QComboBox(), 12)
         self._fill_gpus(None)
         self.gpu.currentIndexChanged.connect(self._gpu_changed)
         top.addWidget(self.gpu, 1)
@@ -142,12 +152,18 @@ class EstimatePanel(QWidget, PanelDefaults):
     def _on_gpu_list(self, known):
         if known:
             self._fill_gpus(known)
+            # The saved choice (a T4, say) could only be selected now that the list is here: the
+            # estimate shown so far was judged against another device, so ask again.
+            if self._cfg is not None and (self._request is None or self._request[1] != self.gpu.currentData()):
+                self._estimate(now=True)
+            self.sig_device.emit(self.gpu.currentData())
 
     def _gpu_changed(self, _i):
         if self.settings is not None:
             self.settings.set("estimate/gpu", self.gpu.currentData() or "")
+        self.sig_device.emit(self.gpu.currentData())
         if self._cfg is not None:
-            self._job.run_now(self._cfg.to_dict(), self.gpu.currentData())
+            self._estimate(now=True)
 
     # -- estimating --------------------------------------------------------------------------
     def update_estimate(self, cfg) -> None:
@@ -155,9 +171,35 @@ class EstimatePanel(QWidget, PanelDefaults):
         if cfg is None:
             return
         self._cfg = cfg
-        self._job.request(cfg.to_dict(), self.gpu.currentData())
+        self._estimate()
 
-    def _on_result(self, out: dict):
+    def _estimate(self, now: bool = False) -> None:
+        d = self._cfg.to_dict()
+        d.pop("output_dir", None)  # where the run is saved changes nothing here
+        request = (repr(d), self.gpu.currentData())
+        if request == self._request and not now:
+            return
+        self._request = request
+        cached = fact_cache.shared().get("estimate", list(request))
+        if cached is not None and self.verdict.text() == "—":
+            # the last launch's estimate for these settings, at once, marked; the helper's replaces it
+            self._on_result(cached, cached=True)
+        else:
+            self._mark_stale()
+        (self._job.run_now if now else self._job.request)(self._cfg.to_dict(), self.gpu.currentData())
+
+    def _mark_stale(self) -> None:
+        """The numbers shown are for other settings until the new estimate arrives: say so, so
+        the Parameters box never passes off the previous method's counts as this one's."""
+        for key in ("Total", "Trainable", "Adapter size"):
+            text = self.counts.values[key].text()
+            if text != "—" and not text.endswith("(updating…)"):
+                self.counts.set(key, f"{text} (updating…)")
+
+    def _on_result(self, out: dict, cached: bool = False):
+        self.cached = cached
+        if not cached and self._request is not None:
+            fact_cache.shared().put("estimate", list(self._request), out)
         labels = out.get("labels") or {}
         comps = {labels.get(k, k.replace("_", " ").capitalize()): v
                  for k, v in (out.get("components") or {}).items() if v}
@@ -165,38 +207,48 @@ class EstimatePanel(QWidget, PanelDefaults):
         self._show_bars(comps, cap)
         verdict = out.get("verdict") or ""
         on_cpu = bool(out.get("on_cpu"))
-        of = f"of {fmt_bytes(cap)} RAM" if on_cpu else f"of {fmt_bytes(cap)}"
+        # The verdict names the device it was judged against, the same one the Device box shows.
+        device = "this machine's RAM" if on_cpu else (out.get("gpu_name") or self.gpu.currentText())
+        of = f"of {fmt_bytes(cap)} ({device})"
         if verdict in VERDICT_WORDS:
-            self._set_verdict(verdict, f"{VERDICT_WORDS[verdict]}: needs {fmt_bytes(need)} {of}")
+            self._set_verdict(verdict, f"{VERDICT_WORDS[verdict]}: peak {fmt_bytes(need)} {of}")
         else:
-            self._set_verdict("", f"Needs about {fmt_bytes(need)}")
+            self._set_verdict("", f"Peak about {fmt_bytes(need)}")
         if on_cpu:
-            lines = [f"No GPU here, so the run trains on this machine's CPU: peak memory of the process "
-                     f"(tensors {fmt_bytes(out.get('peak_allocated'))} plus the runtime). Choose a GPU above "
-                     "to plan for one."]
+            lines = [f"No GPU here, so the run trains on this machine's CPU. Predicted peak RSS (the "
+                     f"process's memory at its highest: tensors {fmt_bytes(out.get('peak_allocated'))} plus "
+                     "the runtime) — the Monitor's “Peak RSS” measures the same. Choose a GPU above to plan for one."]
         else:
             where = out.get("gpu_name") or "no GPU here — choose one above to compare"
-            lines = [f"Peak {fmt_bytes(out.get('peak_allocated'))} allocated, {fmt_bytes(out.get('peak_reserved'))} "
-                     f"reserved; GPU: {where}."]
+            lines = [f"Predicted peak {fmt_bytes(out.get('peak_allocated'))} allocated, "
+                     f"{fmt_bytes(out.get('peak_reserved'))} reserved (the Monitor's “Peak reserved” "
+                     f"measures the same); GPU: {where}."]
         if (out.get("processes") or 1) > 1:
             # train.distributed: the figures are per GPU (per process) under the chosen strategy.
             lines.insert(0, f"Per GPU: {out.get('layout')} over {out['processes']} processes.")
         if out.get("max_batch_size"):
             lines.append(f"Largest batch that fits: {out['max_batch_size']}; longest max_length: "
                          f"{out.get('max_seq_len') or '—'}.")
+        if cached:
+            lines.insert(0, "(Cached from the last launch; estimating again…)")
         self.summary.setText(" ".join(lines))
         tips = out.get("suggestions") or []
-        self.advice.setText("<br>".join("• " + html.escape(str(t)) for t in tips))
+        self.advice.setText("<br>".join("• " + html.escape(window_text(str(t))) for t in tips))
         self.advice_box.setVisible(bool(tips))
-        self.notes.setText("\n".join([*(f"· {n}" for n in (out.get("notes") or [])),
+        self.notes.setText("\n".join([*(f"· {window_text(n)}" for n in (out.get("notes") or [])),
                                       *assumption_lines(out.get("assumptions") or {})]))
         self._show_counts(out.get("total_params"), out.get("trainable_params"), out.get("adapter_bytes"))
+        self.sig_blocker.emit(None, "")
 
     def _on_error(self, exc):
+        self.cached = False
         self._set_verdict("", "No estimate")
-        self.summary.setText(plain_message(exc))
+        self.summary.setText(window_message(exc))
         self._show_bars({}, None)
+        self._show_counts(None, None, None)  # never the previous settings' numbers
         self.advice_box.hide()
+        field = getattr(exc, "field", "")
+        self.sig_blocker.emit(field if is_user_error(exc) and field else None, window_message(exc))
 
     def _set_verdict(self, verdict: str, text: str):
         self.verdict.setText(text)

@@ -16,7 +16,6 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -26,7 +25,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -37,9 +35,45 @@ from PySide6.QtWidgets import (
 from engine.export.result import ExportResult
 from studio import choices
 from studio.forms import ERROR_COLOR
-from studio.messages import plain_message
+from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
+from studio.picker import RunPicker
 from studio.tasks import Task, start_job
+from studio.widgets import CheckedDoubleSpinBox, scrolled_body
+from studio.wording import window_text
+
+
+class _Pages(QWidget):
+    """One page shown at a time, and only its height taken (a QStackedWidget is as tall as its
+    tallest page: the weighted merge's table pushed the Export button out of a short window)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._lay = QVBoxLayout(self)
+        self._lay.setContentsMargins(0, 0, 0, 0)
+        self._pages: list[QWidget] = []
+        self._current = -1
+
+    def addWidget(self, page: QWidget) -> None:  # noqa: N802 - QStackedWidget's name
+        self._pages.append(page)
+        self._lay.addWidget(page)
+        page.setVisible(len(self._pages) == 1)
+        if self._current < 0:
+            self._current = 0
+
+    def setCurrentIndex(self, index: int) -> None:  # noqa: N802
+        self._current = index
+        for i, page in enumerate(self._pages):
+            page.setVisible(i == index)
+
+    def currentIndex(self) -> int:  # noqa: N802
+        return self._current
+
+    def count(self) -> int:
+        return len(self._pages)
+
+    def widget(self, index: int) -> QWidget:
+        return self._pages[index]
 
 
 class ExportPanel(QWidget, PanelDefaults):
@@ -51,8 +85,12 @@ class ExportPanel(QWidget, PanelDefaults):
     @classmethod
     def create(cls, studio: Studio) -> ExportPanel:
         panel = cls()
-        studio.runs.sig_finished.connect(lambda ev: panel.set_run_dir(ev.get("run_dir")
-                                                                      or str(studio.runs.supervisor.run_dir or "")))
+        panel.picker.settings = studio.settings
+        # follows the run that finished / the Monitor shows, until the user picks one here
+        studio.runs.sig_finished.connect(lambda ev: panel.follow(ev.get("run_dir")
+                                                                 or str(studio.runs.supervisor.run_dir or "")))
+        studio.runs.sig_run_dir.connect(panel.follow_shown)
+        panel.picker.refresh()
         return panel
 
     def __init__(self, parent=None):
@@ -63,12 +101,19 @@ class ExportPanel(QWidget, PanelDefaults):
         self._out_edited = False
         self._running = False
         self._merge_text = ""
+        self._picked = False
+        self.last_result: ExportResult | None = None
         self._build()
         self._mode_changed()
 
     # ---- layout ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = scrolled_body(self)
+        self.picker = RunPicker("Run to export:")
+        self.picker.setToolTip("Any run in the Runs tab; below, its final adapter or any checkpoint")
+        self.picker.combo.activated.connect(lambda _i: setattr(self, "_picked", True))
+        self.picker.sig_run.connect(self.set_run_dir)
+        lay.addWidget(self.picker)
         self.run_label = QLabel("No run selected: finish or open a run to export it.")
         self.run_label.setWordWrap(True)
         lay.addWidget(self.run_label)
@@ -82,12 +127,13 @@ class ExportPanel(QWidget, PanelDefaults):
         wl.addWidget(self.mode)
         top = QFormLayout()
         self.checkpoint = QComboBox()
+        self.checkpoint.setObjectName("export.adapter")
         self.checkpoint.setToolTip("final = the adapter saved at the end; checkpoint-N = an intermediate one")
         top.addRow("Adapter", self.checkpoint)
         self.checkpoint_row = top
         wl.addLayout(top)
 
-        self.pages = QStackedWidget()
+        self.pages = _Pages()
         self.pages.addWidget(self._page_adapter())
         self.pages.addWidget(self._page_merged())
         self.pages.addWidget(self._page_gguf())
@@ -120,6 +166,12 @@ class ExportPanel(QWidget, PanelDefaults):
         self.export_btn = QPushButton("Export")
         self.export_btn.clicked.connect(self.start_export)
         buttons.addWidget(self.export_btn)
+        self.open_btn = QPushButton("Open folder")
+        self.open_btn.setObjectName("export.open-folder")
+        self.open_btn.setToolTip("Show the exported files in the file manager")
+        self.open_btn.clicked.connect(self.open_folder)
+        self.open_btn.hide()
+        buttons.addWidget(self.open_btn)
         buttons.addStretch(1)
         lay.addLayout(buttons)
         self.progress = QProgressBar()
@@ -147,6 +199,7 @@ class ExportPanel(QWidget, PanelDefaults):
         f = QFormLayout(w)
         self.dtype = QComboBox()
         self.dtype.addItems(choices.merge_dtypes())
+        self.dtype.currentTextChanged.connect(lambda _t: self._mode_changed())  # the default folder says it
         self.dtype.setToolTip("Precision of the merged weights; auto = the base checkpoint's own. QLoRA runs "
                               "are merged into a freshly loaded full-precision base, never the 4-bit weights.")
         f.addRow("Precision", self.dtype)
@@ -160,6 +213,7 @@ class ExportPanel(QWidget, PanelDefaults):
         f = QFormLayout(w)
         self.gguf_type = QComboBox()
         self.gguf_type.addItems(choices.gguf_types())
+        self.gguf_type.currentTextChanged.connect(lambda _t: self._mode_changed())
         self.gguf_type.setToolTip("q8_0: 8-bit, about a quarter of float32 and nearly lossless; f16: half "
                                   "precision; f32: exact")
         f.addRow("Type", self.gguf_type)
@@ -195,9 +249,9 @@ class ExportPanel(QWidget, PanelDefaults):
         self.combination.addItems(choices.combinations())
         self.combination.currentTextChanged.connect(self._combination_changed)
         f.addRow("Combination", self.combination)
-        self.density = QDoubleSpinBox()
-        self.density.setRange(0.01, 1.0)
+        self.density = CheckedDoubleSpinBox(0.01, 1.0, "Density")
         self.density.setSingleStep(0.05)
+        self.density.valueChanged.connect(lambda _v: hasattr(self, "export_btn") and self._update_enabled())
         self.density.setValue(0.5)
         self.density.setToolTip("Fraction of each adapter's entries kept by ties / dare")
         f.addRow("Density", self.density)
@@ -208,6 +262,15 @@ class ExportPanel(QWidget, PanelDefaults):
         return w
 
     # ---- inputs ---------------------------------------------------------------------------------
+    def follow(self, path) -> None:
+        """A run finished: show it unless the user picked another run here."""
+        if path and (not self._picked or (self.run_dir is not None and Path(path) == self.run_dir)):
+            self.picker.follow(str(path))
+
+    def follow_shown(self, path) -> None:
+        if path and not self._picked and (Path(path) / "adapter").exists():
+            self.picker.follow(str(path))
+
     def set_run_dir(self, path) -> None:
         if not path:
             return
@@ -222,7 +285,7 @@ class ExportPanel(QWidget, PanelDefaults):
             self.run_dir = None
             self.checkpoint.clear()
             self.run_label.setText(f"Run: {p}")
-            self._show_error(plain_message(e))
+            self._show_error(window_message(e))
             self._update_enabled()
             return
         self.run_dir = p
@@ -349,6 +412,7 @@ class ExportPanel(QWidget, PanelDefaults):
             self._show_error(str(e))
             return
         self.status.setText("Starting…")
+        self.open_btn.hide()
         self.progress.setRange(0, 0)
         self.progress.show()
         self.export_btn.setEnabled(False)
@@ -358,7 +422,7 @@ class ExportPanel(QWidget, PanelDefaults):
         self.task.sig_status.connect(self._on_stage)
         self.task.sig_progress.connect(self._on_progress)
         self.task.sig_result.connect(self._on_done)
-        self.task.sig_error.connect(lambda e: self._on_failed(plain_message(e)))
+        self.task.sig_error.connect(lambda e: self._on_failed(window_message(e)))
 
     @Slot(str)
     def _on_stage(self, stage: str) -> None:
@@ -376,6 +440,9 @@ class ExportPanel(QWidget, PanelDefaults):
     def _on_done(self, value: dict) -> None:
         result = ExportResult(value["kind"], Path(value["path"]), value.get("note"), value.get("details") or {})
         self._running = False
+        self.last_result = result
+        self.open_btn.setVisible(True)
+        self.open_btn.setToolTip(f"Open {result.path.parent if result.path.is_file() else result.path}")
         self.progress.hide()
         text = result.summary()
         if result.note:
@@ -398,12 +465,23 @@ class ExportPanel(QWidget, PanelDefaults):
             self.export_btn.setEnabled(False)
             return
         if self.mode_key() == "weighted":
-            self.export_btn.setEnabled(self.table.rowCount() >= 2)
+            self.export_btn.setEnabled(self.table.rowCount() >= 2 and self.density.is_valid())
         else:
             self.export_btn.setEnabled(self.run_dir is not None and self.checkpoint.count() > 0)
 
+    def open_folder(self) -> bool:
+        """Show the last export in the desktop's file manager (the folder, or a file's folder)."""
+        if self.last_result is None:
+            return False
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
+        path = self.last_result.path
+        folder = path if path.is_dir() else path.parent
+        return QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
     def _show_error(self, text: str) -> None:
-        self.error.setText(text)
+        self.error.setText(window_text(text))
         self.error.setVisible(bool(text))
 
     def shutdown(self) -> None:

@@ -1,12 +1,19 @@
-"""Log panel: what the engine said (log, warning, checkpoint, result events and its stderr)."""
+"""Log panel: what the engine said (log, warning, checkpoint, result events and its stderr).
+
+Lines wrap (nothing to scroll sideways for), each failure is written once (the run controller
+writes it; the ``failed`` event is not repeated), and what libraries print — FutureWarnings,
+progress bars, kernel notices — goes to a separate, folded "Library messages" view
+(studio/logtext.py), so the run's own lines are the ones in view."""
 
 from __future__ import annotations
 
 import time
 
-from PySide6.QtGui import QFont, QTextCursor
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont, QTextCursor, QTextOption
 from PySide6.QtWidgets import QHBoxLayout, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
+from studio.logtext import is_library_line
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.widgets import fmt_number
 
@@ -31,9 +38,7 @@ def event_line(ev: dict) -> str | None:
         return f"Finished. Adapter saved in {ev.get('adapter_dir')}"
     if kind == "stopped":
         return f"Stopped at step {ev.get('step')}. Adapter saved in {ev.get('adapter_dir')}"
-    if kind == "failed":
-        hint = ev.get("hint")
-        return f"Failed: {ev.get('error')}" + (f" — {hint}" if hint else "")
+    # "failed" is written by the run controller, once for every way a run can fail
     return None
 
 
@@ -52,29 +57,60 @@ class LogPanel(QWidget, PanelDefaults):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
-        self.text = QPlainTextEdit()
-        self.text.setReadOnly(True)
-        self.text.setMaximumBlockCount(MAX_LINES)
-        font = QFont("monospace")
-        font.setStyleHint(QFont.StyleHint.Monospace)
-        self.text.setFont(font)
-        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        lay.addWidget(self.text)
+        self.text = self._view()
+        lay.addWidget(self.text, 3)
+        self.library = self._view()
+        self.library.setObjectName("log-library")
+        self.library.hide()
+        lay.addWidget(self.library, 2)
         row = QHBoxLayout()
+        self.library_btn = QPushButton("Library messages (0)")
+        self.library_btn.setCheckable(True)
+        self.library_btn.setToolTip("What transformers, torch and other libraries printed: deprecation "
+                                    "warnings and progress bars, kept apart from the run's own lines")
+        self.library_btn.toggled.connect(self.library.setVisible)
+        row.addWidget(self.library_btn)
         row.addStretch(1)
         clear = QPushButton("Clear")
-        clear.clicked.connect(self.text.clear)
+        clear.clicked.connect(self.clear)
         row.addWidget(clear)
         lay.addLayout(row)
         self._step_every = 10
+        self._library_lines = 0
+        self._prev_library = False
+
+    @staticmethod
+    def _view() -> QPlainTextEdit:
+        view = QPlainTextEdit()
+        view.setReadOnly(True)
+        view.setMaximumBlockCount(MAX_LINES)
+        font = QFont("monospace")
+        font.setStyleHint(QFont.StyleHint.Monospace)
+        view.setFont(font)
+        # long lines wrap at the panel's width: a log is read down, never scrolled sideways
+        view.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        view.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        view.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        return view
+
+    def clear(self) -> None:
+        self.text.clear()
+        self.library.clear()
+        self._library_lines = 0
+        self.library_btn.setText("Library messages (0)")
 
     def append(self, line: str, when: float | None = None) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(when or time.time()))
-        bar = self.text.verticalScrollBar()
+        self._prev_library = is_library_line(line, self._prev_library)
+        view = self.library if self._prev_library else self.text
+        if self._prev_library:
+            self._library_lines += 1
+            self.library_btn.setText(f"Library messages ({self._library_lines})")
+        bar = view.verticalScrollBar()
         at_end = bar.value() >= bar.maximum() - 4
-        self.text.appendPlainText(f"{stamp}  {line}")
+        view.appendPlainText(f"{stamp}  {line}")
         if at_end:  # follow the tail unless the user scrolled up to read
-            self.text.moveCursor(QTextCursor.MoveOperation.End)
+            view.moveCursor(QTextCursor.MoveOperation.End)
 
     def on_event(self, ev: dict) -> None:
         if ev.get("event") == "started":
@@ -92,3 +128,6 @@ class LogPanel(QWidget, PanelDefaults):
 
     def plain_text(self) -> str:
         return self.text.toPlainText()
+
+    def library_text(self) -> str:
+        return self.library.toPlainText()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -21,10 +21,11 @@ from PySide6.QtWidgets import (
 from engine.config import RunConfig
 from engine.methods import PARAMS, get_method
 from studio.forms import ERROR_COLOR, DataclassForm
-from studio.messages import plain_message
+from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import LatestJob
-from studio.widgets import fmt_bytes, fmt_count, muted
+from studio.widgets import compact, fmt_bytes, fmt_count, muted
+from studio.wording import window_text
 
 _SPECIAL_TARGETS = ("auto", "all-linear")
 
@@ -39,11 +40,34 @@ def method_title(name: str) -> tuple[str, str]:
     return name, ""
 
 
+# The method list's groups, in order. A method's group comes from what it declares (engine
+# MethodSpec), never from its name: the default method's family is the recommended one.
+GROUPS = [("recommended", "Recommended"), ("prompt", "Prompt-based (virtual tokens)"),
+          ("adapters", "Adapters"), ("selective", "Selective (the model's own weights)"),
+          ("peft", "More methods from peft")]
+_GENERATED_FAMILY = "peft"  # the family of the tuners generated from peft's own configs
+
+
+def method_group(spec) -> str:
+    """The group a method is listed under (a key of GROUPS)."""
+    from engine.config import RunConfig
+
+    if spec.family == get_method(RunConfig().method.name).family:
+        return "recommended"
+    if spec.prompt_based:
+        return "prompt"
+    if spec.saved_as == "tensors" or spec.saves_full_model:
+        return "selective"
+    if spec.family == _GENERATED_FAMILY:
+        return "peft"
+    return "adapters"
+
+
 def caveat_html(spec, unavailable: str | None = None) -> str:
     """The method's caveat and whether it merges, one short paragraph (empty when neither)."""
     parts = []
     if unavailable:
-        return f"<span style='color: {ERROR_COLOR};'>⚠ Not for this model: {unavailable}.</span>"
+        return f"<span style='color: {ERROR_COLOR};'>⚠ Not for this model: {window_text(unavailable)}.</span>"
     if spec.note:
         parts.append(f"<span style='color: {ERROR_COLOR};'>⚠ {spec.note[:1].upper() + spec.note[1:]}.</span>")
     if spec.saves_full_model:
@@ -51,7 +75,9 @@ def caveat_html(spec, unavailable: str | None = None) -> str:
     elif not spec.can_merge:
         parts.append(f"Cannot be merged into the base: {spec.merge_note or 'it is not a weight change'}.")
     if spec.needs_quantization:
-        parts.append(f"Loads the base in 4-bit ({spec.needs_quantization}); needs a CUDA GPU with bitsandbytes.")
+        # bitsandbytes trains 4-bit bases on the CPU too (DESIGN §4, measured): it is slower there, not refused.
+        parts.append(f"Loads the base in 4-bit ({spec.needs_quantization}) with bitsandbytes: about a quarter "
+                     "of the weight memory. Best on a CUDA GPU; on the CPU it trains too, more slowly.")
     return " ".join(parts)
 
 
@@ -65,14 +91,19 @@ class TargetModules(QWidget):
     def __init__(self, help_text: str, parent=None):
         super().__init__(parent)
         self.setToolTip(help_text)
+        self.setObjectName("field:method.target_modules")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         modes = QHBoxLayout()
         self.group = QButtonGroup(self)
         self.radios = {}
-        for key, text in (("auto", "Auto (recommended)"), ("all-linear", "All linear"), ("list", "Choose:")):
+        for key, text in (("auto", "Auto"), ("all-linear", "All linear"), ("list", "Choose:")):
             rb = QRadioButton(text)
             rb.setObjectName(f"targets:{key}")
+            rb.setToolTip({"auto": "Recommended: the modules the engine picks for this method and model "
+                                   "(listed below)",
+                           "all-linear": "Every linear layer except the output head",
+                           "list": "Only the modules ticked below"}[key])
             self.group.addButton(rb)
             self.radios[key] = rb
             modes.addWidget(rb)
@@ -95,6 +126,7 @@ class TargetModules(QWidget):
         self.defaults: list[str] = []
         self.kind = "linear"
         self.candidates: dict[str, dict] = {}
+        self.method_auto: list[str] | None = None  # what the engine says `auto` adapts for this method
         self.radios["auto"].setChecked(True)
         self._rebuild([])
 
@@ -116,7 +148,13 @@ class TargetModules(QWidget):
         if checked is None or checked.isHidden():  # e.g. all-linear left over from LoRA
             self.radios["auto"].setChecked(True)
         c = self.candidates.get(self.kind) or {}
-        self.set_available(c.get("names") or [], c.get("auto") or [])
+        auto = self.method_auto if self.method_auto is not None else (c.get("auto") or [])
+        self.set_available(c.get("names") or [], auto)
+
+    def set_method_auto(self, names: list[str] | None) -> None:
+        """What the engine resolves ``auto`` to for the chosen method (inspect_model's auto_targets)."""
+        self.method_auto = None if names is None else list(names)
+        self._apply_kind()
 
     def set_available(self, names: list[str], defaults: list[str]) -> None:
         self.available, self.defaults = list(names), list(defaults)
@@ -193,22 +231,23 @@ class MethodPanel(QWidget, PanelDefaults):
 
     @classmethod
     def create(cls, studio: Studio) -> MethodPanel:
-        panel = cls()
+        panel = cls(settings=studio.settings)
         studio.config.sig_config.connect(panel.update_counts)
         studio.bus.sig_model_info.connect(panel.set_model_info)
+        studio.bus.sig_device.connect(panel.set_device)
         return panel
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, settings=None):
         super().__init__(parent)
+        self.settings = settings
+        self._cfg: RunConfig | None = None
         lay = QVBoxLayout(self)
         box = QGroupBox("Method")
         bl = QVBoxLayout(box)
-        self.combo = QComboBox()
-        self.combo.setObjectName("method.name")
-        for name in PARAMS:
-            title, desc = method_title(name)
-            self.combo.addItem(f"{title}", name)
-            self.combo.setItemData(self.combo.count() - 1, desc, role=3)  # Qt.ToolTipRole
+        self.combo = compact(QComboBox(), 12)
+        self.combo.setObjectName("field:method.name")
+        self.combo.setMaxVisibleItems(24)
+        self._fill_methods()
         self.combo.currentIndexChanged.connect(self._method_changed)
         bl.addWidget(self.combo)
         self.description = muted("")
@@ -242,6 +281,7 @@ class MethodPanel(QWidget, PanelDefaults):
 
         self.form: DataclassForm | None = None
         self._unavailable: dict[str, str] = {}  # method → why this model cannot take it
+        self._auto_targets: dict[str, list[str]] = {}  # method → what `auto` adapts on this model
         self._per_method: dict[str, dict] = {}  # values kept when switching methods back and forth
         self._count_job = LatestJob("count", delay_ms=400, parent=self)
         self._count_job.sig_started.connect(lambda: self.count_label.setText(
@@ -251,6 +291,31 @@ class MethodPanel(QWidget, PanelDefaults):
         self._count_key = None
         self.current = None
         self._build_form(self.combo.currentData())
+
+    def _fill_methods(self) -> None:
+        """Every registered method under its group's heading (headings cannot be chosen)."""
+        by_group: dict[str, list[str]] = {key: [] for key, _ in GROUPS}
+        for name in PARAMS:
+            by_group[method_group(get_method(name))].append(name)
+        model = self.combo.model()
+        for key, heading in GROUPS:
+            if not by_group[key]:
+                continue
+            self.combo.addItem(f"— {heading} —", None)
+            item = model.item(self.combo.count() - 1)
+            item.setFlags(item.flags() & ~(Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled))
+            font = item.font()
+            font.setBold(True)
+            item.setFont(font)
+            for name in by_group[key]:
+                title, desc = method_title(name)
+                self.combo.addItem(title, name)
+                self.combo.setItemData(self.combo.count() - 1, desc, role=Qt.ItemDataRole.ToolTipRole)
+        self.combo.setCurrentIndex(self.combo.findData(RunConfig().method.name))
+
+    def method_names(self) -> list[str]:
+        """The methods in list order (headings left out)."""
+        return [self.combo.itemData(i) for i in range(self.combo.count()) if self.combo.itemData(i) is not None]
 
     # -- method switching ---------------------------------------------------------------------
     def _build_form(self, name: str, values: dict | None = None):
@@ -271,6 +336,7 @@ class MethodPanel(QWidget, PanelDefaults):
         spec = get_method(name)
         if has_targets:
             self.targets.setToolTip(names["target_modules"].metadata.get("help", ""))
+            self.targets.method_auto = self._auto_targets.get(name)
             self.targets.set_kind(spec.target_kind)
         self.description.setText(method_title(name)[1])
         self.caveat.setText(caveat_html(spec, self._unavailable.get(name)))
@@ -282,6 +348,9 @@ class MethodPanel(QWidget, PanelDefaults):
 
     def _method_changed(self, _i):
         name = self.combo.currentData()
+        if name is None:  # a heading: keep the method
+            self.combo.setCurrentIndex(self.combo.findData(self.current))
+            return
         if name != self.current:
             self._build_form(name)
             self.sig_changed.emit()
@@ -292,6 +361,9 @@ class MethodPanel(QWidget, PanelDefaults):
         vals["name"] = self.current
         if self._has_targets:
             vals["target_modules"] = self.targets.value()
+        why = self._unavailable.get(self.current)
+        if why:  # the model cannot take this method: Start would only make a failed run
+            errors["method.name"] = f"{method_title(self.current)[0]} is not for this model: {window_text(why)}"
         return vals, errors
 
     def set_values(self, method_cfg) -> None:
@@ -310,39 +382,59 @@ class MethodPanel(QWidget, PanelDefaults):
         self.form.set_errors(errors)
         self.targets.set_error(errors.get("method.target_modules"))
 
+    def set_warnings(self, warnings: dict) -> None:
+        self.form.set_warnings(warnings)
+
     def set_model_info(self, info: dict | None) -> None:
         if info:
             linear = {"names": info.get("linear_module_names") or [], "auto": info.get("default_targets") or []}
+            self._auto_targets = dict(info.get("auto_targets") or {})
+            self.targets.method_auto = self._auto_targets.get(self.current)
             self.targets.set_candidates(info.get("target_candidates") or {"linear": linear})
             self._mark_unavailable(info.get("unavailable_methods") or {})
 
     def _mark_unavailable(self, problems: dict[str, str]) -> None:
         """Mark (not hide: a run file may still name them) the methods this model cannot take."""
+        changed = dict(problems) != self._unavailable
         self._unavailable = dict(problems)
         for i in range(self.combo.count()):
             name = self.combo.itemData(i)
+            if name is None:
+                continue
             title, desc = method_title(name)
             why = problems.get(name)
             self.combo.setItemText(i, f"{title}  (not for this model)" if why else title)
-            self.combo.setItemData(i, f"Not available: {why}" if why else desc, role=3)  # Qt.ToolTipRole
+            self.combo.setItemData(i, f"Not available: {window_text(why)}" if why else desc,
+                                   role=Qt.ItemDataRole.ToolTipRole)
         self.caveat.setText(caveat_html(get_method(self.current), self._unavailable.get(self.current)))
+        if changed:
+            self.sig_changed.emit()  # Start's gate follows
 
     # -- trainable count ---------------------------------------------------------------------
-    def update_counts(self, cfg: RunConfig | None) -> None:
+    def update_counts(self, cfg: RunConfig | None = None) -> None:
+        cfg = cfg if cfg is not None else self._cfg
         if cfg is None:
             return
+        self._cfg = cfg
         d = cfg.to_dict()
-        key = repr((d["model"], d["method"]))
+        # the saved size depends on the dtype the run trains in, so on the device the estimate judges
+        gpu = (self.settings.get("estimate/gpu") if self.settings is not None else "") or None
+        key = repr((d["model"], d["method"], gpu))
         if key != self._count_key:
             self._count_key = key
-            self._count_job.request(d)
+            self._count_job.request(d, gpu)
+
+    def set_device(self, _gpu) -> None:
+        """The estimate's device changed: the saved size follows (same figure in both panels)."""
+        self.update_counts()
 
     def _on_count(self, counts: dict):
         total, trainable = counts.get("total_params") or 0, counts.get("trainable_params") or 0
         pct = 100 * trainable / total if total else 0
+        saved = "Saved model" if get_method(self.current).saves_full_model else "Adapter file"
         self.count_label.setText(
             f"<b>{fmt_count(trainable)}</b> trainable of {fmt_count(total)} parameters ({pct:.3g} %)"
-            f"<br>Adapter file: about <b>{fmt_bytes(counts.get('adapter_bytes'))}</b>")
+            f"<br>{saved}: about <b>{fmt_bytes(counts.get('adapter_bytes'))}</b>")
 
     def _on_count_error(self, exc):
-        self.count_label.setText(plain_message(exc))
+        self.count_label.setText(window_message(exc))

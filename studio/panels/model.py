@@ -17,11 +17,12 @@ from PySide6.QtWidgets import (
 )
 
 from engine.config import ModelConfig
+from studio import fact_cache
 from studio.forms import ERROR_COLOR, DataclassForm
-from studio.messages import plain_message
+from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import LatestJob, start_job
-from studio.widgets import InfoGrid, fmt_count, muted
+from studio.widgets import InfoGrid, compact, fmt_count, muted
 
 DEMO_LABEL = "demo"
 INFO_KEYS = ["Architecture", "Parameters", "Context length", "Weights dtype", "Chat template", "Source"]
@@ -36,19 +37,21 @@ class ModelPanel(QWidget, PanelDefaults):
     def create(cls, studio: Studio) -> ModelPanel:
         panel = cls(studio.settings)
         panel.sig_model_info.connect(studio.bus.sig_model_info)
+        panel.sig_model_info.connect(studio.config.set_model_info)
         return panel
 
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
         self.settings = settings
         self.info: dict | None = None
+        self.cached = False   # the facts shown are the last launch's (fact_cache), not yet re-checked
         lay = QVBoxLayout(self)
 
         src = QGroupBox("Base model")
         sl = QVBoxLayout(src)
-        self.source = QComboBox()
+        self.source = compact(QComboBox(), 12)
         self.source.setEditable(True)
-        self.source.setObjectName("model.name_or_path")
+        self.source.setObjectName("field:model.name_or_path")
         self.source.addItem(DEMO_LABEL)
         self.source.setToolTip(ModelConfig.__dataclass_fields__["name_or_path"].metadata["help"])
         self.source.lineEdit().setPlaceholderText("demo, a folder, a .gguf file or a hub id")
@@ -91,10 +94,13 @@ class ModelPanel(QWidget, PanelDefaults):
         lay.addStretch(1)
 
         self._inspect_job = LatestJob("inspect", delay_ms=300, parent=self)
-        self._inspect_job.sig_started.connect(lambda: self._set_status("Inspecting…"))
+        self._inspect_job.sig_started.connect(lambda: self.info is None and self._set_status("Inspecting…"))
         self._inspect_job.sig_result.connect(self._on_info)
         self._inspect_job.sig_error.connect(self._on_info_error)
         self._last_key = None
+        # What the last inspection found wrong with the model (it cannot be found, it has no
+        # weights), for the key it was found for: it gates Start until the model changes.
+        self._problem: tuple[tuple, str] | None = None
         self._cached = start_job("cached_models", parent=self)
         self._cached.sig_result.connect(self._on_cached)
 
@@ -102,7 +108,13 @@ class ModelPanel(QWidget, PanelDefaults):
     def values(self) -> tuple[dict, dict]:
         vals, errors = self.form.values()
         vals["name_or_path"] = self.source.currentText().strip()
+        if self._problem is not None and self._problem[0] == self._key(vals):
+            errors["model.name_or_path"] = self._problem[1]
         return vals, errors
+
+    @staticmethod
+    def _key(vals: dict) -> tuple:
+        return (vals.get("name_or_path", ""), bool(vals.get("trust_remote_code")), bool(vals.get("offline", True)))
 
     def set_values(self, model_cfg: ModelConfig) -> None:
         self.source.blockSignals(True)
@@ -116,6 +128,9 @@ class ModelPanel(QWidget, PanelDefaults):
         msg = errors.get("model.name_or_path")
         self.source_error.setText(msg or "")
         self.source_error.setVisible(bool(msg))
+
+    def set_warnings(self, warnings: dict) -> None:
+        self.form.set_warnings(warnings)
 
     # -- browsing ----------------------------------------------------------------------------
     def _start_dir(self) -> str:
@@ -154,20 +169,27 @@ class ModelPanel(QWidget, PanelDefaults):
 
     def _maybe_inspect(self):
         vals, _ = self.values()
-        key = (vals["name_or_path"], bool(vals.get("trust_remote_code")), bool(vals.get("offline", True)))
+        key = self._key(vals)
         if key == self._last_key or not key[0]:
             return
         self._last_key = key
         self.info = None
         self.grid.clear()
         self.sig_model_info.emit(None)
+        cached = fact_cache.shared().get("inspect", list(key))
+        if cached is not None:
+            # the facts from the last launch, at once; the helper's answer replaces them
+            self._on_info(cached, cached=True)
         self._inspect_job.request(*key)
 
     def _set_status(self, text: str):
         self.status.setText(text)
 
-    def _on_info(self, info: dict):
+    def _on_info(self, info: dict, cached: bool = False):
         self.info = info
+        self.cached = cached
+        if not cached and self._last_key is not None:
+            fact_cache.shared().put("inspect", list(self._last_key), info)
         self.grid.set("Architecture", f"{info.get('architecture')} ({info.get('model_type')})")
         layers = info.get("num_layers")
         extra = f" · {layers} layers, hidden {info.get('hidden_size')}" if layers else ""
@@ -178,12 +200,23 @@ class ModelPanel(QWidget, PanelDefaults):
         self.grid.set("Chat template", "yes" if info.get("has_chat_template") else
                       "no — examples are rendered as plain text")
         self.grid.set("Source", str(info.get("display") or info.get("source")))
-        self.status.setText("" if info.get("has_weights", True) else
-                            "This folder has a config but no weights: it can be inspected, not trained.")
+        no_weights = "this folder has a config but no weights: it can be inspected, not trained"
+        has_weights = info.get("has_weights", True)
+        self.status.setText(("" if has_weights else no_weights[:1].upper() + no_weights[1:] + ".")
+                            + (" (Cached from the last launch; checking again…)" if cached else ""))
+        self._set_problem(None if has_weights else no_weights)
         self.sig_model_info.emit(info)
 
     def _on_info_error(self, exc: BaseException):
         self.info = None
+        self.cached = False
         self.grid.clear()
-        self.status.setText(plain_message(exc))
+        self.status.setText(window_message(exc))
+        # Only the user's mistakes gate Start (a missing model, a bad folder); a fault of ours
+        # (the ML libraries failed to load) is shown, and the engine decides at Start.
+        self._set_problem(window_message(exc) if is_user_error(exc) else None)
         self.sig_model_info.emit(None)
+
+    def _set_problem(self, message: str | None) -> None:
+        self._problem = (self._last_key, message) if message else None
+        self.sig_changed.emit()

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
+    QSizePolicy,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -25,15 +26,31 @@ from PySide6.QtWidgets import (
 
 from studio import theme
 from studio.lazy import np
+from studio.logtext import relevant_tail
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.series import Series
-from studio.widgets import Banner, PlotSlot, fmt_bytes, fmt_count, fmt_duration, fmt_number, muted
+from studio.widgets import (
+    Banner,
+    PlotSlot,
+    fmt_bytes,
+    fmt_count,
+    fmt_duration,
+    fmt_number,
+    muted,
+    scrolled_body,
+)
+from studio.wording import control_label, named_fields, window_text
 
 ANTIALIAS_BELOW = 1500
 REFRESH_MS = 20  # five plots in turn: each one 10 times a second
+GIB = float(1 << 30)
 _PLOT_CURVES = {"loss": ("loss_raw", "loss", "eval"), "lr": ("lr",), "grad": ("grad",), "tps": ("tps",),
-                "mem": ("mem", "mem_res")}
+                "mem": ("mem", "mem_peak")}
 PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory"}
+# What each curve of a plot is, said in the plot's title in the curve's colour (a legend box sat on
+# the curve): (series key, colour key, words).
+TITLE_KEYS = {"loss": [("loss", "train", "train"), ("eval", "eval", "eval ●")],
+              "mem": [("mem", "mem2", "now"), ("mem_peak", "mem", "peak")]}
 STATE_TEXT = {"idle": "No run yet", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
               "finished": "Finished", "stopped": "Stopped (adapter saved)", "failed": "Failed"}
 
@@ -47,7 +64,8 @@ class StatTile(QFrame):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(8, 4, 8, 4)
         lay.setSpacing(0)
-        lay.addWidget(muted(title, wrap=False))
+        self.title = muted(title, wrap=False)
+        lay.addWidget(self.title)
         self.value = QLabel("—")
         f = self.value.font()
         f.setPointSizeF(f.pointSizeF() * 1.35)
@@ -65,6 +83,7 @@ class MonitorPanel(QWidget, PanelDefaults):
     @classmethod
     def create(cls, studio: Studio) -> MonitorPanel:
         panel = cls(studio.settings)
+        panel.go_to = studio.go_to
         runs = studio.runs
         runs.sig_run_dir.connect(panel.show_run)
         runs.sig_event.connect(panel.on_event)
@@ -78,7 +97,8 @@ class MonitorPanel(QWidget, PanelDefaults):
     def __init__(self, settings=None, parent=None):
         super().__init__(parent)
         self.settings = settings
-        self.series = {k: Series() for k in ("loss", "eval", "lr", "grad", "tps", "mem", "mem_res")}
+        self.go_to = None  # the window's "take me to this control" (studio/controls.py)
+        self.series = {k: Series() for k in ("loss", "eval", "lr", "grad", "tps", "mem", "mem_peak")}
         self._dirty = False
         self._manual: set[str] = set()
         self._t_progress = 0.0
@@ -90,11 +110,12 @@ class MonitorPanel(QWidget, PanelDefaults):
         self.last_step: dict = {}
         self._t_started: float | None = None
         self._t_last_step: float | None = None
+        self._t_last_event: float | None = None
         self._t_end: float | None = None
+        self._elapsed_before = 0.0   # training time of the earlier parts of a resumed run (seconds)
         self.run_dir = ""
 
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(6, 6, 6, 6)
+        lay = scrolled_body(self, 6)
         self.banner = Banner()
         lay.addWidget(self.banner)
 
@@ -108,6 +129,8 @@ class MonitorPanel(QWidget, PanelDefaults):
         head.addWidget(self.state_label)
         self.run_label = muted("", wrap=False)
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long run folder must not widen the tab (it is cut at the window's edge, whole in the tooltip)
+        self.run_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         head.addWidget(self.run_label, 1)
         lay.addLayout(head)
 
@@ -116,18 +139,20 @@ class MonitorPanel(QWidget, PanelDefaults):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.progress.setTextVisible(True)
-        self.progress.setFormat("%v / %m steps")
+        self.progress.setFormat("")  # "%v / %m steps" once the run has said how many it takes
         prog.addWidget(self.progress, 1)
         self.time_label = QLabel("")
         self.time_label.setObjectName("time-label")
-        self.time_label.setMinimumWidth(260)
+        self.time_label.setMinimumWidth(200)
         prog.addWidget(self.time_label)
         lay.addLayout(prog)
 
         tiles = QHBoxLayout()
         self.tiles = {k: StatTile(t) for k, t in (("loss", "Train loss"), ("eval", "Eval loss"),
                                                   ("lr", "Learning rate"), ("tps", "Tokens / s"),
-                                                  ("mem", "Memory"), ("epoch", "Epoch"))}
+                                                  ("mem", "Peak memory"), ("epoch", "Epoch"))}
+        self.tiles["mem"].setToolTip("The run's peak memory so far: peak RSS of the training process on the "
+                                     "CPU, peak reserved by CUDA on a GPU — what the Estimate predicts.")
         for t in self.tiles.values():
             tiles.addWidget(t)
         lay.addLayout(tiles)
@@ -156,15 +181,15 @@ class MonitorPanel(QWidget, PanelDefaults):
 
         grid = QGridLayout()
         grid.setSpacing(6)
-        self.slots = {k: PlotSlot() for k in PLOTS}
-        grid.addWidget(self.slots["loss"], 0, 0, 1, 2)
-        grid.addWidget(self.slots["lr"], 1, 0)
-        grid.addWidget(self.slots["grad"], 1, 1)
-        grid.addWidget(self.slots["tps"], 2, 0)
-        grid.addWidget(self.slots["mem"], 2, 1)
+        # small minimums: at 1280×720 all five plots fit without scrolling (they grow with the window)
+        self.slots = {k: PlotSlot(min_height=110) for k in PLOTS}
+        # the loss across the top, the other four in one row under it: two rows of plots leave each
+        # one readable on a 1280×720 screen, where three rows were squeezed flat
+        grid.addWidget(self.slots["loss"], 0, 0, 1, 4)
+        for col, key in enumerate(("lr", "grad", "tps", "mem")):
+            grid.addWidget(self.slots[key], 1, col)
         grid.setRowStretch(0, 3)
         grid.setRowStretch(1, 2)
-        grid.setRowStretch(2, 2)
         lay.addLayout(grid, 1)
         self.plots: dict = {}
         self.curves: dict = {}
@@ -191,7 +216,14 @@ class MonitorPanel(QWidget, PanelDefaults):
 
         from studio.plots import ThemedPlot, alpha
 
-        p = ThemedPlot(PLOTS[key])
+        title = PLOTS[key]
+        if key in TITLE_KEYS:
+            words = " · ".join(f'<span style="color:{theme.SERIES[color]}">{text}</span>'
+                               for _, color, text in TITLE_KEYS[key])
+            title = f"{title} — {words}"
+        p = ThemedPlot(title)
+        p.setMinimumHeight(110)
+        p.setMinimumWidth(100)  # four across on a 1280-px window without scrolling sideways
         p.setLabel("bottom", "step")
         # Thousands of points, but only a few hundred pixels: draw the peaks, skip the rest.
         p.getPlotItem().setDownsampling(auto=True, mode="peak")
@@ -206,16 +238,18 @@ class MonitorPanel(QWidget, PanelDefaults):
             return p.plot([], [], pen=pg.mkPen(color, width=width), name=name, **kw)
 
         if key == "loss":
-            p.addLegend(offset=(-10, 10), labelTextColor=theme.plot_colors(p)[1])
+            # the title names the curves in their colours: a legend box would sit on the curve
             self.curves["loss_raw"] = curve(alpha(theme.SERIES["train_raw"], 70), width=1)
-            self.curves["loss"] = curve(theme.SERIES["train"], "train")
-            self.curves["eval"] = curve(theme.SERIES["eval"], "eval", symbol="o", symbolSize=6,
+            self.curves["loss"] = curve(theme.SERIES["train"])
+            self.curves["eval"] = curve(theme.SERIES["eval"], symbol="o", symbolSize=6,
                                         symbolBrush=theme.SERIES["eval"], symbolPen=None)
             self._log_scale_changed(self.log_scale.isChecked())
         elif key == "mem":
-            p.setLabel("left", units="B")
-            self.curves["mem"] = curve(theme.SERIES["mem"], "allocated")
-            self.curves["mem_res"] = curve(theme.SERIES["mem2"], "reserved")
+            # GiB like every other memory figure in the studio (pyqtgraph's SI prefixes would say GB)
+            p.getAxis("left").enableAutoSIPrefix(False)
+            p.setLabel("left", "GiB")
+            self.curves["mem"] = curve(theme.SERIES["mem2"], width=1)
+            self.curves["mem_peak"] = curve(theme.SERIES["mem"])
         else:
             self.curves[key] = curve(theme.SERIES[key])
         self._dirty = True
@@ -228,12 +262,14 @@ class MonitorPanel(QWidget, PanelDefaults):
             s.clear()
         self.total_steps = 0
         self.last_step = {}
-        self._t_started = self._t_last_step = self._t_end = None
+        self._t_started = self._t_last_step = self._t_end = self._t_last_event = None
+        self._elapsed_before = 0.0
         self.banner.hide()
         for t in self.tiles.values():
             t.set("—")
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setFormat("")
         self.time_label.setText("")
         self._dirty = True
 
@@ -252,17 +288,23 @@ class MonitorPanel(QWidget, PanelDefaults):
     def set_run_dir(self, run_dir: str) -> None:
         self.run_dir = run_dir
         self.run_label.setText(f"  {run_dir}" if run_dir else "")
+        self.run_label.setToolTip(run_dir or "")
 
     def on_event(self, ev: dict) -> None:
         kind = ev.get("event")
+        when = ev.get("time") or time.time()
         if kind == "started":
             if not ev.get("resumed_from_step"):
                 self.reset()
+            elif self._t_started is not None:
+                # A resumed run: the time its earlier part trained counts, so Elapsed continues.
+                self._elapsed_before += max(0.0, (self._t_end or self._t_last_event or when) - self._t_started)
             self.total_steps = int(ev.get("total_steps") or 0)
-            self._t_started = ev.get("time") or time.time()
+            self._t_started = when
             self._t_end = None
             if self.total_steps:
                 self.progress.setRange(0, self.total_steps)
+                self.progress.setFormat("%v / %m steps")
             parts = [str(ev.get("method") or (ev.get("config") or {}).get("method", {}).get("name", "")),
                      f"on {ev.get('device')}" if ev.get("device") else "",
                      f"{fmt_count(ev.get('trainable_params'))} trainable" if ev.get("trainable_params") else ""]
@@ -274,14 +316,15 @@ class MonitorPanel(QWidget, PanelDefaults):
             self.series["eval"].append(ev["step"], ev["eval_loss"])
             self._dirty = True
         elif kind in ("finished", "stopped", "failed"):
-            self._t_end = ev.get("time") or time.time()
+            self._t_end = when
             # The throttled refresh may not have shown the last step yet: flush it now, so a
             # finished run never shows a bar one step short.
             self._t_progress = 0.0
             self._update_readouts()
             if kind == "failed":
                 self.show_failure({"error": ev.get("error", "The run failed."), "hint": ev.get("hint", ""),
-                                   "log_tail": ""})
+                                   "field": ev.get("field") or "", "log_tail": ""})
+        self._t_last_event = when
 
     def _on_step(self, ev: dict) -> None:
         step = ev.get("step")
@@ -294,11 +337,15 @@ class MonitorPanel(QWidget, PanelDefaults):
         self._t_last_step = ev.get("time") or time.time()
         if ev.get("total_steps"):
             self.total_steps = int(ev["total_steps"])
-        for key, field in (("loss", "loss"), ("lr", "lr"), ("grad", "grad_norm"), ("tps", "tokens_per_s"),
-                           ("mem", "mem_allocated"), ("mem_res", "mem_reserved")):
+        for key, field in (("loss", "loss"), ("lr", "lr"), ("grad", "grad_norm"), ("tps", "tokens_per_s")):
             v = ev.get(field)
             if v is not None:
                 self.series[key].append(step, v)
+        now, peak = memory_now(ev), memory_peak(ev)
+        if now is not None:
+            self.series["mem"].append(step, now / GIB)
+        if peak is not None:
+            self.series["mem_peak"].append(step, peak / GIB)
         self._dirty = True
 
     def _update_readouts(self) -> None:
@@ -311,20 +358,30 @@ class MonitorPanel(QWidget, PanelDefaults):
             self._t_progress = now
             if self.total_steps and self.progress.maximum() != self.total_steps:
                 self.progress.setRange(0, self.total_steps)
+                self.progress.setFormat("%v / %m steps")
             self.progress.setValue(min(int(ev["step"]), self.progress.maximum()))
         self.tiles["loss"].set(fmt_number(ev.get("loss")))
         self.tiles["lr"].set(fmt_number(ev.get("lr"), 3))
         tps = ev.get("tokens_per_s")
         self.tiles["tps"].set(fmt_count(tps) if tps is not None else "—")
-        self.tiles["mem"].set(fmt_bytes(ev.get("mem_reserved") or ev.get("mem_allocated")))
+        peak = memory_peak(ev)
+        self.tiles["mem"].title.setText(memory_label(ev))
+        self.tiles["mem"].set(fmt_bytes(peak if peak is not None else memory_now(ev)))
         epoch = ev.get("epoch")
         self.tiles["epoch"].set(f"{epoch:.2f}" if isinstance(epoch, (int, float)) else "—")
         last_eval = self.series["eval"].last()
         self.tiles["eval"].set(fmt_number(last_eval) if last_eval is not None else "—")
 
     def show_failure(self, info: dict) -> None:
-        self.banner.show_message(f"The run failed: {info.get('error')}", info.get("hint", ""),
-                                 info.get("log_tail", ""))
+        """The failure in the window's words, with a button to the control it names (if any) and
+        the log lines that explain it (library chatter left out)."""
+        error, hint = info.get("error") or "The run failed.", info.get("hint") or ""
+        fields = list(dict.fromkeys(([info["field"]] if info.get("field") else []) + named_fields(f"{error} {hint}")))
+        action, callback = "", None
+        if fields and self.go_to is not None:
+            action, callback = f"Go to {control_label(fields[0])}", lambda p=fields[0]: self.go_to(p)
+        self.banner.show_message(f"The run failed: {window_text(error)}", window_text(hint),
+                                 relevant_tail(info.get("log_tail", "")), action, callback)
 
     # -- drawing -----------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -376,7 +433,7 @@ class MonitorPanel(QWidget, PanelDefaults):
     # of the UI together. Here x spans the whole run from the start, and y moves only when the
     # data leaves the view or fills less than a third of it.
     _PLOT_SERIES = {"loss": ("loss", "eval"), "lr": ("lr",), "grad": ("grad",), "tps": ("tps",),
-                    "mem": ("mem", "mem_res")}
+                    "mem": ("mem", "mem_peak")}
 
     def _fit(self, key: str) -> None:
         plot = self.plots[key]
@@ -421,7 +478,7 @@ class MonitorPanel(QWidget, PanelDefaults):
         if self._t_started is None:
             return
         end = self._t_end or time.time()
-        elapsed = max(0.0, end - self._t_started)
+        elapsed = self._elapsed_before + max(0.0, end - self._t_started)
         text = f"Elapsed {fmt_duration(elapsed)}"
         if self.state in ("running", "starting", "stopping") and self.last_step.get("eta_s") is not None:
             since = time.time() - (self._t_last_step or time.time())
@@ -451,6 +508,25 @@ class MonitorPanel(QWidget, PanelDefaults):
             return 0
         x = self.curves[key].xData  # all points set; getData() would give the clipped view
         return 0 if x is None else len(x)
+
+
+def memory_now(ev: dict):
+    """Bytes in use at this step: CUDA reserved on a GPU, else allocated (the RSS on the CPU)."""
+    return ev.get("mem_reserved") if ev.get("mem_reserved") is not None else ev.get("mem_allocated")
+
+
+def memory_peak(ev: dict):
+    """The run's peak so far, the quantity the estimate predicts: CUDA's peak reserved on a GPU,
+    the peak RSS on the CPU (None for runs recorded before the engine sent peaks)."""
+    return ev.get("mem_peak_reserved") if ev.get("mem_peak_reserved") is not None else ev.get("mem_peak")
+
+
+def memory_label(ev: dict) -> str:
+    """The memory tile's title: which quantity it shows."""
+    gpu = ev.get("mem_reserved") is not None or ev.get("mem_peak_reserved") is not None
+    if memory_peak(ev) is None:
+        return "Memory now (reserved)" if gpu else "Memory now (RSS)"
+    return "Peak reserved (GPU)" if gpu else "Peak RSS (CPU)"
 
 
 def _nice_ceiling(v: float) -> float:

@@ -15,7 +15,6 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -23,16 +22,17 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
 from studio.forms import ERROR_COLOR
-from studio.messages import plain_message
+from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
+from studio.picker import RunPicker
 from studio.tasks import Task, start_job
+from studio.widgets import CheckedDoubleSpinBox, CheckedSpinBox, compact, scrolled_body
 
 BASE = "base"  # engine.playground.BASE, repeated so that importing this tab stays Qt-only
 
@@ -56,9 +56,13 @@ class PlaygroundPanel(QWidget, PanelDefaults):
     @classmethod
     def create(cls, studio: Studio) -> PlaygroundPanel:
         panel = cls()
-        # a finished run's adapters become sources (a new one on disk reloads the model)
-        studio.runs.sig_finished.connect(lambda ev: panel.set_run_dir(ev.get("run_dir")
-                                                                      or str(studio.runs.supervisor.run_dir or "")))
+        panel.picker.settings = studio.settings
+        # a finished run's adapters become sources (a new one on disk reloads the model); until the
+        # user picks a run here, the panel follows the run the Monitor shows
+        studio.runs.sig_finished.connect(lambda ev: panel.follow(ev.get("run_dir")
+                                                                 or str(studio.runs.supervisor.run_dir or "")))
+        studio.runs.sig_run_dir.connect(panel.follow_shown)
+        panel.picker.refresh()
         return panel
 
     def __init__(self, parent=None):
@@ -68,6 +72,8 @@ class PlaygroundPanel(QWidget, PanelDefaults):
         self._busy_ui = False
         self._signature: list = []
         self._loaded_key: list | None = None   # [run_dir, signature] the helper holds loaded, as far as we know
+        self._extra: dict[str, str] = {}        # other runs' adapters offered as sources: label → folder
+        self._picked = False                    # the user chose a run here: stop following the Monitor
         self.sig_piece.connect(self._on_piece)
         self._build()
         self._set_busy(False)
@@ -75,7 +81,13 @@ class PlaygroundPanel(QWidget, PanelDefaults):
 
     # ---- layout ---------------------------------------------------------------------------------
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = scrolled_body(self)
+        self.picker = RunPicker("Run to try:")
+        self.picker.setToolTip("Any run in the Runs tab. Each side below can be the base model, this run's "
+                               "final adapter or a checkpoint, or another run's adapter on the same base.")
+        self.picker.combo.activated.connect(lambda _i: setattr(self, "_picked", True))
+        self.picker.sig_run.connect(self.set_run_dir)
+        lay.addWidget(self.picker)
         self.run_label = QLabel("No run selected: finish or open a run to try it here.")
         self.run_label.setWordWrap(True)
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -93,31 +105,32 @@ class PlaygroundPanel(QWidget, PanelDefaults):
 
         settings = QHBoxLayout()
         form = QFormLayout()
-        self.max_new_tokens = QSpinBox()
-        self.max_new_tokens.setRange(1, 8192)
+        # out-of-range input is marked and blocks Generate, never quietly changed
+        self.max_new_tokens = CheckedSpinBox(1, 8192, "Max new tokens")
         self.max_new_tokens.setValue(128)
         self.max_new_tokens.setToolTip("The most tokens each side may generate.")
-        self.temperature = QDoubleSpinBox()
-        self.temperature.setRange(0.0, 2.0)
+        self.temperature = CheckedDoubleSpinBox(0.0, 2.0, "Temperature")
         self.temperature.setSingleStep(0.1)
         self.temperature.setValue(0.0)
         self.temperature.setToolTip("0 = greedy (deterministic). Higher values sample more freely.")
-        self.top_p = QDoubleSpinBox()
-        self.top_p.setRange(0.01, 1.0)
+        self.top_p = CheckedDoubleSpinBox(0.01, 1.0, "Top-p")
         self.top_p.setSingleStep(0.05)
         self.top_p.setValue(0.9)
         self.top_p.setToolTip("Nucleus sampling: keep the smallest set of tokens with this much probability "
                               "(used when temperature > 0).")
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
+        self.seed = CheckedSpinBox(0, 2**31 - 1, "Seed")
         self.seed.setToolTip("Both sides sample with this seed, so differences come from the models.")
-        row = QHBoxLayout()
-        for label, w in (("Max new tokens", self.max_new_tokens), ("Temperature", self.temperature),
-                         ("Top-p", self.top_p), ("Seed", self.seed)):
-            row.addWidget(QLabel(label))
-            row.addWidget(w)
-        row.addStretch(1)
-        form.addRow(row)
+        for w in (self.max_new_tokens, self.temperature, self.top_p, self.seed):
+            w.valueChanged.connect(self._update_enabled)
+        # two rows of two: the four settings fit a narrow window
+        for pair in ((("Max new tokens", self.max_new_tokens), ("Temperature", self.temperature)),
+                     (("Top-p", self.top_p), ("Seed", self.seed))):
+            row = QHBoxLayout()
+            for label, w in pair:
+                row.addWidget(QLabel(label))
+                row.addWidget(w)
+            row.addStretch(1)
+            form.addRow(row)
         settings.addLayout(form, 1)
         self.generate_btn = QPushButton("Generate")
         self.generate_btn.setDefault(True)
@@ -136,9 +149,11 @@ class PlaygroundPanel(QWidget, PanelDefaults):
             w = QWidget()
             v = QVBoxLayout(w)
             v.setContentsMargins(0, 0, 0, 0)
-            combo = QComboBox()
+            combo = compact(QComboBox(), 8)
+            combo.setObjectName(f"playground.source{side}")
             combo.setToolTip("base = the base model with no adapter; final = the run's adapter; "
-                             "checkpoint-N = an intermediate adapter")
+                             "checkpoint-N = an intermediate adapter; <run>: final = another run's adapter "
+                             "on the same base")
             combo.currentTextChanged.connect(self._update_enabled)
             out = QPlainTextEdit()
             out.setReadOnly(True)
@@ -160,6 +175,18 @@ class PlaygroundPanel(QWidget, PanelDefaults):
         lay.addWidget(self.error)
 
     # ---- run selection --------------------------------------------------------------------------
+    def follow(self, path) -> None:
+        """A run finished: show it (unless the user picked another run here), refreshing its sources."""
+        if not path:
+            return
+        if not self._picked or (self.run_dir is not None and Path(path) == self.run_dir):
+            self.picker.follow(str(path))
+
+    def follow_shown(self, path) -> None:
+        """The Monitor shows another run: follow it until the user picks one here."""
+        if path and not self._picked and Path(path).exists() and (Path(path) / "adapter").exists():
+            self.picker.follow(str(path))
+
     def set_run_dir(self, path) -> None:
         """Show a run (its final adapter and checkpoints become choosable sources)."""
         if not path:
@@ -176,7 +203,7 @@ class PlaygroundPanel(QWidget, PanelDefaults):
             self._drop_playground()
             self._fill_sources([])
             self.run_label.setText(f"Run: {p}")
-            self._show_error(plain_message(e))
+            self._show_error(window_message(e))
             self._update_enabled()
             return
         signature = _signature(info)
@@ -187,7 +214,14 @@ class PlaygroundPanel(QWidget, PanelDefaults):
         self._signature = signature
         self.run_dir = p
         labels = [lab for lab, _ in info.sources()]
-        self._fill_sources(labels)
+        from studio.picker import other_run_label
+
+        # other runs' final adapters on the same base (same model, same method) are offered too
+        extra = {other_run_label(r): str(Path(r["run_dir"]) / "adapter") for r in self.picker.others_on_same_base(str(p))}
+        if extra != self._extra:
+            self._drop_playground()
+        self._extra = extra
+        self._fill_sources(labels + list(extra))
         method = info.method.title if not info.is_bare_adapter else info.config.method.name
         self.run_label.setText(f"Run: {p}  ·  {method} on {info.config.model.name_or_path}")
         if not labels:
@@ -199,6 +233,14 @@ class PlaygroundPanel(QWidget, PanelDefaults):
         """The run saved a new adapter: refresh the sources (keeps the current choices)."""
         if self.run_dir is not None:
             self.set_run_dir(self.run_dir)
+
+    def choose(self, left: str, right: str) -> None:
+        """Pick the two sides' sources (base, final, checkpoint-N, another run's label)."""
+        for combo, label in zip(self.source_combos, (left, right)):
+            i = combo.findText(label)
+            if i >= 0:
+                combo.setCurrentIndex(i)
+        self._update_enabled()
 
     def _fill_sources(self, labels: list[str]) -> None:
         items = [BASE] + labels if labels else []
@@ -246,12 +288,13 @@ class PlaygroundPanel(QWidget, PanelDefaults):
         self._set_busy(True)
         self.sig_generation_started.emit()
         key = [str(self.run_dir), self._signature]
-        self.task = start_job("generate", *key, sources, self.messages(), self.settings(), lane="playground",
-                              parent=self)
+        extra = {label: path for label, path in self._extra.items() if label in sources}
+        self.task = start_job("generate", *key, sources, self.messages(), self.settings(), extra,
+                              lane="playground", parent=self)
         self.task.sig_status.connect(self.status.setText)
         self.task.sig_partial.connect(self._on_partial)
         self.task.sig_result.connect(lambda r, key=key: self._on_finished(key, bool(r.get("stopped"))))
-        self.task.sig_error.connect(lambda e: self._on_failed(plain_message(e)))
+        self.task.sig_error.connect(lambda e: self._on_failed(window_message(e)))
 
     @Slot()
     def stop(self) -> None:
@@ -296,7 +339,11 @@ class PlaygroundPanel(QWidget, PanelDefaults):
 
     def _update_enabled(self, *_) -> None:
         ready = self.run_dir is not None and all(c.currentText() for c in self.source_combos)
-        self.generate_btn.setEnabled(ready and not self._busy_ui)
+        problems = [w.problem() for w in (self.max_new_tokens, self.temperature, self.top_p, self.seed)
+                    if not w.is_valid()]
+        self.generate_btn.setEnabled(ready and not self._busy_ui and not problems)
+        self.generate_btn.setToolTip(" ".join(problems) if problems else
+                                     "Generate with both sides in turn (same prompt, settings and seed)")
 
     def _show_error(self, text: str) -> None:
         self.error.setText(text)

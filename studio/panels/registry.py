@@ -21,6 +21,7 @@ from studio.panels.training import TrainingPanel
 PANELS: list[type[Panel]] = [
     MonitorPanel,      # central tabs
     DataPanel,
+    RunsPanel,
     PlaygroundPanel,
     ExportPanel,
     ModelPanel,        # left dock
@@ -28,7 +29,6 @@ PANELS: list[type[Panel]] = [
     TrainingPanel,
     EstimatePanel,     # right dock
     LogPanel,          # bottom dock
-    RunsPanel,
 ]
 
 

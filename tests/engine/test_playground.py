@@ -203,3 +203,19 @@ def test_methods_that_save_themselves_compare_against_the_true_base(method, fiel
         assert torch.allclose(got, expected, atol=1e-6), source
     assert not torch.allclose(final, plain, atol=1e-3) and not torch.allclose(final, ckpt, atol=1e-4)
     assert pg.generate(BASE, MESSAGES, GREEDY) == plain_base_answer(base_dir)
+
+
+def test_another_runs_adapter_on_the_same_base_is_a_source(lora_run, tiny_model_dir, tmp_path):
+    """Issue 15's picker: beside this run's own adapters, another run's (same base, same method) can
+    be a side; it generates exactly as that run's own playground does."""
+    other = make_adapter_run(tmp_path / "other", tiny_model_dir, "lora", seed=11, scale=0.5)
+    pg = Playground(lora_run)
+    pg.add_source("other: final", other / "adapter")
+    assert pg.sources()[-1] == "other: final"
+    with pg.use("other: final") as model:
+        got = _greedy_ids(model, pg.load().tokenizer)
+    own = Playground(other).load()
+    with own.use("final") as model:
+        assert got == _greedy_ids(model, own.tokenizer)
+    with pytest.raises(Exception, match="already"):
+        pg.add_source("final", other / "adapter")

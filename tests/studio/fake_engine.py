@@ -6,6 +6,7 @@ minutes. Behaviour is steered by environment variables:
 FAKE_STEPS (20)   steps to run          FAKE_DELAY (0.02)  seconds per step
 FAKE_CRASH (-1)   exit(3) silently after this step
 FAKE_FAIL (0)     emit a ``failed`` event with a hint instead of training
+FAKE_ERROR, FAKE_HINT  that event's error and hint (default: an out-of-memory message)
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ def main(argv: list[str]) -> int:
     threading.Thread(target=listen, daemon=True).start()
     print("fake engine: loading", file=sys.stderr, flush=True)
     if os.environ.get("FAKE_FAIL"):
-        rep.emit("failed", error="CUDA out of memory.", hint="Try a smaller batch.")
+        print("/x/site-packages/transformers/modeling_utils.py:3312: FutureWarning: `x` is deprecated.",
+              file=sys.stderr, flush=True)
+        print("  warnings.warn(", file=sys.stderr, flush=True)
+        rep.emit("failed", error=os.environ.get("FAKE_ERROR", "CUDA out of memory."),
+                 hint=os.environ.get("FAKE_HINT", "Try a smaller batch."))
         return 1
     rep.emit("started", config=cfg, total_params=1000, trainable_params=10, device="cpu",
              run_dir=str(run_dir), total_steps=steps, pid=os.getpid())

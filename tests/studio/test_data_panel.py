@@ -79,3 +79,41 @@ def test_column_mapping_override(make_window, qtbot, tiny_config, tmp_path):
     qtbot.waitUntil(lambda: panel.preview.format == "text" and bool(panel.preview.rows), timeout=PREVIEW_TIMEOUT_MS)
     assert win.config_model.config.data.columns == {"text": "body"}
     assert "text 0" in "".join(t for t, _ in panel.preview.rows[0])
+
+
+def test_a_mapping_for_file_a_never_touches_file_b(make_window, qtbot, tiny_config, tmp_path, tiny_data):
+    """Issue 15: after mapping one file's columns, every later file failed with "data.columns maps
+    prompt to the column 'question'" (a valid messages file too), the drop-downs still said
+    "(detected)" and nothing cleared it. A mapping (and the format chosen with it) is one file's."""
+    a = tmp_path / "qa.jsonl"
+    a.write_text("".join(json.dumps({"ask": f"q{i}?", "reply": f"a{i}"}) + "\n" for i in range(6)))
+    win = make_window()
+    cfg = tiny_config()
+    cfg.data.path = str(a)
+    win.config_model.set_config(cfg)
+    panel = win.panels["data"]
+    qtbot.waitUntil(lambda: panel.previewing(str(a)), timeout=PREVIEW_TIMEOUT_MS)
+    assert panel.preview.rejected  # ask/reply: detection cannot place them
+    fmt = panel.form.editors["format"].widget
+    fmt.setCurrentIndex(fmt.findData("prompt_completion"))
+    qtbot.waitUntil(lambda: "completion" in panel.mapping.combos, timeout=PREVIEW_TIMEOUT_MS)
+    for role, col in (("prompt", "ask"), ("completion", "reply")):
+        panel.mapping.combos[role].setCurrentIndex(panel.mapping.combos[role].findData(col))
+    qtbot.waitUntil(lambda: panel.previewing(str(a)) and not panel.preview.rejected and bool(panel.preview.rows),
+                    timeout=PREVIEW_TIMEOUT_MS)
+    assert "prompt ← ask, completion ← reply" in panel.mapping.summary.text()  # shown by name
+
+    panel.path.setText(str(tiny_data))  # file B: a valid messages file
+    qtbot.waitUntil(lambda: panel.previewing(str(tiny_data)), timeout=PREVIEW_TIMEOUT_MS)
+    assert not panel.preview.error and panel.preview.format == "messages"
+    assert win.config_model.config.data.columns == {} and win.config_model.config.data.format == "auto"
+    assert all(c.currentData() is None for c in panel.mapping.combos.values())
+    assert "data.columns" not in win.config_model.errors and "data.path" not in win.config_model.errors
+
+    panel.path.setText(str(a))  # back to A: its mapping comes back with it
+    qtbot.waitUntil(lambda: panel.previewing(str(a)) and bool(panel.preview.rows), timeout=PREVIEW_TIMEOUT_MS)
+    assert win.config_model.config.data.columns == {"prompt": "ask", "completion": "reply"}
+    assert panel.mapping.combos["prompt"].currentData() == "ask"
+    panel.mapping.reset_btn.click()  # and it can be reset
+    qtbot.waitUntil(lambda: win.config_model.config.data.columns == {}, timeout=3000)
+    assert win.config_model.config.data.format == "auto"

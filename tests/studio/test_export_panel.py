@@ -98,3 +98,27 @@ def test_weighted_merge(panel, runs, qtbot, tmp_path):
 def test_bad_folder(panel, tmp_path):
     panel.set_run_dir(tmp_path)
     assert "not a run folder" in panel.error.text() and not panel.export_btn.isEnabled()
+
+
+def test_open_folder_after_an_export_and_a_run_picker(panel, runs, qtbot, tmp_path, monkeypatch):
+    """Issue 15: there was no "Open folder" after an export, and the tab exported whatever run the
+    Monitor showed; now a picker lists every run, and the folder opens in the file manager."""
+    from PySide6.QtGui import QDesktopServices
+
+    from studio.settings import Settings
+
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    settings = Settings()
+    settings.set("recent/runs", [str(runs["a"]), str(runs["b"])])
+    panel.picker.settings = settings
+    panel.picker.refresh()
+    qtbot.waitUntil(lambda: panel.picker.combo.count() == 2, timeout=10_000)
+    panel.picker.follow(str(runs["b"]))
+    qtbot.waitUntil(lambda: panel.run_dir is not None and panel.run_dir.name == "b", timeout=10_000)
+    assert not panel.open_btn.isVisible()
+    panel.out.setText(str(tmp_path / "exported"))
+    with qtbot.waitSignal(panel.sig_export_finished, timeout=60_000):
+        panel.start_export()
+    assert not panel.open_btn.isHidden()
+    assert panel.open_folder() and opened == [str(tmp_path / "exported")]

@@ -24,7 +24,7 @@ def test_every_listed_panel_is_built_and_placed(make_window):
             assert dock.objectName() == f"dock-{cls.key}" and dock.windowTitle() == cls.title
             assert dock.widget() is panel or dock.widget().widget() is panel  # scrolled or not
     assert [win.placement.tabs.tabText(i) for i in range(win.placement.tabs.count())] == \
-        ["Monitor", "Data", "Playground", "Export"]
+        ["Monitor", "Data", "Runs", "Playground", "Export"]
 
 
 class _Broken(QWidget, PanelDefaults):

@@ -110,3 +110,80 @@ def test_close_policy(tmp_path, qtbot, fake_engine):
 
 def pytest_fail(msg):
     raise AssertionError(msg)
+
+
+def _studio(tmp_path, *args, timeout=300):
+    """Run tests/studio/studio_process.py (the real studio.app.main) with an isolated home."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", FAKE_STEPS="100000", FAKE_DELAY="0.05",
+               XDG_DATA_HOME=str(tmp_path / "data"), XDG_CONFIG_HOME=str(tmp_path / "config"),
+               PEFT_STUDIO_HOME=str(tmp_path / "studio"), PYTHONPATH=str(HERE.parents[1]))
+    return subprocess.run([sys.executable, str(HERE / "studio_process.py"), *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _said(out, word: str) -> str:
+    return next(line.split(" ", 1)[1] for line in out.stdout.splitlines() if line.startswith(word + " "))
+
+
+def test_keep_running_then_relaunch_with_demo_reattaches_and_keeps_the_users_setup(tmp_path, tiny_model_dir,
+                                                                                  tiny_data):
+    """`make run` (studio --demo), a run, close with "Keep running", `make run` again: both studio
+    processes exit 0, the engine trains on, the relaunch re-attaches with the whole curve so far
+    and shows the user's data, not the demo's. Before issue 15, --demo reset the form to the demo
+    and turned re-attach off (the monitor said "No run yet")."""
+    first = _studio(tmp_path, "start-keep", str(tiny_model_dir), str(tiny_data), "--", "--demo")
+    pid = int(_said(first, "pid"))
+    try:
+        assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+        assert "QThread" not in first.stderr
+        assert engine_alive(pid), "the run was kept running"
+        run_dir = Path(_said(first, "run"))
+        assert run_dir.name.startswith("model-lora-data-"), "a readable name from model, method and data"
+
+        again = _studio(tmp_path, "reattach", str(pid), "--", "--demo")
+        assert again.returncode == 0, again.stdout + again.stderr[-3000:]
+        assert "QThread" not in again.stderr
+        curve, _, in_file, _, first_step = _said(again, "curve").split()
+        assert int(curve) >= int(in_file) - 2 and int(first_step) == 1, "the whole curve so far, from step 1"
+        assert _said(again, "state") == "running"
+        assert _said(again, "data") == str(tiny_data), "--demo kept the user's data file"
+        before = _steps(run_dir)
+        deadline = time.monotonic() + 60
+        while _steps(run_dir) <= before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert engine_alive(pid) and _steps(run_dir) > before, "the engine still trains after the second close"
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_close_with_stop_and_save_ends_every_thread_and_helper(tmp_path, tiny_model_dir, tiny_data):
+    """Every close path ends cleanly: "Stop and save" waits for the engine's adapter, then the
+    studio exits 0 with no QThread left running and no helper process left behind."""
+    out = _studio(tmp_path, "start-stop", str(tiny_model_dir), str(tiny_data), "--", "--demo")
+    pid = int(_said(out, "pid"))
+    helpers = [int(p) for p in _said(out, "helpers").split()]
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+        assert "QThread" not in out.stderr
+        run_dir = Path(_said(out, "run"))
+        assert any(e.get("event") == "stopped" for e in read_events(run_dir / "events.jsonl")), "saved, then closed"
+        assert helpers, "the window's helper processes were running"
+        deadline = time.monotonic() + 10
+        while any(engine_alive(p) or _alive(p) for p in [pid, *helpers]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not engine_alive(pid) and not any(_alive(p) for p in helpers), "nothing outlives the studio"
+    finally:
+        for p in [pid, *helpers]:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    from studio.supervisor import pid_alive
+
+    return pid_alive(pid)

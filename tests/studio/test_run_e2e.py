@@ -129,3 +129,37 @@ def test_close_stop_and_save_waits_for_the_adapter(make_window, qtbot, tmp_path,
     assert win.isVisible()  # stays until the engine has saved
     qtbot.waitUntil(lambda: not win.isVisible(), timeout=20_000)
     assert win.runs.supervisor.state == "stopped"
+
+
+def test_resume_keeps_steps_one_to_n_and_elapsed(make_window, qtbot, tiny_config):
+    """Stop, then Resume: the plots keep steps 1..N (rebuilt from events.jsonl) and Elapsed goes on
+    from the first part's time. Before issue 15 the curves restarted at the resumed step and the
+    y-axes zoomed onto it; Elapsed restarted at 00:00."""
+    win = make_window()
+    win.config_model.set_config(tiny_config(steps=2000))
+    mon = win.panels["monitor"]
+    with qtbot.waitSignal(win.runs.supervisor.sig_event, timeout=RUN_TIMEOUT_MS,
+                          check_params_cb=lambda ev: ev.get("event") == "step" and ev["step"] >= 3):
+        assert win.runs.start()
+    with qtbot.waitSignal(win.runs.supervisor.sig_finished, timeout=RUN_TIMEOUT_MS):
+        win.act_stop.trigger()
+    run_dir = str(win.runs.supervisor.run_dir)
+    n = mon.series["loss"].n
+    first_part = mon._t_end - mon._t_started
+    assert n >= 3 and win.act_resume.isEnabled()
+    assert mon.tiles["mem"].title.text() == "Peak RSS (CPU)"  # the quantity the estimate predicts, named
+    steps = [e for e in read_events(Path(run_dir) / "events.jsonl") if e["event"] == "step"]
+    assert all(e["mem_peak"] >= e["mem_allocated"] > 0 for e in steps)
+    win.act_resume.trigger()
+    qtbot.waitUntil(lambda: mon.series["loss"].n > n, timeout=RUN_TIMEOUT_MS)
+    assert str(win.runs.supervisor.run_dir) == run_dir, "Resume continues the run shown, in its folder"
+    x, _ = mon.series["loss"].data()
+    assert list(x[:n]) == list(range(1, n + 1)), "steps 1..N are still on the plot"
+    assert mon._elapsed_before >= first_part > 0, "Elapsed continues from the first part"
+    mon.refresh_all()
+    (x0, x1), (y0, y1) = mon.plots["loss"].getViewBox().viewRange() if mon.plots else ((0, 1), (0, 1))
+    if mon.plots:
+        _, y = mon.series["loss"].data()
+        assert x0 <= 1 and y0 <= min(y) and y1 >= max(y), "the axes show the whole curve"
+    win.runs.kill()
+    qtbot.waitUntil(lambda: not win.runs.is_active(), timeout=30_000)

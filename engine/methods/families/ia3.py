@@ -61,6 +61,7 @@ def check(cfg, ctx):
 register(MethodSpec(
     name="ia3", title="IA³", family="ia3", params=IA3Params, build=build, can_merge=True, check=check,
     preflight_build=True, suggested_lr=1e-2,
+    auto_targets=lambda ctx: ia3_targets(ctx.model_type, ctx.linear_names)[0],
     description="Learned vectors that rescale the keys, the values and the MLP's inner activations "
                 "(one vector per adapted module): well under 0.1% of the model, about 1/80 of LoRA at "
                 "r=16 (LN tuning, short soft prompts, TinyLoRA and Uni-LoRA can train fewer still). "
