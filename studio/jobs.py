@@ -237,3 +237,9 @@ def generate(state, run_dir: str, signature: list, sources: list[str], messages:
 
 JOBS = {f.__name__: f for f in (warm_up, inspect, cached_models, count, estimate, gpu_list, preview, export,
                                 generate, cluster_script)}
+
+# The Data tab's report (studio/data_jobs.py) and the Export tab's formats and sizes
+# (studio/export_jobs.py) live in their own modules; their jobs join this table.
+from studio import data_jobs as _data_jobs  # noqa: E402
+
+JOBS.update(_data_jobs.JOBS)

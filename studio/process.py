@@ -148,10 +148,11 @@ class HelperProcess:
         if sub.cancelled:
             return
         try:
-            if self._proc is None or self._proc.poll() is not None:
-                self._proc = self._spawn()
+            proc = self._proc  # shutdown() may clear self._proc from the UI thread at any moment
+            if proc is None or proc.poll() is not None:
+                proc = self._proc = self._spawn()
             self._send(wire.request(sub.id, sub.job, sub.args))
-            stdout = self._proc.stdout
+            stdout = proc.stdout
             while True:
                 line = stdout.readline()  # blocks without the GIL while the helper works
                 if not line:
