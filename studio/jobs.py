@@ -241,5 +241,7 @@ JOBS = {f.__name__: f for f in (warm_up, inspect, cached_models, count, estimate
 # The Data tab's report (studio/data_jobs.py) and the Export tab's formats and sizes
 # (studio/export_jobs.py) live in their own modules; their jobs join this table.
 from studio import data_jobs as _data_jobs  # noqa: E402
+from studio import export_jobs as _export_jobs  # noqa: E402
 
 JOBS.update(_data_jobs.JOBS)
+JOBS.update(_export_jobs.JOBS)
