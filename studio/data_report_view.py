@@ -14,6 +14,7 @@ and is named in the window's words (studio/wording.py), never as a run-file key.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, Signal, Slot
@@ -53,6 +54,11 @@ class Fix:
     why: str
 
 
+def _n(n: int, word: str) -> str:
+    """``1 record``, ``2 records``, ``1,234 records``."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def _max_length_for(p99: int, limit: int) -> int:
     """p99 rounded up to a multiple of 8 (tensor-core friendly shapes), at least one above ``limit``."""
     return max(limit + 1, -(-int(p99) // 8) * 8)
@@ -70,8 +76,8 @@ def suggest_fixes(result: dict, values: dict) -> list[Fix]:
     counts = report.get("counts") or {}
     skipped = counts.get("skipped", stats.get("skipped", 0)) or 0
     if skipped and not values.get("skip_bad_lines"):
-        out.append(Fix("data.skip_bad_lines", True, f"Skip the {skipped:,} bad records",
-                       f"{skipped:,} records cannot be read as written (listed below): tick "
+        out.append(Fix("data.skip_bad_lines", True, f"Skip the {_n(skipped, 'bad record')}",
+                       f"{_n(skipped, 'record')} cannot be read as written (listed below): tick "
                        f"{control_name('data.skip_bad_lines')} to train on the rest."))
     lengths = report.get("lengths") or {}
     limit = int(values.get("max_length") or lengths.get("limit") or 0)
@@ -132,7 +138,8 @@ def _table(headers: list[str]) -> QTableWidget:
     t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     t.verticalHeader().hide()
-    t.setWordWrap(True)
+    t.verticalHeader().setDefaultSectionSize(t.fontMetrics().height() + 8)  # one line a row: compact
+    t.setWordWrap(False)
     hh = t.horizontalHeader()
     for i in range(len(headers) - 1):
         hh.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
@@ -167,6 +174,7 @@ class DataReportView(QWidget):
         self._values: dict = {}
         self._cfg: dict | None = None
         self.complete = False         # the engine's full report is shown
+        self._plain_lines: list[str] = []
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         top = QHBoxLayout()
@@ -196,20 +204,40 @@ class DataReportView(QWidget):
         lay.addWidget(self.fix_box)
 
         lay.addWidget(heading("Sources: what was used, what was ignored and why"))
-        self.sources = _table(["File", "Format", "Records", "Trained", "Skipped", "Dropped", "Columns"])
+        self.sources = _table(["File", "Format", "Records", "Trained", "Skipped", "Dropped"])
         self.sources.setObjectName("report-sources")
-        self.sources.setMaximumHeight(130)
+        self.sources.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.sources.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.ResizeToContents)
         lay.addWidget(self.sources)
+        self.columns = QLabel("")
+        self.columns.setObjectName("report-columns")
+        self.columns.setWordWrap(True)
+        self.columns.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.columns)
+        self.problems_head = heading("Not trained as written")
+        lay.addWidget(self.problems_head)
+        self.problems = _table(["Where", "What", "Why"])
+        self.problems.setObjectName("report-problems")
+        self.problems.setMinimumHeight(150)
+        lay.addWidget(self.problems, 1)
+        # Token lengths over every source, filled in while the files are read (the examples tab's
+        # histogram is of the preview's sample of the first file).
+        self.hist_slot = QWidget()
+        self.hist_slot.setObjectName("report-lengths")
+        self.hist_slot.setFixedHeight(170)
+        QVBoxLayout(self.hist_slot).setContentsMargins(0, 0, 0, 0)
+        self.hist_slot.hide()
+        self.plot = self.bars = self.limit_line = None
+        self.hist_counts: list[int] = []
+        lay.addWidget(self.hist_slot)
+        # The findings (counts, lengths, loss share, duplicates, template notes) after the by-source
+        # and by-line tables: those are what a person acts on first.
+        lay.addWidget(heading("Findings"))
         self.summary = QLabel("")
         self.summary.setObjectName("report-summary")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.summary)
-        self.problems_head = heading("Not trained as written")
-        lay.addWidget(self.problems_head)
-        self.problems = _table(["Where", "What", "Why"])
-        self.problems.setObjectName("report-problems")
-        lay.addWidget(self.problems, 1)
 
         self.job = ReportJob("data_report", delay_ms=700, parent=self, lane="data")
         self.job.sig_started.connect(self._started)
@@ -261,6 +289,7 @@ class DataReportView(QWidget):
             self._fill_sources(value)
             self._fill_summary(value)
             self._fill_problems(total.get("problems") or [], None)
+            self._fill_histogram(total.get("lengths") or {})
             self._show_fixes()
         self.sig_updated.emit()
 
@@ -282,10 +311,11 @@ class DataReportView(QWidget):
             c = r.get("counts") or {}
             self.status.setText(f"Complete report: {c.get('train_examples', 0):,} training and "
                                 f"{c.get('eval_examples', 0):,} evaluation examples from {c.get('records', 0):,} "
-                                f"records ({window_text(r.get('validation') or '')}). Start will reuse this preparation.")
+                                f"records. Start reuses this preparation.")
             self._fill_sources(value)
             self._fill_summary(value)
             self._fill_problems(r.get("problems") or [], value.get("problems_total"))
+            self._fill_histogram(r.get("lengths") or {})
         elif stage == "statistics":
             total = value.get("total") or {}
             self.status.setText(f"Statistics of all {total.get('records', 0):,} records. The full report (every "
@@ -295,6 +325,7 @@ class DataReportView(QWidget):
             self._fill_sources(value)
             self._fill_summary(value)
             self._fill_problems(total.get("problems") or [], None)
+            self._fill_histogram(total.get("lengths") or {})
         self._show_fixes()
         self.sig_updated.emit()
 
@@ -314,6 +345,7 @@ class DataReportView(QWidget):
         stats = {s.get("source"): s for s in (value.get("sources") or []) if s}
         plans = {p.get("source"): p for p in self.plans}
         self.sources.setRowCount(len(names))
+        column_lines = []
         for row, name in enumerate(names):
             plan, st = plans.get(name) or {}, stats.get(name) or {}
             rep = next((s for k, s in report_sources.items() if k == name or str(k).endswith(str(name))), None)
@@ -328,14 +360,28 @@ class DataReportView(QWidget):
             else:
                 trained_text = "" if trained is None else f"{trained:,}"
             cols = self._columns_text(rep or plan)
-            self.sources.setItem(row, 0, _item(name, str(name)))
+            from pathlib import Path
+
+            short = Path(str(name)).name
+            if cols:
+                column_lines.append(f"<b>{html.escape(short)}</b> — {html.escape(cols)}")
+            self.sources.setItem(row, 0, _item(short, str(name)))
             self.sources.setItem(row, 1, _item(fmt, reason))
             for col, n in ((2, records), (4, skipped), (5, dropped)):
                 self.sources.setItem(row, col, _item("" if n is None else f"{n:,}", right=True))
             self.sources.setItem(row, 3, _item(trained_text, right=True))
             notes = [window_text(n) for n in (rep or plan).get("notes") or []]
-            self.sources.setItem(row, 6, _item(cols, "\n".join([reason, *notes]).strip()))
-        self.sources.resizeRowsToContents()
+            if notes:
+                column_lines[-1:] = [(column_lines[-1] if column_lines else short) + " " +
+                                     html.escape(" ".join(n.rstrip(".") + "." for n in notes))]
+        rows_h = self.sources.verticalHeader().defaultSectionSize() * (len(names) + 1)
+        self.sources.setFixedHeight(rows_h + 2 * self.sources.frameWidth() + 2)
+        self.columns.setText("<br>".join(column_lines))
+        self._plain_lines = [html.unescape(re.sub(r"<[^>]+>", "", x)) for x in column_lines]
+
+    def columns_line(self, row: int) -> str:
+        """The plain text of source ``row``'s columns line (tests)."""
+        return self._plain_lines[row] if row < len(self._plain_lines) else ""
 
     @staticmethod
     def _columns_text(src: dict) -> str:
@@ -407,6 +453,38 @@ class DataReportView(QWidget):
                 if n:
                     lines.append(f"{titles.get(code, code).capitalize()}: {n:,}.")
         self.summary.setText("<br>".join(lines))
+
+    def _fill_histogram(self, lengths: dict) -> None:
+        """Bars of ``lengths`` ({edges, counts}: the report's bins, or the statistics' fixed bins
+        whose last count — one more than the bins — is "longer than 2 × max_length")."""
+        edges, counts = list(lengths.get("edges") or []), list(lengths.get("counts") or [])
+        if not counts:
+            return
+        self.hist_counts = counts
+        if self.plot is None:
+            import pyqtgraph as pg
+
+            from studio import theme
+            from studio.plots import ThemedPlot
+
+            self.plot = ThemedPlot("Tokens per record, every source")
+            self.plot.setLabel("bottom", "tokens")
+            self.plot.setLabel("left", "records")
+            self.plot.setMouseEnabled(x=False, y=False)
+            self.bars = pg.BarGraphItem(x0=[], x1=[], height=[], brush=theme.SERIES["hist"], pen=None)
+            self.plot.addItem(self.bars)
+            self.limit_line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen(theme.SERIES["limit"], width=2,
+                                                                                      style=Qt.PenStyle.DashLine))
+            self.plot.addItem(self.limit_line)
+            self.hist_slot.layout().addWidget(self.plot)
+        if len(counts) == len(edges):   # the statistics' overflow bin: drawn one bin wide past the end
+            step = edges[1] - edges[0] if len(edges) > 1 else 1.0
+            edges = edges + [edges[-1] + step]
+        self.bars.setOpts(x0=edges[:-1], x1=edges[1:], height=counts)
+        limit = lengths.get("limit") or (self.result.get("total") or {}).get("limit") or self._values.get("max_length")
+        if limit:
+            self.limit_line.setValue(float(limit))
+        self.hist_slot.show()
 
     def _fill_problems(self, problems: list, total: int | None) -> None:
         total = len(problems) if total is None else total

@@ -40,6 +40,18 @@ def registry_modes() -> list[tuple[str, str]]:
     return [(f.name, f.title) for f in FORMATS.values()]
 
 
+def reveal(widget: QWidget) -> None:
+    """Scroll the tab so ``widget`` is in view (after an export, its result sits below the pages)."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QScrollArea
+
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QScrollArea):
+        parent = parent.parentWidget()
+    if parent is not None:
+        QTimer.singleShot(0, lambda: parent.ensureWidgetVisible(widget, 20, 20))
+
+
 def default_folder(name: str, option: str | None) -> str:
     """The export's default folder name: ``gguf-q4_k_m``, ``merged-auto``, ``adapter``."""
     return f"{name}-{option}" if option else name
@@ -77,8 +89,11 @@ class FormatPage(QWidget):
         self.form.addRow("Size", self.size)
         self.verify: QCheckBox | None = None
         if any(n in fmt.needs for n in VERIFIED_FORMATS_NEED):
-            self.verify = QCheckBox("Verify: answer sample prompts with the file (llama.cpp when installed) and "
-                                    "compare with the merged model")
+            self.verify = QCheckBox("Verify: the file answers sample prompts like the merged model")
+            self.verify.setToolTip("After writing, the file answers five sample prompts greedily in llama.cpp "
+                                   "(when llama-cpp-python is installed; else transformers' GGUF reader) and the "
+                                   "answers are compared with the merged model's; the result is a sentence here "
+                                   "and in the model card.")
             self.verify.setChecked(True)
             self.form.addRow(self.verify)
         lay.addLayout(self.form)
@@ -97,6 +112,7 @@ class FormatPage(QWidget):
         self.sizes.setObjectName(f"export.sizes:{fmt.name}")
         self.sizes.setHorizontalHeaderLabels([fmt.option_label or "Format", "Size", "Note"])
         self.sizes.verticalHeader().hide()
+        self.sizes.verticalHeader().setDefaultSectionSize(self.sizes.fontMetrics().height() + 6)
         self.sizes.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.sizes.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.sizes.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -104,7 +120,7 @@ class FormatPage(QWidget):
         hh.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         hh.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         hh.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        self.sizes.setMaximumHeight(190)
+        self.sizes.setMaximumHeight(8 * (self.sizes.fontMetrics().height() + 6))
         self.sizes.cellClicked.connect(self._row_clicked)
         self.sizes.setVisible(len(fmt.options) > 1)
         lay.addWidget(self.sizes)

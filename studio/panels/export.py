@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 
 from engine.export.result import ExportResult
 from studio import choices
-from studio.export_formats_view import FormatPage, default_folder
+from studio.export_formats_view import FormatPage, default_folder, reveal
 from studio.forms import ERROR_COLOR
 from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
@@ -466,6 +466,8 @@ class ExportPanel(QWidget, PanelDefaults):
             text = result.note + "\n" + text
         self.status.setText(text)
         self._update_enabled()
+        reveal(self.open_btn)
+        reveal(self.status)   # where the files went and the verification sentence, in view
         self.sig_export_finished.emit(result)
 
     @Slot(str)

@@ -37,13 +37,16 @@ def test_report_over_every_source_with_problems_by_line_and_a_fix(make_window, q
     assert view.result["stage"] == "report", view.result
     # Both sources, not only the first: rows in the Sources table and the statistics' sum.
     assert view.sources.rowCount() == 2
-    assert [view.sources.item(r, 0).text() for r in range(2)] == [str(a), str(b)]
+    assert [view.sources.item(r, 0).text() for r in range(2)] == [a.name, b.name]
+    assert [view.sources.item(r, 0).toolTip() for r in range(2)] == [str(a), str(b)]
     stats = view.result["statistics"]
     assert stats["records"] == 7 + 9 and stats["skipped"] == 1
     assert [s["records"] for s in view.result["sources"]] == [7, 9]
+    assert sum(view.hist_counts) == 6 + 9   # the lengths of every record that rendered, both files
     assert view.sources.item(0, 1).text() == "messages" and view.sources.item(1, 1).text() == "alpaca"
     # What was ignored and why, per column.
-    cols_b = view.sources.item(1, 6).text()
+    cols_b = view.columns_line(1)
+    assert cols_b.startswith("alpaca.jsonl — ")
     assert "used: instruction" in cols_b and "ignored: notes (9 records)" in cols_b and "alpaca format" in cols_b
     # The dropped record by line, with its reason.
     rows = {view.problems.item(r, 0).text(): (view.problems.item(r, 1).text(), view.problems.item(r, 2).text())
@@ -51,7 +54,7 @@ def test_report_over_every_source_with_problems_by_line_and_a_fix(make_window, q
     assert rows["chat.jsonl line 3"][0] == "skipped" and "JSON" in rows["chat.jsonl line 3"][1]
     # The fix names the control, not the run-file key, and changes the control.
     btn = view.fix_button("data.skip_bad_lines")
-    assert btn is not None and btn.text() == "Skip the 1 bad records"
+    assert btn is not None and btn.text() == "Skip the 1 bad record"
     assert "“Skip bad lines” (Data tab › Advanced)" in btn.toolTip() and "data.skip_bad_lines" not in btn.toolTip()
     panel = win.panels["data"]
     assert panel.form.editors["skip_bad_lines"].raw() is False
@@ -81,7 +84,7 @@ def test_preference_data_offers_the_sft_mapping(make_window, qtbot, tiny_config,
     # The report follows the new mapping: the file is now trained, the rejected answers ignored.
     qtbot.waitUntil(lambda: view.result.get("stage") == "report", timeout=TIMEOUT_MS)
     assert view.result["report"]["counts"]["train_examples"] > 0
-    assert "rejected" in view.sources.item(0, 6).text().split("ignored:")[1]
+    assert "rejected" in view.columns_line(0).split("ignored:")[1]
 
 
 def test_statistics_never_block_the_event_loop(make_window, qtbot, tiny_config, tmp_path):
@@ -93,6 +96,7 @@ def test_statistics_never_block_the_event_loop(make_window, qtbot, tiny_config, 
             fh.write(json.dumps({"instruction": f"What is {i} plus {i}?", "input": "", "output": f"It is {2 * i}."})
                      + "\n")
     win = make_window()
+    qtbot.waitUntil(win.plots_ready, timeout=60_000)   # the window's own start-up is not what is measured
     view = _report(win)
     ticks: list[float] = []
     partials: list[int] = []
@@ -112,6 +116,7 @@ def test_statistics_never_block_the_event_loop(make_window, qtbot, tiny_config, 
     assert view.result["total"]["records"] == 50_000 and view.result["total"]["examples"] == 50_000
     assert not view.full_btn.isHidden() and "50,000" in view.summary.text()
     assert len([n for n in partials if 0 < n < 50_000]) >= 3       # it filled in progressively
+    assert sum(view.hist_counts) == 50_000 and not view.hist_slot.isHidden()
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     assert len(ticks) > 20 and max(gaps) < 0.25, f"event loop blocked for {max(gaps):.3f} s"
 
