@@ -105,8 +105,11 @@ def main(out: Path) -> int:
         ex = win.panels["export"]
         got = []
         ex.sig_choices.connect(got.append)
+        ex.picker.settings.set("recent/runs", [str(run)])
+        ex.picker.refresh()
+        wait(lambda: ex.picker.combo.count() == 1, "the run is listed")
         ex._picked = True
-        ex.set_run_dir(str(run))
+        ex.picker.follow(str(run))
         wait(lambda: got, "the sizes are shown")
         ex.mode.setCurrentIndex(ex.mode.findData("gguf"))
         ex.gguf_type.setCurrentText("q4_k_m")

@@ -208,6 +208,10 @@ class DataReportView(QWidget):
         self.sources.setObjectName("report-sources")
         self.sources.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.sources.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.ResizeToContents)
+        # short numbers only (the mix and the columns are in the line below): no horizontal scroll
+        # bar to hide a row behind in a narrow tab
+        self.sources.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.sources.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         lay.addWidget(self.sources)
         self.columns = QLabel("")
         self.columns.setObjectName("report-columns")
@@ -355,11 +359,10 @@ class DataReportView(QWidget):
             trained = rep["examples"] if rep else st.get("examples")
             skipped = rep["skipped"] if rep else st.get("skipped")
             dropped = rep["dropped"] if rep else st.get("dropped")
-            if rep and rep.get("used_in_mix") is not None:
-                trained_text = f"{trained:,} ({rep['used_in_mix']:,} in the mix, weight {rep['weight']:g})"
-            else:
-                trained_text = "" if trained is None else f"{trained:,}"
+            trained_text = "" if trained is None else f"{trained:,}"
             cols = self._columns_text(rep or plan)
+            if rep and rep.get("used_in_mix") is not None:
+                cols = f"{rep['used_in_mix']:,} examples drawn into the mix (weight {rep['weight']:g}); " + cols
             from pathlib import Path
 
             short = Path(str(name)).name
