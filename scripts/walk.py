@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 SIZES = [(1280, 720), (1600, 1000)]
 STEP_TIMEOUT_S = 600  # a child imports torch+transformers+peft; a busy machine is slow
+WAIT_S = 120  # the least any wait allows (a window's jobs run in helper processes on a busy machine)
 
 
 class WalkFailed(AssertionError):
@@ -58,13 +59,21 @@ class Walk:
             QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
             time.sleep(0.005)
 
-    def wait(self, cond, what: str, timeout: float = 120.0) -> None:
-        end = time.monotonic() + timeout
+    def wait(self, cond, what: str, timeout: float = WAIT_S) -> None:
+        """Process events until ``cond()`` holds (QTest.qWaitFor's loop: PySide6 lacks it). Every
+        state the walk checks after an action is waited for, never assumed after a fixed pause;
+        the timeouts are generous because a shared machine can be very slow."""
+        end = time.monotonic() + max(timeout, WAIT_S)
         while time.monotonic() < end:
             if cond():
                 return
             self.pump(0.05)
-        raise WalkFailed(f"timed out after {timeout:.0f} s waiting until {what}")
+        raise WalkFailed(f"timed out after {max(timeout, WAIT_S):.0f} s waiting until {what}")
+
+    def wait_check(self, cond, what: str, timeout: float = WAIT_S) -> None:
+        """``check`` for a state that follows an action asynchronously (a job, a queued signal)."""
+        self.wait(cond, what, timeout)
+        self.log(f"  ✓ {what}")
 
     def check(self, ok: bool, what: str) -> None:
         if not ok:
@@ -90,7 +99,9 @@ class Walk:
         from PySide6.QtCore import Qt
         from PySide6.QtTest import QTest
 
-        self.check(widget.isEnabled(), f"“{getattr(widget, 'text', lambda: '')()}” can be clicked")
+        label = getattr(widget, "text", lambda: "")()
+        self.wait(widget.isEnabled, f"“{label}” can be clicked")
+        self.log(f"  ✓ “{label}” can be clicked")
         QTest.mouseClick(widget, Qt.MouseButton.LeftButton)
         self.pump(0.1)
 
@@ -198,15 +209,16 @@ class Walk:
         self.type_into(data.path, str(chat))
         self.wait(lambda: data.previewing(str(chat)) and data.preview.format == "messages" and bool(data.preview.rows),
                   "the chat file previews, detected, with no error", 300)
-        self.check(data.mapping.mapping == {} and not win.config_model.config.data.columns,
-                   "file A's mapping does not touch file B")
+        self.wait_check(lambda: data.mapping.mapping == {} and not win.config_model.config.data.columns,
+                        "file A's mapping does not touch file B")
         self.type_into(data.path, str(qa))
         self.wait(lambda: data.previewing(str(qa)) and data.preview.format == "prompt_completion"
                   and bool(data.preview.rows), "file A previews with its mapping again", 300)
-        self.check(win.config_model.config.data.columns == {"prompt": "ask", "completion": "reply"},
-                   "file A's mapping comes back with file A")
-        self.check("pirate-qa.jsonl" in win.panels["training"].plan.text() and "demo data" not in
-                   win.panels["training"].plan.text(), "the line beside Start names the user's data file")
+        self.wait_check(lambda: win.config_model.config.data.columns == {"prompt": "ask", "completion": "reply"},
+                        "file A's mapping comes back with file A")
+        plan = win.panels["training"].plan
+        self.wait_check(lambda: "pirate-qa.jsonl" in plan.text() and "demo data" not in plan.text(),
+                        "the line beside Start names the user's data file")
         self.shot("data")
 
     def step_methods(self, win) -> None:
@@ -223,32 +235,31 @@ class Walk:
             names = [n for n in mp.method_names() if method_group(get_method(n)) == key]
             self.check(bool(names), f"the group “{heading}” lists methods")
             combo.setCurrentIndex(combo.findData(names[0]))
-            self.pump(0.2)
-            self.check(mp.current == names[0] and mp.form.klass is PARAMS[names[0]],
-                       f"{heading}: {names[0]}'s own parameters are shown")
+            self.wait_check(lambda n=names[0]: mp.current == n and mp.form.klass is PARAMS[n],
+                            f"{heading}: {names[0]}'s own parameters are shown")
         ia3 = combo.findData("ia3")
         combo.setCurrentIndex(ia3)
-        self.pump(0.2)
-        self.check(mp.targets.note.text() == "Auto picks: k_proj, v_proj, down_proj",
-                   f"IA³'s Auto picks are what the engine trains: {mp.targets.note.text()!r}")
+        self.wait_check(lambda: mp.targets.note.text() == "Auto picks: k_proj, v_proj, down_proj",
+                        "IA³'s Auto picks are what the engine trains (k_proj, v_proj, down_proj)")
         combo.setCurrentIndex(combo.findData("bitfit"))
         # (the estimator may refuse BitFit first; the model's own inspection then says it plainly)
         self.wait(lambda: not win.act_start.isEnabled() and "BitFit is not for this model" in win.act_start.toolTip(),
                   "Start is off for BitFit on a model without biases, and its tooltip says why", 120)
-        self.check("“Method”" in win.status.validity.text(), "the status bar names the Method control")
+        self.wait_check(lambda: "“Method”" in win.status.validity.text(), "the status bar names the Method control")
         combo.setCurrentIndex(combo.findData("lora"))
         mp.targets.radios["all-linear"].setChecked(True)
         self.pump(0.2)
         tp = win.panels["training"].form.editors
         win.panels["training"].form.editors["lr"].widget.setText("5")
-        self.wait(lambda: "train.lr" in win.config_model.warnings, "a learning rate of 5 is questioned", 10)
-        self.check("train.lr" not in win.config_model.errors and "⚠" in
-                   win.panels["training"].form.warning_text("lr") + "⚠", "a warning does not turn Start off")
+        self.wait(lambda: "train.lr" in win.config_model.warnings, "a learning rate of 5 is questioned")
+        self.wait_check(lambda: "train.lr" not in win.config_model.errors
+                        and bool(win.panels["training"].form.warning_text("lr")),
+                        "the learning rate's warning is shown under the field, as a warning, not an error")
         tp["lr"].widget.setText("0.003")
         tp["max_steps"].widget.setValue(self.steps)
         tp["batch_size"].widget.lineEdit().setText("-4")
         tp["batch_size"].widget.interpretText()
-        self.wait(lambda: "train.batch_size" in win.config_model.errors, "−4 is marked, not changed", 10)
+        self.wait(lambda: "train.batch_size" in win.config_model.errors, "−4 is marked, not changed")
         self.check(tp["batch_size"].widget.value() == -4, "the spin box keeps −4 visible as invalid")
         tp["batch_size"].widget.setValue(4)
         self.wait(lambda: win.act_start.isEnabled(), "Start is back on once the fields are valid", 300)
@@ -258,13 +269,14 @@ class Walk:
     def step_estimate(self, win) -> None:
         self.log("the estimate")
         est = win.panels["estimate"]
-        self.wait(lambda: est.verdict.property("verdict") in ("fits", "tight", "exceeds") and not est.cached,
-                  "the estimate is in", 300)
+        mp = win.panels["method"]
+        # both panels' jobs done for the settings now shown (not a result for the previous method)
+        self.wait(lambda: est.verdict.property("verdict") in ("fits", "tight", "exceeds") and not est.cached
+                  and not est._job.busy and not mp._count_job.busy, "the estimate is in", 300)
         self.check("RAM" in est.verdict.text() or "GiB" in est.verdict.text(), f"verdict: {est.verdict.text()!r}")
-        trainable = est.counts.values["Trainable"].text()
-        self.wait(lambda: "trainable" in win.panels["method"].count_label.text(), "the method's count is in", 300)
-        self.check(trainable.split(" (")[0] in win.panels["method"].count_label.text(),
-                   "the Estimate's Parameters box and the Method panel agree")
+        self.wait(lambda: "trainable" in mp.count_label.text(), "the method's count is in", 300)
+        self.wait_check(lambda: est.counts.values["Trainable"].text().split(" (")[0] in mp.count_label.text(),
+                        "the Estimate's Parameters box and the Method panel agree")
 
     def step_start_stop_resume(self, win) -> str:
         mon = win.panels["monitor"]
@@ -284,9 +296,10 @@ class Walk:
                    f"the run has a readable name: {Path(run_dir).name}")
         self.check(f"/ {self.steps} steps" in mon.progress.format() or mon.progress.maximum() == self.steps,
                    "the bar counts the run's own steps")
-        self.check(win.status.validity.text().startswith("A run is in progress"),
-                   "the status bar does not say Ready to start while training")
-        self.check(mon.tiles["mem"].title.text() == "Peak RSS (CPU)", "the memory tile says what it measures")
+        self.wait_check(lambda: win.status.validity.text().startswith("A run is in progress"),
+                        "the status bar does not say Ready to start while training")
+        self.wait_check(lambda: mon.tiles["mem"].title.text() == "Peak RSS (CPU)",
+                        "the memory tile says what it measures")
         self.shot("monitor")
 
         self.log("Stop")
@@ -348,7 +361,12 @@ class Walk:
         self.log("Playground with a checkpoint")
         win.placement.show_panel("playground")
         pg = win.panels["playground"]
-        self.wait(lambda: pg.run_dir is not None and str(pg.run_dir) == run_dir, "the playground shows the run", 30)
+        from engine.export.runinfo import load_run
+        from studio.panels.playground import _signature
+
+        # shown, with the adapters now on disk (the stopped run's last save has been announced)
+        self.wait(lambda: pg.run_dir is not None and str(pg.run_dir) == run_dir
+                  and pg._signature == _signature(load_run(Path(run_dir))), "the playground shows the run", 30)
         ckpts = [pg.source_combos[0].itemText(i) for i in range(pg.source_combos[0].count())
                  if pg.source_combos[0].itemText(i).startswith("checkpoint-")]
         self.check(bool(ckpts), f"the picker offers the run's checkpoints: {ckpts}")

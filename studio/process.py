@@ -53,17 +53,24 @@ def kill_group(proc: subprocess.Popen) -> None:
 
 
 class Submission:
-    """One request to a helper: its id, and how to cancel it (pending: dropped; sent: a cancel
-    message the job sees through ``TaskState.is_interruption_requested``)."""
+    """One request to a helper: its id, and how to stop it. ``cancel``: dropped if still pending,
+    else the job is asked to stop (its owner drops the reply). ``interrupt``: the job is asked to
+    stop, at once if it runs, else as soon as it is sent, and its (early) reply still comes: a
+    pending request is never silently dropped, or its owner would wait forever."""
 
     def __init__(self, server: HelperProcess, job: str, args: list, on_message: OnMessage):
         self.server, self.job, self.args, self.on_message = server, job, args, on_message
         self.id = 0
         self.cancelled = False
+        self.interrupted = False
 
     def cancel(self) -> None:
         self.cancelled = True
         self.server._cancel(self)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self.server._interrupt(self)
 
 
 class HelperProcess:
@@ -120,12 +127,22 @@ class HelperProcess:
                 if v is sub:
                     del self._pending[k]
                     return
-            in_flight = self._current is sub
+            in_flight = self._current is sub and sub.id
         if in_flight:
-            try:
-                self._send(wire.cancel(sub.id))
-            except OSError:
-                pass  # it is ending anyway
+            self._send_cancel(sub)
+
+    def _interrupt(self, sub: Submission) -> None:
+        with self._cv:
+            in_flight = self._current is sub and sub.id
+        # A pending request stays queued: _run_one sends the cancel right after it (the flag is set).
+        if in_flight:
+            self._send_cancel(sub)
+
+    def _send_cancel(self, sub: Submission) -> None:
+        try:
+            self._send(wire.cancel(sub.id))
+        except OSError:
+            pass  # it is ending anyway
 
     def _loop(self) -> None:
         while True:
@@ -148,10 +165,22 @@ class HelperProcess:
         if sub.cancelled:
             return
         try:
-            proc = self._proc  # shutdown() may clear self._proc from the UI thread at any moment
-            if proc is None or proc.poll() is not None:
-                proc = self._proc = self._spawn()
+            with self._cv:
+                # Spawned under the lock, after a last look at _closed: a shutdown racing this
+                # request either sees the new process (and ends it) or this thread sees _closed.
+                # Otherwise a helper spawned just after shutdown() would keep this thread reading
+                # its stdout forever.
+                if self._closed:
+                    return
+                if self._proc is None or self._proc.poll() is not None:
+                    self._proc = self._spawn()
+                proc = self._proc
             self._send(wire.request(sub.id, sub.job, sub.args))
+            if sub.interrupted or sub.cancelled:
+                # asked to stop while it waited (or while its request was being sent): the job
+                # sees the flag at its first check and replies early (the server takes the cancel
+                # whichever line it reads first)
+                self._send(wire.cancel(sub.id))
             stdout = proc.stdout
             while True:
                 line = stdout.readline()  # blocks without the GIL while the helper works
@@ -164,15 +193,22 @@ class HelperProcess:
                 if msg["type"] in ("result", "error"):
                     return
         except (OSError, EOFError, ValueError, TypeError) as e:
-            if self._closed:
-                return
-            self._proc = None
+            with self._cv:
+                if self._closed:
+                    return
+                self._proc = None
             sub.on_message(wire.error(
                 "The studio's helper process stopped unexpectedly (perhaps out of memory); it restarts with "
                 "the next request.", error_type=type(e).__name__))
 
+    @property
+    def thread_alive(self) -> bool:
+        """Whether this client's reader thread is still running (tests check none is left)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def shutdown(self, wait_s: float = 2.0) -> None:
-        """End the helper: close its stdin (it exits after the current job), kill it if it lingers."""
+        """End the helper: close its stdin (it exits after the current job), kill it if it lingers,
+        and wait for the reader thread. Safe to call twice; later submissions are cancelled."""
         with self._cv:
             self._closed = True
             self._pending.clear()
@@ -189,7 +225,7 @@ class HelperProcess:
             except subprocess.TimeoutExpired:
                 kill_group(proc)
                 proc.wait()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(wait_s)
 
 
@@ -220,7 +256,8 @@ class CommandProcess:
     def _watch(self) -> None:
         tail: deque[str] = deque(maxlen=40)
         out: list[bytes] = []
-        reader = threading.Thread(target=lambda: out.append(self.proc.stdout.read()), daemon=True)
+        reader = threading.Thread(target=lambda: out.append(self.proc.stdout.read()), name="studio-command-out",
+                                  daemon=True)
         reader.start()
         failure: dict | None = None
         for raw in self.proc.stderr:
@@ -253,3 +290,15 @@ class CommandProcess:
 
     def wait(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
+
+    @property
+    def thread_alive(self) -> bool:
+        """Whether the watching thread still runs (it ends once the command has exited)."""
+        return self._thread.is_alive()
+
+    def close(self, wait_s: float = 5.0) -> None:
+        """Kill the command if it still runs and wait for its watching thread (every close path)."""
+        if self.running:
+            self.cancel()
+        if self._thread is not threading.current_thread():
+            self._thread.join(wait_s)

@@ -389,11 +389,13 @@ class RunSupervisor(QObject):
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         self._thread, self._worker = thread, worker
+        _READING.add(self)
         thread.start()
 
     def _shutdown_thread(self, wait_ms: int):
         thread, worker = self._thread, self._worker
         self._thread = self._worker = None
+        _READING.discard(self)
         if thread is None:
             return
         worker.cancel()
@@ -518,6 +520,15 @@ class RunSupervisor(QObject):
 
 # Reader threads that did not end in time; kept referenced and waited for at exit.
 _ORPHANS: list = []
+# Supervisors whose reader thread runs, held strongly: one dropped without shutdown() must not be
+# garbage-collected with its QThread running (Qt aborts the process); it stays until shut down.
+_READING: set = set()
+
+
+def reading_supervisors() -> list[RunSupervisor]:
+    """Supervisors whose reader thread has not been ended (``shutdown`` or ``detach`` ends it):
+    a closing window ends its own; tests check that none is left after each test."""
+    return list(_READING)
 
 
 def wait_orphans() -> None:

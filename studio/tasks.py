@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 
 import shiboken6
@@ -100,7 +101,8 @@ class Task(QObject):
         self.cancelled = False
         self.done = False
         self.error: TaskError | None = None
-        self._on_cancel: Callable[[], None] | None = None
+        self._on_cancel: Callable[[], None] | None = None     # drop the work (cancel)
+        self._on_interrupt: Callable[[], None] | None = None  # only ask it to stop (else _on_cancel)
 
     @property
     def running(self) -> bool:
@@ -111,13 +113,18 @@ class Task(QObject):
         if self.done or self.cancelled:
             return
         self.cancelled = True
-        self.request_interruption()
-
-    def request_interruption(self) -> None:
-        """Ask the work to stop at its next check; what it returns is still delivered."""
         self.interrupt.set()
         if self._on_cancel is not None:
             self._on_cancel()
+
+    def request_interruption(self) -> None:
+        """Ask the work to stop at its next check; what it returns is still delivered (a helper
+        job not yet started still runs, sees the request at once and replies; a one-shot command
+        is killed, which it reports as its failure)."""
+        self.interrupt.set()
+        stop = self._on_interrupt if self._on_interrupt is not None else self._on_cancel
+        if stop is not None:
+            stop()
 
     def deliver(self, msg: dict) -> None:
         """Called from any thread with a wire message; handled in the UI thread."""
@@ -194,17 +201,24 @@ def start_thread(fn: Callable, *args, parent: QObject | None = None, name: str |
 # loaded between generations).
 LANES = ("fast", "data", "export", "playground")
 _helpers: dict[str, HelperProcess] = {}
+# Every one-shot command still watched (the time probe): shutdown() kills and joins them, whoever
+# started them, so no watching thread outlives the studio. Weak: a finished command just drops out.
+_commands: weakref.WeakSet[CommandProcess] = weakref.WeakSet()
 _atexit_registered = False
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(shutdown)  # no helper outlives the studio, whichever way it exits
+        _atexit_registered = True
 
 
 def helper(lane: str = "fast") -> HelperProcess:
     if lane not in LANES:
         raise ValueError(f"unknown lane {lane!r}; one of {', '.join(LANES)}")
-    global _atexit_registered
     if lane not in _helpers:
-        if not _atexit_registered:
-            atexit.register(shutdown)  # no helper outlives the studio, whichever way it exits
-            _atexit_registered = True
+        _register_atexit()
         _helpers[lane] = HelperProcess(lane)
     return _helpers[lane]
 
@@ -221,7 +235,7 @@ def submit_to(server: HelperProcess, job: str, *args, key=None, parent: QObject 
     init_bridge()
     task = Task(job, parent)
     sub = server.submit(job, list(args), task.deliver, key=key)
-    task._on_cancel = sub.cancel
+    task._on_cancel, task._on_interrupt = sub.cancel, sub.interrupt
     return task
 
 
@@ -234,15 +248,22 @@ def start_command(argv: list[str], parse_stdout: Callable[[str], object],
     init_bridge()
     task = Task(name, parent)
     cmd = CommandProcess(argv, task.deliver, parse_stdout, explain, cwd=cwd, on_exit=on_exit)
+    _register_atexit()
+    _commands.add(cmd)
     task._on_cancel = cmd.cancel
     return task, cmd
 
 
 def shutdown() -> None:
-    """End every helper process and worker thread (the app's last step; tests' teardown)."""
-    for h in list(_helpers.values()):
-        h.shutdown()
+    """End every helper process, one-shot command and worker thread, and wait for their threads
+    (the app's last step; tests' teardown). Safe to call again: later work starts afresh."""
+    helpers = list(_helpers.values())
     _helpers.clear()
+    for h in helpers:
+        h.shutdown()
+    for cmd in list(_commands):
+        cmd.close()
+    _commands.clear()
     with _lock:
         threads = list(_threads)
         _threads.clear()
@@ -250,6 +271,13 @@ def shutdown() -> None:
         _queue.put(None)
     for t in threads:
         t.join(2.0)
+
+
+def live_threads() -> list[str]:
+    """Names of the studio's own background threads still running (helper readers, command
+    watchers, worker threads); empty after ``shutdown()``. Tests check it after every test."""
+    return sorted(t.name for t in threading.enumerate()
+                  if t.is_alive() and t.name.startswith(("studio-helper-", "studio-command", "studio-worker-")))
 
 
 # ---- debounced latest-only jobs --------------------------------------------------------------------

@@ -193,12 +193,15 @@ class PlaygroundPanel(QWidget, PanelDefaults):
             return
         from engine.export.runinfo import load_run
 
-        self.stop()
+        # A generation in progress is stopped only when what it uses changes (another run, new
+        # adapters on disk, other runs' adapters): the picker re-announces the same run as it
+        # refreshes, and that must not stop the user's generation.
         p = Path(path)
         self._show_error("")
         try:
             info = load_run(p)
         except Exception as e:  # noqa: BLE001 - a bad folder is a message, not a crash
+            self.stop()
             self.run_dir = None
             self._drop_playground()
             self._fill_sources([])
@@ -210,6 +213,7 @@ class PlaygroundPanel(QWidget, PanelDefaults):
         if self.run_dir != p or signature != self._signature:
             # Another run, or this run saved new adapters: release the loaded model; the next
             # Generate loads what is on disk now.
+            self.stop()
             self._drop_playground()
         self._signature = signature
         self.run_dir = p
@@ -219,6 +223,7 @@ class PlaygroundPanel(QWidget, PanelDefaults):
         # other runs' final adapters on the same base (same model, same method) are offered too
         extra = {other_run_label(r): str(Path(r["run_dir"]) / "adapter") for r in self.picker.others_on_same_base(str(p))}
         if extra != self._extra:
+            self.stop()
             self._drop_playground()
         self._extra = extra
         self._fill_sources(labels + list(extra))

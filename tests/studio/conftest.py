@@ -29,6 +29,27 @@ def _isolated_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Every test ends as the app does (studio/app.py): its windows are closed (make_window), the
+    shared helper processes and one-shot commands are shut down and their threads joined. A test
+    that leaves a run supervisor reading, or a studio thread that does not end, fails here — such
+    threads outliving the test crashed the interpreter at exit on CI (Qt objects touched by a
+    daemon thread while Python tears down)."""
+    yield
+    from studio import tasks
+    from studio.supervisor import reading_supervisors, wait_orphans
+
+    reading = reading_supervisors()
+    for sup in reading:
+        sup.shutdown(kill=True)
+    tasks.shutdown()
+    wait_orphans()
+    left = tasks.live_threads()
+    assert not reading, f"test left {len(reading)} run supervisor(s) reading; call shutdown() in teardown"
+    assert not left, f"studio threads still alive after shutdown: {left}"
+
+
+@pytest.fixture(autouse=True)
 def no_leaked_widgets(request):
     """Fail a test that leaves a top-level window behind (napari's make_napari_viewer pattern)."""
     if "qapp" not in request.fixturenames and "qtbot" not in request.fixturenames:

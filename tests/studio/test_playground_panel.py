@@ -73,6 +73,20 @@ def test_checkpoint_against_final_and_stop(panel, run_dir, qtbot):
     assert panel.outputs[1].toPlainText() == ""  # stopped before the second side started
 
 
+def test_the_same_run_announced_again_does_not_stop_a_generation(panel, run_dir, qtbot):
+    """The run pickers re-announce the shown run as they refresh (and a finished run's adapter
+    event does too): a generation the user started runs to its end unless what it uses changed."""
+    panel.set_run_dir(str(run_dir))
+    panel.prompt.setPlainText("What is two plus two?")
+    panel.max_new_tokens.setValue(8)
+    with qtbot.waitSignal(panel.sig_generation_finished, timeout=120_000):
+        panel.generate()
+        panel.set_run_dir(str(run_dir))  # the same run, the same adapters on disk
+        panel.set_adapter(str(run_dir / "adapter"))
+    assert panel.status.text() == "Done." and panel.error.isHidden(), panel.error.text()
+    assert all(o.toPlainText() for o in panel.outputs)
+
+
 def test_bad_folder_is_a_plain_message(panel, tmp_path):
     panel.set_run_dir(str(tmp_path))
     assert not panel.error.isHidden()

@@ -122,8 +122,9 @@ def test_a_deleted_owner_gets_nothing(qtbot):
 
 # ---- a helper process --------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server():
+    """A helper serving the test jobs; shut down (process ended, reader thread joined) after each test."""
     h = HelperProcess("test", [sys.executable, "-m", "studio.job_server", "tests.studio.wire_jobs"])
     yield h
     h.shutdown()
@@ -177,6 +178,20 @@ def test_process_cancel_reaches_the_running_job(qtbot, server):
     assert blocker.args == [{"still": "alive"}]
     assert not [n for n, _, _ in seen if n in ("sig_result", "sig_finished")]
     assert pid is None or server.process.pid == pid  # the same helper served them all
+
+
+def test_interrupting_a_job_that_waits_its_turn_still_delivers_its_early_result(qtbot, server):
+    """A request interrupted before it is sent (it waits behind another job) still runs and
+    replies at once: it is not dropped, or its owner (the Playground's Generate) waits forever."""
+    busy = tasks.submit_to(server, "count_to", 100_000, 0.01)
+    with qtbot.waitSignal(busy.sig_partial, timeout=TIMEOUT_MS):
+        pass
+    waiting = tasks.submit_to(server, "count_to", 5, 0.0)
+    waiting.request_interruption()  # still queued in the client: the helper runs `busy`
+    with qtbot.waitSignal(waiting.sig_result, timeout=TIMEOUT_MS) as blocker:
+        busy.request_interruption()
+    assert blocker.args[0] == {"done": 0, "interrupted": True}
+    assert waiting.done and not waiting.running
 
 
 def test_newer_request_with_the_same_key_replaces_an_unsent_one(qtbot, server):

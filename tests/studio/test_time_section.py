@@ -82,11 +82,15 @@ def test_cancel_kills_the_measurement_and_drops_its_result(qtbot, tiny_config):
     sec.probe.sig_done.connect(results.append)
     sec.probe.sig_failed.connect(results.append)
     sec.measure()
-    proc = sec.probe.process
+    proc, command = sec.probe.process, sec.probe._command
     qtbot.mouseClick(sec.cancel_btn, qtbot_button())
     qtbot.waitUntil(lambda: proc.poll() is not None, timeout=10_000)
-    qtbot.wait(300)
-    assert results == [] and sec.status.text() == "Measurement cancelled." and sec.measure_btn.isEnabled()
+    command.wait(10)  # its watching thread has sent everything it will send (then it ends)
+    assert not command.thread_alive
+    qtbot.waitUntil(lambda: sec.status.text() == "Measurement cancelled." and sec.measure_btn.isEnabled(),
+                    timeout=10_000)
+    qtbot.wait(300)  # what the killed probe sent has been delivered (and must have been dropped)
+    assert results == []
 
 
 def test_a_bad_model_is_a_message_not_a_crash(qtbot, tiny_config, tmp_path):
