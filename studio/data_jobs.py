@@ -23,6 +23,10 @@ MAX_PROBLEMS = 2000
 # iter_statistics' step: a snapshot (and a partial result) after this many records.
 STATS_EVERY = 2000
 AUTO_REPORT_RECORDS = 20_000
+# Above this size the preview reads only the first records (engine.data.preview) instead of the
+# whole file (load_records holds every record in Python: minutes and gigabytes for a large file).
+LARGE_FILE_BYTES = 2_000_000
+PREVIEW_ROWS = 40
 _SUM_KEYS = ("records", "examples", "skipped", "filtered", "truncated", "dropped", "duplicates", "tokens",
              "trained")
 
@@ -34,6 +38,48 @@ def source_configs(data_cfg) -> list:
 
     return [dataclasses.replace(data_cfg, path=s.path, format=s.format, columns=dict(s.columns), sources=[])
             for s in source_specs(data_cfg)]
+
+
+def is_large(data_cfg) -> bool:
+    """Whether the preview should stream: the first source is a file over LARGE_FILE_BYTES (a
+    save_to_disk folder or a missing file: no, the whole-file preview handles and explains them)."""
+    from pathlib import Path
+
+    from engine.data import DataError
+    from engine.data.pipeline import source_specs
+
+    try:
+        path = Path(source_specs(data_cfg)[0].path).expanduser()
+        return path.is_file() and path.stat().st_size > LARGE_FILE_BYTES
+    except (DataError, OSError, IndexError):
+        return False
+
+
+def stream_preview(run_cfg) -> dict:
+    """The Data tab's Preview (studio.jobs.Preview as a dict) of a large file from its first
+    records only (engine.data.preview: well under a second for any length), ``partial=True``."""
+    from studio.jobs import Preview, _tokenizer, jsonable
+    from studio.messages import plain_message
+
+    data_cfg, m = run_cfg.data, run_cfg.model
+    try:
+        tok = _tokenizer(m.name_or_path, m.trust_remote_code, m.offline)
+    except Exception as e:  # noqa: BLE001 - the data may be fine; only the rendering needs the tokenizer
+        return dataclasses.asdict(Preview(error="The examples cannot be rendered without the model's tokenizer: "
+                                          f"{plain_message(e)}", partial=True))
+    from engine.data import preview as engine_preview
+
+    pv = engine_preview(data_cfg, tok, n=PREVIEW_ROWS)
+    if pv.error:
+        field = pv.error_field if isinstance(pv.error_field, str) and pv.error_field.startswith("data.") else ""
+        return jsonable(dataclasses.asdict(Preview(error=pv.error, rejected=True, error_field=field,
+                                                   columns=list(pv.columns), partial=True)))
+    good = [ex for ex in pv.examples if not ex.error]
+    bad = [f"{ex.where}: {ex.error}" for ex in pv.examples if ex.error]
+    p = Preview(format=pv.format, reason=pv.reason, warnings=list(pv.notes) + bad[:5], n_train=len(good),
+                n_skipped=len(bad), columns=list(pv.columns), rows=[ex.segments for ex in good],
+                lengths=[ex.length for ex in good], partial=True)
+    return jsonable(dataclasses.asdict(p))
 
 
 def merge_statistics(snapshots: list[dict]) -> dict:

@@ -129,6 +129,9 @@ class Preview:
     # are not the file's (the model's tokenizer cannot be loaded).
     rejected: bool = False
     error_field: str = ""    # the setting the refusal names (data.columns, data.format, …) or ''
+    # Only the first records were read (a large file: studio/data_jobs.py stream_preview); the
+    # counts are the Report tab's, which reads the whole file in the background.
+    partial: bool = False
 
 
 _TOKENIZERS: dict = {}
@@ -150,6 +153,10 @@ def preview(state, cfg: dict) -> dict:
 
     run_cfg = _config(cfg)
     data_cfg, m = run_cfg.data, run_cfg.model
+    from studio.data_jobs import is_large, stream_preview
+
+    if is_large(data_cfg):  # reading every record into Python first would take minutes
+        return stream_preview(run_cfg)
     try:
         loaded = load_records(data_cfg)
     except DataError as e:

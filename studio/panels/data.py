@@ -638,6 +638,10 @@ class DataPanel(QWidget, PanelDefaults):
         status += [window_text(w) for w in p.warnings]
         self.status.setText("\n".join(status))
         self.status.setStyleSheet(f"color: {ERROR_COLOR};" if p.error else "")
+        if p.partial and not p.error:  # a large file: only its first records were read
+            self.counts.setText(f"first {len(p.rows)} examples shown; the Report tab counts every record")
+            self.status.setText(f"Showing the first {len(p.rows)} examples of a large file; the Report tab reads "
+                                f"all of it in the background.")
         if not p.error and p.n_train > len(p.rows):
             self.status.setText(f"Showing the first {len(p.rows)} of {p.n_train:,} examples." +
                                 ("\n" + "\n".join(window_text(w) for w in p.warnings) if p.warnings else ""))

@@ -100,6 +100,9 @@ def test_statistics_never_block_the_event_loop(make_window, qtbot, tiny_config, 
     view = _report(win)
     ticks: list[float] = []
     partials: list[int] = []
+    at_preview: list[int] = []   # records the statistics had read when the first examples showed
+    win.panels["data"]._job.sig_result.connect(
+        lambda _r: at_preview.append((view.result.get("total") or {}).get("records", 0)))
     view.sig_updated.connect(lambda: partials.append((view.result.get("total") or {}).get("records", 0)))
     timer = QTimer()
     timer.setInterval(50)
@@ -113,6 +116,11 @@ def test_statistics_never_block_the_event_loop(make_window, qtbot, tiny_config, 
     finally:
         timer.stop()
     assert view.result["stage"] == "statistics", view.result   # large: the full report is a button
+    # The examples came from the first records only (not the whole file read into Python first).
+    panel = win.panels["data"]
+    assert panel.preview.partial and len(panel.preview.rows) == 40 and panel.preview.format == "alpaca"
+    assert "first 40 examples" in panel.counts.text()
+    assert at_preview and at_preview[0] < 50_000   # shown before the statistics were complete
     assert view.result["total"]["records"] == 50_000 and view.result["total"]["examples"] == 50_000
     assert not view.full_btn.isHidden() and "50,000" in view.summary.text()
     assert len([n for n in partials if 0 < n < 50_000]) >= 3       # it filled in progressively
