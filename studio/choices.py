@@ -1,8 +1,8 @@
 """The engine's lists of choices as the studio shows them, each behind one function.
 
-Today these mirror the engine by hand (marked below); each function is the one place to switch
-to the engine's own registry (export formats, data formats) once it publishes one, and no panel
-holds a copy.
+Export formats and types come from the engine's export-format registry; the weighted-merge
+choices and the data formats' column roles still mirror the engine by hand (marked below), each
+behind one function so that no panel holds a copy.
 """
 
 from __future__ import annotations
