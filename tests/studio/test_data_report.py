@@ -125,8 +125,20 @@ def test_statistics_never_block_the_event_loop(make_window, qtbot, tiny_config, 
     assert not view.full_btn.isHidden() and "50,000" in view.summary.text()
     assert len([n for n in partials if 0 < n < 50_000]) >= 3       # it filled in progressively
     assert sum(view.hist_counts) == 50_000 and not view.hist_slot.isHidden()
+    # "Full report": the engine prepares all of it (worker processes, the data cache) in the helper.
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    assert len(ticks) > 20 and max(gaps) < 0.25, f"event loop blocked for {max(gaps):.3f} s"
+    n_first = len(ticks)
+    ticks.clear()
+    timer.start()
+    try:
+        view.full_btn.click()
+        qtbot.waitUntil(lambda: view.result.get("stage") == "report", timeout=TIMEOUT_MS)
+    finally:
+        timer.stop()
+    assert view.complete and view.result["report"]["counts"]["records"] == 50_000
+    assert "Complete report" in view.status.text() and view.full_btn.isHidden()
+    gaps += [b - a for a, b in zip(ticks, ticks[1:])]
+    assert n_first > 20 and len(ticks) > 20 and max(gaps) < 0.25, f"event loop blocked for {max(gaps):.3f} s"
 
 
 def test_merge_statistics_adds_sources_bin_by_bin():
