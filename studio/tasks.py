@@ -261,9 +261,7 @@ def shutdown() -> None:
     _helpers.clear()
     for h in helpers:
         h.shutdown()
-    for cmd in list(_commands):
-        cmd.close()
-    _commands.clear()
+    close_commands()
     with _lock:
         threads = list(_threads)
         _threads.clear()
@@ -273,11 +271,22 @@ def shutdown() -> None:
         t.join(2.0)
 
 
-def live_threads() -> list[str]:
-    """Names of the studio's own background threads still running (helper readers, command
-    watchers, worker threads); empty after ``shutdown()``. Tests check it after every test."""
+def close_commands() -> None:
+    """Kill every one-shot command still running and wait for its watching thread."""
+    for cmd in list(_commands):
+        cmd.close()
+    _commands.clear()
+
+
+def live_threads(app_level: bool = True) -> list[str]:
+    """Names of the studio's own background threads still running: helper readers, command
+    watchers and, with ``app_level``, the threads the app keeps for its whole life (the lanes'
+    helper readers, the worker pool). Empty after ``shutdown()``; tests check it after each test
+    (``app_level=False``: the lanes live as long as the app, here the test session) and at the end."""
+    lanes = {f"studio-helper-{lane}" for lane in _helpers}
     return sorted(t.name for t in threading.enumerate()
-                  if t.is_alive() and t.name.startswith(("studio-helper-", "studio-command", "studio-worker-")))
+                  if t.is_alive() and t.name.startswith(("studio-helper-", "studio-command", "studio-worker-"))
+                  and (app_level or not (t.name in lanes or t.name.startswith("studio-worker-"))))
 
 
 # ---- debounced latest-only jobs --------------------------------------------------------------------

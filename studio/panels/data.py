@@ -43,7 +43,7 @@ from studio.messages import is_user_error, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.tasks import LatestJob
 from studio.widgets import PlotSlot, compact, heading, muted, scroll, scrolled_body
-from studio.wording import window_text
+from studio.wording import control_label, control_name, window_text
 
 CELL_CHARS = 1500        # a very long example is cut in the table (the tooltip says so)
 
@@ -335,7 +335,7 @@ class LengthHistogram(QWidget):
         self.plot.addItem(self.bars)
         self.line = pg.InfiniteLine(angle=90, movable=False,
                                     pen=pg.mkPen(theme.SERIES["limit"], width=2, style=Qt.PenStyle.DashLine),
-                                    label="max_length", labelOpts={"position": 0.9, "color": theme.SERIES["limit"]})
+                                    label=control_label("data.max_length"), labelOpts={"position": 0.9, "color": theme.SERIES["limit"]})
         self.plot.addItem(self.line)
         self.slot.fill(self.plot)
         self.set_lengths(self.lengths)
@@ -370,14 +370,16 @@ class LengthHistogram(QWidget):
             self.summary.setText("")
             return
         cut = self.truncated()
-        verb = "dropped (data.drop_long)" if self.drop else "truncated"
+        # the window's words for the controls (studio/wording.py), never the run-file keys
+        limit = f"{control_name('data.max_length')} {self.max_length}"
+        verb = f"dropped ({control_name('data.drop_long')} is ticked)" if self.drop else "truncated"
         median, longest = int(np.median(self.lengths)), int(self.lengths.max())
         if cut:
             self.summary.setText(f"<b>{cut} of {n}</b> examples ({100 * cut / n:.1f} %) are longer than "
-                                 f"max_length {self.max_length} and will be {verb}. "
+                                 f"{html.escape(limit)} and will be {html.escape(verb)}. "
                                  f"Median {median} tokens, longest {longest}.")
         else:
-            self.summary.setText(f"All {n} examples fit in max_length {self.max_length}. "
+            self.summary.setText(f"All {n} examples fit in {html.escape(limit)}. "
                                  f"Median {median} tokens, longest {longest}.")
         if self.plot is not None:
             # keep the line in view even when every example is far shorter

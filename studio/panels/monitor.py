@@ -51,6 +51,7 @@ PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": 
 # the curve): (series key, colour key, words).
 TITLE_KEYS = {"loss": [("loss", "train", "train"), ("eval", "eval", "eval ●")],
               "mem": [("mem", "mem2", "now"), ("mem_peak", "mem", "peak")]}
+TITLE_MARGIN_PX = 56  # a plot's left axis (its tick labels and unit) and the frame beside its title
 STATE_TEXT = {"idle": "No run yet", "starting": "Starting…", "running": "Running", "stopping": "Stopping…",
               "finished": "Finished", "stopped": "Stopped (adapter saved)", "failed": "Failed"}
 
@@ -223,7 +224,11 @@ class MonitorPanel(QWidget, PanelDefaults):
             title = f"{title} — {words}"
         p = ThemedPlot(title)
         p.setMinimumHeight(110)
-        p.setMinimumWidth(100)  # four across on a 1280-px window without scrolling sideways
+        # four across on a 1280-px window without scrolling sideways, but never narrower than the
+        # title: pyqtgraph lays a wider title out past the widget's edge, which cut off the right
+        # of the plot (its axis and curve); too narrow a window scrolls instead
+        title_w = p.getPlotItem().titleLabel.item.boundingRect().width()
+        p.setMinimumWidth(max(100, int(title_w) + TITLE_MARGIN_PX))
         p.setLabel("bottom", "step")
         # Thousands of points, but only a few hundred pixels: draw the peaks, skip the rest.
         p.getPlotItem().setDownsampling(auto=True, mode="peak")

@@ -28,25 +28,50 @@ def _isolated_home(tmp_path, monkeypatch):
     yield home
 
 
-@pytest.fixture(autouse=True)
-def no_leaked_threads():
-    """Every test ends as the app does (studio/app.py): its windows are closed (make_window), the
-    shared helper processes and one-shot commands are shut down and their threads joined. A test
-    that leaves a run supervisor reading, or a studio thread that does not end, fails here — such
-    threads outliving the test crashed the interpreter at exit on CI (Qt objects touched by a
-    daemon thread while Python tears down)."""
+@pytest.fixture(scope="session", autouse=True)
+def _studio_exits_cleanly():
+    """The test session is the app: at its end every helper process, command and worker thread is
+    shut down and joined, as studio/app.py does before the interpreter exits (threads left running
+    into interpreter teardown crashed CI: Qt objects touched by a daemon thread while Python exits)."""
     yield
     from studio import tasks
-    from studio.supervisor import reading_supervisors, wait_orphans
+    from studio.supervisor import wait_orphans
 
-    reading = reading_supervisors()
-    for sup in reading:
+    for sup in _reading_supervisors():
         sup.shutdown(kill=True)
     tasks.shutdown()
     wait_orphans()
     left = tasks.live_threads()
+    assert not left, f"studio threads still alive after the app's shutdown: {left}"
+
+
+def _reading_supervisors():
+    from studio.supervisor import reading_supervisors
+
+    return reading_supervisors()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """After every test: no run supervisor is left reading (a window's close, or the test's own
+    ``shutdown()``, ends it), no one-shot command runs on, and no helper process the test made
+    itself has its reader thread alive. The lanes' helpers (studio/tasks.py) live as long as the
+    app, here the session (_studio_exits_cleanly ends them). What is found is ended, then the
+    test fails."""
+    yield
+    from studio import tasks
+    from studio.supervisor import wait_orphans
+
+    reading = _reading_supervisors()
+    for sup in reading:
+        sup.shutdown(kill=True)
+    running = [c.argv[-1] for c in list(tasks._commands) if c.running and not c.cancelled]  # not asked to end
+    tasks.close_commands()
+    wait_orphans()
+    left = tasks.live_threads(app_level=False)
     assert not reading, f"test left {len(reading)} run supervisor(s) reading; call shutdown() in teardown"
-    assert not left, f"studio threads still alive after shutdown: {left}"
+    assert not running, f"test left one-shot commands running: {running}"
+    assert not left, f"test left studio threads alive (a helper it made must be shut down): {left}"
 
 
 @pytest.fixture(autouse=True)

@@ -58,6 +58,15 @@ def test_histogram_counts_truncation_like_the_engine(make_window, qtbot, tiny_co
     assert affected == cut, prepared.warnings
     assert len(prepared.train) == 5 - cut or all(len(e["input_ids"]) <= 60 for e in prepared.train)
     assert f"{cut} of 5" in panel.histogram.summary.text()
+    # in the window's words: the control's name, never the run-file key (max_length, data.drop_long)
+    from studio.wording import KEY_RE
+
+    summary = panel.histogram.summary.text()
+    assert "“Max length” (Data tab) 60" in summary and "max_length" not in summary, summary
+    panel.form.editors["drop_long"].widget.setChecked(True)
+    qtbot.waitUntil(lambda: panel.histogram.drop, timeout=3000)
+    summary = panel.histogram.summary.text()
+    assert "dropped" in summary and not KEY_RE.search(summary) and "drop_long" not in summary, summary
 
 
 def test_column_mapping_override(make_window, qtbot, tiny_config, tmp_path):

@@ -58,3 +58,23 @@ def test_the_layout_version_is_respected(tmp_path):
     assert LAYOUT_VERSION >= 3  # Runs moved from the bottom dock to a central tab
     s = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     assert s.value("window/state") is None
+
+
+def test_no_monitor_plot_is_cut_off_at_1280x720(make_window, qtbot):
+    """pyqtgraph lays a title wider than its plot out past the widget's edge: at 1280×720 the
+    Memory plot ("Memory — now · peak") lost its right side (axis ticks and curve) with no way to
+    see it. Each plot is at least as wide as its title, and all of them fit the tab there."""
+    win = make_window()
+    win.resize(1280, 720)
+    win.placement.size_docks()
+    win.placement.show_panel("monitor")
+    mon = win.panels["monitor"]
+    mon.build_plots()
+    qtbot.waitUntil(lambda: win.width() <= 1280, timeout=3000)
+    area = mon.findChild(QScrollArea)
+    qtbot.waitUntil(lambda: all(p.width() > 0 for p in mon.plots.values()), timeout=3000)
+    for key, plot in mon.plots.items():
+        title = plot.getPlotItem().titleLabel.item.boundingRect().width()
+        assert plot.minimumWidth() > title, key
+        assert plot.width() >= plot.minimumWidth(), key  # nothing squeezed below what it needs
+    assert area.widget().minimumSizeHint().width() <= area.viewport().width(), "the plots fit without scrolling"
