@@ -22,6 +22,10 @@ import dataclasses
 MAX_PROBLEMS = 2000
 # iter_statistics' step: a snapshot (and a partial result) after this many records.
 STATS_EVERY = 2000
+# The statistics keep this many problems (and every unreadable record up to as many again) and
+# send the first SHOWN_PROBLEMS, unreadable records first.
+KEEP_PROBLEMS = 1000
+SHOWN_PROBLEMS = 1000
 AUTO_REPORT_RECORDS = 20_000
 # Above this size the preview reads only the first records (engine.data.preview) instead of the
 # whole file (load_records holds every record in Python: minutes and gigabytes for a large file).
@@ -38,6 +42,13 @@ def source_configs(data_cfg) -> list:
 
     return [dataclasses.replace(data_cfg, path=s.path, format=s.format, columns=dict(s.columns), sources=[])
             for s in source_specs(data_cfg)]
+
+
+def shown_problems(problems: list[dict], n: int = SHOWN_PROBLEMS) -> list[dict]:
+    """The problems a snapshot sends: records that cannot be read first (they stop training), then
+    the others (truncated, dropped), ``n`` in all, each group in line order."""
+    bad = [p for p in problems if p.get("status") == "skipped"][:n]
+    return bad + [p for p in problems if p.get("status") != "skipped"][: n - len(bad)]
 
 
 def is_large(data_cfg) -> bool:
@@ -150,8 +161,9 @@ def data_report(state, cfg: dict, with_report: bool | str = "auto") -> dict:
         state.set_status(f"Reading {names[i]}" + (f" (source {i + 1} of {len(parts)})" if len(parts) > 1 else ""))
         last = None
         try:
-            for snap in iter_statistics(part, tok, every=STATS_EVERY, cancel=cancel):
+            for snap in iter_statistics(part, tok, every=STATS_EVERY, cancel=cancel, keep_problems=KEEP_PROBLEMS):
                 last = dict(snap.to_dict(), source=names[i])
+                last["problems"] = shown_problems(last["problems"])
                 shown = [*done, last]
                 total = merge_statistics(shown + [{} for _ in names[len(shown):]])
                 state.set_progress_value(total["progress"], 1.0)

@@ -151,7 +151,14 @@ def _where(p: dict) -> str:
     """``train.jsonl line 7`` (file name only: the Sources table has the whole path)."""
     from pathlib import Path
 
-    f = Path(str(p.get("file") or p.get("where") or "")).name
+    if not p.get("file") and p.get("where"):  # the statistics' "/path/f.jsonl line 7"
+        w = str(p["where"])
+        for unit in (" line ", " record "):
+            head, sep, tail = w.rpartition(unit)
+            if sep:
+                return f"{Path(head).name}{sep}{tail}"
+        return Path(w).name
+    f = Path(str(p.get("file") or "")).name
     if p.get("line") is not None:
         return f"{f} line {p['line']}"
     if p.get("record") is not None:
@@ -540,6 +547,7 @@ def report_tabs(examples: QWidget, panel) -> tuple[DataReportView, QWidget]:
 
     view = DataReportView()
     view.sig_fix.connect(panel.apply_fix)
+    view.job.sig_result.connect(lambda value: gate_large_file(panel, value))
     tabs = QTabWidget()
     tabs.setObjectName("data-tabs")
     tabs.addTab(examples, "Examples")
@@ -564,3 +572,28 @@ def apply_fix(panel, path: str, value) -> None:
         widget = editor.widget
     widget.setFocus()
     panel.report.set_values(panel.values()[0])
+
+
+def bad_records_message(value: dict) -> str:
+    """Why training would stop on this data as configured ('' when it would not): records that
+    cannot be read, with skipping off (the engine stops at the first; the window names them all)."""
+    total = value.get("statistics") or value.get("total") or {}
+    report = value.get("report") or {}
+    skipped = (report.get("counts") or {}).get("skipped", total.get("skipped", 0)) or 0
+    if not skipped:
+        return ""
+    problems = [p for p in (report.get("problems") or total.get("problems") or []) if p.get("status") == "skipped"]
+    first = f" (first: {_where(problems[0])}: {window_text(str(problems[0].get('reason') or ''))})" if problems else ""
+    return (f"{_n(skipped, 'record')} cannot be read as written{first}: training would stop at the first. "
+            f"Fix them, or tick {control_name('data.skip_bad_lines')} (the Report tab lists them all).")
+
+
+def gate_large_file(panel, value: dict) -> None:
+    """A large file is previewed from its first records only, so the preview cannot see a bad
+    record further on; the report, which read every record, gates Start instead (small files:
+    the whole-file preview already does, with the engine's own message)."""
+    if not getattr(panel.preview, "partial", False) or value.get("stage") not in ("statistics", "report"):
+        return
+    vals = panel.values()[0]
+    message = "" if vals.get("skip_bad_lines") else bad_records_message(value)
+    panel._set_rejection("data.skip_bad_lines" if message else None, message)

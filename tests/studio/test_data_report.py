@@ -161,3 +161,26 @@ def test_max_length_fix_covers_the_99th_percentile():
     assert fixes["data.max_length"].value == 304 and "“Max length”" in fixes["data.max_length"].why
     assert fixes["data.replacements"].value == {"name": ""}
     assert not suggest_fixes(result | {"report": {"lengths": {"p99": 200, "limit": 256}}}, {"max_length": 256})
+
+
+def test_a_bad_record_deep_in_a_large_file_gates_start(make_window, qtbot, tiny_config, tmp_path):
+    """The preview of a large file reads only its first records; the statistics read all of them
+    and hold Start while a record would stop training, until “Skip bad lines” is ticked."""
+    path = tmp_path / "large.jsonl"
+    rows = [json.dumps({"prompt": f"Tell me about the number {i} in a few words, please.", "completion": f"{i}."})
+            for i in range(30_000)]
+    rows[25_000] = '{"prompt": "cut off'
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert path.stat().st_size > 2_000_000
+    win = make_window()
+    cfg = tiny_config()
+    cfg.data.path = str(path)
+    win.config_model.set_config(cfg)
+    view, panel = _report(win), win.panels["data"]
+    qtbot.waitUntil(lambda: view.result.get("stage") == "statistics", timeout=TIMEOUT_MS)
+    assert panel.preview.partial and not panel.preview.rejected
+    errors = panel.values()[1]
+    assert "line 25001" in errors["data.skip_bad_lines"] and "“Skip bad lines”" in errors["data.skip_bad_lines"]
+    assert "data.skip_bad_lines" in win.config_model.errors and not win.act_start.isEnabled()
+    view.fix_button("data.skip_bad_lines").click()
+    qtbot.waitUntil(lambda: "data.skip_bad_lines" not in win.config_model.errors, timeout=TIMEOUT_MS)
