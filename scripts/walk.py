@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -437,7 +438,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=400, help="steps of the first run (it is stopped long before)")
     p.add_argument("--one-size", action="store_true", help="screenshots at 1280x720 only (faster)")
     args = p.parse_args(argv)
-    shots = Path(args.shots)
+    shots = Path(args.shots).resolve()  # before the chdir below
     shots.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="peft-studio-walk-"))
     # the walk's settings, runs and studio data stay in its temp folder, never the user's
@@ -478,6 +479,11 @@ def main(argv=None) -> int:
                 w.shutdown()
         tasks.shutdown()
         wait_orphans()
+    if code == 0:  # a failed walk keeps its folder (settings, runs, logs) to look at
+        os.chdir(ROOT)
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"walk: its files are kept in {tmp}", file=sys.stderr)
     return code
 
 

@@ -79,7 +79,7 @@ def estimate(state, cfg: dict, gpu: str | None) -> dict:
     r = engine_estimate(_config(cfg), gpu=gpu)
     keys = ("components", "peak_allocated", "peak_reserved", "device_total", "verdict", "gpu_name",
             "gpu_bytes", "total_params", "trainable_params", "adapter_bytes", "notes", "suggestions",
-            "max_batch_size", "max_seq_len", "on_cpu", "layout", "processes")
+            "max_batch_size", "max_seq_len", "on_cpu", "layout", "processes", "assumptions")
     out = {k: getattr(r, k, None) for k in keys}
     out["components"] = dict(out["components"] or {})
     out["labels"] = dict(LABELS)

@@ -58,6 +58,9 @@ _SET_RE = re.compile(r"(?:\b([Ss])et )?(" + _KEY + r")(?::\s*(?:(true|false)\b|(
 _PHRASES = [
     (re.compile(r"\s*in the run file\b"), ""),
     (re.compile(r"\bthe run file's\b"), "the"),
+    # the engine's estimate notes say "batch × max_length" (the field, bare); after _SET_RE, so a
+    # full key ("data.max_length") has already become the control's name with its place
+    (re.compile(r"(?<![.\w“])max_length\b"), "“Max length”"),
 ]
 # "report it" is for the project's own faults; the user's mistakes are theirs to fix.
 _REPORT = re.compile(r"[;,]? ?(?:and )?if it persists, report it(?: with the run's events\.jsonl)?|"

@@ -20,7 +20,7 @@ from studio.panels.base import Area, PanelDefaults, Studio
 from studio.panels.estimate_time import TimeSection
 from studio.tasks import LatestJob, start_job
 from studio.widgets import InfoGrid, PlotSlot, compact, fmt_bytes, fmt_count, muted
-from studio.wording import window_text
+from studio.wording import control_name, window_text
 
 GIB = 1 << 30
 # Until the estimator's own list arrives: sizes any estimator understands.
@@ -227,7 +227,7 @@ class EstimatePanel(QWidget, PanelDefaults):
             # train.distributed: the figures are per GPU (per process) under the chosen strategy.
             lines.insert(0, f"Per GPU: {out.get('layout')} over {out['processes']} processes.")
         if out.get("max_batch_size"):
-            lines.append(f"Largest batch that fits: {out['max_batch_size']}; longest max_length: "
+            lines.append(f"Largest batch that fits: {out['max_batch_size']}; longest {control_name('data.max_length')}: "
                          f"{out.get('max_seq_len') or '—'}.")
         if cached:
             lines.insert(0, "(Cached from the last launch; estimating again…)")
@@ -236,7 +236,7 @@ class EstimatePanel(QWidget, PanelDefaults):
         self.advice.setText("<br>".join("• " + html.escape(window_text(str(t))) for t in tips))
         self.advice_box.setVisible(bool(tips))
         self.notes.setText("\n".join([*(f"· {window_text(n)}" for n in (out.get("notes") or [])),
-                                      *assumption_lines(out.get("assumptions") or {})]))
+                                      *map(window_text, assumption_lines(out.get("assumptions") or {}))]))
         self._show_counts(out.get("total_params"), out.get("trainable_params"), out.get("adapter_bytes"))
         self.sig_blocker.emit(None, "")
 

@@ -47,3 +47,15 @@ def test_a_chosen_gpu_is_judged_as_a_gpu(qtbot, panel, tiny_config):
     assert panel.verdict.text() != first and "RAM" not in panel.verdict.text()
     assert "CUDA context" in panel.legend.text() and "Runtime" not in panel.legend.text()
     assert "bfloat16" in panel.notes.text()
+
+
+def test_the_estimates_assumptions_are_shown_in_the_windows_words(qtbot, panel, tiny_config):
+    """Issue 14 put the estimate's assumptions (attention, loss, packing, each component's dtype)
+    in the engine's result; the studio's job dropped them, so the panel never showed them."""
+    from studio.wording import KEY_RE
+
+    panel.update_estimate(tiny_config())
+    _settle(qtbot, panel, "—")
+    notes = panel.notes.text()
+    assert "assumed: attention" in notes and "packing" in notes, notes
+    assert not KEY_RE.search(notes + panel.summary.text()) and "max_length" not in panel.summary.text()

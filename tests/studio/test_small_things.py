@@ -106,3 +106,20 @@ def test_last_launchs_estimate_shows_at_once_marked_as_cached(qtbot, tiny_config
     qtbot.waitUntil(lambda: not panel.cached, timeout=240_000)  # the helper's own estimate replaces it
     assert "Cached" not in panel.summary.text()
     panel.time.shutdown()
+
+
+def test_step_labels_never_run_together_on_a_small_plot(qtbot):
+    """At 1280×720 the Monitor's small plots are ~100 px wide: pyqtgraph put "100", "200" and "300"
+    24 px apart, drawn into one another ("100200300")."""
+    import math
+
+    from studio.plots import MIN_LABEL_GAP_PX, SpacedAxis
+
+    axis = SpacedAxis("bottom")
+    for size, top in ((95, 400), (120, 24), (150, 2000), (60, 7)):
+        major = axis.tickSpacing(0, top, size)[0][0]
+        assert major * size / top >= MIN_LABEL_GAP_PX, (size, top, major)
+        mantissa = major / 10 ** math.floor(math.log10(major))
+        assert round(mantissa, 6) in (1, 2, 5), major  # pyqtgraph's 1-2-5 steps
+    wide = axis.tickSpacing(0, 400, 700)
+    assert wide == super(SpacedAxis, axis).tickSpacing(0, 400, 700)  # room enough: pyqtgraph's own ticks

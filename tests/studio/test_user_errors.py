@@ -60,6 +60,12 @@ def test_engine_user_errors_in_the_windows_words(tmp_path):
         assert "report it" not in hint_for(exc).lower(), f"{what}: the hint asks to report the user's mistake"
 
 
+def test_a_bare_field_name_in_an_estimate_note_is_the_controls():
+    shown = window_text("packing: each step is one row of batch × max_length = 1024 tokens")
+    assert shown == "packing: each step is one row of batch × “Max length” = 1024 tokens"
+    assert window_text("raise data.max_length") == "raise “Max length” (Data tab)"
+
+
 def test_out_of_memory_hint_names_the_controls():
     from engine.config import RunConfig
     from engine.training.hints import hint_for
