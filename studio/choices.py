@@ -1,18 +1,14 @@
 """The engine's lists of choices as the studio shows them, each behind one function.
 
-Today these mirror the engine by hand (marked below); each function is the one place to switch
-to the engine's own registry (export formats, data formats) once it publishes one, and no panel
-holds a copy.
+Export formats and types come from the engine's export-format registry; the weighted-merge
+choices and the data formats' column roles still mirror the engine by hand (marked below), each
+behind one function so that no panel holds a copy.
 """
 
 from __future__ import annotations
 
-# ---- export (mirrors engine.export; to become its registry of formats) ---------------------------
+# ---- export (formats and types: engine.export.formats; weighted-merge choices mirror engine.export) ----
 
-_EXPORT_MODES = [("adapter", "Adapter (peft folder + model card)"), ("merged", "Merged model (safetensors)"),
-                 ("gguf", "GGUF file (llama.cpp)"), ("weighted", "Weighted merge of LoRA adapters")]
-_MERGE_DTYPES = ["auto", "float32", "bfloat16", "float16"]              # engine.export.MERGE_DTYPES
-_GGUF_TYPES = ["q8_0", "f16", "f32"]                                    # engine.export.GGUF_TYPES
 _COMBINATIONS = ["linear", "cat", "svd", "ties", "dare_linear", "dare_ties"]  # engine.export.COMBINATIONS
 _DENSITY_COMBINATIONS = ("ties", "dare_linear", "dare_ties")           # engine.export.DENSITY_COMBINATIONS
 _COMBINATION_HELP = {
@@ -26,18 +22,26 @@ _COMBINATION_HELP = {
 
 
 def export_modes() -> list[tuple[str, str]]:
-    """(key, title) of each kind of export, in menu order; key is what studio.jobs.export takes."""
-    return list(_EXPORT_MODES)
+    """(key, title) of each kind of export, in menu order: the engine's export-format registry
+    (engine.export.formats.FORMATS), then the weighted merge of several adapters (not a format of
+    one run)."""
+    from engine.export.formats import FORMATS
+
+    return [(f.name, f.title) for f in FORMATS.values()] + [("weighted", "Weighted merge of LoRA adapters")]
 
 
 def merge_dtypes() -> list[str]:
     """Precisions a merged model can be written in ("auto" = the base checkpoint's own)."""
-    return list(_MERGE_DTYPES)
+    from engine.export.formats import FORMATS
+
+    return list(FORMATS["merged"].options)
 
 
 def gguf_types() -> list[str]:
-    """GGUF tensor types the export writes."""
-    return list(_GGUF_TYPES)
+    """GGUF tensor types the export writes (the registry's; K-quants need llama-cpp-python)."""
+    from engine.export.formats import FORMATS
+
+    return list(FORMATS["gguf"].options)
 
 
 def combinations() -> list[str]:

@@ -265,6 +265,8 @@ class FieldEditor(QWidget):
 def _list_text(v, kind: str) -> str:
     """Lists as "a, b"; a one-item list as "[a]" so it stays distinct from the word "a"."""
     if isinstance(v, (list, tuple)):
+        if any(isinstance(x, dict) for x in v):  # data.sources: [{path: a.jsonl, weight: 2}, …]
+            return yaml.safe_dump(list(v), default_flow_style=True, width=10**6).strip()
         if kind == "list_or_str" and len(v) == 1 or not v:
             return "[" + ", ".join(map(str, v)) + "]"
         return ", ".join(map(str, v))
@@ -279,7 +281,7 @@ def _parse_list(text: str, kind: str, path: str):
             raise ConfigError(path, "must be a list like [a, b]", text) from None
         if not isinstance(value, list):
             raise ConfigError(path, "must be a list like [a, b]", text)
-        return [str(x) for x in value]
+        return [x if isinstance(x, dict) else str(x) for x in value]
     if kind == "list_or_str" and "," not in text:
         return text  # a single word is the field's string form (auto, all-linear, all, …)
     return [s.strip() for s in text.split(",") if s.strip()]

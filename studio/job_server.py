@@ -93,7 +93,13 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     server = _Server(out, importlib.import_module(argv[0] if argv else "studio.jobs").JOBS)
-    threading.Thread(target=server.read_requests, args=(sys.stdin,), name="job-server-stdin", daemon=True).start()
+    # The reader thread owns the real stdin and sys.stdin becomes /dev/null: a job that forks
+    # workers (datasets' map with num_proc: the Data tab's full report) would otherwise deadlock,
+    # since a forked multiprocessing child first closes sys.stdin, whose lock the reader thread,
+    # blocked in readline, held at the fork.
+    requests_in, sys.stdin = sys.stdin, open(os.devnull, encoding="utf-8")  # noqa: SIM115 - for the process's life
+    threading.Thread(target=server.read_requests, args=(requests_in,), name="job-server-stdin",
+                     daemon=True).start()
     while True:
         msg = server.requests.get()
         if msg is None or not server.run(msg):

@@ -129,6 +129,9 @@ class Preview:
     # are not the file's (the model's tokenizer cannot be loaded).
     rejected: bool = False
     error_field: str = ""    # the setting the refusal names (data.columns, data.format, …) or ''
+    # Only the first records were read (a large file: studio/data_jobs.py stream_preview); the
+    # counts are the Report tab's, which reads the whole file in the background.
+    partial: bool = False
 
 
 _TOKENIZERS: dict = {}
@@ -152,6 +155,10 @@ def preview(state, cfg: dict) -> dict:
     data_cfg, m = run_cfg.data, run_cfg.model
     if run_cfg.train.task != "sft":
         return _preference_preview(run_cfg)
+    from studio.data_jobs import is_large, stream_preview
+
+    if is_large(data_cfg):  # reading every record into Python first would take minutes
+        return stream_preview(run_cfg)
     try:
         loaded = load_records(data_cfg)
     except DataError as e:
@@ -279,3 +286,11 @@ def generate(state, run_dir: str, signature: list, sources: list[str], messages:
 
 JOBS = {f.__name__: f for f in (warm_up, inspect, cached_models, count, estimate, gpu_list, preview, export,
                                 generate, cluster_script)}
+
+# The Data tab's report (studio/data_jobs.py) and the Export tab's formats and sizes
+# (studio/export_jobs.py) live in their own modules; their jobs join this table.
+from studio import data_jobs as _data_jobs  # noqa: E402
+from studio import export_jobs as _export_jobs  # noqa: E402
+
+JOBS.update(_data_jobs.JOBS)
+JOBS.update(_export_jobs.JOBS)

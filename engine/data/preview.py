@@ -208,7 +208,9 @@ def iter_statistics(data_cfg, tokenizer, every: int = 2000, cancel=None, base_di
         yield from rows_iter
 
     def problem(where: Where, status: str, reason: str):
-        if len(st.problems) < keep_problems:
+        # Unreadable records stop a run without data.skip_bad_lines: they are kept even after
+        # truncated ones filled the list (a file of long texts would hide a bad line at 25,000).
+        if len(st.problems) < keep_problems or (status == "skipped" and st.skipped <= keep_problems):
             st.problems.append({"where": f"{where.file} {where}", "line": where.line, "record": where.record,
                                 "status": status, "reason": reason})
 

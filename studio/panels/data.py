@@ -35,6 +35,7 @@ from engine.config import DataConfig
 from studio import theme
 from studio.choices import data_file_filter, format_roles
 from studio.config_model import find_path
+from studio.data_report_view import apply_fix, report_tabs
 from studio.forms import ERROR_COLOR, DataclassForm
 from studio.jobs import Preview
 from studio.lazy import np
@@ -491,7 +492,9 @@ class DataPanel(QWidget, PanelDefaults):
         hh.setSectionResizeMode(TEXT_COL, QHeaderView.ResizeMode.Stretch)
         hh.sectionResized.connect(lambda *_: self.table.resizeRowsToContents())
         tl.addWidget(self.table, 1)
-        right.addWidget(table_box)
+        # The examples and the engine's report (studio/data_report_view.py) share the space.
+        self.report, tabs = report_tabs(table_box, self)
+        right.addWidget(tabs)
         self.histogram = LengthHistogram()
         right.addWidget(self.histogram)
         right.setStretchFactor(0, 3)
@@ -590,6 +593,14 @@ class DataPanel(QWidget, PanelDefaults):
             self._request_key = key
             self._requested_data = rejection_key(asdict(d))
             self._job.request(cfg.to_dict())
+        report_key = (repr(d), model)
+        if report_key != getattr(self, "_report_key", None) and (d.path or d.sources):
+            self._report_key = report_key
+            self.report.request(cfg.to_dict(), self.values()[0])
+
+    def apply_fix(self, path: str, value) -> None:
+        """A one-click fix from the report: set the control for ``path`` to ``value``."""
+        apply_fix(self, path, value)
 
     def _set_rejection(self, field_path: str | None, message: str = "") -> None:
         new = (self._requested_data, field_path, message) if field_path else None
@@ -629,6 +640,10 @@ class DataPanel(QWidget, PanelDefaults):
         status += [window_text(w) for w in p.warnings]
         self.status.setText("\n".join(status))
         self.status.setStyleSheet(f"color: {ERROR_COLOR};" if p.error else "")
+        if p.partial and not p.error:  # a large file: only its first records were read
+            self.counts.setText(f"first {len(p.rows)} examples shown; the Report tab counts every record")
+            self.status.setText(f"Showing the first {len(p.rows)} examples of a large file; the Report tab reads "
+                                f"all of it in the background.")
         if not p.error and p.n_train > len(p.rows):
             self.status.setText(f"Showing the first {len(p.rows)} of {p.n_train:,} examples." +
                                 ("\n" + "\n".join(window_text(w) for w in p.warnings) if p.warnings else ""))

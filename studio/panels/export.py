@@ -1,5 +1,6 @@
-"""Export tab: the adapter, a merged model (dtype), a GGUF file (type), or a weighted merge of
-several LoRA adapters (weights, combination, density).
+"""Export tab: every format of the engine's export-format registry (adapter, merged model, GGUF,
+Ollama, GGUF LoRA adapter: studio/export_formats_view.py builds their pages, with each option's
+size before export), or a weighted merge of several LoRA adapters (weights, combination, density).
 
 Exports run as a task in the "export" helper process (studio/tasks.py: merging loads a whole
 model, which must not hold the window's GIL) with progress; errors arrive as the engine's plain
@@ -34,11 +35,12 @@ from PySide6.QtWidgets import (
 
 from engine.export.result import ExportResult
 from studio import choices
+from studio.export_formats_view import FormatPage, default_folder, reveal
 from studio.forms import ERROR_COLOR
 from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.picker import RunPicker
-from studio.tasks import Task, start_job
+from studio.tasks import LatestJob, Task, start_job
 from studio.widgets import CheckedDoubleSpinBox, scrolled_body
 from studio.wording import window_text
 
@@ -81,6 +83,7 @@ class ExportPanel(QWidget, PanelDefaults):
     sig_export_started = Signal()
     sig_export_finished = Signal(object)   # the ExportResult
     sig_error = Signal(str)
+    sig_choices = Signal(object)           # the export_choices job's answer (formats, sizes)
 
     @classmethod
     def create(cls, studio: Studio) -> ExportPanel:
@@ -103,7 +106,15 @@ class ExportPanel(QWidget, PanelDefaults):
         self._merge_text = ""
         self._picked = False
         self.last_result: ExportResult | None = None
+        self.export_choices: dict = {}
+        # What the run can be exported to and the sizes: a helper job (imports llama.cpp, builds
+        # the model on the meta device), never in the window's thread.
+        self._choices_job = LatestJob("export_choices", delay_ms=100, parent=self, lane="fast")
+        self._choices_job.sig_result.connect(self._on_choices)
+        self._choices_job.sig_error.connect(lambda e: [p.set_choices(None, [], "", window_message(e))
+                                                       for p in self.format_pages.values()])
         self._build()
+        self.checkpoint.currentTextChanged.connect(self._request_choices)
         self._mode_changed()
 
     # ---- layout ---------------------------------------------------------------------------------
@@ -134,10 +145,9 @@ class ExportPanel(QWidget, PanelDefaults):
         wl.addLayout(top)
 
         self.pages = _Pages()
-        self.pages.addWidget(self._page_adapter())
-        self.pages.addWidget(self._page_merged())
-        self.pages.addWidget(self._page_gguf())
-        self.pages.addWidget(self._page_weighted())
+        self.format_pages: dict[str, FormatPage] = {}
+        for key, _title in choices.export_modes():
+            self.pages.addWidget(self._page_weighted() if key == "weighted" else self._format_page(key))
         wl.addWidget(self.pages)
         self.merge_note = QLabel()
         self.merge_note.setWordWrap(True)
@@ -189,39 +199,25 @@ class ExportPanel(QWidget, PanelDefaults):
         lay.addWidget(self.error)
         lay.addStretch(1)
 
-    def _page_adapter(self) -> QWidget:
-        return QLabel("The standard peft folder (adapter_config.json + adapter_model.safetensors), the "
-                      "tokenizer, and a README model card (base model, method, data, hyperparameters, "
-                      "final losses, how to load it).", wordWrap=True)
+    def _format_page(self, name: str) -> QWidget:
+        """A registry format's page (its option, sizes, verify box); ``dtype`` / ``gguf_type`` /
+        ``verify`` name the merged and GGUF pages' controls, as before the registry."""
+        from engine.export.formats import FORMATS
 
-    def _page_merged(self) -> QWidget:
-        w = QWidget()
-        f = QFormLayout(w)
-        self.dtype = QComboBox()
-        self.dtype.addItems(choices.merge_dtypes())
-        self.dtype.currentTextChanged.connect(lambda _t: self._mode_changed())  # the default folder says it
-        self.dtype.setToolTip("Precision of the merged weights; auto = the base checkpoint's own. QLoRA runs "
-                              "are merged into a freshly loaded full-precision base, never the 4-bit weights.")
-        f.addRow("Precision", self.dtype)
-        self.shard = QLineEdit("2GB")
-        self.shard.setToolTip("safetensors files are split above this size (e.g. 2GB, 500MB)")
-        f.addRow("Shard size", self.shard)
-        return w
-
-    def _page_gguf(self) -> QWidget:
-        w = QWidget()
-        f = QFormLayout(w)
-        self.gguf_type = QComboBox()
-        self.gguf_type.addItems(choices.gguf_types())
-        self.gguf_type.currentTextChanged.connect(lambda _t: self._mode_changed())
-        self.gguf_type.setToolTip("q8_0: 8-bit, about a quarter of float32 and nearly lossless; f16: half "
-                                  "precision; f32: exact")
-        f.addRow("Type", self.gguf_type)
-        self.verify = QCheckBox("Verify: load the file back and compare logits")
-        self.verify.setChecked(True)
-        f.addRow(self.verify)
-        f.addRow(QLabel("Llama-family models (like the demo model) only.", wordWrap=True))
-        return w
+        page = FormatPage(FORMATS[name])
+        page.sig_option.connect(lambda _v: self._mode_changed())  # the default folder says the type
+        self.format_pages[name] = page
+        if name == "merged":
+            self.dtype = page.option
+            self.dtype.setToolTip("Precision of the merged weights; auto = the base checkpoint's own. QLoRA runs "
+                                  "are merged into a freshly loaded full-precision base, never the 4-bit weights.")
+            self.shard = QLineEdit("2GB")
+            self.shard.setToolTip("safetensors files are split above this size (e.g. 2GB, 500MB)")
+            page.form.addRow("Shard size", self.shard)
+        elif name == "gguf":
+            self.gguf_type = page.option
+            self.verify = page.verify
+        return page
 
     def _page_weighted(self) -> QWidget:
         w = QWidget()
@@ -289,7 +285,8 @@ class ExportPanel(QWidget, PanelDefaults):
             self._update_enabled()
             return
         self.run_dir = p
-        labels = [lab for lab, _ in info.sources()]
+        # final, best (when known), every checkpoint, base: the engine's export sources
+        labels = info.choices() if info.sources() else []
         current = self.checkpoint.currentText()
         self.checkpoint.clear()
         self.checkpoint.addItems(labels)
@@ -303,6 +300,24 @@ class ExportPanel(QWidget, PanelDefaults):
             self._show_error("This run has no adapter yet.")
         self._out_edited = False
         self._mode_changed()
+        self._request_choices()
+
+    def _request_choices(self, *_) -> None:
+        """Ask the helper for what this run can be exported to and every size (no weights load)."""
+        if self.run_dir is None or not self.checkpoint.count():
+            return
+        for page in self.format_pages.values():
+            page.clear()
+        self._choices_job.request(str(self.run_dir), self.checkpoint.currentText() or None)
+
+    @Slot(object)
+    def _on_choices(self, value: dict) -> None:
+        self.export_choices = value
+        by_name = {f["name"]: f for f in value.get("formats") or []}
+        for name, page in self.format_pages.items():
+            page.set_choices(by_name.get(name), value.get("sizes") or [], value.get("install_hint") or "",
+                             value.get("sizes_error") or "")
+        self.sig_choices.emit(value)
 
     def set_adapter(self, path) -> None:
         if self.run_dir is not None:
@@ -345,11 +360,9 @@ class ExportPanel(QWidget, PanelDefaults):
 
     def _default_out_name(self) -> str:
         key = self.mode_key()
-        if key == "merged":
-            return f"merged-{self.dtype.currentText()}"
-        if key == "gguf":
-            return f"gguf-{self.gguf_type.currentText()}"
-        return {"adapter": "adapter", "weighted": "weighted-adapter"}[key]
+        if key == "weighted":
+            return "weighted-adapter"
+        return default_folder(key, self.format_pages[key].current_option())
 
     @Slot()
     def _mode_changed(self, *_) -> None:
@@ -358,7 +371,7 @@ class ExportPanel(QWidget, PanelDefaults):
         self.checkpoint.setEnabled(key != "weighted")
         note = getattr(self, "_merge_text", "")
         self.merge_note.setText(note)
-        self.merge_note.setVisible(bool(note) and key in ("merged", "gguf"))
+        self.merge_note.setVisible(bool(note) and key in ("merged", "gguf", "ollama"))
         if not self._out_edited and self.run_dir is not None:
             self.out.setText(str(self.run_dir / "exports" / self._default_out_name()))
         self._update_enabled()
@@ -393,13 +406,14 @@ class ExportPanel(QWidget, PanelDefaults):
         if self.run_dir is None:
             raise ValueError("Open a run first.")
         run = str(self.run_dir)
-        if key == "adapter":
-            return "adapter", dict(run=run, which=which, **common)
-        if key == "merged":
+        if key == "merged":  # the registry's merged export has no shard size; the engine function has
             return "merged", dict(run=run, which=which, dtype=self.dtype.currentText(),
                                   max_shard_size=self.shard.text().strip() or "2GB", **common)
-        return "gguf", dict(run=run, qtype=self.gguf_type.currentText(), which=which,
-                            verify=self.verify.isChecked(), **common)
+        page = self.format_pages[key]
+        kwargs = dict(run=run, which=which, option=page.current_option(), **common)
+        if page.verify is not None:
+            kwargs["verify"] = page.verify.isChecked()
+        return "format:" + key, kwargs
 
     @Slot()
     def start_export(self) -> None:
@@ -418,7 +432,10 @@ class ExportPanel(QWidget, PanelDefaults):
         self.export_btn.setEnabled(False)
         self._running = True
         self.sig_export_started.emit()
-        self.task = start_job("export", kind, kwargs, lane="export", parent=self)
+        if kind.startswith("format:"):  # a registry format (engine.export.formats)
+            self.task = start_job("export_format", kind.split(":", 1)[1], kwargs, lane="export", parent=self)
+        else:
+            self.task = start_job("export", kind, kwargs, lane="export", parent=self)
         self.task.sig_status.connect(self._on_stage)
         self.task.sig_progress.connect(self._on_progress)
         self.task.sig_result.connect(self._on_done)
@@ -449,6 +466,8 @@ class ExportPanel(QWidget, PanelDefaults):
             text = result.note + "\n" + text
         self.status.setText(text)
         self._update_enabled()
+        reveal(self.open_btn)
+        reveal(self.status)   # where the files went and the verification sentence, in view
         self.sig_export_finished.emit(result)
 
     @Slot(str)

@@ -290,3 +290,22 @@ def test_bad_records_found_while_reading_are_listed_in_order(tmp_path, tiny_toke
     with pytest.raises(DataError) as e:
         prepare_data(DataConfig(path=str(p), validation_split=0), tiny_tokenizer)
     assert e.value.record == 2 and "1 more bad record: record 5" in str(e.value)
+
+
+def test_statistics_keep_unreadable_records_after_truncations_fill_the_list(tmp_path, tiny_tokenizer):
+    """A file of long texts: the truncated records fill ``problems`` (keep_problems), yet a bad
+    line far on is still listed — it is the one that stops a run without skip_bad_lines."""
+    import json
+
+    from engine.config import DataConfig
+    from engine.data import iter_statistics
+
+    rows = [json.dumps({"prompt": "word " * 40, "completion": "ok"}) for _ in range(60)]
+    rows[50] = '{"prompt": "cut off'
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cfg = DataConfig(path=str(path), max_length=16)
+    last = list(iter_statistics(cfg, tiny_tokenizer, every=10, keep_problems=5))[-1]
+    assert last.skipped == 1 and last.truncated + last.dropped == 59
+    assert [p["line"] for p in last.problems if p["status"] == "skipped"] == [51]
+    assert len([p for p in last.problems if p["status"] != "skipped"]) == 5
