@@ -82,6 +82,15 @@ NOT_OBSERVABLE = {
     "data.columns": "column mapping (tests/engine/test_data_readers.py)",
     "data.skip_bad_lines": "bad lines (tests/engine/test_data_errors.py)",
     "train.resume_from": "tests/engine/test_resume_safety.py",
+    "data.sources": "mixing several files (tests/engine/test_data_pipeline.py, test_data_cases.py)",
+    "data.mix_stopping": "when a mix ends (tests/engine/test_data_pipeline.py)",
+    "data.num_proc": "datasets.map workers (tests/engine/test_data_pipeline.py)",
+    "data.cache": "the fingerprint cache (tests/engine/test_data_pipeline.py)",
+    "data.long_examples": "chunking or dropping long examples (tests/engine/test_data_shapes.py)",
+    "data.replacements": "placeholders filled (tests/engine/test_data_shapes.py)",
+    "data.reasoning": "reasoning parts kept or dropped (tests/engine/test_data_shapes.py)",
+    "data.sample_by": "plain text split into examples (tests/engine/test_data_shapes.py)",
+    "train.distributed": "accelerate's config per strategy (tests/engine/test_distributed_config.py, test_fsdp.py)",
 }
 
 
@@ -302,10 +311,11 @@ def test_data_fields_reach_the_datasets(base_cfg, monkeypatch, tmp_path):
     assert (len(trainer.train_dataset), len(trainer.eval_dataset)) == (40, 3)
     # The examples are 35 to 51 tokens long; 24 of them fit in 44.
     trainer, _ = capture(base_cfg(**{"data.max_length": 44}), monkeypatch)
-    truncated = trainer.train_dataset.items
+    truncated = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
     assert max(len(e["input_ids"]) for e in truncated) == 44 and len(truncated) > 24
     trainer, _ = capture(base_cfg(**{"data.max_length": 44, "data.drop_long": True}), monkeypatch)
-    assert len(trainer.train_dataset) == 24 and max(len(e["input_ids"]) for e in trainer.train_dataset.items) <= 44
+    assert len(trainer.train_dataset) == 24 and max(
+        len(trainer.train_dataset[i]["input_ids"]) for i in range(24)) <= 44
 
     trainer, _ = capture(base_cfg(**{"data.train_on_prompt": False}), monkeypatch)
     masked = sum(1 for t in trainer.train_dataset[0]["labels"] if t == IGNORE_INDEX)
