@@ -393,3 +393,30 @@ def test_demo_metric_preference_accuracy_moves_with_dpo(tiny_model_dir, tmp_path
     before = preference_accuracy(base, tok, held)
     after = preference_accuracy(PeftModel.from_pretrained(base, result.adapter_dir), tok, held)
     assert 0.0 <= before < after <= 1.0, (before, after)
+
+
+def test_compare_methods_with_a_preference_task(tiny_model_dir, tmp_path):
+    """compare-methods trains every method with the run file's train.task (here DPO) and tables
+    its losses, as for SFT."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    data = write_pairs(tmp_path / "pairs.jsonl", 24)
+    run = tmp_path / "run.yaml"
+    run.write_text(f"model: {{name_or_path: {tiny_model_dir}}}\ndata: {{path: {data}, max_length: 48}}\n"
+                   "train: {task: dpo, max_steps: 2, batch_size: 4, lr: 5.0e-3}\n", encoding="utf-8")
+    env = {**os.environ, "PEFT_STUDIO_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(repo)}
+    proc = subprocess.run([sys.executable, "-m", "engine", "compare-methods", str(run), "--methods", "lora,ia3",
+                           "--out", str(tmp_path / "cmp"), "--doc", str(tmp_path / "methods.md")],
+                          capture_output=True, text=True, cwd=repo, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1].strip() for line in lines[1:]] == ["lora", "ia3"]
+    for name in ("lora", "ia3"):
+        run_yaml = RunConfig.load(tmp_path / "cmp" / name / "run.yaml")
+        assert run_yaml.train.task == "dpo"
+        assert (tmp_path / "cmp" / name / "adapter" / "adapter_config.json").exists()
