@@ -39,6 +39,17 @@ def has_adapter(run_dir: str | Path) -> bool:
     return d.is_dir() and any(d.iterdir())
 
 
+def follow_runs(panel, studio) -> None:
+    """Wire a panel with a run picker (Playground, Export) to the window's runs: a finished run's
+    outputs become choices, and until the user picks a run the panel follows the one the Monitor
+    shows (``panel.follow``, ``panel.follow_shown``)."""
+    panel.picker.settings = studio.settings
+    studio.runs.sig_finished.connect(lambda ev: panel.follow(ev.get("run_dir")
+                                                             or str(studio.runs.supervisor.run_dir or "")))
+    studio.runs.sig_run_dir.connect(panel.follow_shown)
+    panel.picker.refresh()
+
+
 class RunPicker(QWidget):
     """A run chooser: every listed run (newest first) by name, with its method and status."""
 

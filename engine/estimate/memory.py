@@ -405,6 +405,19 @@ def eval_logits_bytes(p: _Plan, rows: int) -> int:
     return int(rows * p.arch.vocab * (p.dtype_bytes + upcast + 4))
 
 
+def _overhead(p, cfg, comp: dict, allocated: float, static: float, comm: int = 0) -> int:
+    """Bytes the allocator holds beyond ``allocated`` (fragmentation; the FRAG_* fits above), and
+    the fixed costs outside it written into ``comp`` (the CPU runtime, or the CUDA context with
+    bitsandbytes' kernels and ``comm`` bytes of collective buffers)."""
+    dynamic = allocated - static
+    if p.cpu:
+        comp["runtime"] = RUNTIME_CPU
+        return int(FRAG_CPU * dynamic)
+    uses_bnb = bool(p.quant) or cfg.train.optimizer in ("adamw_8bit", "paged_adamw_8bit")
+    comp["cuda_context"] = CUDA_CONTEXT + (BNB_CONTEXT if uses_bnb else 0) + comm
+    return int(FRAG_DYNAMIC * dynamic + FRAG_STATIC * static + FRAG_FIXED)
+
+
 def breakdown(p: _Plan, batch: int, seq: int, layout: sharding.Layout | None = None) -> dict:
     """All figures for one (batch, seq): phases, the peak phase's components, sizes; per rank
     under ``layout`` (several processes: engine.estimate.sharding), with ``resident`` (what the
@@ -458,14 +471,7 @@ def breakdown(p: _Plan, batch: int, seq: int, layout: sharding.Layout | None = N
     else:
         comp.update(gradients=grads, transient=opt_temp)
     allocated = phases[peak_phase]
-    dynamic = allocated - static
-    if p.cpu:
-        overhead = int(FRAG_CPU * dynamic)
-        comp["runtime"] = RUNTIME_CPU
-    else:
-        overhead = int(FRAG_DYNAMIC * dynamic + FRAG_STATIC * static + FRAG_FIXED)
-        uses_bnb = bool(p.quant) or cfg.train.optimizer in ("adamw_8bit", "paged_adamw_8bit")
-        comp["cuda_context"] = CUDA_CONTEXT + (BNB_CONTEXT if uses_bnb else 0)
+    overhead = _overhead(p, cfg, comp, allocated, static)
     comp["allocator_overhead"] = overhead
     comp["outside_allocator"] = opt_out
     comp = {k: int(v) for k, v in comp.items()}
@@ -549,14 +555,7 @@ def _breakdown_sharded(p: _Plan, lay: sharding.Layout, batch: int, seq: int) -> 
     else:
         comp.update(gradients=grads, transient=step_temp)
     allocated = phases[peak_phase]
-    dynamic = allocated - static
-    if p.cpu:
-        overhead = int(FRAG_CPU * dynamic)
-        comp["runtime"] = RUNTIME_CPU
-    else:
-        overhead = int(FRAG_DYNAMIC * dynamic + FRAG_STATIC * static + FRAG_FIXED)
-        uses_bnb = bool(p.quant) or cfg.train.optimizer in ("adamw_8bit", "paged_adamw_8bit")
-        comp["cuda_context"] = CUDA_CONTEXT + (BNB_CONTEXT if uses_bnb else 0) + sharding.COMM_BUFFERS
+    overhead = _overhead(p, cfg, comp, allocated, static, comm=sharding.COMM_BUFFERS)
     comp["allocator_overhead"] = overhead
     comp["outside_allocator"] = res["optimizer_outside"]
     comp = {k: int(v) for k, v in comp.items()}

@@ -39,7 +39,7 @@ from studio.export_formats_view import FormatPage, default_folder, reveal
 from studio.forms import ERROR_COLOR
 from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
-from studio.picker import RunPicker
+from studio.picker import RunPicker, follow_runs
 from studio.tasks import LatestJob, Task, start_job
 from studio.widgets import CheckedDoubleSpinBox, scrolled_body
 from studio.wording import window_text
@@ -88,12 +88,7 @@ class ExportPanel(QWidget, PanelDefaults):
     @classmethod
     def create(cls, studio: Studio) -> ExportPanel:
         panel = cls()
-        panel.picker.settings = studio.settings
-        # follows the run that finished / the Monitor shows, until the user picks one here
-        studio.runs.sig_finished.connect(lambda ev: panel.follow(ev.get("run_dir")
-                                                                 or str(studio.runs.supervisor.run_dir or "")))
-        studio.runs.sig_run_dir.connect(panel.follow_shown)
-        panel.picker.refresh()
+        follow_runs(panel, studio)  # a finished run's outputs become choices (a new adapter reloads)
         return panel
 
     def __init__(self, parent=None):

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 from studio.forms import ERROR_COLOR
 from studio.messages import window_message
 from studio.panels.base import Area, PanelDefaults, Studio
-from studio.picker import RunPicker
+from studio.picker import RunPicker, follow_runs
 from studio.tasks import Task, start_job
 from studio.widgets import CheckedDoubleSpinBox, CheckedSpinBox, compact, scrolled_body
 
@@ -56,13 +56,7 @@ class PlaygroundPanel(QWidget, PanelDefaults):
     @classmethod
     def create(cls, studio: Studio) -> PlaygroundPanel:
         panel = cls()
-        panel.picker.settings = studio.settings
-        # a finished run's adapters become sources (a new one on disk reloads the model); until the
-        # user picks a run here, the panel follows the run the Monitor shows
-        studio.runs.sig_finished.connect(lambda ev: panel.follow(ev.get("run_dir")
-                                                                 or str(studio.runs.supervisor.run_dir or "")))
-        studio.runs.sig_run_dir.connect(panel.follow_shown)
-        panel.picker.refresh()
+        follow_runs(panel, studio)  # a finished run's outputs become choices (a new adapter reloads)
         return panel
 
     def __init__(self, parent=None):
