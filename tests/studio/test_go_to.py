@@ -18,10 +18,17 @@ NESTED = {"train.distributed"}
 
 
 def _paths(section: str, klass) -> list[str]:
+    """Every leaf field under ``section``; nested sections (train.early_stopping, train.preference,
+    …) are walked into, except those set by one control of their own (NESTED)."""
+    from engine.fields import is_section
+
     out = []
     for f in dataclasses.fields(klass):
         path = f"{section}.{f.name}"
-        if dataclasses.is_dataclass(f.type) or path in NESTED:
+        if path in NESTED:
+            continue
+        if is_section(f):
+            out.extend(_paths(path, type(f.default_factory())))
             continue
         out.append(path)
     return out
