@@ -29,8 +29,10 @@ def _caches_out_of_home(tmp_path_factory):
         for entry in real.iterdir():
             if entry.name == "models" or entry.name.startswith("peft-schema"):
                 (cache / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
-    os.environ.setdefault("PEFT_STUDIO_CACHE", str(cache))
-    os.environ.setdefault("PEFT_STUDIO_HOME", str(root / "home"))
+    # Always ours, even when the shell set them (an empty or real value would send runs to the
+    # user's run index: seen as test runs in the studio's Runs list).
+    os.environ["PEFT_STUDIO_CACHE"] = str(cache)
+    os.environ["PEFT_STUDIO_HOME"] = str(root / "home")
     yield
     for k, v in saved.items():
         if v is None:
