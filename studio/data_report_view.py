@@ -297,12 +297,16 @@ class DataReportView(QWidget):
             self.result = value
             total = value.get("total") or {}
             self.progress.setValue(int(1000 * min(1.0, float(total.get("progress") or 0.0))))
-            self._fill_sources(value)
-            self._fill_summary(value)
-            self._fill_problems(total.get("problems") or [], None)
-            self._fill_histogram(total.get("lengths") or {})
+            self._fill_all(value, total.get("problems") or [], None, total.get("lengths") or {})
             self._show_fixes()
         self.sig_updated.emit()
+
+    def _fill_all(self, value: dict, problems: list, problems_total, lengths: dict) -> None:
+        """Sources, summary, problems and histogram from one answer (statistics or report)."""
+        self._fill_sources(value)
+        self._fill_summary(value)
+        self._fill_problems(problems, problems_total)
+        self._fill_histogram(lengths)
 
     @Slot(object)
     def _on_result(self, value: dict) -> None:
@@ -323,20 +327,14 @@ class DataReportView(QWidget):
             self.status.setText(f"Complete report: {c.get('train_examples', 0):,} training and "
                                 f"{c.get('eval_examples', 0):,} evaluation examples from {c.get('records', 0):,} "
                                 f"records. Start reuses this preparation.")
-            self._fill_sources(value)
-            self._fill_summary(value)
-            self._fill_problems(r.get("problems") or [], value.get("problems_total"))
-            self._fill_histogram(r.get("lengths") or {})
+            self._fill_all(value, r.get("problems") or [], value.get("problems_total"), r.get("lengths") or {})
         elif stage == "statistics":
             total = value.get("total") or {}
             self.status.setText(f"Statistics of all {total.get('records', 0):,} records. The full report (every "
                                 f"problem by line, the columns each record used) prepares the data as training "
                                 f"will: press Full report.")
             self.full_btn.show()
-            self._fill_sources(value)
-            self._fill_summary(value)
-            self._fill_problems(total.get("problems") or [], None)
-            self._fill_histogram(total.get("lengths") or {})
+            self._fill_all(value, total.get("problems") or [], None, total.get("lengths") or {})
         self._show_fixes()
         self.sig_updated.emit()
 
