@@ -32,7 +32,8 @@ _SPECIAL_TARGETS = ("auto", "all-linear")
 
 def method_title(name: str) -> tuple[str, str]:
     """(title, one-line description) from the params class docstring ("LoRA: a low-rank …")."""
-    doc = (PARAMS[name].__doc__ or "").strip()
+    # A docstring wrapped over several lines reads as one paragraph in the label.
+    doc = " ".join((PARAMS[name].__doc__ or "").split())
     if ":" in doc and "(" not in doc.split(":", 1)[0]:
         title, desc = doc.split(":", 1)
         desc = desc.strip()

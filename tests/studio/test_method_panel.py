@@ -85,3 +85,12 @@ def test_methods_the_model_cannot_take_are_marked_with_the_reason(panel):
     assert "no bias parameters" in panel.caveat.text()
     panel.set_model_info({**INFO, "unavailable_methods": {}})  # another model, with biases
     assert panel.combo.itemText(i) == "BitFit" and "no bias" not in panel.caveat.text()
+
+
+@pytest.mark.parametrize("method", ["full", "selective", "bottleneck"])
+def test_description_reads_as_one_paragraph(panel, method):
+    """A docstring wrapped over two lines must not show its line break and indentation
+    ("…optimizer and\\n    gradient checkpointing") in the label under the method list."""
+    choose(panel, method)
+    text = panel.description.text()
+    assert text and "\n" not in text and "  " not in text, repr(text)
