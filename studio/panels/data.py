@@ -386,10 +386,11 @@ class LengthHistogram(QWidget):
             self.plot.setXRange(0, max(longest, self.max_length) * 1.05, padding=0)
 
 
-def rejection_key(d: dict) -> tuple:
-    """The data settings a preview's verdict on the file depends on (not max_length, the split…)."""
+def rejection_key(d: dict, task: str = "sft") -> tuple:
+    """The settings a preview's verdict on the file depends on (not max_length, the split…): the
+    data's, and ``train.task`` (a preference file is refused for sft and is the data for dpo)."""
     return (str(d.get("path") or "").strip(), json.dumps(d.get("columns") or {}, sort_keys=True),
-            d.get("format"), bool(d.get("skip_bad_lines")), d.get("validation_path"))
+            d.get("format"), bool(d.get("skip_bad_lines")), d.get("validation_path"), task)
 
 
 def base_field(path: str | None) -> str:
@@ -417,6 +418,7 @@ class DataPanel(QWidget, PanelDefaults):
         self._model = ("demo", False, True)
         self._request_key = None
         self._requested_data: tuple | None = None   # rejection_key of the preview asked for last
+        self._task = "sft"                          # train.task of the config last seen
         self.preview_key: tuple | None = None       # rejection_key of the preview shown
         # The preview refused the data: (rejection_key, path, message). It gates Start while the
         # data settings are the ones it was found for.
@@ -522,9 +524,9 @@ class DataPanel(QWidget, PanelDefaults):
         vals, errors = self.form.values()
         vals["path"] = self.path.text().strip()
         vals["columns"] = dict(self.mapping.mapping)
-        if self._rejection is not None and self._rejection[0] == rejection_key(vals):
+        if self._rejection is not None and self._rejection[0] == rejection_key(vals, self._task):
             errors.setdefault(self._rejection[1], self._rejection[2])
-        lengths = self.preview.lengths if self.preview_key == rejection_key(vals) else []
+        lengths = self.preview.lengths if self.preview_key == rejection_key(vals, self._task) else []
         limit = vals.get("max_length")
         if lengths and vals.get("drop_long") and isinstance(limit, int) and min(lengths) > limit:
             # the engine would drop every example and fail: the window already knows
@@ -586,14 +588,17 @@ class DataPanel(QWidget, PanelDefaults):
         d = cfg.data
         self.histogram.set_limit(d.max_length, d.drop_long)
         model = (cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
+        # The task decides how the file is read (SFT examples or preference pairs): a switch to
+        # dpo must re-read a preference file the sft preview refused, and back.
+        self._task = cfg.train.task
         # max_length / drop_long only move the histogram's line; everything else re-renders.
         data_key = replace(d, max_length=0, drop_long=False, validation_split=0.0, max_examples=-1)
-        key = (repr(data_key), model)
+        key = (repr(data_key), model, self._task)
         if key != self._request_key and d.path:
             self._request_key = key
-            self._requested_data = rejection_key(asdict(d))
+            self._requested_data = rejection_key(asdict(d), self._task)
             self._job.request(cfg.to_dict())
-        report_key = (repr(d), model)
+        report_key = (repr(d), model, self._task)
         if report_key != getattr(self, "_report_key", None) and (d.path or d.sources):
             self._report_key = report_key
             self.report.request(cfg.to_dict(), self.values()[0])
@@ -662,7 +667,7 @@ class DataPanel(QWidget, PanelDefaults):
     def previewing(self, path: str) -> bool:
         """Whether the preview shown is of ``path`` with the current settings (tests, the walk)."""
         vals, _ = self.values()
-        return self.preview_key is not None and self.preview_key == rejection_key(vals) and \
+        return self.preview_key is not None and self.preview_key == rejection_key(vals, self._task) and \
             self.preview_key[0] == str(path) and not self._job.busy
 
     def _fill_table(self):

@@ -126,3 +126,29 @@ def test_a_mapping_for_file_a_never_touches_file_b(make_window, qtbot, tiny_conf
     panel.mapping.reset_btn.click()  # and it can be reset
     qtbot.waitUntil(lambda: win.config_model.config.data.columns == {}, timeout=3000)
     assert win.config_model.config.data.format == "auto"
+
+
+def test_the_preview_follows_the_task(make_window, qtbot, tiny_config, tmp_path):
+    """The walk of 2026-11-30: a preference file with train.task sft is refused (“set Task to
+    dpo…”); setting Task to dpo in the Training panel kept that refusal and Start off, because the
+    preview was keyed by the data settings alone. The task is part of what the preview reads."""
+    path = tmp_path / "pref.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"good {i}", "rejected": f"bad {i}"}) + "\n"
+                            for i in range(8)), encoding="utf-8")
+    win = make_window()
+    cfg = tiny_config()
+    cfg.data.path = str(path)
+    win.config_model.set_config(cfg)
+    panel = win.panels["data"]
+    qtbot.waitUntil(lambda: panel.previewing(str(path)), timeout=PREVIEW_TIMEOUT_MS)
+    assert panel.preview.rejected and "data.columns" in win.config_model.errors
+
+    task = win.panels["training"].form.editors["task"].widget
+    task.setCurrentIndex(task.findData("dpo"))
+    qtbot.waitUntil(lambda: panel.previewing(str(path)) and not panel.preview.rejected, timeout=PREVIEW_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: "data.columns" not in win.config_model.errors, timeout=5000)
+    assert panel.preview.rows and "pairs" in panel.status.text()
+
+    task.setCurrentIndex(task.findData("sft"))  # and back: refused again, never the dpo verdict
+    qtbot.waitUntil(lambda: panel.previewing(str(path)) and panel.preview.rejected, timeout=PREVIEW_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: "data.columns" in win.config_model.errors, timeout=5000)
