@@ -55,8 +55,13 @@ _PLOT_CURVES = {"loss": ("loss_raw", "loss", "eval"), "lr": ("lr",), "grad": ("g
                 "mem": ("mem", "mem_peak"), "rewards": ("r_chosen", "r_rejected", "r_margin"),
                 "pref": ("r_acc", "r_kl")}
 PLOTS = {"loss": "Loss", "lr": "Learning rate", "grad": "Gradient norm", "tps": "Tokens / s", "mem": "Memory",
-         "rewards": "Rewards (β · log-ratio to the reference)",
-         "pref": "Reward accuracy (chosen > rejected; KTO: the KL estimate)"}
+         "rewards": "Rewards", "pref": "Reward accuracy / KL"}
+# What a short title means, in the plot's tooltip: a plot is at least as wide as its title, and
+# the long titles made a preference run's monitor scroll sideways at 1280×720.
+PLOT_HELP = {"rewards": "TRL's rewards: β · log-ratio of the trained model to the reference (the base with the "
+                        "adapter disabled) for the chosen and the rejected answers, and their margin.",
+             "pref": "Reward accuracy: the share of pairs whose chosen answer gets the higher reward. "
+                     "KTO has no pairs: its curve is the KL estimate."}
 # What each curve of a plot is, said in the plot's title in the curve's colour (a legend box sat on
 # the curve): (series key, colour key, words).
 TITLE_KEYS = {"loss": [("loss", "train", "train"), ("eval", "eval", "eval ●")],
@@ -287,6 +292,7 @@ class MonitorPanel(QWidget, PanelDefaults):
                                for _, color, text in TITLE_KEYS[key])
             title = f"{title} — {words}"
         p = ThemedPlot(title)
+        p.setToolTip(PLOT_HELP.get(key, ""))
         p.setMinimumHeight(110)
         # four across on a 1280-px window without scrolling sideways, but never narrower than the
         # title: pyqtgraph lays a wider title out past the widget's edge, which cut off the right

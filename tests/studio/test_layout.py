@@ -78,3 +78,23 @@ def test_no_monitor_plot_is_cut_off_at_1280x720(make_window, qtbot):
         assert plot.minimumWidth() > title, key
         assert plot.width() >= plot.minimumWidth(), key  # nothing squeezed below what it needs
     assert area.widget().minimumSizeHint().width() <= area.viewport().width(), "the plots fit without scrolling"
+
+
+def test_the_preference_monitor_fits_at_1280x720(make_window, qtbot):
+    """The walk of 2026-11-30: a DPO run's monitor scrolled sideways at 1280×720: the rewards and
+    accuracy plots' titles ("Reward accuracy (chosen > rejected; KTO: the KL estimate)") set
+    their minimum widths, so the Peak memory and Epoch tiles and the forgetting line were cut off.
+    The titles are short; what they mean is in the plot's tooltip."""
+    win = make_window()
+    win.resize(1280, 720)
+    win.placement.size_docks()
+    win.placement.show_panel("monitor")
+    mon = win.panels["monitor"]
+    mon.build_plots()
+    mon.set_preference(True)
+    qtbot.waitUntil(lambda: win.width() <= 1280, timeout=3000)
+    area = mon.findChild(QScrollArea)
+    qtbot.waitUntil(lambda: mon.plots["pref"].isVisible() and mon.plots["pref"].width() > 0, timeout=3000)
+    for key in ("rewards", "pref"):
+        assert mon.plots[key].toolTip(), key  # the long explanation moved here
+    assert area.widget().minimumSizeHint().width() <= area.viewport().width(), "the plots fit without scrolling"
