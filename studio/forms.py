@@ -168,7 +168,9 @@ class FieldEditor(QWidget):
             self.kind = "int"
             w = BoundedSpinBox(md.get("min"), md.get("max"), self)
             w.setAccelerated(True)
-            w.valueChanged.connect(self.sig_changed)
+            # textChanged, not valueChanged: emptying the box changes no value, and must still be
+            # checked (raw() refuses an empty box instead of using the last number)
+            w.textChanged.connect(self.sig_changed)
             return w
         w = QLineEdit(self)
         w.textChanged.connect(self.sig_changed)
@@ -239,6 +241,8 @@ class FieldEditor(QWidget):
         if self.kind == "bool":
             return w.isChecked()
         if self.kind == "int":
+            if not w.cleanText().strip():  # QSpinBox.value() would be the last number: never used unseen
+                raise ConfigError(self.path, "must be a whole number")
             return w.value()
         text = w.text().strip()
         if not text and self.nullable:

@@ -112,3 +112,25 @@ def test_run_file_save_and_load(make_window, qtbot, tmp_path):
     win.config_model.set_config(RunConfig())
     assert win.files.load_yaml(path)
     assert win.config_model.config.to_dict() == cfg.to_dict()
+
+
+def test_an_emptied_whole_number_field_is_marked_not_kept(make_window, qtbot):
+    """The walk of 2026-11-30: clearing “Max steps” left the box empty while the run kept the old
+    value (Start said “300 steps”). An empty whole-number field is marked and gates Start."""
+    from PySide6.QtCore import Qt
+
+    win = make_window()
+    win.config_model.set_config(RunConfig())
+    qtbot.waitUntil(lambda: win.act_start.isEnabled(), timeout=5000)
+    box = win.panels["training"].form.editors["max_steps"].widget
+    line = box.lineEdit()
+    line.selectAll()
+    qtbot.keyClick(line, Qt.Key.Key_Delete)
+    qtbot.keyClick(line, Qt.Key.Key_Tab)
+    qtbot.waitUntil(lambda: not win.act_start.isEnabled(), timeout=3000)
+    assert box.text() == "" or win.panels["training"].form.error_text("max_steps")
+    assert win.panels["training"].form.error_text("max_steps") == "must be a whole number"
+    assert "“Max steps” (Training panel)" in win.act_start.toolTip()
+    qtbot.keyClicks(line, "7")
+    qtbot.waitUntil(lambda: win.act_start.isEnabled(), timeout=3000)
+    assert win.config_model.config.train.max_steps == 7
