@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     if load_error is not None:
         from studio.errors import show_error
 
-        show_error(win, "Open run file", f"{args.run_file} cannot be used.\n\n{load_error}")
+        show_error(win, "Open run file", f"{args.run_file} cannot be used.\n\n{load_error}", file_keys=True)
     if args.exit_after_show:
         QTimer.singleShot(0, app.quit)
     smoke_run = None

@@ -12,13 +12,15 @@ from studio.wording import control_label, named_fields, window_text
 
 
 def show_error(parent: QWidget | None, title: str, message: str, details: str = "",
-               go_to: Callable[[str], bool] | None = None) -> QMessageBox:
-    """A non-blocking (window-modal) error box; returns it so tests can find and close it."""
+               go_to: Callable[[str], bool] | None = None, file_keys: bool = False) -> QMessageBox:
+    """A non-blocking (window-modal) error box; returns it so tests can find and close it.
+    ``file_keys``: the message is about a file the user edits (a run file), so its run-file keys
+    stay as written there instead of becoming the window's control names, with no "Go to"."""
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Warning)
     box.setWindowTitle(title)
-    fields = named_fields(message)
-    box.setText(window_text(message))
+    fields = [] if file_keys else named_fields(message)
+    box.setText(message if file_keys else window_text(message))
     if details:
         box.setDetailedText(details)
     box.setStandardButtons(QMessageBox.StandardButton.Ok)

@@ -116,6 +116,7 @@ class MainWindow(QMainWindow):
         for source in (self.runs, self.files):
             source.sig_message.connect(status.show_message)
             source.sig_error.connect(lambda title, text: show_error(self, title, text, go_to=self.go_to))
+        self.files.sig_file_error.connect(lambda title, text: show_error(self, title, text, file_keys=True))
         self.runs.sig_close_ready.connect(self.close)
 
     # -- plots: pyqtgraph loads after the window shows ----------------------------------------------

@@ -20,6 +20,7 @@ RUN_FILE_FILTER = "Run files (*.yaml *.yml)"
 class RunFiles(QObject):
     sig_message = Signal(str)       # a short status-bar message
     sig_error = Signal(str, str)    # title, text: worth a dialog
+    sig_file_error = Signal(str, str)  # title, text about a run file: its keys as written in it
 
     def __init__(self, settings: Settings, config: ConfigModel, dialog_parent: QWidget | None = None):
         super().__init__(config)
@@ -39,7 +40,12 @@ class RunFiles(QObject):
         try:
             cfg = RunConfig.load(path)
         except ConfigError as e:
-            self.sig_error.emit("Open run file", f"This run file cannot be used.\n\n{plain_message(e)}")
+            # The mistake is in the file, which the form does not show: name the file and its keys
+            # (a control's name would point at the window's own, unchanged, value).
+            msg = plain_message(e)
+            head = "" if str(path) in msg else f"{path}:\n"
+            self.sig_file_error.emit("Open run file", f"This run file cannot be used.\n\n{head}{msg}\n\n"
+                                     "The window keeps its settings: fix the file and open it again.")
             return False
         self.config.set_config(cfg)
         if remember:
