@@ -105,6 +105,7 @@ class WhereToRun(QGroupBox):
         self.gpu_layout = QHBoxLayout(self.gpu_row)
         self.gpu_layout.setContentsMargins(0, 0, 0, 0)
         self.gpu_note = QLabel("Looking for GPUs…")
+        self.gpu_note.setWordWrap(True)  # "none found: …" on one line widened the Training dock
         self.gpu_layout.addWidget(self.gpu_note)
         self.gpu_layout.addStretch(1)
         hf.addRow("GPUs:", self.gpu_row)

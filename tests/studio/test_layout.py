@@ -6,7 +6,7 @@ docks cut fields off at 1280 px with no scroll bar, and that clipped layout came
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QScrollArea
+from PySide6.QtWidgets import QScrollArea, QWidget
 
 
 def test_minimum_size_fits_a_laptop(make_window, qtbot):
@@ -98,3 +98,21 @@ def test_the_preference_monitor_fits_at_1280x720(make_window, qtbot):
     for key in ("rewards", "pref"):
         assert mon.plots[key].toolTip(), key  # the long explanation moved here
     assert area.widget().minimumSizeHint().width() <= area.viewport().width(), "the plots fit without scrolling"
+
+
+def test_the_side_docks_need_no_sideways_scrolling_at_1280x720(make_window, qtbot):
+    """The walk of 2026-11-30: at 1280×720 the Training dock scrolled sideways: “GPUs: none found:
+    the run trains on the CPU” (Where to run) did not wrap, so every field's right edge (the
+    drop-downs' arrows, the “…” beside “Runs in”) was cut off at the dock's edge."""
+    win = make_window()
+    win.resize(1280, 720)
+    win.placement.size_docks()
+    qtbot.waitUntil(lambda: win.width() <= 1280, timeout=3000)
+    where = win.panels["training"].findChild(QWidget, "section:where_to_run")
+    qtbot.waitUntil(lambda: "Looking" not in where.gpu_note.text(), timeout=30_000)  # the longest text
+    for key in ("model", "method", "training"):
+        dock = win.placement.docks[key]
+        dock.raise_()
+        area = dock.widget()
+        qtbot.waitUntil(lambda area=area: area.viewport().width() > 0 and area.isVisible(), timeout=3000)
+        assert area.widget().minimumSizeHint().width() <= area.viewport().width(), key
