@@ -21,7 +21,7 @@ from engine.config import ConfigError, RunConfig
 from engine.events import read_events
 from studio.config_model import ConfigModel
 from studio.messages import plain_message
-from studio.run_dirs import display_path, has_checkpoint, last_pid, prepare_run
+from studio.run_dirs import completed_steps, display_path, has_checkpoint, last_pid, prepare_run
 from studio.settings import Settings
 from studio.summary import what_will_train
 from studio.supervisor import RunSupervisor
@@ -196,9 +196,37 @@ class RunController(QObject):
             self.sig_error.emit("Resume", "This run has no checkpoint to resume from.\n\nSet “Save every "
                                 "(steps)” in the Training panel so that future runs keep checkpoints.")
             return False
-        # the run's own settings (the form may have changed since), continued in its own folder
-        self._load_run_config(run_dir)
+        # The run's own settings (the form may show another run's), continued in its own folder;
+        # but when the form shows this run's settings with only what a resume may change edited
+        # (a raised “Max steps”, a new learning rate: docs/resume.md), those edits are the point.
+        run_cfg = self._run_config(run_dir)
+        form_cfg, _ = self.config.validate_now()
+        if run_cfg is None or form_cfg is None or self._fixed_changes(run_cfg, form_cfg, run_dir):
+            self._load_run_config(run_dir)
+            form_cfg, _ = self.config.validate_now()
+        done = completed_steps(run_dir)
+        if done is not None and run_cfg is not None and form_cfg is not None and \
+                (form_cfg.train.max_steps, form_cfg.train.epochs) == (run_cfg.train.max_steps, run_cfg.train.epochs):
+            # the engine would start, load and say so after seconds: the window knows already
+            self.sig_error.emit("Resume", f"This run is complete: it trained all its {done} steps.\n\n"
+                                "Its settings are in the form now. To train it further, raise “Max steps” "
+                                "(Training panel) or “Epochs” (Training panel) and press Resume again.")
+            return False
         return self.start(resume=True, output_dir=run_dir)
+
+    @staticmethod
+    def _run_config(run_dir: str) -> RunConfig | None:
+        try:
+            return RunConfig.load(Path(run_dir) / "run.yaml")
+        except (OSError, ConfigError):
+            return None
+
+    @staticmethod
+    def _fixed_changes(run_cfg: RunConfig, form_cfg: RunConfig, run_dir: str) -> list:
+        from engine.training import changed_fixed_fields
+
+        form = RunConfig.from_dict({**form_cfg.to_dict(), "output_dir": str(run_dir)}, "the studio")
+        return changed_fixed_fields(run_cfg, form)
 
     # -- runs on disk --------------------------------------------------------------------------
     def attach(self, run_dir: str) -> bool:

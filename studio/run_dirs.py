@@ -35,6 +35,18 @@ def has_checkpoint(run_dir: str | os.PathLike) -> bool:
     return ckpt.is_dir() and any((c / "trainer_state.json").exists() for c in ckpt.glob("checkpoint-*"))
 
 
+def completed_steps(run_dir: str | os.PathLike) -> int | None:
+    """The step a run folder's run finished at when it ran to its end (its last ``finished``
+    event came after its last ``started`` and reached the planned total), else None."""
+    events = read_events(Path(run_dir) / "events.jsonl")
+    started = [e for e in events if e.get("event") == "started"]
+    finished = [e for e in events if e.get("event") == "finished"]
+    if not started or not finished or finished[-1].get("time", 0) < started[-1].get("time", 0):
+        return None
+    done, total = int(finished[-1].get("step") or 0), int(started[-1].get("total_steps") or 0)
+    return done if total and done >= total else None
+
+
 def prepare_run(cfg: RunConfig, resume: bool = False, cwd: Path | None = None) -> tuple[RunConfig, Path]:
     """The config as the engine child will get it, and the run file written for it.
 

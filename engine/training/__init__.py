@@ -11,8 +11,9 @@ Trainer, reporting typed events (engine.events) and honouring a stop flag at ste
 """
 
 from engine.training.hints import hint_for
+from engine.training.resume import changed_fixed_fields
 from engine.training.run import ADAPTER_DIR, EVENTS_FILE, RUN_FILE, RunResult, find_checkpoint, train
 from engine.training.stop import StopFlag, install_signal_handlers
 
-__all__ = ["ADAPTER_DIR", "EVENTS_FILE", "RUN_FILE", "RunResult", "StopFlag", "find_checkpoint", "hint_for",
-           "install_signal_handlers", "train"]
+__all__ = ["ADAPTER_DIR", "EVENTS_FILE", "RUN_FILE", "RunResult", "StopFlag", "changed_fixed_fields",
+           "find_checkpoint", "hint_for", "install_signal_handlers", "train"]

@@ -187,3 +187,58 @@ def _alive(pid: int) -> bool:
     from studio.supervisor import pid_alive
 
     return pid_alive(pid)
+
+
+def _complete_run(tmp_path, steps: int = 3) -> Path:
+    """A run folder as the engine leaves a finished run: run.yaml, events, a last checkpoint."""
+    run = tmp_path / "done"
+    cfg = RunConfig()
+    cfg.train.max_steps = steps
+    cfg.output_dir = str(run)
+    (run / "checkpoints" / f"checkpoint-{steps}").mkdir(parents=True)
+    (run / "checkpoints" / f"checkpoint-{steps}" / "trainer_state.json").write_text(
+        json.dumps({"global_step": steps, "max_steps": steps}))
+    cfg.save(run / "run.yaml")
+    rows = [{"event": "started", "time": 1, "total_steps": steps, "pid": 0},
+            *({"event": "step", "time": 1 + s, "step": s, "total_steps": steps, "loss": 1.0 / s}
+              for s in range(1, steps + 1)),
+            {"event": "finished", "time": 9, "step": steps, "run_dir": str(run),
+             "adapter_dir": str(run / "adapter")}]
+    (run / "events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_resume_of_a_complete_run_says_how_to_train_on_and_keeps_a_raised_max_steps(
+        make_window, qtbot, tmp_path, monkeypatch):
+    """The walk of 2026-11-30: Resume on a finished run started the engine, which said 15 s later
+    “already complete … raise train.max_steps and resume again”; but Resume always reloaded the
+    run's own settings, so a raised “Max steps” was overwritten and the run could never be
+    extended from the window. Now a complete run is said to be complete at once (its settings in
+    the form), and Resume keeps the form's settings when they differ from the run's only in
+    settings a resume may change (docs/resume.md)."""
+    run = _complete_run(tmp_path)
+    win = make_window()
+    other = RunConfig()
+    other.method.r = 4  # the form shows another run's settings (a rank is fixed on resume)
+    win.config_model.set_config(other)
+    started = []
+    monkeypatch.setattr(win.runs, "start", lambda resume=False, output_dir=None: started.append(
+        (resume, output_dir, win.config_model.validate_now()[0].train.max_steps)) or True)
+
+    with qtbot.waitSignal(win.runs.sig_error) as blocker:
+        assert not win.runs.resume_run_dir(str(run))
+    title, text = blocker.args
+    assert "complete" in text and "“Max steps” (Training panel)" in text and "train.max_steps" not in text
+    assert started == [] and win.config_model.validate_now()[0].train.max_steps == 3  # its settings, shown
+
+    win.panels["training"].form.editors["max_steps"].widget.setValue(5)
+    win.panels["training"].form.editors["lr"].widget.setText("0.0005")
+    assert win.runs.resume_run_dir(str(run))
+    assert started == [(True, str(run), 5)] and win.config_model.validate_now()[0].train.lr == 5e-4
+
+    # a fixed setting changed in the form (the rank): the run's own settings are loaded instead
+    started.clear()
+    win.panels["method"].form.editors["r"].widget.setValue(32)
+    with qtbot.waitSignal(win.runs.sig_error):
+        assert not win.runs.resume_run_dir(str(run))  # its own max_steps: complete again
+    assert started == [] and win.config_model.validate_now()[0].method.r == RunConfig().method.r
