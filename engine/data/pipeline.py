@@ -42,6 +42,7 @@ from engine.data.encode import (
 from engine.data.errors import DataError, Where
 from engine.data.examples import Examples
 from engine.data.formats import NormOptions, Plan, label_of, normalize
+from engine.data.mix import interleave_order
 from engine.data.readers import RawSource, Table, open_raw, read_table
 from engine.data.render import (
     Rendered,
@@ -56,7 +57,6 @@ from engine.data.render import (
 __all__ = ["IGNORE_INDEX", "LoadedData", "PreparedData", "load_records", "prepare_data", "render_segments",
            "split_records", "token_lengths"]
 
-MIX_STOPPING = ("first_exhausted", "all_exhausted")
 _PARALLEL_MIN_ROWS = 4000   # below this, worker start-up costs more than it saves
 _MAX_PROC = 8
 _FAIL_FAST_ROWS = 200       # records of a big file rendered up front
@@ -372,7 +372,8 @@ def _select_one(ctx: _Context, spec: SourceSpec, raw: RawSource, plan: Plan, see
         venc = ctx.encode(val_raw, vplan, None)
         sel.encoded.append(venc)
         sel.val_parts = [(venc, _kept(venc))]
-        sel.val_from = data_cfg.validation_path or "the validation split"
+        # which split of a saved DatasetDict (readers.VALIDATION_SPLITS), in the log and the report
+        sel.val_from = data_cfg.validation_path or f"{val_raw.source}, the saved dataset's validation split"
         log(f"Validation: {len(val_raw)} examples from {sel.val_from}.")
     elif len(val_rows):
         sel.val_parts = [(enc, _kept(enc, rows=val_rows))]
@@ -630,25 +631,22 @@ class _Mixed:
 
 
 def _mix(encoded: list[_Encoded], weights: list[float], seed: int, stopping: str) -> _Mixed:
-    """Interleave the sources' kept examples by weight, exactly as datasets.interleave_datasets."""
-    import datasets
+    """Interleave the sources' kept examples by weight (mix.interleave_order: exactly as
+    datasets.interleave_datasets)."""
     import numpy as np
 
-    if stopping not in MIX_STOPPING:
-        raise DataError(f"unknown data.mix_stopping '{stopping}'", field="data.mix_stopping",
-                        hint=f"Use one of {', '.join(MIX_STOPPING)}.")
-    index = []
-    for s, enc in enumerate(encoded):
-        kept = _kept(enc)
-        if not len(kept):
+    kept = []
+    for enc in encoded:
+        k = _kept(enc)
+        if not len(k):
             raise DataError("no training examples left in this source after filtering", file=enc.raw.source,
                             hint="Fix the source or remove it from data.sources.")
-        index.append(datasets.Dataset.from_dict({"s": np.full(len(kept), s, dtype=np.int32), "p": kept}))
-    total = sum(weights)
-    mixed = datasets.interleave_datasets(index, probabilities=[w / total for w in weights], seed=seed,
-                                         stopping_strategy=stopping)
-    s_col = np.asarray(mixed.data.column("s").to_numpy() if mixed._indices is None else mixed["s"][:])
-    p_col = np.asarray(mixed.data.column("p").to_numpy() if mixed._indices is None else mixed["p"][:])
+        kept.append(k)
+    s_col, i_col = interleave_order([len(k) for k in kept], weights, seed, stopping)
+    p_col = np.zeros(len(s_col), dtype=np.int64)
+    for s, k in enumerate(kept):
+        at = s_col == s
+        p_col[at] = k[i_col[at]]
     order = list(zip(s_col.tolist(), p_col.tolist()))
     per = [sorted(set(p_col[s_col == s].tolist())) for s in range(len(encoded))]
     return _Mixed(order, per)
