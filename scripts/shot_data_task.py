@@ -12,25 +12,14 @@ Everything else goes to a temporary folder.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from shot_data_export import ROOT, shot, wait
+from shot_data_export import ROOT, isolated_app, shot, wait
 
 
 def main(out: Path) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="shot-task-"))
-    for k, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("PEFT_STUDIO_HOME", "studio"),
-                   ("PEFT_STUDIO_CACHE", "cache")):
-        os.environ[k] = str(tmp / sub)
-    from PySide6.QtCore import QSettings
-    from PySide6.QtWidgets import QApplication
-
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "config"))
-    app = QApplication.instance() or QApplication([])
+    tmp, app = isolated_app("shot-task-")
     from engine.config import RunConfig
     from engine.testing import make_tiny_model
     from studio import tasks

@@ -11,6 +11,10 @@ Partial results (``{"stage": "reading", ...}``) carry ``sources`` (one snapshot 
 so far, the file being read last) and ``total`` (their sum); the result is ``{"stage": "report",
 "report": DataReport.to_dict(), "problems_total": n}`` or ``{"stage": "error", "error", "field"}``
 when the data cannot be read at all (the preview job already shows that refusal in detail).
+Every answer carries ``task`` (train.task) and ``fits`` (the task the sources serve,
+engine.data.task_for_data), for the one-click "Set Training › Task to …". A preference task's
+data is read as its run will read it (``preference_report``: ``{"stage": "preference", ...}``);
+the SFT statistics do not apply to it.
 """
 
 from __future__ import annotations
