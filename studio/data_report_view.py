@@ -495,6 +495,8 @@ class DataReportView(QWidget):
                          f"dropped {c['dropped_long'] + c['dropped_untrained']:,}"
                          + (f", not trained (label false) {c['filtered']:,}" if c.get("filtered") else "")
                          + (f"; {c['chunks']:,} extra windows from chunked texts" if c.get("chunks") else "") + ".")
+            if r.get("validation") and r["validation"] != "none":   # which split or file is held out
+                lines.append("Evaluation: " + html.escape(window_text(r["validation"])) + ".")
             if L.get("counts"):
                 lines.append(f"Tokens per record: median {L['p50']}, 99th percentile {L['p99']}, longest {L['max']}; "
                              f"{L['over_limit']:,} over the max length of {L['limit']}.")

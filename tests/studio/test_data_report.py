@@ -246,3 +246,31 @@ def test_task_fix_names_kto_for_labelled_answers():
     assert not suggest_fixes({"stage": "error", "task": "sft", "fits": None}, {})
     # the fix follows the task set now, not the one the report was made for
     assert not suggest_fixes(labelled, {}, task="kto")
+
+
+def test_the_report_says_which_saved_split_is_held_out(make_window, qtbot, tiny_config, tmp_path):
+    """A save_to_disk DatasetDict with a validation split: the report names that split as the
+    held-out set, for SFT examples and for a preference task's pairs."""
+    import datasets
+
+    sft, pref = tmp_path / "sft", tmp_path / "pref"
+    rows = [{"instruction": f"Say {k}.", "input": "", "output": f"{k}!"} for k in range(8)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "validation": datasets.Dataset.from_list(rows[:2])}).save_to_disk(str(sft))
+    pairs = [{"prompt": f"Q{k}?", "chosen": f"good {k}", "rejected": "bad"} for k in range(8)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(pairs),
+                          "test": datasets.Dataset.from_list(pairs[:3])}).save_to_disk(str(pref))
+    win = make_window()
+    view = _report(win)
+    cfg = tiny_config()
+    cfg.data.path = str(sft)
+    win.config_model.set_config(cfg)
+    qtbot.waitUntil(lambda: view.result.get("stage") in ("report", "error"), timeout=TIMEOUT_MS)
+    assert view.result["stage"] == "report", view.result
+    assert f"Evaluation: 2 examples from {sft} (split validation)" in view.summary.text()
+    cfg = tiny_config(task="dpo")
+    cfg.data.path = str(pref)
+    win.config_model.set_config(cfg)
+    qtbot.waitUntil(lambda: view.result.get("stage") == "preference", timeout=TIMEOUT_MS)
+    assert view.result["train"] == 8 and view.result["eval"] == 3
+    assert f"held-out rows: 3 from {pref} (split test)" in view.summary.text()
