@@ -156,9 +156,9 @@ def data_report(state, cfg: dict, with_report: bool | str = "auto") -> dict:
                                          "notes", "template", "error", "error_field", "detected")})
     # The task the data serves (the one-click "Set Training › Task to …"), beside the task set.
     task = {"task": run_cfg.train.task, "fits": task_for_data([source_kind(p) for p in plans])}
-    state.set_partial_result(jsonable({"stage": "plan", "plans": plans, "names": names, **task}))
-    if get_task(run_cfg.train.task).is_preference:
+    if get_task(run_cfg.train.task).is_preference:  # the plans read the files as SFT: not shown for a preference task
         return jsonable({**preference_report(state, run_cfg, tok), "plans": plans, "names": names, **task})
+    state.set_partial_result(jsonable({"stage": "plan", "plans": plans, "names": names, **task}))
     refused = next((p for p in plans if p["error"]), None)
     if refused is not None:
         return jsonable({"stage": "error", "error": refused["error"], "field": refused["error_field"] or "",

@@ -187,3 +187,11 @@ def test_a_mixed_preference_run_trains_on_both_sources(tiny_model_dir, tmp_path,
     assert sink.of("started")[0]["train_examples"] == len(prompts)
     logs = " ".join(e["message"] for e in sink.of("log"))
     assert "a mix of 2 sources" in logs and "Mixed " in logs and "share.jsonl (weight 2)" in logs
+
+
+def test_plain_text_pairs_do_not_mix_with_conversations(tmp_path):
+    implicit = _jsonl(tmp_path / "implicit.jsonl", [{"chosen": f"Q{k} A: yes", "rejected": f"Q{k} A: no"}
+                                                    for k in range(6)])
+    with pytest.raises(DataError) as e:
+        prepare_preference_data(DataConfig(sources=[_plain(tmp_path), implicit]), "paired")
+    assert e.value.field == "data.sources" and "implicit.jsonl: plain text" in e.value.problem
