@@ -259,13 +259,15 @@ def preference_report(records: list[dict], shape: PreferenceShape, source: str, 
 
 @dataclass
 class _Source:
-    """One source read: its spec (pipeline.SourceSpec), the RawSource, records in TRL's form."""
+    """One source read: its spec (pipeline.SourceSpec), the RawSource, records in TRL's form
+    (split into labelled answers in a KTO mix), ``read``: the records read."""
 
     spec: object
     raw: object
     records: list
     shape: PreferenceShape
     bad: list
+    read: int = 0
 
 
 def _unpaired(records: list[dict]) -> list[dict]:
@@ -298,8 +300,8 @@ def prepare_preference_data(data_cfg, expect: str, tokenizer=None, seed: int = 4
     """data.path, or the mix of data.sources, as TRL's columns for a task whose data is ``expect``
     (``paired`` or ``unpaired``), with its held-out rows and its PreferenceReport.
 
-    Every source is read and converted with its own format and columns (a mix may hold several
-    shapes: they all become TRL's columns); several are interleaved by weight with the SFT path's
+    Every source is read and converted with its own columns (its ``columns``, else data.columns; a
+    mix may hold several shapes: they all become TRL's columns); several are interleaved by weight with the SFT path's
     mix (mix.interleave_order: data.mix_stopping, the seed). For KTO, paired sources of a mix are
     split into labelled answers before mixing. Held out, in this order: data.validation_path, a
     saved DatasetDict's validation split (data.path alone, as for SFT), or data.validation_split of
@@ -317,7 +319,7 @@ def prepare_preference_data(data_cfg, expect: str, tokenizer=None, seed: int = 4
     for spec in specs:
         raw = _open(spec.path, base_dir, spec.field)
         records, shape, bad = read_raw(raw, dict(spec.columns or {}), expect, skip, sp, spec.field, mixed)
-        parts.append(_Source(spec, raw, records, shape, bad))
+        parts.append(_Source(spec, raw, records, shape, bad, len(records)))
     bad = [e for p in parts for e in p.bad]
     first = parts[0]
     # A mix for KTO: each paired source split into labelled answers first, so all rows agree.
@@ -370,7 +372,7 @@ def prepare_preference_data(data_cfg, expect: str, tokenizer=None, seed: int = 4
         report.shape = first.shape.shape if len(shapes) == 1 else "mixed"
         report.reason = "; ".join(f"{p.raw.source}: {p.shape.reason}" for p in parts)
         report.sources = [{"source": p.raw.source, "shape": p.shape.shape, "reason": p.shape.reason,
-                           "records": len(p.records), "weight": p.spec.weight, "used_in_mix": n}
+                           "records": p.read, "weight": p.spec.weight, "used_in_mix": n}
                           for p, n in zip(parts, used)]
     if bad and reporter is not None:
         reporter.warn(f"{len(bad)} bad records skipped (first: {bad[0]})")

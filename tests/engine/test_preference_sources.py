@@ -97,6 +97,7 @@ def test_a_kto_source_in_a_paired_mix_is_refused_naming_it(tmp_path):
     prompts = _prompts(got.train)
     assert any(p.startswith("kto") for p in prompts) and any(p.startswith("plain") for p in prompts)
     assert got.report.task == "unpaired" and got.report.desirable + got.report.undesirable == got.report.pairs
+    assert [src["records"] for src in got.report.sources] == [12, 6]   # records read, before the split
 
 
 def test_a_missing_source_is_named_by_its_entry(tmp_path):
