@@ -140,6 +140,17 @@ def source_specs(data_cfg) -> list[SourceSpec]:
     return out
 
 
+def open_source(path: str, base_dir, field_name: str, sample_by: str = "document") -> RawSource:
+    """readers.open_raw of one source; a missing file of data.sources is named by its entry
+    (``field_name``: data.sources[i].path), so the window can point at it."""
+    try:
+        return open_raw(path, base_dir, sample_by)
+    except DataError as e:
+        if e.field is None and field_name != "data.path" and "not found" in e.problem:
+            e = DataError(e.problem, file=e.file, field=field_name, hint=e.hint)
+        raise e from None
+
+
 # ---- records (Python lists: small data, the studio's current preview) ---------------------------
 
 def load_records(data_cfg, base_dir=None) -> LoadedData:
@@ -452,12 +463,7 @@ class _Context:
         self._tok_digest = None
 
     def open(self, spec: SourceSpec) -> tuple[RawSource, Plan]:
-        try:
-            raw = open_raw(spec.path, self.base_dir, getattr(self.data_cfg, "sample_by", "document"))
-        except DataError as e:
-            if e.field is None and spec.field != "data.path" and "not found" in e.problem:
-                e = DataError(e.problem, file=e.file, field=spec.field, hint=e.hint)
-            raise e from None
+        raw = open_source(spec.path, self.base_dir, spec.field, getattr(self.data_cfg, "sample_by", "document"))
         rows = _sample_rows(raw, self.skip)
         plan = plan_format(spec.format, raw.columns, rows, spec.columns, raw.source, self.caps, self.skip_tools)
         if self.long_mode == "chunk" and plan.format != "text":

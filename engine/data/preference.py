@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from engine.data.errors import DataError, Where
-from engine.data.readers import _item_from_raw, _rows, open_raw, to_row
+from engine.data.readers import _item_from_raw, _rows, to_row
 from engine.data.tasks import SHAPES, PreferenceShape, detect_preference, preference_record
 
 _BATCH = 1000
@@ -151,17 +151,9 @@ def read_preference(path: str, mapping: dict, expect: str, base_dir=None, skip: 
     (and ``field_name``) when the file is not preference data, or holds unpaired data for a paired
     task; and naming the record for a bad row unless ``skip``. (A saved DatasetDict: its training
     split; ``prepare_preference_data`` reads its validation split too.)"""
-    return read_raw(_open(path, base_dir, field_name), mapping, expect, skip, system_prompt, field_name)
+    from engine.data.pipeline import open_source
 
-
-def _open(path: str, base_dir, field_name: str):
-    """open_raw, a missing source of data.sources named by its entry (as the SFT pipeline does)."""
-    try:
-        return open_raw(path, base_dir, "document")
-    except DataError as e:
-        if e.field is None and field_name.startswith("data.sources") and "not found" in e.problem:
-            raise DataError(e.problem, file=e.file, field=field_name, hint=e.hint) from None
-        raise
+    return read_raw(open_source(path, base_dir, field_name), mapping, expect, skip, system_prompt, field_name)
 
 
 def read_raw(raw, mapping: dict, expect: str, skip: bool = False, system_prompt: str | None = None,
@@ -308,7 +300,7 @@ def prepare_preference_data(data_cfg, expect: str, tokenizer=None, seed: int = 4
     the records (of the mix). Honours data.skip_bad_lines, data.system_prompt, data.max_examples.
     Raises DataError naming the file, record and field."""
     from engine.data.mix import interleave_order
-    from engine.data.pipeline import source_specs, split_records
+    from engine.data.pipeline import open_source, source_specs, split_records
 
     log = getattr(reporter, "log", None) or (lambda msg: None)
     specs = source_specs(data_cfg)
@@ -317,7 +309,7 @@ def prepare_preference_data(data_cfg, expect: str, tokenizer=None, seed: int = 4
     sp = data_cfg.system_prompt
     parts = []
     for spec in specs:
-        raw = _open(spec.path, base_dir, spec.field)
+        raw = open_source(spec.path, base_dir, spec.field)
         records, shape, bad = read_raw(raw, dict(spec.columns or {}), expect, skip, sp, spec.field, mixed)
         parts.append(_Source(spec, raw, records, shape, bad, len(records)))
     bad = [e for p in parts for e in p.bad]
