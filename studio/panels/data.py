@@ -406,6 +406,7 @@ class DataPanel(QWidget, PanelDefaults):
     def create(cls, studio: Studio) -> DataPanel:
         panel = cls(studio.settings)
         studio.config.sig_config.connect(panel.update_preview)
+        panel.set_elsewhere = studio.set_control   # the report's fixes of other panels' settings (train.task)
         return panel
 
     def plot_steps(self) -> list:
@@ -416,6 +417,7 @@ class DataPanel(QWidget, PanelDefaults):
         self.settings = settings
         self.preview = Preview()
         self._model = ("demo", False, True)
+        self.set_elsewhere = lambda path, value: False   # Studio.set_control once created
         self._request_key = None
         self._requested_data: tuple | None = None   # rejection_key of the preview asked for last
         self._task = "sft"                          # train.task of the config last seen
