@@ -368,6 +368,7 @@ class LengthHistogram(QWidget):
             self.line.setValue(self.max_length)
         if not n:
             self.summary.setText("")
+            self._fit_summary()
             return
         cut = self.truncated()
         # the window's words for the controls (studio/wording.py), never the run-file keys
@@ -384,6 +385,18 @@ class LengthHistogram(QWidget):
         if self.plot is not None:
             # keep the line in view even when every example is far shorter
             self.plot.setXRange(0, max(longest, self.max_length) * 1.05, padding=0)
+        self._fit_summary()
+
+    def _fit_summary(self) -> None:
+        # A wrapped label's minimum is one line: a squeezed pane laid the two-line summary out one
+        # line tall and its centred text was drawn over the plot's axis label. Its minimum is the
+        # height its text needs at this width.
+        w = self.summary.width() or self.width()
+        self.summary.setMinimumHeight(self.summary.heightForWidth(w) if self.summary.text() and w > 0 else 0)
+
+    def resizeEvent(self, e):
+        super().resizeEvent(e)
+        self._fit_summary()
 
 
 def rejection_key(d: dict, task: str = "sft") -> tuple:

@@ -152,3 +152,30 @@ def test_the_preview_follows_the_task(make_window, qtbot, tiny_config, tmp_path)
     task.setCurrentIndex(task.findData("sft"))  # and back: refused again, never the dpo verdict
     qtbot.waitUntil(lambda: panel.previewing(str(path)) and panel.preview.rejected, timeout=PREVIEW_TIMEOUT_MS)
     qtbot.waitUntil(lambda: "data.columns" in win.config_model.errors, timeout=5000)
+
+
+def test_the_length_summary_gets_the_lines_it_wraps_to(make_window, qtbot):
+    """The walk of 2026-11-30: at 1280×720 the summary under the token-length histogram (“All 332
+    examples fit in “Max length” (Data tab) 256. Median 58 tokens, longest 69.”) wraps to two
+    lines but was laid out one line tall, so its text, centred, was drawn over the histogram's
+    “tokens” axis label."""
+    win = make_window()
+    win.resize(1280, 720)
+    win.placement.size_docks()
+    win.placement.show_panel("data")
+    hist = win.panels["data"].histogram
+    hist.build_plots()
+    hist.set_lengths([40 + i % 30 for i in range(332)])
+    label = hist.summary
+    qtbot.waitUntil(lambda: label.isVisible() and label.width() > 0, timeout=3000)
+    from PySide6.QtWidgets import QSplitter
+
+    split = hist.parentWidget()
+    while not isinstance(split, QSplitter):
+        split = split.parentWidget()
+    split.setChildrenCollapsible(False)
+    split.setSizes([10_000, 1])  # the histogram's pane at its smallest, as a 720-px screen leaves it
+    qtbot.wait(100)  # the layout settles
+    assert label.heightForWidth(label.width()) > label.fontMetrics().height(), "wraps at this width"
+    assert label.height() >= label.heightForWidth(label.width()), label.text()
+    assert label.geometry().top() >= hist.slot.geometry().bottom(), "the text is drawn under the plot"
