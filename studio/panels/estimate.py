@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QComboBox, QGroupBox, QHBoxLayout, QLabel, QVBoxLa
 
 from studio import fact_cache
 from studio.lazy import np
-from studio.messages import is_user_error, window_message
+from studio.messages import is_user_error, plain_message, window_message
 from studio.panels.base import Area, PanelDefaults, Studio
 from studio.panels.estimate_time import TimeSection
 from studio.tasks import LatestJob, start_job
@@ -247,8 +247,12 @@ class EstimatePanel(QWidget, PanelDefaults):
         self._show_bars({}, None)
         self._show_counts(None, None, None)  # never the previous settings' numbers
         self.advice_box.hide()
-        field = getattr(exc, "field", "")
-        self.sig_blocker.emit(field if is_user_error(exc) and field else None, window_message(exc))
+        field = getattr(exc, "field", "") if is_user_error(exc) else ""
+        text = plain_message(exc)
+        if field and text.startswith(f"{field}: "):
+            # Start's reason and the status line put the control's name before the message already
+            text = text[len(field) + 2:]
+        self.sig_blocker.emit(field or None, window_text(text, user_error=is_user_error(exc)))
 
     def _set_verdict(self, verdict: str, text: str):
         self.verdict.setText(text)

@@ -59,3 +59,21 @@ def test_the_estimates_assumptions_are_shown_in_the_windows_words(qtbot, panel, 
     notes = panel.notes.text()
     assert "assumed: attention" in notes and "packing" in notes, notes
     assert not KEY_RE.search(notes + panel.summary.text()) and "max_length" not in panel.summary.text()
+
+
+def test_a_refusal_names_its_control_once(make_window, qtbot, tiny_config):
+    """The walk of 2026-11-30: Full fine-tuning on an nf4 base turned Start off with “• “Quantization”
+    (Model panel): “Quantization” (Model panel): Full fine-tuning … cannot work with …”: the
+    estimator's refusal kept its own field prefix under the line that already names the control."""
+    from engine.config import RunConfig
+
+    win = make_window()
+    cfg = RunConfig.from_dict({**tiny_config().to_dict(), "method": {"name": "full"},
+                               "model": {**tiny_config().to_dict()["model"], "quantization": "nf4"}}, "test")
+    win.config_model.set_config(cfg)
+    qtbot.waitUntil(lambda: "model.quantization" in win.config_model.errors, timeout=120_000)
+    msg = win.config_model.errors["model.quantization"]
+    assert "cannot work with" in msg and not msg.startswith(("model.quantization", "“Quantization”")), msg
+    tip = win.act_start.toolTip()
+    assert "“Quantization” (Model panel): “Quantization” (Model panel)" not in tip, tip
+    assert "“Quantization” (Model panel): “Quantization” (Model panel)" not in win.status.validity.text()
