@@ -297,6 +297,11 @@ class PreferenceConfig:
                            "the rejected one's by at least this much.", minimum=0.0, tasks=["simpo"])
     cpo_alpha: float = F(0.0, "SimPO: weight of a supervised (NLL) loss on the chosen answers added to the "
                          "SimPO loss (CPO-SimPO); 0: pure SimPO.", minimum=0.0, tasks=["simpo"])
+    rpo_alpha: float = F(0.0, "DPO: weight α of a supervised (NLL per token) loss on the chosen answers added to the "
+                         "DPO loss (RPO, arXiv 2404.19733, which uses 1.0; TRL's loss_type [sigmoid, sft] with "
+                         "loss_weights [1, α]). It keeps the chosen answers likely while DPO pushes the rejected "
+                         "ones down: where both answers share most of their words, pure DPO lowers them both and "
+                         "greedy answers degenerate into repetition. 0: pure DPO.", minimum=0.0, tasks=["dpo"])
     desirable_weight: float = F(1.0, "KTO: weight of the losses of answers labelled desirable. With unequal "
                                 "counts, set desirable_weight × desirable count ≈ undesirable_weight × "
                                 "undesirable count (the paper keeps the ratio within 1 to 4/3).", minimum=0.0,

@@ -77,7 +77,11 @@ def trl_config(cfg, base_kwargs: dict, is_peft: bool):
     else:
         kw["train_sampling_strategy"] = "random"  # length grouping reads SFT's token lengths
     if task.name == "dpo":
-        kw.update(loss_type=[p.loss_type if p.loss_type != "default" else task.loss_types[0]],
+        losses = [p.loss_type if p.loss_type != "default" else task.loss_types[0]]
+        if p.rpo_alpha > 0:  # RPO: TRL combines the losses by loss_weights
+            kw.update(loss_weights=[1.0, p.rpo_alpha])
+            losses.append("sft")
+        kw.update(loss_type=losses,
                   label_smoothing=p.label_smoothing,
                   precompute_ref_log_probs=p.precompute_ref_log_probs or not is_peft)
     elif task.name == "kto":
