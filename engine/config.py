@@ -523,7 +523,7 @@ class RunConfig:
         return cfg
 
     def resolve_paths(self, base: str | os.PathLike) -> RunConfig:
-        """Make the data paths absolute from ``base`` (the run file's folder), as a run file means
+        """Make the data paths (and method.from_adapter) absolute from ``base`` (the run file's folder), as a run file means
         them, and record ``base`` in ``source_dir``. A relative path that does not exist there but
         does from the working folder or the repository (the bundled demo data) is left as it is.
         Done once, at load, so every verb (train, estimate, export, compare, data) agrees."""
@@ -534,6 +534,7 @@ class RunConfig:
         d.validation_path = _from_base(base, d.validation_path)
         d.sources = [{**s, "path": _from_base(base, s.get("path"))} if isinstance(s, dict) else _from_base(base, s)
                      for s in d.sources]
+        self.method.from_adapter = _from_base(base, self.method.from_adapter)
         return self
 
     def save(self, path: str | os.PathLike) -> None:
@@ -557,7 +558,8 @@ class RunConfig:
                 raise ConfigError(key, "unknown field; use section.field",
                                   choices=[f"{s}.*" for s in SECTIONS] + ["output_dir"])
             if parts == ["method", "name"] and value != d["method"].get("name"):
-                d["method"] = {"name": value}  # a new method starts from its own defaults
+                # A new method starts from its own defaults (the adapter it continues stays).
+                d["method"] = {"name": value, "from_adapter": d["method"].get("from_adapter")}
                 continue
             target = d[parts[0]]
             for i, part in enumerate(parts[1:-1], start=1):   # a nested section: train.distributed.strategy
