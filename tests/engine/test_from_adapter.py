@@ -106,6 +106,12 @@ def test_continuing_with_lr_zero_keeps_the_runs_eval_loss_and_records_where_it_c
     assert not (result.adapter_dir / "ref").exists()
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), result.adapter_dir)
     assert model.peft_config["default"].r == 4
+    from engine.export.runinfo import load_run
+    from engine.modelcard import render_run_card
+
+    card = render_run_card(load_run(result.run_dir))
+    assert f"Training continued the adapter `{sft_run.adapter_dir.resolve()}`" in card
+    assert "reference model" not in card
 
 
 def test_dpo_from_an_adapter_uses_the_starting_policy_as_its_reference(sft_run, tiny_model_dir, tmp_path,
@@ -148,6 +154,10 @@ def test_dpo_from_an_adapter_uses_the_starting_policy_as_its_reference(sft_run, 
     for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
         assert first["metrics"][key] == pytest.approx(0.0, abs=1e-5), key
     assert any("starting policy" in e["message"] for e in continued.of("log"))
+    from engine.export.runinfo import load_run
+    from engine.modelcard import render_run_card
+
+    assert "DPO's reference model was that starting adapter" in render_run_card(load_run(tmp_path / "dpo-from-a"))
 
     fresh = dpo("dpo-from-base", None)
     assert seen["adapters"] == ["default"]
@@ -248,3 +258,38 @@ def test_the_field_is_typed_documented_and_resolved_from_the_run_files_folder(tm
     assert cfg.method.from_adapter == str(tmp_path / "sub" / ".." / "runs" / "sft")
     # Switching the method keeps the adapter the run continues (the check then names both).
     assert cfg.with_overrides(["method.name=dora"]).method.from_adapter == cfg.method.from_adapter
+
+
+# ---- the estimate -----------------------------------------------------------------------------
+
+def test_the_estimate_counts_the_adapter_it_continues_and_dpos_reference_copy(sft_run, tiny_model_dir, tmp_path):
+    """The loaded adapter's parameters train like a fresh one's (A's r=4 on q/v, not the run file's r=16
+    on every linear layer); DPO from it adds the frozen reference copy's bytes, and nothing else."""
+    from safetensors.torch import load_file
+
+    from engine.estimate import count_params, estimate
+
+    saved = load_file(str(sft_run.adapter_dir / "adapter_model.safetensors"))
+    n_saved = sum(v.numel() for v in saved.values())
+
+    def cfg(task: str, start: str | None) -> RunConfig:
+        c = sft_config(tiny_model_dir, tmp_path, "b", {"task": task}, r=16, target_modules="all-linear",
+                       from_adapter=start)
+        c.train.packing = False
+        return c
+
+    assert count_params(cfg("sft", str(sft_run.run_dir)))["trainable_params"] == n_saved
+    assert count_params(cfg("sft", None))["trainable_params"] != n_saved
+    fresh = estimate(cfg("dpo", None).with_overrides(["method.r=4", "method.alpha=8",
+                                                      "method.target_modules=[q_proj, v_proj]"]), "80GB")
+    cont = estimate(cfg("dpo", str(sft_run.run_dir)), "80GB")
+    assert cont.trainable_params == fresh.trainable_params == n_saved
+    ref_copy = cont.components["trainable_params"]
+    assert ref_copy > 0
+    assert cont.components["frozen_weights"] == fresh.components["frozen_weights"] + ref_copy
+    assert any("frozen copy of the starting adapter" in n for n in cont.notes)
+    # SFT from an adapter, and a reference-free task, keep no copy.
+    sft = estimate(cfg("sft", str(sft_run.run_dir)), "80GB")
+    orpo = estimate(cfg("orpo", str(sft_run.run_dir)), "80GB")
+    assert sft.components["frozen_weights"] == orpo.components["frozen_weights"] \
+        == fresh.components["frozen_weights"]
