@@ -293,3 +293,53 @@ def test_the_estimate_counts_the_adapter_it_continues_and_dpos_reference_copy(sf
     orpo = estimate(cfg("orpo", str(sft_run.run_dir)), "80GB")
     assert sft.components["frozen_weights"] == orpo.components["frozen_weights"] \
         == fresh.components["frozen_weights"]
+
+
+# ---- the demo ---------------------------------------------------------------------------------
+
+def test_demo_from_adapter_is_checked_before_the_demo_model_is_touched(tmp_path, capsys, monkeypatch):
+    """`peft-studio demo --task dpo --from-adapter PATH`: a wrong PATH is a plain error (exit 2) before
+    the demo model is fetched; --from-adapter needs a preference task."""
+    import engine.demo as demo_mod
+    from engine.cli import main
+
+    monkeypatch.setattr(demo_mod, "demo_model_dir", lambda *a, **kw: pytest.fail("the demo model was touched"))
+    assert main(["demo", "--task", "dpo", "--from-adapter", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "method.from_adapter" in err and "nowhere" in err and "Traceback" not in err
+    assert main(["demo", "--from-adapter", str(tmp_path)]) == 2
+    assert "--task dpo" in capsys.readouterr().err
+
+
+def test_demo_continues_the_adapter_and_measures_from_it(sft_run, tiny_model_dir, tmp_path, monkeypatch):
+    """The preference demo with --from-adapter trains DPO on top of the adapter (the run's
+    method.from_adapter) and scores "before" with that adapter, not the bare base."""
+    import engine.demo as demo_mod
+
+    monkeypatch.setattr(demo_mod, "demo_model_dir", lambda *a, **kw: tiny_model_dir)
+    monkeypatch.setattr(demo_mod, "load_tokenizer", lambda name: __import__("transformers").AutoTokenizer
+                        .from_pretrained(tiny_model_dir))
+    real_config = demo_mod.preference_config
+
+    def tiny_config(task, steps, out):
+        cfg = real_config(task, steps, out)
+        cfg.model.name_or_path = str(tiny_model_dir)
+        cfg.data.path = str(write_pairs(tmp_path / "pairs.jsonl"))
+        cfg.method.target_modules = "auto"
+        cfg.eval.forgetting = False
+        cfg.eval.metric = None
+        return cfg
+
+    monkeypatch.setattr(demo_mod, "preference_config", tiny_config)
+    pairs = [{"prompt": f"What is {a} plus {b}?", "chosen": f"{a} plus {b} is {a + b}.", "rejected": "I cannot say."}
+             for a, b in ((8, 9), (9, 8), (11, 2))]
+    monkeypatch.setattr(demo_mod, "load_preference_heldout", lambda: pairs)
+    import io
+
+    out = io.StringIO()
+    demo_mod.run_preference_demo("dpo", steps=2, out=str(tmp_path / "demo-dpo"), prompts=2, stream=out,
+                                 from_adapter=str(sft_run.run_dir))
+    text = out.getvalue()
+    assert "continuing the adapter" in text and "start vs tuned" in text and "LoRA r=4" in text
+    saved = RunConfig.load(tmp_path / "demo-dpo" / "run.yaml")
+    assert saved.method.from_adapter == str(sft_run.adapter_dir.resolve()) and saved.train.task == "dpo"
