@@ -103,7 +103,22 @@ def read(value: str) -> StartAdapter:
         raise ConfigError(FIELD, f"{path} was saved by {spec.title}, which changes the model's own tensors "
                           "instead of adding a peft adapter; only peft adapters can be continued (load "
                           "them with PeftModel.from_pretrained). Start a fresh run instead")
+    if _is_prompt_learning(path):
+        raise ConfigError(FIELD, f"{path} is a {spec.title} adapter: peft saves prompt-learning adapters as the "
+                          "virtual tokens' values, not the prompt encoder that made them, and refuses to load one "
+                          "trainable (PeftModel.from_pretrained: \"Cannot set a prompt learning adapter to "
+                          "trainable\"). Start a fresh run, or continue a LoRA-style adapter")
     return StartAdapter(path=path, method=method, config=config, run_dir=run)
+
+
+def _is_prompt_learning(path: Path) -> bool:
+    """peft's own answer (``PeftConfig.is_prompt_learning``) for the adapter in ``path``."""
+    from peft import PeftConfig
+
+    try:
+        return bool(getattr(PeftConfig.from_pretrained(str(path)), "is_prompt_learning", False))
+    except (ValueError, TypeError, OSError):
+        return False  # loading says what is wrong with it
 
 
 def check_method(cfg: RunConfig, start: StartAdapter) -> None:

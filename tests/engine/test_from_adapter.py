@@ -8,6 +8,7 @@ and a changed adapter on resume are refused before any weights load, naming the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -218,10 +219,17 @@ def test_another_method_is_refused_naming_both(sft_run, tiny_model_dir, tmp_path
     assert field == "method.name" and "ia3" in error and "LoRA" in error and "method.name: lora" in error
 
 
-def test_qlora_continues_a_lora_adapter():
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="qlora needs bitsandbytes")
+def test_qlora_continues_a_lora_adapter_on_a_4bit_base(sft_run, tiny_model_dir, tmp_path):
     from engine.methods import get_method
 
     assert get_method("qlora").quantizes == "lora" and get_method("dora").quantizes is None
+    cfg = sft_config(tiny_model_dir, tmp_path, "b", {"max_steps": 2, "save_steps": 0}).with_overrides(
+        ["method.name=qlora", f"method.from_adapter={sft_run.run_dir}"])
+    result = train(cfg)
+    assert result.status == "finished", result.error
+    saved = RunConfig.load(result.run_dir / "run.yaml").method
+    assert (saved.name, saved.r, saved.from_adapter) == ("qlora", 4, str(sft_run.adapter_dir.resolve()))
 
 
 def test_resume_refuses_another_starting_adapter(sft_run, tiny_model_dir, tmp_path):
@@ -343,3 +351,17 @@ def test_demo_continues_the_adapter_and_measures_from_it(sft_run, tiny_model_dir
     assert "continuing the adapter" in text and "start vs tuned" in text and "LoRA r=4" in text
     saved = RunConfig.load(tmp_path / "demo-dpo" / "run.yaml")
     assert saved.method.from_adapter == str(sft_run.adapter_dir.resolve()) and saved.train.task == "dpo"
+
+
+def test_a_prompt_learning_adapter_is_refused_with_peft_s_reason(tiny_model_dir, tmp_path):
+    """peft cannot load a prompt-learning adapter trainable; the run says so before weights load."""
+    a = train(RunConfig.from_dict({
+        "model": {"name_or_path": str(tiny_model_dir)},
+        "data": {"path": str(_write_chat(tmp_path / "chat.jsonl")), "max_length": 64, "validation_split": 0},
+        "method": {"name": "prompt_tuning", "num_virtual_tokens": 4, "init": "random"},
+        "train": {"max_steps": 1, "batch_size": 4}, "eval": {"forgetting": False}, "output_dir": str(tmp_path / "a")}))
+    assert a.status == "finished", a.error
+    cfg = sft_config(tiny_model_dir, tmp_path, "b").with_overrides(
+        ["method.name=prompt_tuning", f"method.from_adapter={tmp_path / 'a'}"])
+    field, error = _refused(cfg)
+    assert field == "method.from_adapter" and "prompt-learning" in error and "trainable" in error
