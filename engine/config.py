@@ -269,6 +269,16 @@ PREFERENCE_LOSSES = ["default", *DPO_LOSSES, *KTO_LOSSES]
 class PreferenceConfig:
     """Preference tuning (train.task dpo, orpo, kto or simpo), through TRL's trainers."""
 
+    # TRL config keys people copy into a run file that the project takes from elsewhere.
+    RETIRED: ClassVar[dict[str, str]] = {
+        "max_prompt_length": "TRL 1.16 removed it from DPOConfig and KTOConfig; data.max_length bounds the prompt "
+                             "and the answer together (the end is cut), so set data.max_length",
+        "max_completion_length": "data.max_length bounds the prompt and the answer together; set data.max_length",
+        "max_length": "the sequence length is data.max_length (shared with supervised runs); set it there",
+        "ref_model": "the reference is the base with the adapter disabled, never a second copy of the weights "
+                     "(docs/preference.md); there is nothing to set",
+    }
+
     beta: float = F(0.1, "β. DPO and KTO: how strongly the model is held to the reference (higher: closer to "
                     "it; 0.1 is TRL's default, 0.01–0.5 is common). ORPO: λ, the weight of the odds-ratio "
                     "term beside the supervised loss. SimPO: the scale of the length-normalised reward (the "

@@ -73,8 +73,13 @@ def from_dict(klass, d: dict, prefix: str):
     if not isinstance(d, dict):
         raise ConfigError(prefix, "must be a mapping of fields", d)
     names = [f.name for f in fields(klass)]
+    # A section may name keys that users bring from the libraries' own configs but that mean
+    # nothing here (``RETIRED = {key: what to do instead}``): say what to use, not just "unknown".
+    retired = getattr(klass, "RETIRED", {})
     kwargs = {}
     for key, value in d.items():
+        if key in retired:
+            raise ConfigError(f"{prefix}.{key}", f"is not a field: {retired[key]}")
         if key not in names:
             raise ConfigError(f"{prefix}.{key}", "unknown field", choices=[n for n in names if n != "name"])
         kwargs[key] = coerce_value(klass, key, value, f"{prefix}.{key}")

@@ -37,6 +37,18 @@ def test_task_and_its_options_are_typed_fields():
         RunConfig().with_overrides(["train.preference.beta=-1"]).validate()
 
 
+def test_trl_keys_the_run_file_takes_elsewhere_say_where():
+    # A TRL DPOConfig copied into a run file: max_prompt_length is gone from TRL 1.16, and the length
+    # is data.max_length; the message names the key and the field to set instead of "unknown field".
+    data = {"train": {"task": "dpo", "preference": {"max_prompt_length": 64}}}
+    with pytest.raises(ConfigError, match=r"train\.preference\.max_prompt_length: is not a field.*data\.max_length"):
+        RunConfig.from_dict(data)
+    with pytest.raises(ConfigError, match=r"train\.preference\.ref_model: .*adapter disabled"):
+        RunConfig.from_dict({"train": {"preference": {"ref_model": "x"}}})
+    with pytest.raises(ConfigError, match=r"train\.preference\.bogus: unknown field; valid: beta"):
+        RunConfig.from_dict({"train": {"preference": {"bogus": 1}}})
+
+
 def test_fields_say_which_tasks_they_serve():
     import dataclasses
 
