@@ -275,8 +275,10 @@ class PreferenceConfig:
                              "and the answer together (the end is cut), so set data.max_length",
         "max_completion_length": "data.max_length bounds the prompt and the answer together; set data.max_length",
         "max_length": "the sequence length is data.max_length (shared with supervised runs); set it there",
-        "ref_model": "the reference is the base with the adapter disabled, never a second copy of the weights "
-                     "(docs/preference.md); there is nothing to set",
+        "ref_model": "the reference is the base with the adapter disabled, never a second copy of the weights, or "
+                     "the starting adapter of a run that continues one (method.from_adapter; docs/preference.md)",
+        "ref_adapter_name": "to start from an SFT adapter and use it as the reference, set method.from_adapter "
+                            "to it (docs/preference.md, \"Starting from an SFT adapter\")",
     }
 
     beta: float = F(0.1, "β. DPO and KTO: how strongly the model is held to the reference (higher: closer to "

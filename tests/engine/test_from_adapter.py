@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import RunConfig
+from engine.config import ConfigError, RunConfig
 from engine.events import CallbackSink, ListSink
 from engine.training import StopFlag, train
 from tests.engine.test_preference import write_pairs
@@ -264,6 +264,9 @@ def test_the_field_is_typed_documented_and_resolved_from_the_run_files_folder(tm
     run_file.write_text("method: {name: lora, from_adapter: ../runs/sft}\n")
     cfg = RunConfig.load(run_file)
     assert cfg.method.from_adapter == str(tmp_path / "sub" / ".." / "runs" / "sft")
+    # TRL's way of naming the reference adapter points here.
+    with pytest.raises(ConfigError, match=r"train\.preference\.ref_adapter_name: .*method\.from_adapter"):
+        RunConfig.from_dict({"train": {"preference": {"ref_adapter_name": "sft"}}})
     # Switching the method keeps the adapter the run continues (the check then names both).
     assert cfg.with_overrides(["method.name=dora"]).method.from_adapter == cfg.method.from_adapter
 
