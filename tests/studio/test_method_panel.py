@@ -107,3 +107,12 @@ def test_start_from_adapter_is_a_folder_field_with_its_note_and_survives_a_metho
     assert panel.values()[0]["from_adapter"] == "/runs/sft" and panel.adapter_note.isVisible()
     panel.set_values(RunConfig().method)
     assert panel.values()[0]["from_adapter"] is None and not panel.adapter_note.isVisible()
+
+
+def test_start_line_says_which_adapter_the_run_continues():
+    from engine.config import RunConfig
+    from studio.summary import what_will_train
+
+    cfg = RunConfig.from_dict({"method": {"name": "lora", "from_adapter": "/home/me/runs/sft-demo"}})
+    assert "LoRA (continuing the adapter in sft-demo)" in what_will_train(cfg)
+    assert "continuing" not in what_will_train(RunConfig())
