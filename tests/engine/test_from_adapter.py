@@ -368,3 +368,33 @@ def test_a_prompt_learning_adapter_is_refused_with_peft_s_reason(tiny_model_dir,
         ["method.name=prompt_tuning", f"method.from_adapter={tmp_path / 'a'}"])
     field, error = _refused(cfg)
     assert field == "method.from_adapter" and "prompt-learning" in error and "trainable" in error
+
+
+def test_dpo_from_an_adapter_stops_and_resumes_exactly(sft_run, tiny_model_dir, tmp_path):
+    """The checkpoints of a run continuing an adapter hold TRL's `ref` copy too (ref/): a resume
+    continues with the same reference, so its losses are the uninterrupted run's."""
+    def cfg(out: Path) -> RunConfig:
+        out.mkdir()
+        return RunConfig.from_dict({
+            "model": {"name_or_path": str(tiny_model_dir)},
+            "data": {"path": str(write_pairs(out / "pairs.jsonl")), "max_length": 64, "validation_split": 0},
+            "method": {"name": "lora", "dropout": 0.0, "from_adapter": str(sft_run.run_dir)},
+            "train": {"task": "dpo", "max_steps": 6, "batch_size": 4, "lr": 5e-3, "seed": 0, "save_steps": 3},
+            "eval": {"forgetting": False}, "output_dir": str(out / "run")})
+
+    full_sink = ListSink()
+    assert train(cfg(tmp_path / "a"), sinks=[full_sink]).status == "finished"
+    full = {e["step"]: e["loss"] for e in full_sink.of("step")}
+    c = cfg(tmp_path / "b")
+    stop = StopFlag()
+    first = train(c, sinks=[CallbackSink(lambda ev: ev["event"] == "step" and ev["step"] >= 3 and stop.set())],
+                  stop=stop)
+    assert first.status == "stopped"
+    assert (first.run_dir / "checkpoints" / "checkpoint-3" / "ref" / "adapter_config.json").exists()
+    c.train.resume_from = "latest"
+    resumed_sink = ListSink()
+    assert train(c, sinks=[resumed_sink]).status == "finished"
+    resumed = {e["step"]: e["loss"] for e in resumed_sink.of("step")}
+    assert min(resumed) > 3 and max(resumed) == 6
+    for step, loss in resumed.items():
+        assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
