@@ -398,3 +398,31 @@ def test_dpo_from_an_adapter_stops_and_resumes_exactly(sft_run, tiny_model_dir, 
     assert min(resumed) > 3 and max(resumed) == 6
     for step, loss in resumed.items():
         assert loss == pytest.approx(full[step], rel=1e-5, abs=1e-6), step
+
+
+def test_kto_from_an_adapter_keeps_it_as_the_reference(sft_run, tiny_model_dir, tmp_path, monkeypatch):
+    """KTO's trainer makes the same `ref` copy as DPO's: kept, frozen, and the first step's rewards 0."""
+    from engine.training import run as run_mod
+
+    seen = {}
+    real = run_mod.make_preference_trainer
+
+    def spy(p, *a, **kw):
+        trainer = real(p, *a, **kw)
+        seen["adapters"] = sorted(p.built.model.peft_config)
+        return trainer
+
+    monkeypatch.setattr(run_mod, "make_preference_trainer", spy)
+    cfg = RunConfig.from_dict({
+        "model": {"name_or_path": str(tiny_model_dir)},
+        "data": {"path": str(write_pairs(tmp_path / "pairs.jsonl")), "max_length": 64, "validation_split": 0},
+        "method": {"name": "lora", "dropout": 0.0, "from_adapter": str(sft_run.run_dir)},
+        "train": {"task": "kto", "max_steps": 2, "batch_size": 4, "lr": 5e-3, "seed": 0, "logging_steps": 1},
+        "eval": {"forgetting": False}, "output_dir": str(tmp_path / "kto")})
+    sink = ListSink()
+    result = train(cfg, sinks=[sink])
+    assert result.status == "finished", result.error
+    assert seen["adapters"] == ["default", "ref"]
+    first = sink.of("step")[0]["metrics"]
+    rewards = [v for k, v in first.items() if k.startswith("rewards/") and "margin" not in k and v is not None]
+    assert rewards and all(v == pytest.approx(0.0, abs=1e-5) for v in rewards), first
