@@ -52,8 +52,10 @@ def shot(win, path: Path) -> None:
     save_screenshot(win, str(path))
 
 
-def main(out: Path) -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="shot-de-"))
+def isolated_app(prefix: str):
+    """(a temporary folder, the QApplication) with the settings, run index and caches in that
+    folder, so a screenshot never reads or writes the user's own."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     for k, sub in (("XDG_DATA_HOME", "data"), ("XDG_CONFIG_HOME", "config"), ("PEFT_STUDIO_HOME", "studio"),
                    ("PEFT_STUDIO_CACHE", "cache")):
         os.environ[k] = str(tmp / sub)
@@ -62,7 +64,11 @@ def main(out: Path) -> int:
 
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "config"))
-    app = QApplication.instance() or QApplication([])
+    return tmp, QApplication.instance() or QApplication([])
+
+
+def main(out: Path) -> int:
+    tmp, app = isolated_app("shot-de-")
     from engine.config import RunConfig
     from engine.export.testing import make_adapter_run
     from engine.testing import make_tiny_model

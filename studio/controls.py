@@ -1,5 +1,6 @@
 """Taking the user to a control: "Go to “Skip bad lines”" raises the panel that holds it, opens
-the Advanced section it sits in, scrolls it into view and gives it the focus.
+the Advanced section it sits in, scrolls it into view and gives it the focus; ``set_control`` also
+sets it (a one-click fix offered in another panel).
 
 Controls are found by object name ``field:<run-file path>`` (the forms name every editor so, and
 the panels name their own rich editors the same way), in the panel studio/wording.py says holds
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QScrollArea, QWidget
 
-from studio.forms import DataclassForm
+from studio.forms import DataclassForm, FieldEditor
 from studio.wording import base_path, panel_of
 
 
@@ -41,3 +42,16 @@ def go_to(show_panel: Callable[[str], None], panels: dict, path: str) -> bool:
         parent = parent.parentWidget()
     w.setFocus()
     return True
+
+
+def set_control(show_panel: Callable[[str], None], panels: dict, path: str, value) -> bool:
+    """Set the form control for ``path`` to ``value`` (a one-click fix of another panel's setting,
+    e.g. the Data tab's "Set Training › Task to dpo") and take the user there; the config follows
+    through the control's own change signal. False when no form editor sets it."""
+    panel = panels.get(panel_of(path))
+    w = find_control(panel, path) if panel is not None else None
+    editor = w.parentWidget() if w is not None else None
+    if not isinstance(editor, FieldEditor):
+        return False
+    editor.set_value(value)
+    return go_to(show_panel, panels, path)

@@ -11,6 +11,10 @@ Partial results (``{"stage": "reading", ...}``) carry ``sources`` (one snapshot 
 so far, the file being read last) and ``total`` (their sum); the result is ``{"stage": "report",
 "report": DataReport.to_dict(), "problems_total": n}`` or ``{"stage": "error", "error", "field"}``
 when the data cannot be read at all (the preview job already shows that refusal in detail).
+Every answer carries ``task`` (train.task) and ``fits`` (the task the sources serve,
+engine.data.task_for_data), for the one-click "Set Training › Task to …". A preference task's
+data is read as its run will read it (``preference_report``: ``{"stage": "preference", ...}``);
+the SFT statistics do not apply to it.
 """
 
 from __future__ import annotations
@@ -128,9 +132,10 @@ def data_report(state, cfg: dict, with_report: bool | str = "auto") -> dict:
     ``with_report``: True, False (stop after the statistics: the result is their total), or
     "auto" (the report only for data of at most AUTO_REPORT_RECORDS records: preparing a large
     set takes minutes and cannot be interrupted, so the window offers it as a button)."""
-    from engine.data import DataError, iter_statistics
+    from engine.data import DataError, iter_statistics, task_for_data
     from engine.data import data_report as engine_report
     from engine.data import preview as engine_preview
+    from engine.tasks import get_task
     from studio.jobs import _config, _tokenizer, jsonable
 
     run_cfg = _config(cfg)
@@ -149,12 +154,16 @@ def data_report(state, cfg: dict, with_report: bool | str = "auto") -> dict:
         pv = engine_preview(part, tok, n=1).to_dict()
         plans.append({k: pv[k] for k in ("source", "format", "reason", "columns", "columns_used", "columns_ignored",
                                          "notes", "template", "error", "error_field", "detected")})
-    state.set_partial_result(jsonable({"stage": "plan", "plans": plans, "names": names}))
+    # The task the data serves (the one-click "Set Training › Task to …"), beside the task set.
+    task = {"task": run_cfg.train.task, "fits": task_for_data([source_kind(p) for p in plans])}
+    if get_task(run_cfg.train.task).is_preference:  # the plans read the files as SFT: not shown for a preference task
+        return jsonable({**preference_report(state, run_cfg, tok), "plans": plans, "names": names, **task})
+    state.set_partial_result(jsonable({"stage": "plan", "plans": plans, "names": names, **task}))
     refused = next((p for p in plans if p["error"]), None)
     if refused is not None:
         return jsonable({"stage": "error", "error": refused["error"], "field": refused["error_field"] or "",
                          "source": refused["source"], "detected": refused["detected"], "plans": plans,
-                         "names": names})
+                         "names": names, **task})
     done: list[dict] = []
     cancel = state.as_event()
     for i, part in enumerate(parts):
@@ -176,7 +185,8 @@ def data_report(state, cfg: dict, with_report: bool | str = "auto") -> dict:
         done.append(last or {"source": names[i], "done": True})
     total = merge_statistics(done)
     if not with_report or (with_report == "auto" and total["records"] > AUTO_REPORT_RECORDS):
-        return jsonable({"stage": "statistics", "sources": done, "total": total, "names": names, "plans": plans})
+        return jsonable({"stage": "statistics", "sources": done, "total": total, "names": names, "plans": plans,
+                         **task})
     state.set_status("Preparing the data (the complete report; training will reuse it)")
     state.set_progress_value(None)
     try:
@@ -190,7 +200,35 @@ def data_report(state, cfg: dict, with_report: bool | str = "auto") -> dict:
         issue["rows"] = issue["rows"][:MAX_PROBLEMS]
     d["duplicates"]["groups"] = d["duplicates"].get("groups", [])[:200]
     return jsonable({"stage": "report", "report": d, "problems_total": n, "statistics": total,
-                     "sources": done, "names": names, "plans": plans})
+                     "sources": done, "names": names, "plans": plans, **task})
+
+
+def source_kind(plan: dict) -> str | None:
+    """What one source's plan (engine.data.preview's first-record reading) says the file holds:
+    ``paired`` or ``unpaired`` preference data, ``sft`` examples, or None (it cannot be read)."""
+    if plan.get("detected"):
+        return plan["detected"].get("task")
+    return "sft" if plan.get("format") and not plan.get("error") else None
+
+
+def preference_report(state, run_cfg, tok) -> dict:
+    """A preference task's report (train.task dpo, orpo, kto, simpo): the data read as the run will
+    (engine.data.prepare_preference_data: every source, the mix, the held-out rows), as
+    ``{"stage": "preference", "preference": PreferenceReport.to_dict(), "lines", "train", "eval"}``,
+    or ``{"stage": "error", ...}`` naming the file and field when it cannot serve the task. The
+    SFT statistics and report do not apply: TRL tokenizes the pairs itself."""
+    from engine.data import DataError, prepare_preference_data
+    from engine.tasks import get_task
+
+    task = get_task(run_cfg.train.task)
+    state.set_status(f"Reading the preference data for {task.title}")
+    try:
+        data = prepare_preference_data(run_cfg.data, task.data, tok, seed=run_cfg.train.seed)
+    except DataError as e:
+        return {"stage": "error", "error": str(e), "field": e.field or "", "source": e.file or ""}
+    rep = data.report
+    return {"stage": "preference", "preference": rep.to_dict(), "lines": rep.lines(), "train": len(data.train),
+            "eval": len(data.eval) if data.eval is not None else 0}
 
 
 JOBS = {"data_report": data_report}

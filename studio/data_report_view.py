@@ -64,13 +64,46 @@ def _max_length_for(p99: int, limit: int) -> int:
     return max(limit + 1, -(-int(p99) // 8) * 8)
 
 
-def suggest_fixes(result: dict, values: dict) -> list[Fix]:
+def _data_kind(task: str | None) -> str | None:
+    """What a train.task learns from: ``sft`` examples, ``paired`` or ``unpaired`` preferences."""
+    from engine.tasks import get_task
+
+    if not task:
+        return None
+    t = get_task(task)
+    return t.data if t.is_preference else "sft"
+
+
+TASK_DATA_WORDS = {"paired": "preference pairs (chosen/rejected)", "unpaired": "answers labelled good or bad",
+                   "sft": "supervised examples (prompts with the answers to learn)"}
+
+
+def task_fix(result: dict, task: str | None) -> Fix | None:
+    """"Set Training › Task to dpo" (kto, sft) when the data was refused because it serves another
+    task than ``task`` (the one set now): the job's ``fits`` (engine.data.task_for_data)."""
+    fits = result.get("fits")
+    task = task or result.get("task")
+    if result.get("stage") != "error" or not fits or _data_kind(fits) == _data_kind(task):
+        return None
+    what = TASK_DATA_WORDS[_data_kind(fits)]
+    also = {"dpo": " (orpo and simpo learn from pairs too)",
+            "kto": " (KTO learns from single answers marked good or bad; pairs in the mix are split)"}.get(fits, "")
+    return Fix("train.task", fits, f"Set Training › Task to {fits}",
+               f"This data holds {what}, which {task or 'this task'} cannot learn from: set "
+               f"{control_name('train.task')} to {fits}{also}.")
+
+
+def suggest_fixes(result: dict, values: dict, task: str | None = None) -> list[Fix]:
     """The one-click fixes for a data_report job's result (or partial) ``result``, given the data
-    settings shown (``values``: DataPanel.values()[0]). Only settings that are safe to change
-    without reading the data again by eye: skip the bad rows, raise max_length to cover the 99th
+    settings shown (``values``: DataPanel.values()[0]) and the train.task set now (``task``; the
+    result's when None). Only settings that are safe to change without reading the data again by
+    eye: the task the data serves, skip the bad rows, raise max_length to cover the 99th
     percentile, map a preference file's chosen answers for SFT, list the unfilled placeholders
     for the user to fill."""
     out: list[Fix] = []
+    fix = task_fix(result, task)
+    if fix is not None:
+        out.append(fix)
     stats = result.get("statistics") or result.get("total") or {}
     report = result.get("report") or {}
     counts = report.get("counts") or {}
@@ -89,7 +122,8 @@ def suggest_fixes(result: dict, values: dict) -> list[Fix]:
                        f"over {limit}: set {control_name('data.max_length')} to {new} so they are not cut."))
     detected = result.get("detected")
     mapping = (detected or {}).get("sft_mapping")
-    if result.get("stage") == "error" and mapping and not values.get("columns"):
+    if result.get("stage") == "error" and mapping and not values.get("columns") and \
+            _data_kind(task or result.get("task") or "sft") == "sft":
         pairs = ", ".join(f"{k} ← {v}" for k, v in mapping.items())
         kind = "preference pairs (chosen/rejected)" if detected.get("task") == "paired" else \
             "answers labelled good or bad"
@@ -180,6 +214,7 @@ class DataReportView(QWidget):
         self.fixes: list[Fix] = []
         self._values: dict = {}
         self._cfg: dict | None = None
+        self._task: str | None = None     # train.task set now (the task fix follows it)
         self.complete = False         # the engine's full report is shown
         self._plain_lines: list[str] = []
         lay = QVBoxLayout(self)
@@ -265,15 +300,20 @@ class DataReportView(QWidget):
     def request(self, cfg: dict, values: dict) -> None:
         """Report on ``cfg`` (RunConfig.to_dict()); ``values``: the data settings shown, for the fixes."""
         self._cfg, self._values = cfg, dict(values)
+        self._task = (cfg.get("train") or {}).get("task")
         self.job.request(cfg, "auto")
+        if self.result:
+            self._show_fixes()   # a fix the new settings made moot goes at once, not with the new report
 
     def request_full(self) -> None:
         if self._cfg is not None:
             self.job.run_now(self._cfg, True)
 
-    def set_values(self, values: dict) -> None:
-        """The settings changed without a new report (e.g. a fix applied): the fixes follow."""
+    def set_values(self, values: dict, task: str | None = None) -> None:
+        """The settings changed without a new report (e.g. a fix applied): the fixes follow.
+        ``task``: train.task, when it changed."""
         self._values = dict(values)
+        self._task = task or self._task
         self._show_fixes()
 
     def cancel(self) -> None:
@@ -328,6 +368,9 @@ class DataReportView(QWidget):
                                 f"{c.get('eval_examples', 0):,} evaluation examples from {c.get('records', 0):,} "
                                 f"records. Start reuses this preparation.")
             self._fill_all(value, r.get("problems") or [], value.get("problems_total"), r.get("lengths") or {})
+        elif stage == "preference":
+            self.complete = True
+            self._fill_preference(value)
         elif stage == "statistics":
             total = value.get("total") or {}
             self.status.setText(f"Statistics of all {total.get('records', 0):,} records. The full report (every "
@@ -387,6 +430,37 @@ class DataReportView(QWidget):
         self.columns.setText("<br>".join(column_lines))
         self._plain_lines = [html.unescape(re.sub(r"<[^>]+>", "", x)) for x in column_lines]
 
+    def _fill_preference(self, value: dict) -> None:
+        """A preference task's report (studio.data_jobs.preference_report): each source with its
+        shape and the rows the mix drew, and the PreferenceReport's lines as the findings."""
+        from pathlib import Path
+
+        rep = value.get("preference") or {}
+        unit = "answers" if rep.get("task") == "unpaired" else "pairs"
+        self.status.setText(f"Preference data: {value.get('train', 0):,} {unit} for training and "
+                            f"{value.get('eval', 0):,} held out, read as {self._task or 'the task'} will read them.")
+        sources = rep.get("sources") or [{"source": rep.get("source"), "shape": rep.get("shape"),
+                                          "reason": rep.get("reason"), "records": rep.get("pairs", 0) + rep.get("eval", 0)}]
+        self.sources.setRowCount(len(sources))
+        lines = []
+        for row, src in enumerate(sources):
+            self.sources.setItem(row, 0, _item(Path(str(src["source"])).name, str(src["source"])))
+            self.sources.setItem(row, 1, _item(src["shape"], window_text(src.get("reason") or "")))
+            self.sources.setItem(row, 2, _item(f"{src['records']:,}", right=True))
+            used = src.get("used_in_mix")
+            self.sources.setItem(row, 3, _item("" if used is None else f"{used:,}", right=True))
+            for col in (4, 5):
+                self.sources.setItem(row, col, _item(""))
+        self.sources.setFixedHeight(self.sources.verticalHeader().defaultSectionSize() * (len(sources) + 1)
+                                    + 2 * self.sources.frameWidth() + 2)
+        self.columns.setText("")
+        self._plain_lines = []
+        for line in value.get("lines") or []:
+            lines.append(html.escape(window_text(line)))
+        self.summary.setText("<br>".join(lines))
+        self._fill_problems([], 0)
+        self.hist_slot.hide()   # TRL tokenizes the pairs itself: no SFT token lengths to show
+
     def columns_line(self, row: int) -> str:
         """The plain text of source ``row``'s columns line (tests)."""
         return self._plain_lines[row] if row < len(self._plain_lines) else ""
@@ -421,6 +495,8 @@ class DataReportView(QWidget):
                          f"dropped {c['dropped_long'] + c['dropped_untrained']:,}"
                          + (f", not trained (label false) {c['filtered']:,}" if c.get("filtered") else "")
                          + (f"; {c['chunks']:,} extra windows from chunked texts" if c.get("chunks") else "") + ".")
+            if r.get("validation") and r["validation"] != "none":   # which split or file is held out
+                lines.append("Evaluation: " + html.escape(window_text(r["validation"])) + ".")
             if L.get("counts"):
                 lines.append(f"Tokens per record: median {L['p50']}, 99th percentile {L['p99']}, longest {L['max']}; "
                              f"{L['over_limit']:,} over the max length of {L['limit']}.")
@@ -508,7 +584,7 @@ class DataReportView(QWidget):
             self.problems.setItem(row, 2, _item(window_text(str(p.get("reason") or ""))))
 
     def _show_fixes(self) -> None:
-        self.fixes = suggest_fixes(self.result, self._values) if self.result else []
+        self.fixes = suggest_fixes(self.result, self._values, self._task) if self.result else []
         while self.fix_lay.count():
             item = self.fix_lay.takeAt(0)
             w = item.widget()
@@ -555,9 +631,14 @@ def report_tabs(examples: QWidget, panel) -> tuple[DataReportView, QWidget]:
 
 
 def apply_fix(panel, path: str, value) -> None:
-    """Set the Data panel's control for ``path`` (a fix's run-file key) to ``value``, show it and
-    give it the focus; the config follows through the control's own change signal."""
-    name = path.split(".", 1)[1]
+    """Set the control for ``path`` (a fix's run-file key) to ``value``, show it and give it the
+    focus; the config follows through the control's own change signal. The Data panel's own
+    controls are set here; another panel's (``train.task``) through the window's
+    ``Studio.set_control``, which the panel holds as ``set_elsewhere``."""
+    section, name = path.split(".", 1)
+    if section != "data":  # another panel's control (train.task): the window sets it (studio/controls.py)
+        panel.set_elsewhere(path, value)
+        return
     if name == "columns":
         panel.mapping.set_file(panel.path.text(), mapping=dict(value))
         panel.mapping.sig_changed.emit()

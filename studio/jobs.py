@@ -200,7 +200,9 @@ def _preference_preview(run_cfg) -> dict:
     try:
         data = prepare_preference_data(run_cfg.data, task.data, tok, seed=run_cfg.train.seed)
     except DataError as e:
-        return dataclasses.asdict(Preview(error=str(e)))
+        # Refused data gates Start as for SFT; the field may be train.task (labelled answers for a
+        # paired task), whose control the Training panel shows the message at.
+        return dataclasses.asdict(Preview(error=str(e), rejected=True, error_field=e.field or ""))
     rep = data.report
 
     def text(v) -> str:

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QMainWindow, QStyle, QToolBar
 from engine.config import RunConfig
 from studio import tasks
 from studio.config_model import ConfigModel
-from studio.controls import go_to
+from studio.controls import go_to, set_control
 from studio.dialogs import ask_close_during_run, show_about, show_shortcuts
 from studio.errors import show_error
 from studio.layout import WindowLayout
@@ -43,7 +43,7 @@ class MainWindow(QMainWindow):
         self.runs = RunController(self.settings, self.config_model, self.files.load_run_config, supervisor, self)
         self.studio = Studio(self.settings, self.config_model, self.runs, self.files, Bus(self),
                              show_panel=lambda key: self.placement.show_panel(key), dialog_parent=self,
-                             go_to=self.go_to)
+                             go_to=self.go_to, set_control=self.set_control)
         self.panels = build_panels(self.studio)
         p = self.panels
         self.config_model.bind(p["model"], p["data"], p["method"], p["training"])
@@ -156,6 +156,10 @@ class MainWindow(QMainWindow):
     def go_to(self, path: str) -> bool:
         """Show and focus the control that sets run-file ``path`` (the "Go to …" buttons)."""
         return go_to(self.placement.show_panel, self.panels, path)
+
+    def set_control(self, path: str, value) -> bool:
+        """Set the control for run-file ``path`` to ``value`` and show it (one-click fixes)."""
+        return set_control(self.placement.show_panel, self.panels, path, value)
 
     # -- menu actions that need a panel -------------------------------------------------------------
     def _open_data(self):

@@ -12,10 +12,11 @@ Public API (the studio and the trainer code against these names):
 * ``iter_statistics(data_cfg, tokenizer, every=2000, cancel=None)`` – partial statistics
   (histogram, counts, problems by line) while reading, for a progressive display.
 * ``detect_preference(columns, rows) -> PreferenceShape | None`` and ``preference_record(row,
-  shape)`` – preference data shapes and TRL's conversational form of a row.
+  shape)`` – preference data shapes and TRL's conversational form of a row; ``task_for_data(kinds)``
+  – the train.task that sources of those kinds (paired, unpaired, sft) serve.
 * ``prepare_preference_data(data_cfg, expect, tokenizer=None, ...) -> PreferenceData`` – preference
-  data (train.task dpo, orpo, kto, simpo) as TRL's columns, with its ``PreferenceReport`` (pairs,
-  identical answers, length balance).
+  data (train.task dpo, orpo, kto, simpo; data.path or the mix of data.sources) as TRL's columns,
+  with its ``PreferenceReport`` (pairs, identical answers, length balance, sources, held-out rows).
 * ``load_records(data_cfg, base_dir=None) -> LoadedData`` – files → internal records as Python
   lists (small data only).
 * ``make_collator(tokenizer, packing, max_length)`` and ``pack_examples(examples, max_length)``.
@@ -46,12 +47,12 @@ from engine.data.pipeline import (
 from engine.data.preference import PreferenceData, PreferenceReport, prepare_preference_data
 from engine.data.preview import Preview, Statistics, data_report, iter_statistics, preview
 from engine.data.render import chat_template_for
-from engine.data.tasks import PreferenceShape, detect_preference, preference_record
+from engine.data.tasks import PreferenceShape, detect_preference, preference_record, task_for_data
 
 __all__ = [
     "DataError", "Examples", "FORMATS", "IGNORE_INDEX", "LoadedData", "PreparedData", "PACKED_FORWARD_KWARGS",
     "PreferenceData", "PreferenceReport", "PreferenceShape", "Preview", "Statistics", "block_causal_mask",
     "chat_template_for", "conversation_of", "data_report", "detect_preference", "heldout_prompts", "iter_statistics",
     "load_records", "make_collator", "pack_examples", "prepare_data", "prepare_preference_data",
-    "preference_record", "preview", "render_segments", "split_records", "token_lengths",
+    "preference_record", "preview", "render_segments", "split_records", "task_for_data", "token_lengths",
 ]

@@ -42,6 +42,7 @@ from engine.data.encode import (
 from engine.data.errors import DataError, Where
 from engine.data.examples import Examples
 from engine.data.formats import NormOptions, Plan, label_of, normalize
+from engine.data.mix import interleave_order
 from engine.data.readers import RawSource, Table, open_raw, read_table
 from engine.data.render import (
     Rendered,
@@ -56,7 +57,6 @@ from engine.data.render import (
 __all__ = ["IGNORE_INDEX", "LoadedData", "PreparedData", "load_records", "prepare_data", "render_segments",
            "split_records", "token_lengths"]
 
-MIX_STOPPING = ("first_exhausted", "all_exhausted")
 _PARALLEL_MIN_ROWS = 4000   # below this, worker start-up costs more than it saves
 _MAX_PROC = 8
 _FAIL_FAST_ROWS = 200       # records of a big file rendered up front
@@ -138,6 +138,17 @@ def source_specs(data_cfg) -> list[SourceSpec]:
         out.append(SourceSpec(str(s["path"]), weight, str(s.get("format") or data_cfg.format),
                               dict(s.get("columns") or data_cfg.columns or {}), f + ".path"))
     return out
+
+
+def open_source(path: str, base_dir, field_name: str, sample_by: str = "document") -> RawSource:
+    """readers.open_raw of one source; a missing file of data.sources is named by its entry
+    (``field_name``: data.sources[i].path), so the window can point at it."""
+    try:
+        return open_raw(path, base_dir, sample_by)
+    except DataError as e:
+        if e.field is None and field_name != "data.path" and "not found" in e.problem:
+            e = DataError(e.problem, file=e.file, field=field_name, hint=e.hint)
+        raise e from None
 
 
 # ---- records (Python lists: small data, the studio's current preview) ---------------------------
@@ -372,7 +383,8 @@ def _select_one(ctx: _Context, spec: SourceSpec, raw: RawSource, plan: Plan, see
         venc = ctx.encode(val_raw, vplan, None)
         sel.encoded.append(venc)
         sel.val_parts = [(venc, _kept(venc))]
-        sel.val_from = data_cfg.validation_path or "the validation split"
+        # which split of a saved DatasetDict (readers.VALIDATION_SPLITS), in the log and the report
+        sel.val_from = data_cfg.validation_path or f"{val_raw.source}, the saved dataset's validation split"
         log(f"Validation: {len(val_raw)} examples from {sel.val_from}.")
     elif len(val_rows):
         sel.val_parts = [(enc, _kept(enc, rows=val_rows))]
@@ -451,12 +463,7 @@ class _Context:
         self._tok_digest = None
 
     def open(self, spec: SourceSpec) -> tuple[RawSource, Plan]:
-        try:
-            raw = open_raw(spec.path, self.base_dir, getattr(self.data_cfg, "sample_by", "document"))
-        except DataError as e:
-            if e.field is None and spec.field != "data.path" and "not found" in e.problem:
-                e = DataError(e.problem, file=e.file, field=spec.field, hint=e.hint)
-            raise e from None
+        raw = open_source(spec.path, self.base_dir, spec.field, getattr(self.data_cfg, "sample_by", "document"))
         rows = _sample_rows(raw, self.skip)
         plan = plan_format(spec.format, raw.columns, rows, spec.columns, raw.source, self.caps, self.skip_tools)
         if self.long_mode == "chunk" and plan.format != "text":
@@ -630,25 +637,22 @@ class _Mixed:
 
 
 def _mix(encoded: list[_Encoded], weights: list[float], seed: int, stopping: str) -> _Mixed:
-    """Interleave the sources' kept examples by weight, exactly as datasets.interleave_datasets."""
-    import datasets
+    """Interleave the sources' kept examples by weight (mix.interleave_order: exactly as
+    datasets.interleave_datasets)."""
     import numpy as np
 
-    if stopping not in MIX_STOPPING:
-        raise DataError(f"unknown data.mix_stopping '{stopping}'", field="data.mix_stopping",
-                        hint=f"Use one of {', '.join(MIX_STOPPING)}.")
-    index = []
-    for s, enc in enumerate(encoded):
-        kept = _kept(enc)
-        if not len(kept):
+    kept = []
+    for enc in encoded:
+        k = _kept(enc)
+        if not len(k):
             raise DataError("no training examples left in this source after filtering", file=enc.raw.source,
                             hint="Fix the source or remove it from data.sources.")
-        index.append(datasets.Dataset.from_dict({"s": np.full(len(kept), s, dtype=np.int32), "p": kept}))
-    total = sum(weights)
-    mixed = datasets.interleave_datasets(index, probabilities=[w / total for w in weights], seed=seed,
-                                         stopping_strategy=stopping)
-    s_col = np.asarray(mixed.data.column("s").to_numpy() if mixed._indices is None else mixed["s"][:])
-    p_col = np.asarray(mixed.data.column("p").to_numpy() if mixed._indices is None else mixed["p"][:])
+        kept.append(k)
+    s_col, i_col = interleave_order([len(k) for k in kept], weights, seed, stopping)
+    p_col = np.zeros(len(s_col), dtype=np.int64)
+    for s, k in enumerate(kept):
+        at = s_col == s
+        p_col[at] = k[i_col[at]]
     order = list(zip(s_col.tolist(), p_col.tolist()))
     per = [sorted(set(p_col[s_col == s].tolist())) for s in range(len(encoded))]
     return _Mixed(order, per)

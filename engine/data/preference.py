@@ -12,7 +12,9 @@ to TRL's conversational form:
 
 The file is read by the same Arrow reader as SFT data (``readers.open_raw``: one read, cached),
 and the result is a ``datasets.Dataset`` in memory that TRL tokenizes with the model's chat
-template. The report gives what decides whether the pairs can teach anything: the number of
+template. Several sources (``data.sources``) are each read and converted with their own columns,
+then interleaved by weight exactly as SFT data (``engine.data.mix``); a saved DatasetDict's
+validation split is held out as for SFT. The report gives what decides whether the pairs can teach anything: the number of
 pairs, the share whose chosen and rejected answers are identical (no signal), and the length
 balance (DPO is known to learn "longer is better" when chosen answers are systematically longer:
 Park et al. 2024, "Disentangling Length from Quality in DPO", arXiv 2403.19159).
@@ -20,10 +22,10 @@ Park et al. 2024, "Disentangling Length from Quality in DPO", arXiv 2403.19159).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine.data.errors import DataError, Where
-from engine.data.readers import _item_from_raw, _rows, open_raw, to_row
+from engine.data.readers import _item_from_raw, _rows, to_row
 from engine.data.tasks import SHAPES, PreferenceShape, detect_preference, preference_record
 
 _BATCH = 1000
@@ -38,7 +40,11 @@ class PreferenceReport:
     ``chosen_tokens``/``rejected_tokens``: mean tokens of the answers (characters when no
     tokenizer was given: ``length_unit``); ``length_ratio``: chosen / rejected mean length;
     ``chosen_longer``: share of pairs whose chosen answer is the longer one; ``desirable``/
-    ``undesirable``: KTO's label counts; ``skipped``: bad records skipped (data.skip_bad_lines).
+    ``undesirable``: KTO's label counts; ``skipped``: bad records skipped (data.skip_bad_lines);
+    ``validation``: where the held-out rows came from (data.validation_path, a saved DatasetDict's
+    validation split, or the data.validation_split hold-out; "" when nothing is held out);
+    ``sources``: with data.sources, one dict per source: source, shape, reason, records (read),
+    weight and used_in_mix (rows the mix drew); ``shape`` is then ``mixed`` when they differ.
     """
 
     source: str
@@ -56,11 +62,18 @@ class PreferenceReport:
     desirable: int = 0
     undesirable: int = 0
     skipped: int = 0
+    validation: str = ""
+    sources: list = field(default_factory=list)
     notes: list = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """The report as readable lines (the training log and ``peft-studio data``)."""
-        out = [f"{self.source}: {SHAPES[self.shape]} ({self.reason})"]
+        if self.sources:
+            out = [f"a mix of {len(self.sources)} sources (data.sources)"]
+            out += [f"{s['source']}: {SHAPES[s['shape']]} ({s['reason']}); {s['records']} records, weight "
+                    f"{s['weight']:g}, {s['used_in_mix']} drawn into the mix" for s in self.sources]
+        else:
+            out = [f"{self.source}: {SHAPES[self.shape]} ({self.reason})"]
         if self.task == "unpaired":
             out.append(f"{self.pairs} answers for training ({self.desirable} desirable, {self.undesirable} "
                        f"undesirable), {self.eval} held out")
@@ -71,6 +84,8 @@ class PreferenceReport:
                 out.append(f"length balance: chosen {self.chosen_tokens:.1f} {self.length_unit} on average, "
                            f"rejected {self.rejected_tokens:.1f} (ratio {self.length_ratio:.2f}); the chosen "
                            f"answer is the longer one in {100 * (self.chosen_longer or 0):.0f}% of pairs")
+        if self.validation:
+            out.append(f"held-out rows: {self.validation}")
         if self.skipped:
             out.append(f"{self.skipped} bad records skipped (data.skip_bad_lines)")
         return out + list(self.notes)
@@ -134,8 +149,17 @@ def read_preference(path: str, mapping: dict, expect: str, base_dir=None, skip: 
 
     ``expect``: the task's data (``paired`` or ``unpaired``). Raises DataError naming the file
     (and ``field_name``) when the file is not preference data, or holds unpaired data for a paired
-    task; and naming the record for a bad row unless ``skip``."""
-    raw = open_raw(path, base_dir, "document")
+    task; and naming the record for a bad row unless ``skip``. (A saved DatasetDict: its training
+    split; ``prepare_preference_data`` reads its validation split too.)"""
+    from engine.data.pipeline import open_source
+
+    return read_raw(open_source(path, base_dir, field_name), mapping, expect, skip, system_prompt, field_name)
+
+
+def read_raw(raw, mapping: dict, expect: str, skip: bool = False, system_prompt: str | None = None,
+             field_name: str = "data.path", mixed: bool = False):
+    """read_preference of an opened source (readers.RawSource). ``mixed``: the source is one of
+    several (data.sources): unpaired data for a paired task is refused naming its entry."""
     sample = [r.row for r in raw.samples if r.row is not None]
     columns = list(raw.columns)
     if mapping:
@@ -151,8 +175,13 @@ def read_preference(path: str, mapping: dict, expect: str, base_dir=None, skip: 
                         hint="Point data.path at preference data, map its columns with data.columns (e.g. "
                              "{chosen: good, rejected: bad}), or set train.task: sft.")
     if expect == "paired" and shape.task == "unpaired":
-        raise DataError(f"this file holds single answers with a true/false label ({SHAPES[shape.shape]}), not "
-                        "chosen/rejected pairs", file=raw.source, field="train.task",
+        what = (f"this file holds single answers with a true/false label ({SHAPES[shape.shape]}), not "
+                "chosen/rejected pairs")
+        if mixed:
+            raise DataError(f"{what}, so it cannot be mixed into pairs for {task_words}", file=raw.source,
+                            field=field_name, hint="Remove it from data.sources, or train the whole mix with "
+                            "train.task: kto (pairs are then split into labelled answers).")
+        raise DataError(what, file=raw.source, field="train.task",
                         hint="Train it with train.task: kto, which learns from labelled single answers.")
     records, bad = [], []
     for row, where, err in _iter_rows(raw):
@@ -220,49 +249,139 @@ def preference_report(records: list[dict], shape: PreferenceShape, source: str, 
     return rep
 
 
+@dataclass
+class _Source:
+    """One source read: its spec (pipeline.SourceSpec), the RawSource, records in TRL's form
+    (split into labelled answers in a KTO mix), ``read``: the records read."""
+
+    spec: object
+    raw: object
+    records: list
+    shape: PreferenceShape
+    bad: list
+    read: int = 0
+
+
+def _unpaired(records: list[dict]) -> list[dict]:
+    """Pairs as KTO's labelled answers (TRL's unpair_preference_dataset: chosen → true, rejected → false)."""
+    import datasets
+    from trl.data_utils import unpair_preference_dataset
+
+    return unpair_preference_dataset(datasets.Dataset.from_list(records)).to_list()
+
+
+def _dataset(records: list[dict], parts: list[_Source]):
+    """records as a datasets.Dataset; rows of different Arrow types (plain-text pairs with an
+    implicit prompt mixed with conversations) are refused naming the sources."""
+    import datasets
+    import pyarrow as pa
+
+    try:
+        return datasets.Dataset.from_list(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        styles = {p.raw.source: "plain text" if p.shape.implicit_prompt and p.shape.style == "text"
+                  else "conversations" for p in parts}
+        raise DataError("the sources write their pairs differently (" + "; ".join(f"{k}: {v}" for k, v in
+                        styles.items()) + "), so their rows cannot form one data set", field="data.sources",
+                        hint="Mix sources that are all conversations (or prompts with answers), or all plain "
+                             "text; or train them one at a time.") from None
+
+
 def prepare_preference_data(data_cfg, expect: str, tokenizer=None, seed: int = 42, reporter=None,
                             base_dir=None) -> PreferenceData:
-    """data.path (and data.validation_path, or a held-out data.validation_split) as TRL's columns
-    for a task whose data is ``expect`` (``paired`` or ``unpaired``). Honours data.columns,
-    data.skip_bad_lines, data.system_prompt and data.max_examples; data.sources (mixing) is SFT
-    only. Raises DataError naming the file, record and field."""
-    import datasets
+    """data.path, or the mix of data.sources, as TRL's columns for a task whose data is ``expect``
+    (``paired`` or ``unpaired``), with its held-out rows and its PreferenceReport.
 
-    from engine.data.pipeline import split_records
+    Every source is read and converted with its own columns (its ``columns``, else data.columns; a
+    mix may hold several shapes: they all become TRL's columns); several are interleaved by weight with the SFT path's
+    mix (mix.interleave_order: data.mix_stopping, the seed). For KTO, paired sources of a mix are
+    split into labelled answers before mixing. Held out, in this order: data.validation_path, a
+    saved DatasetDict's validation split (data.path alone, as for SFT), or data.validation_split of
+    the records (of the mix). Honours data.skip_bad_lines, data.system_prompt, data.max_examples.
+    Raises DataError naming the file, record and field."""
+    from engine.data.mix import interleave_order
+    from engine.data.pipeline import open_source, source_specs, split_records
 
-    if getattr(data_cfg, "sources", None):
-        raise DataError("mixing several files (data.sources) is for supervised data only", field="data.sources",
-                        hint="Merge the preference files into one, or set data.path to one of them.")
-    mapping = dict(data_cfg.columns or {})
+    log = getattr(reporter, "log", None) or (lambda msg: None)
+    specs = source_specs(data_cfg)
+    mixed = len(specs) > 1 or bool(getattr(data_cfg, "sources", None))
     skip = bool(data_cfg.skip_bad_lines)
-    records, shape, bad = read_preference(data_cfg.path, mapping, expect, base_dir, skip, data_cfg.system_prompt)
+    sp = data_cfg.system_prompt
+    parts = []
+    for spec in specs:
+        raw = open_source(spec.path, base_dir, spec.field)
+        records, shape, bad = read_raw(raw, dict(spec.columns or {}), expect, skip, sp, spec.field, mixed)
+        parts.append(_Source(spec, raw, records, shape, bad, len(records)))
+    bad = [e for p in parts for e in p.bad]
+    first = parts[0]
+    # A mix for KTO: each paired source split into labelled answers first, so all rows agree.
+    unpair_mix = mixed and expect == "unpaired"
+    if unpair_mix:
+        for p in parts:
+            if p.shape.task == "paired":
+                p.records = _unpaired(p.records)
+    if mixed:
+        stopping = getattr(data_cfg, "mix_stopping", "first_exhausted")
+        s_col, i_col = interleave_order([len(p.records) for p in parts], [p.spec.weight for p in parts], seed,
+                                        stopping)
+        records = [parts[s].records[i] for s, i in zip(s_col.tolist(), i_col.tolist())]
+        used = [len(set(i_col[s_col == k].tolist())) for k in range(len(parts))]
+        log("Mixed " + ", ".join(f"{n} from {p.raw.source} (weight {p.spec.weight:g})" for p, n in zip(parts, used))
+            + f" ({stopping}).")
+    else:
+        records, used = first.records, [len(first.records)]
     held: list[dict] = []
+    validation = ""
     if data_cfg.validation_path:
-        held, _, vbad = read_preference(data_cfg.validation_path, mapping, expect, base_dir, skip,
-                                        data_cfg.system_prompt, field_name="data.validation_path")
+        held, vshape, vbad = read_preference(data_cfg.validation_path, dict(specs[0].columns or {}), expect, base_dir,
+                                             skip, sp, field_name="data.validation_path")
+        if unpair_mix and vshape.task == "paired":
+            held = _unpaired(held)
         bad += vbad
+        validation = f"{len(held)} from {data_cfg.validation_path} (data.validation_path)"
+    elif not mixed and first.raw.validation is not None:
+        # A saved DatasetDict's validation split (readers.VALIDATION_SPLITS), as the SFT pipeline uses it.
+        vraw = first.raw.validation
+        held, _, vbad = read_raw(vraw, dict(first.spec.columns or {}), expect, skip, sp, "data.path")
+        bad += vbad
+        validation = f"{len(held)} from {vraw.source}, the saved dataset's validation split"
     elif data_cfg.validation_split > 0 and len(records) >= 2:
         keep, out = split_records(len(records), data_cfg.validation_split, seed)
         records, held = [records[i] for i in keep], [records[i] for i in out]
+        validation = (f"{len(held)} of {len(records) + len(held)} {'mixed rows' if mixed else 'records'} held out "
+                      f"(data.validation_split={data_cfg.validation_split}, seed {seed})")
+    if validation:
+        log(f"Validation: {validation}.")
     if data_cfg.max_examples and data_cfg.max_examples > 0:
         records = records[:data_cfg.max_examples]
-    report = preference_report(records, shape, str(data_cfg.path), tokenizer, eval_n=len(held), skipped=len(bad))
+    shapes = {p.shape.shape for p in parts}
+    # A KTO mix's rows are labelled answers whatever the sources' shapes: reported as such.
+    rshape = replace(first.shape, task="unpaired") if unpair_mix else first.shape
+    report = preference_report(records, rshape, str(data_cfg.path), tokenizer, eval_n=len(held), skipped=len(bad))
+    report.validation = validation
+    if mixed:
+        report.source = ", ".join(p.raw.source for p in parts)
+        report.shape = first.shape.shape if len(shapes) == 1 else "mixed"
+        report.reason = "; ".join(f"{p.raw.source}: {p.shape.reason}" for p in parts)
+        report.sources = [{"source": p.raw.source, "shape": p.shape.shape, "reason": p.shape.reason,
+                           "records": p.read, "weight": p.spec.weight, "used_in_mix": n}
+                          for p, n in zip(parts, used)]
     if bad and reporter is not None:
-        first = bad[0]
-        reporter.warn(f"{len(bad)} bad records skipped (first: {first})")
-    train = datasets.Dataset.from_list(records)
-    evalds = datasets.Dataset.from_list(held) if held else None
-    if expect == "unpaired" and shape.task == "paired":
+        reporter.warn(f"{len(bad)} bad records skipped (first: {bad[0]})")
+    train = _dataset(records, parts)
+    evalds = _dataset(held, parts) if held else None
+    if expect == "unpaired" and not unpair_mix and first.shape.task == "paired":
         # KTO from pairs: the chosen answer becomes a desirable row, the rejected one an undesirable row.
         from trl.data_utils import unpair_preference_dataset
 
         train = unpair_preference_dataset(train)
         evalds = unpair_preference_dataset(evalds) if evalds is not None else None
+        report.desirable = report.undesirable = report.pairs
+        report.notes.append(f"each pair split into a desirable and an undesirable answer for KTO: "
+                            f"{2 * report.pairs} answers")
     if expect == "unpaired":
         # KTOTrainer reads the rows in order (its KL term pairs neighbours in a batch): shuffled once,
         # seeded, so that a batch holds both labels (unpairing puts every chosen answer first).
         train = train.shuffle(seed=seed).flatten_indices()
-        report.desirable = report.undesirable = report.pairs
-        report.notes.append(f"each pair split into a desirable and an undesirable answer for KTO: "
-                            f"{2 * report.pairs} answers")
-    return PreferenceData(train, evalds, shape, report)
+    return PreferenceData(train, evalds, first.shape, report)
+

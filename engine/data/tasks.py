@@ -133,6 +133,20 @@ def detect_preference(found: list[str], rows: list[dict]) -> PreferenceShape | N
     return None
 
 
+def task_for_data(kinds: list[str | None]) -> str | None:
+    """The train.task a data set's sources serve, from each source's kind: ``paired``
+    (chosen/rejected: ``dpo``), ``unpaired`` (labelled single answers, or pairs mixed with them:
+    ``kto``, whose trainer splits pairs), ``sft`` (supervised examples: ``sft``). None when they
+    cannot serve one task together (supervised and preference sources mixed) or a kind is unknown
+    (None: a source that cannot be read)."""
+    found = set(kinds)
+    if not found or None in found or ("sft" in found and len(found) > 1):
+        return None
+    if found == {"sft"}:
+        return "sft"
+    return "kto" if "unpaired" in found else "dpo"
+
+
 def _mapping_text(mapping: dict) -> str:
     return "{" + ", ".join(f"{k}: {v}" for k, v in mapping.items()) + "}"
 

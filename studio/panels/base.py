@@ -55,6 +55,8 @@ class Studio:
     dialog_parent: QWidget | None = None
     # take the user to the control that sets a run-file path ("Go to …" buttons; studio/controls.py)
     go_to: Callable[[str], bool] = lambda path: False
+    # set the control for a run-file path to a value and go there (one-click fixes; studio/controls.py)
+    set_control: Callable[[str, object], bool] = lambda path, value: False
 
 
 @runtime_checkable

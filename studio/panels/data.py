@@ -405,6 +405,7 @@ class DataPanel(QWidget, PanelDefaults):
     def create(cls, studio: Studio) -> DataPanel:
         panel = cls(studio.settings)
         studio.config.sig_config.connect(panel.update_preview)
+        panel.set_elsewhere = studio.set_control   # the report's fixes of other panels' settings (train.task)
         return panel
 
     def plot_steps(self) -> list:
@@ -415,6 +416,7 @@ class DataPanel(QWidget, PanelDefaults):
         self.settings = settings
         self.preview = Preview()
         self._model = ("demo", False, True)
+        self.set_elsewhere = lambda path, value: False   # Studio.set_control once created
         self._request_key = None
         self._requested_data: tuple | None = None   # rejection_key of the preview asked for last
         self.preview_key: tuple | None = None       # rejection_key of the preview shown
@@ -588,12 +590,13 @@ class DataPanel(QWidget, PanelDefaults):
         model = (cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline)
         # max_length / drop_long only move the histogram's line; everything else re-renders.
         data_key = replace(d, max_length=0, drop_long=False, validation_split=0.0, max_examples=-1)
-        key = (repr(data_key), model)
+        # train.task decides how the data is read (SFT examples or preference pairs): a new task re-reads.
+        key = (repr(data_key), model, cfg.train.task)
         if key != self._request_key and d.path:
             self._request_key = key
             self._requested_data = rejection_key(asdict(d))
             self._job.request(cfg.to_dict())
-        report_key = (repr(d), model)
+        report_key = (repr(d), model, cfg.train.task)
         if report_key != getattr(self, "_report_key", None) and (d.path or d.sources):
             self._report_key = report_key
             self.report.request(cfg.to_dict(), self.values()[0])

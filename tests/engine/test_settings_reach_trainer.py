@@ -82,8 +82,9 @@ NOT_OBSERVABLE = {
     "data.columns": "column mapping (tests/engine/test_data_readers.py)",
     "data.skip_bad_lines": "bad lines (tests/engine/test_data_errors.py)",
     "train.resume_from": "tests/engine/test_resume_safety.py",
-    "data.sources": "mixing several files (tests/engine/test_data_pipeline.py, test_data_cases.py)",
-    "data.mix_stopping": "when a mix ends (tests/engine/test_data_pipeline.py)",
+    "data.sources": "mixing several files (tests/engine/test_data_pipeline.py, test_data_cases.py; preference "
+                    "data: test_preference_sources.py)",
+    "data.mix_stopping": "when a mix ends (tests/engine/test_data_pipeline.py, test_preference_sources.py)",
     "data.num_proc": "datasets.map workers (tests/engine/test_data_pipeline.py)",
     "data.cache": "the fingerprint cache (tests/engine/test_data_pipeline.py)",
     "data.long_examples": "chunking or dropping long examples (tests/engine/test_data_shapes.py)",

@@ -184,3 +184,93 @@ def test_a_bad_record_deep_in_a_large_file_gates_start(make_window, qtbot, tiny_
     assert "data.skip_bad_lines" in win.config_model.errors and not win.act_start.isEnabled()
     view.fix_button("data.skip_bad_lines").click()
     qtbot.waitUntil(lambda: "data.skip_bad_lines" not in win.config_model.errors, timeout=TIMEOUT_MS)
+
+
+def _pairs(path, n: int = 8):
+    path.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": f"good {i}", "rejected": f"bad {i}"}) + "\n"
+                            for i in range(n)), encoding="utf-8")
+    return path
+
+
+def test_preference_data_with_sft_offers_the_task_and_start_follows(make_window, qtbot, tiny_config, tmp_path):
+    """Preference pairs while Training › Task is sft: the report offers "Set Training › Task to
+    dpo"; one click sets the Training panel's control, the report reads the pairs as DPO will,
+    and Start is no longer blocked. The reverse (supervised data with dpo) offers sft."""
+    path = _pairs(tmp_path / "pref.jsonl")
+    win = make_window()
+    cfg = tiny_config()
+    cfg.data.path = str(path)
+    win.config_model.set_config(cfg)
+    view = _report(win)
+    qtbot.waitUntil(lambda: view.result.get("stage") == "error" and view.fix_button("train.task") is not None,
+                    timeout=TIMEOUT_MS)
+    assert view.result["task"] == "sft" and view.result["fits"] == "dpo"
+    qtbot.waitUntil(lambda: not win.act_start.isEnabled() and bool(win.config_model.errors), timeout=TIMEOUT_MS)
+    btn = view.fix_button("train.task")
+    assert btn.text() == "Set Training › Task to dpo"
+    assert "“Task” (Training panel)" in btn.toolTip() and "train.task" not in btn.toolTip()
+    assert view.fix_button("data.columns") is not None   # training the chosen answers as SFT stays offered
+    btn.click()
+    task_editor = win.panels["training"].form.editors["task"]
+    assert task_editor.raw() == "dpo"
+    qtbot.waitUntil(lambda: win.config_model.config.train.task == "dpo", timeout=5000)
+    assert view.fix_button("train.task") is None
+    # The report now reads the pairs as DPO will; nothing gates Start.
+    qtbot.waitUntil(lambda: view.result.get("stage") == "preference", timeout=TIMEOUT_MS)
+    assert view.result["train"] == 8 and "8 pairs for training" in view.summary.text()
+    assert view.sources.item(0, 1).text() == "prompt_chosen_rejected" and not view.fixes
+    qtbot.waitUntil(win.act_start.isEnabled, timeout=TIMEOUT_MS)
+    assert not win.config_model.errors
+
+    # The reverse: supervised examples while the task is dpo.
+    cfg = tiny_config(task="dpo")
+    win.config_model.set_config(cfg)
+    qtbot.waitUntil(lambda: view.fix_button("train.task") is not None, timeout=TIMEOUT_MS)
+    btn = view.fix_button("train.task")
+    assert btn.text() == "Set Training › Task to sft" and "supervised examples" in btn.toolTip()
+    assert not win.act_start.isEnabled()
+    btn.click()
+    qtbot.waitUntil(lambda: win.config_model.config.train.task == "sft", timeout=5000)
+    qtbot.waitUntil(lambda: view.result.get("stage") == "report", timeout=TIMEOUT_MS)
+    qtbot.waitUntil(win.act_start.isEnabled, timeout=TIMEOUT_MS)
+
+
+def test_task_fix_names_kto_for_labelled_answers():
+    labelled = {"stage": "error", "task": "sft", "fits": "kto"}
+    (fix,) = [f for f in suggest_fixes(labelled, {}) if f.path == "train.task"]
+    assert fix.value == "kto" and fix.label == "Set Training › Task to kto" and "labelled good or bad" in fix.why
+    # labelled answers for a paired task (refused: field train.task) → kto too
+    assert suggest_fixes({"stage": "error", "task": "dpo", "fits": "kto"}, {})[0].value == "kto"
+    # data that serves the task set now, or an unknown mix, offers no task
+    assert not [f for f in suggest_fixes({"stage": "error", "task": "orpo", "fits": "dpo"}, {}) if f.path == "train.task"]
+    assert not suggest_fixes({"stage": "error", "task": "sft", "fits": None}, {})
+    # the fix follows the task set now, not the one the report was made for
+    assert not suggest_fixes(labelled, {}, task="kto")
+
+
+def test_the_report_says_which_saved_split_is_held_out(make_window, qtbot, tiny_config, tmp_path):
+    """A save_to_disk DatasetDict with a validation split: the report names that split as the
+    held-out set, for SFT examples and for a preference task's pairs."""
+    import datasets
+
+    sft, pref = tmp_path / "sft", tmp_path / "pref"
+    rows = [{"instruction": f"Say {k}.", "input": "", "output": f"{k}!"} for k in range(8)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
+                          "validation": datasets.Dataset.from_list(rows[:2])}).save_to_disk(str(sft))
+    pairs = [{"prompt": f"Q{k}?", "chosen": f"good {k}", "rejected": "bad"} for k in range(8)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(pairs),
+                          "test": datasets.Dataset.from_list(pairs[:3])}).save_to_disk(str(pref))
+    win = make_window()
+    view = _report(win)
+    cfg = tiny_config()
+    cfg.data.path = str(sft)
+    win.config_model.set_config(cfg)
+    qtbot.waitUntil(lambda: view.result.get("stage") in ("report", "error"), timeout=TIMEOUT_MS)
+    assert view.result["stage"] == "report", view.result
+    assert f"Evaluation: 2 examples from {sft} (split validation)" in view.summary.text()
+    cfg = tiny_config(task="dpo")
+    cfg.data.path = str(pref)
+    win.config_model.set_config(cfg)
+    qtbot.waitUntil(lambda: view.result.get("stage") == "preference", timeout=TIMEOUT_MS)
+    assert view.result["train"] == 8 and view.result["eval"] == 3
+    assert f"held-out rows: 3 from {pref} (split test)" in view.summary.text()
