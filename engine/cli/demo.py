@@ -12,6 +12,10 @@ def add_parser(sub) -> None:
                                                            "preference task)")
     d.add_argument("--out", default=None, help="the run folder (default: runs/demo, or runs/demo-<task>)")
     d.add_argument("--prompts", type=int, default=20, help="held-out prompts to score")
+    d.add_argument("--from-adapter", default=None, metavar="PATH",
+                   help="preference tasks: continue this adapter (a run folder such as runs/demo, the SFT "
+                        "demo's, or an adapter folder) instead of starting from the base; the reference "
+                        "model is then that adapter (method.from_adapter)")
     d.set_defaults(func=run)
 
 
@@ -20,4 +24,9 @@ def run(args) -> int:
 
     steps = args.steps or (30 if args.task == "sft" else 40)
     out = args.out or ("runs/demo" if args.task == "sft" else f"runs/demo-{args.task}")
-    return run_demo(steps=steps, out=out, prompts=args.prompts, task=args.task)
+    if args.from_adapter and args.task == "sft":
+        from engine.errors import ConfigError
+
+        raise ConfigError("--from-adapter", "continues an adapter with a preference task; add --task dpo "
+                          "(or orpo, kto, simpo)")
+    return run_demo(steps=steps, out=out, prompts=args.prompts, task=args.task, from_adapter=args.from_adapter)
