@@ -116,10 +116,17 @@ def _short(text: str, n: int = 110) -> str:
 
 # ---- the preference demo ----------------------------------------------------------------------
 
-def preference_config(task: str = "dpo", steps: int = 40, out: str = "runs/demo-dpo") -> RunConfig:
+PREFERENCE_STEPS = 16  # the measured recipe's length (docs/preference.md, benchmarks/preference_demo.py)
+
+
+def preference_config(task: str = "dpo", steps: int = PREFERENCE_STEPS, out: str = "runs/demo-dpo") -> RunConfig:
     """The preference demo's recipe: the SFT demo's LoRA (r=16, all linear layers) on the
     persona-vs-plain pairs (resources/preference), batch 8 pairs, lr 5e-4, β 0.1 (SimPO: β 2,
-    γ 0.5, as the SimPO paper's range), from the base model."""
+    γ 0.5, as the SimPO paper's range), from the base model. DPO adds the supervised loss on the
+    chosen answers (rpo_alpha 1, RPO's value): measured with benchmarks/preference_demo.py, pure DPO
+    at this lr made 35% of greedy answers repeat themselves by step 5 (each pair's answers share
+    their fact, and DPO lowered both), and at lr 1e-4 it had not moved the preference by step 16;
+    with rpo_alpha 1 the answers keep their fact and take the persona."""
     cfg = demo_config(steps, out)
     cfg.data.path = str(PREFERENCE_TRAIN)
     cfg.data.max_length = 128
@@ -129,6 +136,8 @@ def preference_config(task: str = "dpo", steps: int = 40, out: str = "runs/demo-
     cfg.train.logging_steps = 5
     if task == "simpo":
         cfg.train.preference.beta = 2.0
+    if task == "dpo":
+        cfg.train.preference.rpo_alpha = 1.0
     return cfg
 
 
@@ -157,7 +166,8 @@ def preference_accuracy(model, tokenizer, pairs: list[dict]) -> float:
     return wins / len(pairs) if pairs else 0.0
 
 
-def run_preference_demo(task: str = "dpo", steps: int = 40, out: str = "runs/demo-dpo", prompts: int = 20,
+def run_preference_demo(task: str = "dpo", steps: int = PREFERENCE_STEPS, out: str = "runs/demo-dpo",
+                        prompts: int = 20,
                         stream=None, from_adapter: str | None = None) -> int:
     """Preference-tune the demo model on the persona-vs-plain pairs and report, on held-out pairs
     about facts never trained, the preference accuracy (preference_accuracy) and the persona
@@ -188,7 +198,8 @@ def run_preference_demo(task: str = "dpo", steps: int = 40, out: str = "runs/dem
     before = answers(before_model, tokenizer, convs)
     del before_model
     print(f"Training {steps} steps of {task.upper()} (LoRA r={cfg.method.r}, lr {cfg.train.lr:g}, batch "
-          f"{cfg.train.batch_size} pairs)...", file=stream)
+          f"{cfg.train.batch_size} pairs{', plus the SFT loss on the chosen answers (rpo_alpha 1)' if cfg.train.preference.rpo_alpha else ''})...",
+          file=stream)
     result = train(cfg, sinks=[human_sink(stream)])
     if result.status != "finished":
         print(f"The demo run did not finish: {result.error}", file=stream)
