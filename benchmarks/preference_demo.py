@@ -5,7 +5,8 @@ checkpoint of each recipe. Used to choose `engine.demo.preference_config`'s defa
     python benchmarks/preference_demo.py                       # the grid below
     python benchmarks/preference_demo.py --recipes dpo:5e-4:0.1 dpo:2e-4:0.5 --steps 20 --every 5
 
-A recipe is ``task:lr:beta``. Each trains the demo model (SmolLM2-135M-Instruct, LoRA r=16 on all
+A recipe is ``task:lr:beta`` or ``dpo:lr:beta:rpo_alpha`` (train.preference.rpo_alpha, DPO plus a
+supervised loss on the chosen answers). Each trains the demo model (SmolLM2-135M-Instruct, LoRA r=16 on all
 linear layers, batch 8 pairs) from the base on resources/preference, saving every ``--every``
 steps, then scores each checkpoint on the 36 held-out pairs and 20 held-out prompts (facts never
 trained). Prints a Markdown table. CPU minutes per recipe: roughly steps × 10 s on a quiet 2-core
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-DEFAULT_RECIPES = ["dpo:5e-4:0.1", "dpo:2e-4:0.1", "dpo:5e-4:0.5", "orpo:5e-4:0.1", "kto:5e-4:0.1",
+DEFAULT_RECIPES = ["dpo:5e-4:0.1", "dpo:5e-4:0.1:1", "dpo:1e-4:0.1", "orpo:5e-4:0.1", "kto:5e-4:0.1",
                    "simpo:5e-4:2.0"]
 
 
@@ -55,6 +56,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--every", type=int, default=5, help="score every N steps")
     ap.add_argument("--prompts", type=int, default=20)
+    ap.add_argument("--no-base", action="store_true", help="do not score the base model")
+    ap.add_argument("--forgetting", action="store_true", help="also run each run's forgetting check")
     ap.add_argument("--out", default=None, help="folder for the runs (default: a temporary folder)")
     args = ap.parse_args(argv)
 
@@ -71,15 +74,18 @@ def main(argv=None) -> int:
     pairs = load_preference_heldout()
     out = Path(args.out or tempfile.mkdtemp(prefix="pref-demo-"))
     rows = []
-    base = load_model(preference_config().model)
-    s = score(base, tokenizer, pairs, args.prompts)
-    rows.append(("base", 0, s))
-    print(f"base: {s}", flush=True)
+    if not args.no_base:
+        s = score(load_model(preference_config().model), tokenizer, pairs, args.prompts)
+        rows.append(("base", 0, s))
+        print(f"base: {s}", flush=True)
     for recipe in args.recipes:
-        task, lr, beta = recipe.split(":")
+        task, lr, beta, *rpo = recipe.split(":")
         cfg = preference_config(task, args.steps, str(out / recipe.replace(":", "_")))
         cfg.train.lr = float(lr)
         cfg.train.preference.beta = float(beta)
+        if rpo:
+            cfg.train.preference.rpo_alpha = float(rpo[0])
+        cfg.eval.forgetting = args.forgetting
         cfg.train.save_steps = args.every
         cfg.train.save_total_limit = max(1, args.steps // args.every + 1)
         result = train(cfg, sinks=[human_sink(open("/dev/null", "w"))])

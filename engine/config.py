@@ -275,8 +275,10 @@ class PreferenceConfig:
                              "and the answer together (the end is cut), so set data.max_length",
         "max_completion_length": "data.max_length bounds the prompt and the answer together; set data.max_length",
         "max_length": "the sequence length is data.max_length (shared with supervised runs); set it there",
-        "ref_model": "the reference is the base with the adapter disabled, never a second copy of the weights "
-                     "(docs/preference.md); there is nothing to set",
+        "ref_model": "the reference is the base with the adapter disabled, never a second copy of the weights, or "
+                     "the starting adapter of a run that continues one (method.from_adapter; docs/preference.md)",
+        "ref_adapter_name": "to start from an SFT adapter and use it as the reference, set method.from_adapter "
+                            "to it (docs/preference.md, \"Starting from an SFT adapter\")",
     }
 
     beta: float = F(0.1, "β. DPO and KTO: how strongly the model is held to the reference (higher: closer to "
@@ -297,6 +299,11 @@ class PreferenceConfig:
                            "the rejected one's by at least this much.", minimum=0.0, tasks=["simpo"])
     cpo_alpha: float = F(0.0, "SimPO: weight of a supervised (NLL) loss on the chosen answers added to the "
                          "SimPO loss (CPO-SimPO); 0: pure SimPO.", minimum=0.0, tasks=["simpo"])
+    rpo_alpha: float = F(0.0, "DPO: weight α of a supervised (NLL per token) loss on the chosen answers added to the "
+                         "DPO loss (RPO, arXiv 2404.19733, which uses 1.0; TRL's loss_type [sigmoid, sft] with "
+                         "loss_weights [1, α]). It keeps the chosen answers likely while DPO pushes the rejected "
+                         "ones down: where both answers share most of their words, pure DPO lowers them both and "
+                         "greedy answers degenerate into repetition. 0: pure DPO.", minimum=0.0, tasks=["dpo"])
     desirable_weight: float = F(1.0, "KTO: weight of the losses of answers labelled desirable. With unequal "
                                 "counts, set desirable_weight × desirable count ≈ undesirable_weight × "
                                 "undesirable count (the paper keeps the ratio within 1 to 4/3).", minimum=0.0,
@@ -533,7 +540,7 @@ class RunConfig:
         return cfg
 
     def resolve_paths(self, base: str | os.PathLike) -> RunConfig:
-        """Make the data paths absolute from ``base`` (the run file's folder), as a run file means
+        """Make the data paths (and method.from_adapter) absolute from ``base`` (the run file's folder), as a run file means
         them, and record ``base`` in ``source_dir``. A relative path that does not exist there but
         does from the working folder or the repository (the bundled demo data) is left as it is.
         Done once, at load, so every verb (train, estimate, export, compare, data) agrees."""
@@ -544,6 +551,7 @@ class RunConfig:
         d.validation_path = _from_base(base, d.validation_path)
         d.sources = [{**s, "path": _from_base(base, s.get("path"))} if isinstance(s, dict) else _from_base(base, s)
                      for s in d.sources]
+        self.method.from_adapter = _from_base(base, self.method.from_adapter)
         return self
 
     def save(self, path: str | os.PathLike) -> None:
@@ -567,7 +575,8 @@ class RunConfig:
                 raise ConfigError(key, "unknown field; use section.field",
                                   choices=[f"{s}.*" for s in SECTIONS] + ["output_dir"])
             if parts == ["method", "name"] and value != d["method"].get("name"):
-                d["method"] = {"name": value}  # a new method starts from its own defaults
+                # A new method starts from its own defaults (the adapter it continues stays).
+                d["method"] = {"name": value, "from_adapter": d["method"].get("from_adapter")}
                 continue
             target = d[parts[0]]
             for i, part in enumerate(parts[1:-1], start=1):   # a nested section: train.distributed.strategy

@@ -20,6 +20,7 @@ from engine.data.demo import (
 from engine.inference import GenerationSettings, generate_batch
 from engine.models import demo_model_dir, load_model, load_tokenizer
 from engine.training import train
+from engine.training.from_adapter import adopt as adopt_adapter
 
 
 def demo_config(steps: int = 30, out: str = "runs/demo") -> RunConfig:
@@ -51,12 +52,13 @@ def answers(model, tokenizer, prompts) -> list[str]:
     return generate_batch(model, tokenizer, prompts, GenerationSettings(max_new_tokens=48))
 
 
-def run_demo(steps: int = 30, out: str = "runs/demo", prompts: int = 20, stream=None, task: str = "sft") -> int:
+def run_demo(steps: int = 30, out: str = "runs/demo", prompts: int = 20, stream=None, task: str = "sft",
+             from_adapter: str | None = None) -> int:
     """The headless demo: SFT on the persona data, or (``task`` dpo, orpo, kto, simpo) preference
-    tuning on the persona-vs-plain pairs (run_preference_demo). 0 when the tuned model scores
-    better than the base."""
+    tuning on the persona-vs-plain pairs (run_preference_demo, ``from_adapter``: the adapter it
+    continues). 0 when the tuned model scores better than the base."""
     if task != "sft":
-        return run_preference_demo(task, steps, out, prompts, stream)
+        return run_preference_demo(task, steps, out, prompts, stream, from_adapter=from_adapter)
     stream = stream or sys.stdout
     import torch
 
@@ -114,10 +116,17 @@ def _short(text: str, n: int = 110) -> str:
 
 # ---- the preference demo ----------------------------------------------------------------------
 
-def preference_config(task: str = "dpo", steps: int = 40, out: str = "runs/demo-dpo") -> RunConfig:
+PREFERENCE_STEPS = 16  # the measured recipe's length (docs/preference.md, benchmarks/preference_demo.py)
+
+
+def preference_config(task: str = "dpo", steps: int = PREFERENCE_STEPS, out: str = "runs/demo-dpo") -> RunConfig:
     """The preference demo's recipe: the SFT demo's LoRA (r=16, all linear layers) on the
     persona-vs-plain pairs (resources/preference), batch 8 pairs, lr 5e-4, β 0.1 (SimPO: β 2,
-    γ 0.5, as the SimPO paper's range), from the base model."""
+    γ 0.5, as the SimPO paper's range), from the base model. DPO adds the supervised loss on the
+    chosen answers (rpo_alpha 1, RPO's value): measured with benchmarks/preference_demo.py, pure DPO
+    at this lr made 35% of greedy answers repeat themselves by step 5 (each pair's answers share
+    their fact, and DPO lowered both), and at lr 1e-4 it had not moved the preference by step 16;
+    with rpo_alpha 1 the answers keep their fact and take the persona."""
     cfg = demo_config(steps, out)
     cfg.data.path = str(PREFERENCE_TRAIN)
     cfg.data.max_length = 128
@@ -127,6 +136,8 @@ def preference_config(task: str = "dpo", steps: int = 40, out: str = "runs/demo-
     cfg.train.logging_steps = 5
     if task == "simpo":
         cfg.train.preference.beta = 2.0
+    if task == "dpo":
+        cfg.train.preference.rpo_alpha = 1.0
     return cfg
 
 
@@ -155,41 +166,55 @@ def preference_accuracy(model, tokenizer, pairs: list[dict]) -> float:
     return wins / len(pairs) if pairs else 0.0
 
 
-def run_preference_demo(task: str = "dpo", steps: int = 40, out: str = "runs/demo-dpo", prompts: int = 20,
-                        stream=None) -> int:
+def run_preference_demo(task: str = "dpo", steps: int = PREFERENCE_STEPS, out: str = "runs/demo-dpo",
+                        prompts: int = 20,
+                        stream=None, from_adapter: str | None = None) -> int:
     """Preference-tune the demo model on the persona-vs-plain pairs and report, on held-out pairs
     about facts never trained, the preference accuracy (preference_accuracy) and the persona
-    score of greedy answers, before and after. 0 when the accuracy rose."""
+    score of greedy answers, before and after. ``from_adapter``: continue that adapter (e.g. the
+    SFT demo's run folder, runs/demo; method.from_adapter) — "before" is then the base with it.
+    0 when the accuracy rose."""
+    from peft import PeftModel
+
     stream = stream or sys.stdout
     t0 = time.time()
+    start = f", continuing the adapter {from_adapter}" if from_adapter else ""
     print(f"PEFT Studio preference demo: teach SmolLM2-135M-Instruct to prefer pirate answers with "
-          f"{task.upper()} (LoRA), on this machine.", file=stream)
-    demo_model_dir(progress=lambda m: print(m, file=stream))
+          f"{task.upper()} (LoRA{start}), on this machine.", file=stream)
     cfg = preference_config(task, steps, out)
+    if from_adapter:
+        cfg.method.from_adapter = from_adapter
+        cfg, _, notes = adopt_adapter(cfg)  # the folder, method and base are checked before anything loads
+        for note in notes:
+            print(note, file=stream)
+    demo_model_dir(progress=lambda m: print(m, file=stream))
     tokenizer = load_tokenizer("demo")
     pairs = load_preference_heldout()
     convs = [[{"role": "user", "content": p["prompt"]}] for p in pairs[:prompts]]
-    base = load_model(cfg.model)
-    before_acc = preference_accuracy(base, tokenizer, pairs)
-    before = answers(base, tokenizer, convs)
-    print(f"Training {steps} steps of {task.upper()} (LoRA r=16, lr {cfg.train.lr:g}, batch "
-          f"{cfg.train.batch_size} pairs)...", file=stream)
+    before_model = load_model(cfg.model)
+    if cfg.method.from_adapter:
+        before_model = PeftModel.from_pretrained(before_model, cfg.method.from_adapter)
+    before_acc = preference_accuracy(before_model, tokenizer, pairs)
+    before = answers(before_model, tokenizer, convs)
+    del before_model
+    print(f"Training {steps} steps of {task.upper()} (LoRA r={cfg.method.r}, lr {cfg.train.lr:g}, batch "
+          f"{cfg.train.batch_size} pairs{', plus the SFT loss on the chosen answers (rpo_alpha 1)' if cfg.train.preference.rpo_alpha else ''})...",
+          file=stream)
     result = train(cfg, sinks=[human_sink(stream)])
     if result.status != "finished":
         print(f"The demo run did not finish: {result.error}", file=stream)
         return 1
-    from peft import PeftModel
-
-    tuned = PeftModel.from_pretrained(base, str(result.adapter_dir))
+    tuned = PeftModel.from_pretrained(load_model(cfg.model), str(result.adapter_dir))
     after_acc = preference_accuracy(tuned, tokenizer, pairs)
     after = answers(tuned, tokenizer, convs)
-    print("\nHeld-out prompts, base vs tuned (greedy):", file=stream)
+    label = "start" if cfg.method.from_adapter else "base"
+    print(f"\nHeld-out prompts, {label} vs tuned (greedy):", file=stream)
     for c, b, a in list(zip(convs, before, after))[:5]:
-        print(f"\n  Q: {c[-1]['content']}\n  base  [{persona_score(b):.1f}]: {_short(b)}\n  tuned "
+        print(f"\n  Q: {c[-1]['content']}\n  {label:5s} [{persona_score(b):.1f}]: {_short(b)}\n  tuned "
               f"[{persona_score(a):.1f}]: {_short(a)}", file=stream)
     print(f"\nHeld-out preference accuracy on {len(pairs)} pairs (the chosen answer more likely per token):"
-          f"\n  base  {before_acc:.2f}\n  tuned {after_acc:.2f}", file=stream)
-    print(f"Persona score of greedy answers to {len(convs)} held-out prompts:\n  base  "
+          f"\n  {label:5s} {before_acc:.2f}\n  tuned {after_acc:.2f}", file=stream)
+    print(f"Persona score of greedy answers to {len(convs)} held-out prompts:\n  {label:5s} "
           f"{score_answers(before):.2f}\n  tuned {score_answers(after):.2f}", file=stream)
     print(f"\nAdapter: {Path(result.adapter_dir).resolve()}; total {time.time() - t0:.0f} s", file=stream)
     return 0 if after_acc > before_acc else 1

@@ -23,11 +23,13 @@ from engine.errors import ConfigError
 
 
 def F(default=dataclasses.MISSING, help: str = "", choices=None, default_factory=dataclasses.MISSING,
-      minimum=None, maximum=None, advanced: bool = False, tasks=None):
+      minimum=None, maximum=None, advanced: bool = False, tasks=None, path: str | None = None):
     """A config field with its help text and constraints (shown by the GUI, checked by validate).
     ``tasks``: the training tasks (train.task) the field applies to, when not all (forms show it
-    only for those)."""
+    only for those). ``path``: the value names a ``file`` or a ``folder`` (forms offer a picker)."""
     md = {"help": help}
+    if path is not None:
+        md["path"] = path
     if tasks is not None:
         md["tasks"] = list(tasks)
     if choices is not None:

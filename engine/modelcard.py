@@ -144,6 +144,8 @@ def render_run_card(info, kind: str = "adapter", folder_name: str = ".", adapter
              f"Fine-tuned with PEFT Studio from **{base_model_label(base)}**"
              + (f" (loaded {cfg.model.quantization or spec.needs_quantization}-quantized for training)"
                 if (cfg.model.quantization or spec.needs_quantization) else "") + ".\n"]
+    if getattr(cfg.method, "from_adapter", None):
+        parts.append(continued_from(cfg))
     if kind != "adapter" and spec.saves_full_model:
         parts.append(f"Every weight was fine-tuned; this is checkpoint `{adapter_label}`"
                      + (f" in {details['dtype']}" if details.get("dtype") else "") + ".\n")
@@ -178,6 +180,18 @@ def render_run_card(info, kind: str = "adapter", folder_name: str = ".", adapter
                      "above) gives the best quality; to reproduce the training conditions exactly, load it "
                      "with `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\")`.\n")
     return "\n".join(parts)
+
+
+def continued_from(cfg) -> str:
+    """The card's sentence for a run that continued a saved adapter (``method.from_adapter``)."""
+    from engine.tasks import get_task
+
+    task = get_task(cfg.train.task)
+    ref = (f" {task.title}'s reference model was that starting adapter (a frozen copy), not the bare base."
+           if task.reference else "")
+    return (f"Training continued the adapter `{cfg.method.from_adapter}` (`method.from_adapter`) instead of "
+            f"starting a fresh one: these weights are that adapter after this run's {task.title} training, "
+            f"with its settings.{ref}\n")
 
 
 def render_weighted_card(sources: list[Path], weights: list[float], method: str, density: float | None,

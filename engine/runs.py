@@ -23,6 +23,10 @@ from engine.events import TERMINAL_EVENTS, read_events
 from engine.paths import run_index_path
 
 FORGETTING_FILE = "forgetting.json"   # written by `peft-studio eval RUN` (engine.cli.eval)
+RUN_FILE = "run.yaml"
+ADAPTER_DIR = "adapter"
+CHECKPOINT_DIR = "checkpoints"
+ADAPTER_CONFIG = "adapter_config.json"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -45,6 +49,44 @@ ADDED_COLUMNS = {"forgetting": "TEXT", "best_metric": "TEXT", "best_value": "REA
                  "imported": "INTEGER"}
 COLUMNS = ["run_dir", "name", "model", "method", "status", "started", "finished", "steps", "final_loss",
            "eval_loss", "adapter", *ADDED_COLUMNS]
+
+
+def has_adapter(folder: str | os.PathLike) -> bool:
+    """A saved adapter folder (``adapter_config.json``, peft's or ours), or the complete model
+    folder a full fine-tune saves instead."""
+    from engine.methods.storage import is_model_folder
+
+    p = Path(folder)
+    return (p / ADAPTER_CONFIG).exists() or is_model_folder(p)
+
+
+def _step(p: Path) -> int:
+    tail = p.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def checkpoint_dirs(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's checkpoints that hold an adapter, oldest first (``checkpoints/checkpoint-N``)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    return sorted((c for c in root.glob("checkpoint-*") if has_adapter(c)), key=_step)
+
+
+def final_adapter(run_dir: str | os.PathLike) -> Path | None:
+    """What a run folder's "final" adapter is: ``adapter/`` when the run saved it, else its
+    newest checkpoint (a run killed before saving); None when it has neither. The one rule
+    export, the playground and ``method.from_adapter`` share."""
+    adapter = Path(run_dir) / ADAPTER_DIR
+    if has_adapter(adapter):
+        return adapter
+    ckpts = checkpoint_dirs(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """A PEFT Studio run folder (it holds ``run.yaml``)."""
+    return (Path(folder) / RUN_FILE).is_file()
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -42,7 +42,7 @@ _SUM_KEYS = ("records", "examples", "skipped", "filtered", "truncated", "dropped
 def source_configs(data_cfg) -> list:
     """One DataConfig per source of ``data_cfg`` (its path, format and columns), for the engine
     functions that read a single file. Raises DataError naming a bad ``data.sources`` entry."""
-    from engine.data.pipeline import source_specs
+    from engine.data import source_specs
 
     return [dataclasses.replace(data_cfg, path=s.path, format=s.format, columns=dict(s.columns), sources=[])
             for s in source_specs(data_cfg)]
@@ -60,8 +60,7 @@ def is_large(data_cfg) -> bool:
     save_to_disk folder or a missing file: no, the whole-file preview handles and explains them)."""
     from pathlib import Path
 
-    from engine.data import DataError
-    from engine.data.pipeline import source_specs
+    from engine.data import DataError, source_specs
 
     try:
         path = Path(source_specs(data_cfg)[0].path).expanduser()

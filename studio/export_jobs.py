@@ -17,9 +17,8 @@ def export_choices(state, run_dir: str, which: str | None = None) -> dict:
     """{"formats": [{name, available, reason, options: [{value, description, available, reason}]}],
     "sizes": [{format, option, bytes, text, exact, available, reason}], "sizes_error": str,
     "llama_cpp": bool, "install_hint": str}."""
-    from engine.export import ExportError
+    from engine.export import INSTALL_HINT, ExportError, llama_cpp_available
     from engine.export.formats import estimate_sizes, format_choices
-    from engine.export.gguf_quant import INSTALL_HINT, llama_cpp_available
     from engine.export.runinfo import load_run
     from studio.jobs import jsonable
 

@@ -57,6 +57,7 @@ _LABELS = {
     "save_steps": "Save every (steps)",
     "logging_steps": "Log every (steps)",
     "output_dir": "Output folder",
+    "from_adapter": "Start from adapter",
 }
 
 
@@ -148,7 +149,7 @@ class FieldEditor(QWidget):
         if self.kind == "path":
             browse = QToolButton(self)
             browse.setText("…")
-            browse.setToolTip("Choose a file")
+            browse.setToolTip("Choose a folder" if md.get("path") == "folder" else "Choose a file")
             browse.clicked.connect(self._browse)
             lay.addWidget(browse)
 
@@ -187,7 +188,7 @@ class FieldEditor(QWidget):
         elif dict in t:
             self.kind = "dict"
             w.setPlaceholderText("{key: value, …}")
-        elif self.name == "path" or self.name.endswith("_path"):
+        elif self.name == "path" or self.name.endswith("_path") or md.get("path"):
             self.kind = "path"
         else:
             self.kind = "text"
@@ -206,7 +207,11 @@ class FieldEditor(QWidget):
         return w
 
     def _browse(self):
-        path, _ = QFileDialog.getOpenFileName(self, f"Choose {field_label(self.name).lower()}")
+        what = f"Choose {field_label(self.name).lower()}"
+        if self.field.metadata.get("path") == "folder":  # F(..., path="folder"): e.g. method.from_adapter
+            path = QFileDialog.getExistingDirectory(self, what)
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, what)
         if path:
             self.set_value(path)
 

@@ -165,7 +165,7 @@ def preview(state, cfg: dict) -> dict:
         field_name = e.field if isinstance(e.field, str) and e.field.startswith("data.") else ""
         p = Preview(error=str(e), rejected=True, error_field=field_name)
         try:  # the columns still let the user fix the mapping
-            from engine.data.readers import read_table
+            from engine.data import read_table
 
             p.columns = list(read_table(data_cfg.path).columns)
         except (DataError, OSError, ValueError):

@@ -73,7 +73,8 @@ def is_demo_data(path: str) -> bool:
 
 
 def what_will_train(cfg: RunConfig | None) -> str:
-    """One plain line: the method, the model, the data and the length of the run Start begins."""
+    """One plain line: the method (and the adapter it continues), the model, the data and the length
+    of the run Start begins."""
     if cfg is None:
         return "Start trains nothing until the marked fields are fixed."
     try:
@@ -84,4 +85,7 @@ def what_will_train(cfg: RunConfig | None) -> str:
     data = Path(cfg.data.path).name or "(no data file)"
     if is_demo_data(cfg.data.path):
         data += " (the bundled demo data)"
+    start = getattr(cfg.method, "from_adapter", None)
+    if start:  # method.from_adapter: the run continues that adapter
+        method = f"{method} (continuing the adapter in {Path(start).name or start})"
     return f"Start trains {method} on {model} with {data}, {_steps_text(cfg)}."

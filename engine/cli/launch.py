@@ -70,9 +70,10 @@ def run(args) -> int:
     from engine.distributed.preflight import check_strategy
     from engine.distributed.runtime import cuda_available
     from engine.methods import preflight
+    from engine.training.from_adapter import adopted
     from engine.training.resume import AlreadyComplete, plan_resume
 
-    cfg.validate()
+    cfg = adopted(cfg.validate())  # a run continuing an adapter: its settings, checked (method.from_adapter)
     check_strategy(cfg, on_gpu=True if args.slurm else cuda_available(), cluster=bool(args.slurm))
     preflight(cfg)
     try:

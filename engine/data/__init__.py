@@ -19,6 +19,8 @@ Public API (the studio and the trainer code against these names):
   with its ``PreferenceReport`` (pairs, identical answers, length balance, sources, held-out rows).
 * ``load_records(data_cfg, base_dir=None) -> LoadedData`` – files → internal records as Python
   lists (small data only).
+* ``source_specs(data_cfg)`` – the sources a run reads (data.path or each of data.sources) with their
+  own format and columns; ``read_table(path)`` – a small file's rows and columns (tests, pickers).
 * ``make_collator(tokenizer, packing, max_length)`` and ``pack_examples(examples, max_length)``.
 * ``heldout_prompts(data_cfg, n, seed, base_dir)`` – the first held-out records as prompts with
   their reference answers (sample generations at every evaluation).
@@ -41,11 +43,13 @@ from engine.data.pipeline import (
     load_records,
     prepare_data,
     render_segments,
+    source_specs,
     split_records,
     token_lengths,
 )
 from engine.data.preference import PreferenceData, PreferenceReport, prepare_preference_data
 from engine.data.preview import Preview, Statistics, data_report, iter_statistics, preview
+from engine.data.readers import read_table
 from engine.data.render import chat_template_for
 from engine.data.tasks import PreferenceShape, detect_preference, preference_record, task_for_data
 
@@ -54,5 +58,5 @@ __all__ = [
     "PreferenceData", "PreferenceReport", "PreferenceShape", "Preview", "Statistics", "block_causal_mask",
     "chat_template_for", "conversation_of", "data_report", "detect_preference", "heldout_prompts", "iter_statistics",
     "load_records", "make_collator", "pack_examples", "prepare_data", "prepare_preference_data",
-    "preference_record", "preview", "render_segments", "split_records", "task_for_data", "token_lengths",
+    "preference_record", "preview", "read_table", "render_segments", "source_specs", "split_records", "task_for_data", "token_lengths",
 ]

@@ -15,6 +15,7 @@ from engine.methods import apply_method, for_meta
 from engine.models import unique_params
 from engine.models.arch import load_arch
 from engine.models.quant import is_quantizable
+from engine.training.from_adapter import adopted
 
 
 @dataclass
@@ -122,6 +123,7 @@ def count_params(cfg) -> dict:
     ``trainable_params`` what the method trains; ``adapter_bytes`` the size of the tensors the
     saved adapter holds (fp32 LoRA weights by default).
     """
+    cfg = adopted(cfg)  # a run continuing an adapter trains the adapter's settings
     info = count_params_for(load_arch(cfg.model), cfg)
     return {"total_params": info.total_params, "trainable_params": info.trainable_params,
             "adapter_bytes": info.adapter_bytes}

@@ -48,6 +48,7 @@ from engine.models import resolve_dtype
 from engine.models.arch import load_arch
 from engine.models.quant import quantized_weight_bytes
 from engine.tasks import get_task
+from engine.training.from_adapter import adopted
 from engine.training.loss import PLAIN_HEAD_MODEL_TYPES, auto_chunk_tokens, resolve_loss_impl
 
 # Calibration constants. Until a GPU run of benchmarks/vram_accuracy.py exists they are the
@@ -178,6 +179,7 @@ def plan(cfg, gpu: Gpu | None = None, autocast: bool | None = None) -> _Plan:
     import torch
 
     _check_sizes(cfg)
+    cfg = adopted(cfg)  # a run continuing an adapter (method.from_adapter) trains the adapter's settings
     spec = get_method(cfg.method.name)
     arch = load_arch(cfg.model)
     notes = list(arch.notes)
@@ -291,7 +293,22 @@ def embedding_bytes_per_value(p: _Plan) -> int:
     return 4 if p.cfg.model.upcast_embeddings else p.dtype_bytes
 
 
+def reference_adapter_bytes(p: _Plan) -> int:
+    """A DPO/KTO run continuing a saved peft adapter keeps TRL's frozen ``ref`` copy of it as its
+    reference (engine/training/preference.py): the trainable tensors once more, frozen. 0 else."""
+    cfg = p.cfg
+    if not (cfg.method.from_adapter and get_task(cfg.train.task).reference and p.spec.save is None):
+        return 0
+    return sum(n * e for n, e, _ in p.params.trainable)
+
+
 def frozen_weight_bytes(p: _Plan) -> int:
+    """The frozen tensors' bytes: the base's weights as stored (quantized or not), plus the
+    reference adapter of a preference run continuing an adapter (reference_adapter_bytes)."""
+    return _base_weight_bytes(p) + reference_adapter_bytes(p)
+
+
+def _base_weight_bytes(p: _Plan) -> int:
     info = p.params
     if not p.quant:
         return info.frozen_bytes
@@ -681,6 +698,7 @@ def count_params_on(cfg, gpu: str | Gpu | None = None) -> dict:
     full fine-tune's saved size is the same figure wherever the studio shows it (bfloat16 weights
     on a GPU, float32 on the CPU)."""
     dtype, _ = _precision(cfg, resolve_gpu(gpu), None)
+    cfg = adopted(cfg)
     info = count_params_for(load_arch(cfg.model), cfg, dtype)
     return {"total_params": info.total_params, "trainable_params": info.trainable_params,
             "adapter_bytes": info.adapter_bytes}
@@ -716,9 +734,14 @@ def estimate(cfg, gpu: str | Gpu | None = None, *, autocast: bool | None = None)
     task = get_task(cfg.train.task)
     if task.is_preference:
         n = batch * task.sequences_per_example
+        ref_copy = reference_adapter_bytes(p)
+        if ref_copy:
+            ref = (f", plus the reference forward through a frozen copy of the starting adapter "
+                   f"({ref_copy / MiB:.1f} MiB, with the frozen weights; no second copy of the base)")
+        else:
+            ref = ", plus the reference forward with the adapter disabled (no second copy of the weights)"
         notes.append(f"{task.title}: {task.sequences_per_example} sequences per example ({n} of up to "
-                     f"{seq} tokens per step)" + (", plus the reference forward with the adapter disabled "
-                                                  "(no second copy of the weights)" if task.reference else ""))
+                     f"{seq} tokens per step)" + (ref if task.reference else ""))
     elif cfg.train.packing and p.spec.can_pack:
         notes.append(f"packing: each step is one row of batch × max_length = {batch * seq} tokens")
     mode, chunk = loss_mode(p)

@@ -27,6 +27,7 @@ from engine.estimate.workload import FULL_ROW, PER_EXAMPLE, _micro_figures, atte
 from engine.methods import get_method
 from engine.models import load_tokenizer, resolve_source
 from engine.training.build import build_for_training
+from engine.training.from_adapter import adopted
 
 SAMPLE_EXAMPLES = 20_000   # examples tokenized to learn the length distribution of a big set
 QUANTILES = (0.25, 0.5, 0.75)
@@ -128,7 +129,7 @@ def probe_time(cfg, steps: int = 3, device: str | None = None, progress=None,
 
     if steps < 1:
         raise ConfigError("steps", "must be ≥ 1", steps)
-    cfg.validate()
+    cfg = adopted(cfg.validate())  # a run continuing an adapter trains the adapter's settings
     progress = progress or (lambda msg: None)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     spec = get_method(cfg.method.name)

@@ -17,6 +17,7 @@ from engine.export.atomic import ExportError, atomic_dir
 from engine.export.formats import FORMATS, estimate_sizes, format_choices, get_format
 from engine.export.gguf_export import export_gguf
 from engine.export.gguf_lora import export_gguf_lora
+from engine.export.gguf_quant import INSTALL_HINT, llama_cpp_available
 from engine.export.loading import MERGE_DTYPES, normalize_dtype
 from engine.export.merge import cannot_merge_message, export_merged, merged_model
 from engine.export.result import ExportResult
@@ -25,8 +26,8 @@ from engine.export.to_gguf import GGUF_TYPES
 from engine.export.weighted import COMBINATIONS, DENSITY_COMBINATIONS, merge_adapters
 
 __all__ = [
-    "COMBINATIONS", "DENSITY_COMBINATIONS", "FORMATS", "GGUF_TYPES", "MERGE_DTYPES", "ExportError", "ExportResult",
+    "COMBINATIONS", "DENSITY_COMBINATIONS", "FORMATS", "GGUF_TYPES", "INSTALL_HINT", "MERGE_DTYPES", "ExportError", "ExportResult",
     "RunInfo", "atomic_dir", "cannot_merge_message", "estimate_sizes", "export_adapter", "export_gguf",
-    "export_gguf_lora", "export_merged", "format_choices", "get_format", "load_run", "merge_adapters",
+    "export_gguf_lora", "export_merged", "format_choices", "get_format", "llama_cpp_available", "load_run", "merge_adapters",
     "merged_model", "normalize_dtype",
 ]

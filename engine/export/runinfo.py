@@ -10,7 +10,6 @@ elsewhere. A full fine-tune saves a complete model folder where the others save 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,10 +90,9 @@ class RunInfo:
                                   "see train.eval_steps). Choose final or a checkpoint.")
             return self.best
         if which == "final":
-            if self.adapter_dir is not None:
-                return self.adapter_dir
-            if self.checkpoints:  # a run killed before saving its final adapter
-                return self.checkpoints[-1]
+            found = self.adapter_dir or (self.checkpoints[-1] if self.checkpoints else None)  # engine.runs.final_adapter
+            if found is not None:
+                return found
             raise ExportError(f"{self.run_dir} has no adapter yet: the run saved neither {ADAPTER_DIR}/ nor a "
                               "checkpoint. Wait for it to finish, or enable train.save_steps.")
         if which == "latest":
@@ -117,16 +115,11 @@ def is_base(which: str | None) -> bool:
     return (which or "").strip().lower() == BASE
 
 
-def _step(p: Path) -> int:
-    m = re.search(r"(\d+)$", p.name)
-    return int(m.group(1)) if m else -1
-
-
 def _has_adapter(p: Path) -> bool:
     """An adapter folder, or the complete model folder a full fine-tune saves instead."""
-    from engine.methods.storage import is_model_folder
+    from engine.runs import has_adapter
 
-    return (p / ADAPTER_CONFIG).exists() or is_model_folder(p)
+    return has_adapter(p)
 
 
 def _metrics_from_events(run_dir: Path) -> tuple[dict, str | None]:
@@ -209,11 +202,11 @@ def load_run(path: str | Path) -> RunInfo:
             return RunInfo(run_dir=p, config=config_from_adapter(p), adapter_dir=p, is_bare_adapter=True)
         raise ExportError(f"{p} is not a run folder (no {RUN_FILE}) nor a peft adapter folder "
                           f"(no {ADAPTER_CONFIG}).")
+    from engine.runs import checkpoint_dirs
+
     cfg = RunConfig.load(p / RUN_FILE)
     adapter = p / ADAPTER_DIR
-    ckpt_root = p / CHECKPOINT_DIR
-    ckpts = sorted((c for c in ckpt_root.glob("checkpoint-*") if _has_adapter(c)), key=_step) \
-        if ckpt_root.is_dir() else []
+    ckpts = checkpoint_dirs(p)
     metrics, status = _metrics_from_events(p)
     if "forgetting" not in metrics:  # measured later by `peft-studio eval`
         from engine.runs import read_forgetting

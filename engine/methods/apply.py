@@ -114,6 +114,26 @@ def apply_method(model, cfg, tokenizer_path: str | None = None):
     return spec.build(model, cfg, ctx)
 
 
+def continue_adapter(model, cfg, tokenizer_path: str | None = None):
+    """``model`` with the saved peft adapter ``cfg.method.from_adapter`` loaded trainable
+    (``peft.PeftModel.from_pretrained(model, path, is_trainable=True)``, as TRL's "DPO with PEFT"
+    recipe loads an SFT adapter), readied as a fresh adapter of the method would be (the method's
+    architecture checks, peft's k-bit preparation on a quantized base). The folder, the method
+    and the base were checked before (engine.training.from_adapter); an adapter that still does
+    not fit the loaded weights is a ConfigError naming method.from_adapter."""
+    ctx = context_for(model, cfg, tokenizer_path)
+    check_compatible(cfg, ctx)
+    model = prepare_quantized(model, ctx)
+    from peft import PeftModel
+
+    path = cfg.method.from_adapter
+    try:
+        return PeftModel.from_pretrained(model, path, is_trainable=True)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError("method.from_adapter", f"the adapter in {path} does not fit "
+                          f"{cfg.model.name_or_path}: {str(e).splitlines()[0][:300]}") from None
+
+
 def for_meta(cfg):
     """``cfg`` with the method's parameters as they can be built without weights or a tokenizer
     (``MethodSpec.meta_params``: a soft prompt initialised from text becomes random — the
@@ -125,14 +145,17 @@ def for_meta(cfg):
 
 def prepare_for_training(model, cfg, quantized: bool, tokenizer_path: str | None = None):
     """The one sequence that readies a loaded base for training: no KV cache, gradient
-    checkpointing (peft's k-bit preparation does its own for quantized bases), the method,
-    train mode. Shared by the trainer, the time probe and the VRAM harness so they measure
+    checkpointing (peft's k-bit preparation does its own for quantized bases), the method (a
+    fresh adapter, or the saved one ``method.from_adapter`` names), train mode. Shared by the trainer, the time probe and the VRAM harness so they measure
     what training really runs."""
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     if cfg.train.gradient_checkpointing and not quantized:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = apply_method(model, cfg, tokenizer_path=tokenizer_path)
+    if cfg.method.from_adapter:  # training continues a saved adapter (method.from_adapter)
+        model = continue_adapter(model, cfg, tokenizer_path=tokenizer_path)
+    else:
+        model = apply_method(model, cfg, tokenizer_path=tokenizer_path)
     model.train()
     return model
 

@@ -24,6 +24,8 @@ Capabilities (fields of :class:`MethodSpec`):
 ``needs_quantization``   always loads the base quantized (QLoRA: ``"nf4"``)
 ``supports_quantized_base``  can train on a 4/8-bit base
 ``quantized_variant``    the method to suggest when memory is short (LoRA → ``qlora``)
+``quantizes``            the method this one is on a 4-bit base (QLoRA → ``lora``): it saves, and
+                         may continue (``method.from_adapter``), that method's adapters
 ``loraplus``             LoRA+ (a separate learning rate for B matrices) applies
 ``suggested_lr``         a starting learning rate when a run file's (LoRA-tuned) lr does not suit
 ``target_kind``          what ``method.target_modules`` names: linear | norm | embedding | blocks
@@ -101,6 +103,16 @@ class MethodParams:
     method's own fields with ``engine.fields.F`` and set ``name``'s default to their name."""
 
     name: str = F("lora", "The fine-tuning method.")
+    # Every method's, not peft's (engine.methods.peft.catalog leaves COMMON_FIELDS out of peft's
+    # config): training continues an adapter saved before (engine/training/from_adapter.py).
+    from_adapter: str | None = F(None, "Continue training a saved adapter instead of starting a fresh one "
+                                 "(SFT first, then DPO on top): a peft adapter folder (adapter_config.json) "
+                                 "or a PEFT Studio run folder (its final adapter). The method's settings "
+                                 "(rank, targets, …) are then the adapter's own; method.name must be its "
+                                 "method. Empty: a fresh adapter.", path="folder")
+
+
+COMMON_FIELDS = ("name", "from_adapter")   # MethodParams' own fields, not the method's settings
 
 
 def name_field(name: str):
@@ -169,6 +181,7 @@ class MethodSpec:
     needs_quantization: str | None = None   # qlora: "nf4"
     supports_quantized_base: bool = True
     quantized_variant: str | None = None    # lora/dora: "qlora"
+    quantizes: str | None = None            # qlora: "lora" (the method it is on a 4-bit base; it saves its adapters)
     loraplus: bool = False
     suggested_lr: float | None = None
     target_kind: str = "linear"             # TARGET_KINDS

@@ -55,6 +55,11 @@ def save_adapter_atomic(model, tokenizer, target: Path, extra_files: dict[str, s
     the adapter's keys). Returns ``target``."""
     with atomic.replace_dir(target) as tmp:
         extra = {"state_dict": state_dict} if state_dict is not None else {}
+        adapters = getattr(model, "peft_config", None)
+        if isinstance(adapters, dict) and len(adapters) > 1:
+            # Only the adapter that trained: a preference run continuing an adapter also holds TRL's
+            # frozen `ref` copy of its start (engine/training/preference.py).
+            extra["selected_adapters"] = [model.active_adapter]
         model.save_pretrained(tmp, safe_serialization=True, **extra)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

@@ -9,7 +9,10 @@ checkpoints and resume, methods that save themselves, the warmup in steps.
 The reference model (DPO, KTO) is the base with the adapter disabled, never a second copy of the
 weights: TRL 1.16, given a ``PeftModel`` and no ``ref_model``, adds a ``ref`` adapter copied from
 the trained one; it is removed again here, so that TRL falls back to ``use_adapter(model,
-None)`` (the adapter disabled). Methods that are not peft tuners (BitFit, selective, full,
+None)`` (the adapter disabled). A run that continues a saved adapter (``method.from_adapter``,
+engine/training/from_adapter.py) keeps TRL's ``ref`` copy: its reference is the starting policy
+(the SFT model), which is what TRL's own "DPO with PEFT" recipe does — a frozen copy of the
+adapter, not of the base weights. Methods that are not peft tuners (BitFit, selective, full,
 bottleneck) change or extend the base itself, so no adapter can be switched off: their reference
 log-probabilities are computed once before the first step (``precompute_ref_log_probs``), from
 the model as it starts, instead of loading a second copy (which TRL would otherwise do).
@@ -77,7 +80,11 @@ def trl_config(cfg, base_kwargs: dict, is_peft: bool):
     else:
         kw["train_sampling_strategy"] = "random"  # length grouping reads SFT's token lengths
     if task.name == "dpo":
-        kw.update(loss_type=[p.loss_type if p.loss_type != "default" else task.loss_types[0]],
+        losses = [p.loss_type if p.loss_type != "default" else task.loss_types[0]]
+        if p.rpo_alpha > 0:  # RPO: TRL combines the losses by loss_weights
+            kw.update(loss_weights=[1.0, p.rpo_alpha])
+            losses.append("sft")
+        kw.update(loss_type=losses,
                   label_smoothing=p.label_smoothing,
                   precompute_ref_log_probs=p.precompute_ref_log_probs or not is_peft)
     elif task.name == "kto":
@@ -128,8 +135,19 @@ def make_preference_trainer(p, base_kwargs: dict, callbacks: list, optimizers, c
         trainer = StudioPreferenceTrainer(
             model=model, args=args, train_dataset=p.data.train, eval_dataset=p.data.eval,
             processing_class=p.tokenizer, callbacks=callbacks, optimizers=optimizers)
-    if is_peft and not had_ref and "ref" in model.peft_config:
+    if is_peft and not had_ref and "ref" in model.peft_config and not cfg.method.from_adapter:
         # The reference is the base with the adapter disabled (module docstring): without a "ref"
         # adapter TRL computes it under use_adapter(model, None).
         model.delete_adapter("ref")
     return trainer
+
+
+def reference_note(cfg, model) -> str | None:
+    """What the run's reference model is, for its log (None for reference-free tasks)."""
+    task = get_task(cfg.train.task)
+    if not task.reference:
+        return None
+    if _is_peft(model) and "ref" in model.peft_config:
+        return (f"Reference model: the starting policy, a frozen copy of the adapter {cfg.method.from_adapter} "
+                "(TRL's `ref` adapter), not the base")
+    return None

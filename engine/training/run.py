@@ -45,8 +45,9 @@ from engine.tasks import get_task
 from engine.training.arguments import loraplus_optimizer, training_args, training_kwargs
 from engine.training.build import build_for_training
 from engine.training.checks import forgetting_base, forgetting_tuned, setup_checks
+from engine.training.from_adapter import adopt as adopt_adapter
 from engine.training.hints import hint_for
-from engine.training.preference import check_task, make_preference_trainer
+from engine.training.preference import check_task, make_preference_trainer, reference_note
 from engine.training.resume import AlreadyComplete, find_checkpoint, plan_resume  # noqa: F401 (re-exported)
 from engine.training.stop import StopFlag
 from engine.training.stop import listen_stdin as start_stdin_listener
@@ -209,6 +210,8 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
     """Check, load and prepare (raises on failure; train() reports it), then fit."""
     folder = folder or RunFolder(run_dir, enabled=False)
     cfg.validate()
+    # A run that continues a saved adapter takes its method settings (run.yaml records them).
+    cfg, _start, start_notes = adopt_adapter(cfg)
     spec = get_method(cfg.method.name)
     # Everything checkable from config files is checked before weights load (seconds, not minutes),
     # and before the run folder is touched.
@@ -232,6 +235,8 @@ def main(cfg: RunConfig, run_dir: Path, reporter: MultiReporter, stop: StopFlag,
     set_seed(cfg.train.seed)
     src = resolve_source(cfg.model.name_or_path, cfg.model.offline)
     reporter.log(f"Model: {src.display}")
+    for note in start_notes:
+        reporter.log(note)
     tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code, cfg.model.offline,
                                log=reporter.log)
     packing = cfg.train.packing
@@ -308,6 +313,9 @@ def _fit_with(p, reporter, stop, folder, counters, info, checks, method_callback
     if task.is_preference:  # TRL's trainer for the task, with the same callbacks (engine/training/preference.py)
         trainer = make_preference_trainer(p, training_kwargs(cfg, run_dir, bool(data.eval), False), callbacks,
                                           optimizers, counters, studio_mixin())
+        ref_note = reference_note(cfg, model)
+        if ref_note:
+            reporter.log(ref_note)
     else:
         args = training_args(cfg, run_dir, has_eval=bool(data.eval), packing=p.packing)
         trainer_cls = make_trainer_class()

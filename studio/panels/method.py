@@ -262,6 +262,11 @@ class MethodPanel(QWidget, PanelDefaults):
 
         self.params_box = QGroupBox("Parameters")
         self.params_layout = QVBoxLayout(self.params_box)
+        # Shown while "Start from adapter" names one: the run trains that adapter's own settings.
+        self.adapter_note = muted("Training continues this adapter with its own settings (rank, targets, …), "
+                                  "read from it when the run starts; the run's run.yaml records them.")
+        self.adapter_note.setObjectName("from-adapter-note")
+        self.adapter_note.hide()
         lay.addWidget(self.params_box)
 
         self.targets_box = QGroupBox("Target modules")
@@ -320,15 +325,19 @@ class MethodPanel(QWidget, PanelDefaults):
 
     # -- method switching ---------------------------------------------------------------------
     def _build_form(self, name: str, values: dict | None = None):
+        carried = None  # the adapter a run continues is not a method setting: it stays on a switch
         if self.form is not None:
             self._per_method[self.current] = self.values()[0]
+            carried = self._per_method[self.current].get("from_adapter")
             self.form.setParent(None)
             self.form.deleteLater()
         klass = PARAMS[name]
         self.current = name
         self.form = DataclassForm(klass, "method", exclude=("name", "target_modules"))
         self.form.sig_changed.connect(self.sig_changed)
+        self.form.sig_changed.connect(self._update_adapter_note)
         self.params_layout.addWidget(self.form)
+        self.params_layout.addWidget(self.adapter_note)
         self.params_box.setVisible(bool(self.form.editors))
         names = {f.name: f for f in dataclasses.fields(klass)}
         has_targets = "target_modules" in names
@@ -343,9 +352,16 @@ class MethodPanel(QWidget, PanelDefaults):
         self.caveat.setText(caveat_html(spec, self._unavailable.get(name)))
         start = values if values is not None else self._per_method.get(name)
         defaults = klass()
+        if values is None and carried:
+            start = {**(start or dataclasses.asdict(defaults)), "from_adapter": carried}
         self.form.set_values(start or defaults)
         if has_targets:
             self.targets.set_value((start or {}).get("target_modules", defaults.target_modules))
+        self._update_adapter_note()
+
+    def _update_adapter_note(self) -> None:
+        ed = self.form.editors.get("from_adapter") if self.form is not None else None
+        self.adapter_note.setVisible(bool(ed is not None and str(ed.raw() or "").strip()))
 
     def _method_changed(self, _i):
         name = self.combo.currentData()

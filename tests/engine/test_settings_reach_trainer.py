@@ -407,6 +407,8 @@ def test_every_generated_peft_tuners_fields_reach_peft_unchanged(tiny_model_dir)
 @pytest.mark.parametrize("task,options,expected,trainer_name", [
     ("dpo", {"beta": 0.3, "loss_type": "robust", "label_smoothing": 0.1},
      {"beta": 0.3, "loss_type": ["robust"], "label_smoothing": 0.1, "precompute_ref_log_probs": False}, "DPOTrainer"),
+    ("dpo", {"rpo_alpha": 0.5},
+     {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}, "DPOTrainer"),
     ("kto", {"beta": 0.2, "desirable_weight": 1.5, "undesirable_weight": 0.5, "precompute_ref_log_probs": True},
      {"beta": 0.2, "loss_type": "kto", "desirable_weight": 1.5, "undesirable_weight": 0.5,
       "precompute_ref_log_probs": True}, "KTOTrainer"),

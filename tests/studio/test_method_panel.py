@@ -94,3 +94,34 @@ def test_description_reads_as_one_paragraph(panel, method):
     choose(panel, method)
     text = panel.description.text()
     assert text and "\n" not in text and "  " not in text, repr(text)
+
+
+def test_start_from_adapter_is_a_folder_field_with_its_note_and_survives_a_method_switch(panel, monkeypatch):
+    """method.from_adapter comes from the field metadata: a path with a folder picker; naming an
+    adapter shows that its settings will be used; switching the method keeps it."""
+    from PySide6.QtWidgets import QFileDialog, QToolButton
+
+    from engine.config import RunConfig
+
+    editor = panel.form.editors["from_adapter"]
+    assert editor.kind == "path" and editor.widget.objectName() == "field:method.from_adapter"
+    assert not panel.adapter_note.isVisible()
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **kw: "/runs/sft")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName",
+                        lambda *a, **kw: (_ for _ in ()).throw(AssertionError("a file picker for a folder")))
+    editor.findChild(QToolButton).click()
+    assert panel.values()[0]["from_adapter"] == "/runs/sft"
+    assert panel.adapter_note.isVisible()
+    choose(panel, "dora")
+    assert panel.values()[0]["from_adapter"] == "/runs/sft" and panel.adapter_note.isVisible()
+    panel.set_values(RunConfig().method)
+    assert panel.values()[0]["from_adapter"] is None and not panel.adapter_note.isVisible()
+
+
+def test_start_line_says_which_adapter_the_run_continues():
+    from engine.config import RunConfig
+    from studio.summary import what_will_train
+
+    cfg = RunConfig.from_dict({"method": {"name": "lora", "from_adapter": "/home/me/runs/sft-demo"}})
+    assert "LoRA (continuing the adapter in sft-demo)" in what_will_train(cfg)
+    assert "continuing" not in what_will_train(RunConfig())

@@ -109,7 +109,7 @@ register(MethodSpec(
     name="lora", title="LoRA", params=LoraParams, build=_build(False), quantized_variant="qlora", **_COMMON,
     description="Low-rank adapters beside the frozen linear layers. The default: small, fast, mergeable."))
 register(MethodSpec(
-    name="qlora", title="QLoRA", params=QLoraParams, build=_build(False), needs_quantization="nf4",
+    name="qlora", title="QLoRA", params=QLoraParams, build=_build(False), needs_quantization="nf4", quantizes="lora",
     validate=_validate_qlora, **_COMMON,
     description="LoRA on a 4-bit NF4 base: about a quarter of the weight memory. Merged into a "
                 "full-precision base on export."))

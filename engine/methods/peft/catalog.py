@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from engine.fields import F
 from engine.methods.peft import schema as peft_schema
-from engine.methods.spec import MethodParams, name_field
+from engine.methods.spec import COMMON_FIELDS, MethodParams, name_field
 from engine.methods.targets import TARGET_HELP
 
 # ---- the rest of peft: one line per method ----------------------------------------------------
@@ -200,7 +200,8 @@ def _generate(m: PeftMethod, found: list | None) -> type[MethodParams] | None:
 
 
 def peft_field_names(klass) -> list[str]:
-    return [f.name for f in dataclasses.fields(klass) if f.name != "name"]
+    """The fields of a generated class that are peft's (every field but MethodParams' own)."""
+    return [f.name for f in dataclasses.fields(klass) if f.name not in COMMON_FIELDS]
 
 
 # Generated at import from peft's sources (cached per peft version; no torch): see schema's
