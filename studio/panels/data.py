@@ -632,8 +632,13 @@ class DataPanel(QWidget, PanelDefaults):
         self.preview = p = Preview(**result)
         self.preview_key = self._requested_data  # which data settings this preview is of
         if p.rejected:
-            # the message names controls, not run-file keys; a mapping problem points at the mapping
-            self._set_rejection(base_field(p.error_field) or "data.path", window_text(p.error))
+            # the message names controls, not run-file keys; a mapping problem points at the mapping.
+            # Start's reason and the status line name that control before the message already:
+            # "train.jsonl field data.columns: …" is said "train.jsonl: …" after it.
+            text = p.error
+            if p.error_field.startswith("data."):
+                text = text.replace(f" field {p.error_field}: ", ": ", 1)
+            self._set_rejection(base_field(p.error_field) or "data.path", window_text(text))
         else:
             self._set_rejection(None)
             self.sig_changed.emit()  # the lengths may gate Start (everything dropped as too long)

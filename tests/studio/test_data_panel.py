@@ -142,6 +142,10 @@ def test_the_preview_follows_the_task(make_window, qtbot, tiny_config, tmp_path)
     panel = win.panels["data"]
     qtbot.waitUntil(lambda: panel.previewing(str(path)), timeout=PREVIEW_TIMEOUT_MS)
     assert panel.preview.rejected and "data.columns" in win.config_model.errors
+    # the control is named once, by Start's reason: “Column mapping” (Data tab): pref.jsonl: this is…
+    assert win.config_model.errors["data.columns"].startswith(f"{path}: this is preference data")
+    assert win.act_start.toolTip().count("“Column mapping” (Data tab)") == 1 + win.config_model.errors[
+        "data.columns"].count("“Column mapping” (Data tab)")
 
     task = win.panels["training"].form.editors["task"].widget
     task.setCurrentIndex(task.findData("dpo"))
