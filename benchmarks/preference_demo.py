@@ -5,8 +5,8 @@ checkpoint of each recipe. Used to choose `engine.demo.preference_config`'s defa
     python benchmarks/preference_demo.py                       # the grid below
     python benchmarks/preference_demo.py --recipes dpo:5e-4:0.1 dpo:2e-4:0.5 --steps 20 --every 5
 
-A recipe is ``task:lr:beta`` or ``dpo:lr:beta:rpo_alpha`` (train.preference.rpo_alpha, DPO plus a
-supervised loss on the chosen answers). Each trains the demo model (SmolLM2-135M-Instruct, LoRA r=16 on all
+A recipe is ``task:lr:beta`` or ``dpo:lr:beta:rpo_alpha`` / ``simpo:lr:beta:cpo_alpha`` (the weight of
+a supervised loss on the chosen answers added to the preference loss). Each trains the demo model (SmolLM2-135M-Instruct, LoRA r=16 on all
 linear layers, batch 8 pairs) from the base on resources/preference, saving every ``--every``
 steps, then scores each checkpoint on the 36 held-out pairs and 20 held-out prompts (facts never
 trained). Prints a Markdown table. CPU minutes per recipe: roughly steps × 10 s on a quiet 2-core
@@ -83,8 +83,8 @@ def main(argv=None) -> int:
         cfg = preference_config(task, args.steps, str(out / recipe.replace(":", "_")))
         cfg.train.lr = float(lr)
         cfg.train.preference.beta = float(beta)
-        if rpo:
-            cfg.train.preference.rpo_alpha = float(rpo[0])
+        if rpo:  # the supervised loss on the chosen answers: DPO's rpo_alpha, SimPO's cpo_alpha
+            setattr(cfg.train.preference, "cpo_alpha" if task == "simpo" else "rpo_alpha", float(rpo[0]))
         cfg.eval.forgetting = args.forgetting
         cfg.train.save_steps = args.every
         cfg.train.save_total_limit = max(1, args.steps // args.every + 1)

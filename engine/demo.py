@@ -126,7 +126,8 @@ def preference_config(task: str = "dpo", steps: int = PREFERENCE_STEPS, out: str
     chosen answers (rpo_alpha 1, RPO's value): measured with benchmarks/preference_demo.py, pure DPO
     at this lr made 35% of greedy answers repeat themselves by step 5 (each pair's answers share
     their fact, and DPO lowered both), and at lr 1e-4 it had not moved the preference by step 16;
-    with rpo_alpha 1 the answers keep their fact and take the persona."""
+    with rpo_alpha 1 the answers keep their fact and take the persona. SimPO likewise gets its own
+    supervised term (cpo_alpha 1)."""
     cfg = demo_config(steps, out)
     cfg.data.path = str(PREFERENCE_TRAIN)
     cfg.data.max_length = 128
@@ -134,8 +135,9 @@ def preference_config(task: str = "dpo", steps: int = PREFERENCE_STEPS, out: str
     cfg.train.task = task
     cfg.train.lr = 5e-4
     cfg.train.logging_steps = 5
-    if task == "simpo":
+    if task == "simpo":  # CPO-SimPO: the same supervised term (measured: pure SimPO repeated itself)
         cfg.train.preference.beta = 2.0
+        cfg.train.preference.cpo_alpha = 1.0
     if task == "dpo":
         cfg.train.preference.rpo_alpha = 1.0
     return cfg
@@ -197,8 +199,11 @@ def run_preference_demo(task: str = "dpo", steps: int = PREFERENCE_STEPS, out: s
     before_acc = preference_accuracy(before_model, tokenizer, pairs)
     before = answers(before_model, tokenizer, convs)
     del before_model
+    pref = cfg.train.preference
+    sft_weight = pref.rpo_alpha if task == "dpo" else pref.cpo_alpha if task == "simpo" else 0.0
+    sft_term = ", plus the SFT loss on the chosen answers" if sft_weight else ""
     print(f"Training {steps} steps of {task.upper()} (LoRA r={cfg.method.r}, lr {cfg.train.lr:g}, batch "
-          f"{cfg.train.batch_size} pairs{', plus the SFT loss on the chosen answers (rpo_alpha 1)' if cfg.train.preference.rpo_alpha else ''})...",
+          f"{cfg.train.batch_size} pairs{sft_term})...",
           file=stream)
     result = train(cfg, sinks=[human_sink(stream)])
     if result.status != "finished":
