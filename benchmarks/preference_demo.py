@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     from engine.data.demo import load_preference_heldout
     from engine.demo import preference_config
     from engine.models import demo_model_dir, load_model, load_tokenizer
+    from engine.tasks import get_task
     from engine.training import train
 
     demo_model_dir()
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
         cfg.train.lr = float(lr)
         cfg.train.preference.beta = float(beta)
         if rpo:  # the supervised loss on the chosen answers: DPO's rpo_alpha, SimPO's cpo_alpha
-            setattr(cfg.train.preference, "cpo_alpha" if task == "simpo" else "rpo_alpha", float(rpo[0]))
+            setattr(cfg.train.preference, get_task(task).sft_weight_field, float(rpo[0]))
         cfg.eval.forgetting = args.forgetting
         cfg.train.save_steps = args.every
         cfg.train.save_total_limit = max(1, args.steps // args.every + 1)

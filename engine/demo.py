@@ -19,6 +19,7 @@ from engine.data.demo import (
 )
 from engine.inference import GenerationSettings, generate_batch
 from engine.models import demo_model_dir, load_model, load_tokenizer
+from engine.tasks import get_task
 from engine.training import train
 from engine.training.from_adapter import adopt as adopt_adapter
 
@@ -135,11 +136,12 @@ def preference_config(task: str = "dpo", steps: int = PREFERENCE_STEPS, out: str
     cfg.train.task = task
     cfg.train.lr = 5e-4
     cfg.train.logging_steps = 5
-    if task == "simpo":  # CPO-SimPO: the same supervised term (measured: pure SimPO repeated itself)
+    if task == "simpo":
         cfg.train.preference.beta = 2.0
-        cfg.train.preference.cpo_alpha = 1.0
-    if task == "dpo":
-        cfg.train.preference.rpo_alpha = 1.0
+    # DPO + RPO, CPO-SimPO: the supervised term on the chosen answers (measured: without it, both
+    # repeated themselves)
+    if field := get_task(task).sft_weight_field:
+        setattr(cfg.train.preference, field, 1.0)
     return cfg
 
 
@@ -199,8 +201,8 @@ def run_preference_demo(task: str = "dpo", steps: int = PREFERENCE_STEPS, out: s
     before_acc = preference_accuracy(before_model, tokenizer, pairs)
     before = answers(before_model, tokenizer, convs)
     del before_model
-    pref = cfg.train.preference
-    sft_weight = pref.rpo_alpha if task == "dpo" else pref.cpo_alpha if task == "simpo" else 0.0
+    field = get_task(task).sft_weight_field
+    sft_weight = getattr(cfg.train.preference, field) if field else 0.0
     sft_term = ", plus the SFT loss on the chosen answers" if sft_weight else ""
     print(f"Training {steps} steps of {task.upper()} (LoRA r={cfg.method.r}, lr {cfg.train.lr:g}, batch "
           f"{cfg.train.batch_size} pairs{sft_term})...",

@@ -66,6 +66,9 @@ class TaskSpec:
     loss_types: tuple[str, ...] = ()
     virtual_tokens: bool = True
     paper: str = ""
+    # The train.preference field weighting a supervised loss on the chosen answers added to the
+    # task's loss, where the task has one (DPO: RPO's rpo_alpha; SimPO: CPO's cpo_alpha).
+    sft_weight_field: str = ""
 
     @property
     def is_preference(self) -> bool:
@@ -83,7 +86,8 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in [
     TaskSpec("dpo", "DPO", "Direct Preference Optimization: raise the chosen answer's likelihood relative to "
              "the rejected one, measured against a frozen reference (the base with the adapter disabled).",
              data="paired", reference=True, sequences_per_example=2,
-             metrics=(*_REWARDS, _MARGIN, _ACCURACY, *_LOGPS), loss_types=DPO_LOSSES, paper="2305.18290"),
+             metrics=(*_REWARDS, _MARGIN, _ACCURACY, *_LOGPS), loss_types=DPO_LOSSES, paper="2305.18290",
+             sft_weight_field="rpo_alpha"),
     TaskSpec("orpo", "ORPO", "Odds-Ratio Preference Optimization: supervised loss on the chosen answer plus "
              "an odds-ratio penalty on the rejected one; no reference model.", data="paired",
              sequences_per_example=2, length_normalised=True,
@@ -99,7 +103,8 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in [
     TaskSpec("simpo", "SimPO", "Simple Preference Optimization: the length-normalised log-probability is "
              "the reward, with a target margin γ; no reference model (TRL's CPO trainer, loss simpo).",
              data="paired", sequences_per_example=2, length_normalised=True,
-             metrics=(*_REWARDS, _MARGIN, _ACCURACY, *_LOGPS), virtual_tokens=False, paper="2405.14734"),
+             metrics=(*_REWARDS, _MARGIN, _ACCURACY, *_LOGPS), virtual_tokens=False, paper="2405.14734",
+             sft_weight_field="cpo_alpha"),
 ]}
 
 TASK_NAMES = list(TASKS)
